@@ -1,0 +1,23 @@
+"""hpwf: hyperparameter search and ensemble workflows on HPC clusters.
+
+A workflow file declares ``search = hpwf.Search(...)`` and ``def objective(trial)``; ``hpwf run``
+drives it with Optuna on a local Dask cluster (default), under ``mpirun``, or on Slurm.
+"""
+
+from __future__ import annotations
+
+from optuna.exceptions import TrialPruned
+
+from hpwf.api import RunResult, resume, run, status
+from hpwf.errors import ConfigError, RunError
+from hpwf.rundir import load_study
+from hpwf.search import Search
+from hpwf.trial import Group, Trial
+from hpwf.workflow import Workflow, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "Group", "RunError", "RunResult", "Search", "Trial", "TrialPruned", "Workflow",
+    "load", "load_study", "resume", "run", "status",
+]

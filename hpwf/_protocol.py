@@ -1,0 +1,95 @@
+"""Messages between the coordinator and its agents (pickled over multiprocessing connections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# agent -> coordinator
+
+
+@dataclass(frozen=True)
+class Hello:
+    """An agent introduces itself; ``rank`` is its MPI world rank where it has one."""
+
+    agent: str
+    host: str
+    pid: int
+    rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Suggest:
+    """Ask the coordinator to sample a parameter that was not prefetched."""
+
+    number: int
+    name: str
+    distribution: Any  # optuna.distributions.BaseDistribution
+
+
+@dataclass(frozen=True)
+class Report:
+    """An intermediate value; the reply is a `Decision`."""
+
+    number: int
+    step: int
+    value: float
+
+
+@dataclass(frozen=True)
+class UserAttr:
+    """``trial.set_user_attr`` forwarded to the study."""
+
+    number: int
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    """A trial ended: ``state`` is "complete", "pruned" or "fail"."""
+
+    number: int
+    state: str
+    values: list[float] | None = None
+    error: str | None = None
+    duration: float = 0.0
+
+
+# coordinator -> agent
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every agent needs once: the workflow (a file path or a cloudpickled objective)."""
+
+    run_dir: str
+    workflow_path: str | None
+    objective_pickle: bytes | None
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Run one trial; ``params`` were sampled ahead (prefetched) with their distributions."""
+
+    number: int
+    params: dict[str, Any]
+    distributions: dict[str, Any]
+    seed: int
+    ranks: int = 1
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to a `Suggest` (``value``) or a `Report` (``value`` is the prune decision)."""
+
+    number: int
+    value: Any
+
+
+@dataclass(frozen=True)
+class Stop:
+    """No more work: the agent exits its loop."""
+
+    reason: str = ""

@@ -1,0 +1,129 @@
+"""The command line: ``hpwf run | resume | status | report``. Bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hpwf.errors import ConfigError, RunError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other input error
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hpwf", description="Hyperparameter search and ensemble workflows on HPC clusters.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a workflow file's search to its budget")
+    p.add_argument("workflow", type=Path)
+    p.add_argument("--backend", default="local", help="local (default)")
+    p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
+    p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
+    p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
+    p.add_argument("--run-dir", type=Path, help="default: runs/<workflow>-<time>")
+    p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("resume", help="continue an interrupted run to its budget")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--backend")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("status", help="counts by state, best trial and params")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="write trials.csv and report.html into the run dir")
+    p.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpwf`` command."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"hpwf: error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"hpwf: run stopped: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from hpwf import api
+
+    if args.command == "run":
+        result = api.run(
+            args.workflow, backend=args.backend, workers=_positive("--workers", args.workers),
+            n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
+            seed=args.seed, progress=not args.quiet,
+        )
+        _print_end(result.run_dir, result.summary)
+        return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0
+    if args.command == "resume":
+        result = api.resume(
+            args.run_dir, backend=args.backend, workers=_positive("--workers", args.workers),
+            n_trials=args.n_trials, timeout=args.timeout, progress=not args.quiet,
+        )
+        _print_end(result.run_dir, result.summary)
+        return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0
+    if args.command == "status":
+        info = api.status(args.run_dir)
+        print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
+        return 0
+    if args.command == "report":
+        from hpwf.report import write_report
+
+        paths = write_report(args.run_dir)
+        for path in paths:
+            print(path)
+        return 0
+    raise AssertionError(args.command)
+
+
+def _positive(flag: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be >= 1, not {value}")
+    return value
+
+
+def _print_end(run_dir: Path, summary: dict) -> None:  # type: ignore[type-arg]
+    best = summary.get("best_value")
+    print(
+        f"[hpwf] {summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed"
+        f" in {summary['session_wall_s']:.1f} s; best {best if best is not None else '-'}"
+        f" (trial {summary.get('best_trial')}); run dir {run_dir}",
+        file=sys.stderr,
+    )
+    if summary.get("stop_reason"):
+        print(f"[hpwf] stopped: {summary['stop_reason']}", file=sys.stderr)
+
+
+def _format_status(info: dict) -> str:  # type: ignore[type-arg]
+    lines = [
+        f"study      {info['study']}  ({info['run_dir']})",
+        f"trials     {info['complete']} complete, {info['pruned']} pruned, {info['fail']} failed, "
+        f"{info['running']} running, {info['waiting']} waiting  (budget: {info.get('n_trials')})",
+    ]
+    if info.get("best_value") is not None:
+        lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
+        lines.extend(f"  {k} = {v}" for k, v in (info.get("best_params") or {}).items())
+    for t in info.get("best_trials", []):
+        lines.append(f"pareto     trial {t['number']}: {t['values']}")
+    if info.get("elapsed_s") is not None:
+        lines.append(f"elapsed    {info['elapsed_s']:.1f} s, utilisation {info.get('utilisation')}")
+    if info.get("stop_reason"):
+        lines.append(f"stopped    {info['stop_reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""The ask/tell loop: a free agent gets the next trial at once; reports reach the pruner live.
+
+The coordinator alone talks to Optuna and to the backend. Agents talk to it over `Hub`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+
+from hpwf._channel import Hub, send_quietly
+from hpwf._protocol import Assign, Done, Hello, Report, Reply, Setup, Stop, Suggest, UserAttr
+from hpwf.agent import trial_folder
+from hpwf.backends import Backend
+from hpwf.errors import RunError
+from hpwf.progress import Progress
+from hpwf.rundir import write_summary
+
+RUN_ATTR = "hpwf:run"
+FINISHED_OK = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class Budget:
+    """When to stop asking: ``n_trials`` finished (COMPLETE/PRUNED), ``timeout`` seconds overall."""
+
+    n_trials: int | None
+    timeout: float | None
+    max_failures: int
+    elapsed_before: float = 0.0  # seconds spent by earlier sessions of this run
+
+
+@dataclass
+class _Agent:
+    name: str = "?"
+    host: str = "?"
+    pid: int = 0
+    ready: bool = False
+    trial: optuna.Trial | None = None
+    busy_since: float = 0.0
+    busy_total: float = 0.0
+
+
+@dataclass
+class _Counts:
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    fail_here: int = 0  # failures in this session (for max_failures)
+    best_value: float | None = None
+    best_number: int | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished_ok(self) -> int:
+        return self.complete + self.pruned
+
+
+class Coordinator:
+    """Drives one run: asks Optuna for trials, hands them to agents, tells results."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        backend: Backend,
+        setup: Setup,
+        run_dir: Path,
+        budget: Budget,
+        *,
+        run_id: str,
+        seed: int | None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.study = study
+        self.backend = backend
+        self.setup = setup
+        self.run_dir = run_dir
+        self.budget = budget
+        self.run_id = run_id
+        self.seed = seed
+        self.progress = progress or Progress(enabled=False)
+        self.agents: dict[Connection, _Agent] = {}
+        self.running: dict[int, tuple[optuna.Trial, Connection]] = {}
+        self.counts = _Counts()
+        self.stop_reason: str | None = None
+        self._space: dict[str, BaseDistribution] | None = None  # params seen in every finished trial
+        self._single = len(study.directions) == 1
+        self._started = time.time()
+        self._agents_seen = 0
+        self._signal: str | None = None
+        self._busy_ended = 0.0  # busy seconds of agents that are gone
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run until the budget is spent; return the summary (also written to summary.json)."""
+        self._recover_previous_session()
+        hub = Hub(self.backend.listen_host, self.backend.advertise_host)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        last_tick = 0.0
+        try:
+            self.backend.start(hub.address, hub.authkey)
+            while not self._finished():
+                for conn in hub.take_new():
+                    self.agents[conn] = _Agent()
+                self._hand_out()
+                for conn in hub.wait(list(self.agents), timeout=0.25):
+                    self._receive(conn)
+                if self._signal and not self.stop_reason:
+                    self._interrupt(self._signal)
+                now = time.time()
+                if now - last_tick > 0.5:
+                    last_tick = now
+                    self._check_budget_and_health()
+                    self.progress.update(self._progress_fields())
+            return self._finish()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            for conn in list(self.agents):
+                send_quietly(conn, Stop(self.stop_reason or "done"))
+            self.backend.close()
+            hub.close()
+            self.progress.close()
+
+    def _finished(self) -> bool:
+        if self.running:
+            return False
+        if self.stop_reason:
+            return True
+        n = self.budget.n_trials
+        return n is not None and self.counts.finished_ok >= n
+
+    def _can_ask(self) -> bool:
+        if self.stop_reason:
+            return False
+        n = self.budget.n_trials
+        return n is None or self.counts.finished_ok + len(self.running) < n
+
+    def _hand_out(self) -> None:
+        for conn, agent in self.agents.items():
+            if not agent.ready or agent.trial is not None:
+                continue
+            if not self._can_ask():
+                return
+            trial = self.study.ask(dict(self._space or {}))
+            trial.set_user_attr(RUN_ATTR, self.run_id)
+            task = Assign(
+                trial.number, dict(trial.params), dict(trial.distributions), self._trial_seed(trial.number)
+            )
+            if not send_quietly(conn, task):
+                self._fail(trial, f"agent {agent.name} on {agent.host} was lost before the trial started")
+                continue
+            agent.trial, agent.busy_since = trial, time.time()
+            self.running[trial.number] = (trial, conn)
+
+    def _receive(self, conn: Connection) -> None:
+        agent = self.agents[conn]
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            self._agent_lost(conn)
+            return
+        if isinstance(message, Hello):
+            agent.name, agent.host, agent.pid, agent.ready = message.agent, message.host, message.pid, True
+            self._agents_seen += 1
+            send_quietly(conn, self.setup)
+        elif isinstance(message, Done):
+            self._done(conn, message)
+        elif isinstance(message, (Suggest, Report, UserAttr)):
+            send_quietly(conn, Reply(message.number, self._answer(message)))
+
+    def _answer(self, message: Suggest | Report | UserAttr) -> Any:
+        trial, _ = self.running[message.number]
+        try:
+            if isinstance(message, Suggest):
+                return _suggest(trial, message.name, message.distribution)
+            if isinstance(message, Report):
+                if not self._single:
+                    return False  # Optuna prunes single-objective studies only
+                trial.report(message.value, message.step)
+                return trial.should_prune()
+            trial.set_user_attr(message.key, message.value)
+            return None
+        except Exception as exc:  # noqa: BLE001 - the trial side raises it in the objective
+            return exc
+
+    # --- results -----------------------------------------------------------------------------
+    def _done(self, conn: Connection, done: Done) -> None:
+        agent = self.agents[conn]
+        trial, _ = self.running.pop(done.number)
+        agent.trial = None
+        agent.busy_total += time.time() - agent.busy_since
+        if done.state == "complete":
+            frozen = self.study.tell(trial, done.values[0] if self._single and done.values else done.values)
+            self.counts.complete += 1
+            self._learn_space(frozen)
+            self._consider_best(frozen)
+        elif done.state == "pruned":
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+            self.counts.pruned += 1
+            self._learn_space(frozen)
+        else:
+            self._fail(trial, (done.error or "failed").strip().splitlines()[-1], done.error)
+            return
+        self._write_result(frozen, done.duration)
+
+    def _fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None = None) -> None:
+        trial.set_user_attr("fail_reason", reason[:1000])
+        if traceback_text:
+            trial.set_user_attr("traceback", traceback_text[-8000:])
+        else:
+            folder = trial_folder(self.run_dir, trial.number)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "traceback.txt").write_text(reason + "\n")
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        self.counts.fail += 1
+        self.counts.fail_here += 1
+        self._write_result(frozen, 0.0)
+        self.progress.note(f"trial {trial.number} failed: {reason}")
+        if self.counts.fail_here > self.budget.max_failures:
+            self.stop_reason = self.stop_reason or f"more than {self.budget.max_failures} trials failed"
+
+    def _agent_lost(self, conn: Connection) -> None:
+        agent = self.agents.pop(conn)
+        conn.close()
+        self._busy_ended += agent.busy_total + (time.time() - agent.busy_since if agent.trial else 0.0)
+        if agent.trial is not None:
+            self.running.pop(agent.trial.number, None)
+            self._fail(agent.trial, f"agent {agent.name} (host {agent.host}, pid {agent.pid}) died mid-trial")
+
+    def _write_result(self, frozen: optuna.trial.FrozenTrial, duration: float) -> None:
+        folder = trial_folder(self.run_dir, frozen.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = {
+            "number": frozen.number, "state": frozen.state.name, "values": frozen.values,
+            "params": frozen.params, "duration_s": round(duration, 3),
+        }
+        (folder / "result.json").write_text(json.dumps(result, indent=1, default=str))
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def _recover_previous_session(self) -> None:
+        """Count what earlier sessions finished; re-queue trials a dead coordinator left RUNNING."""
+        for frozen in self.study.get_trials(deepcopy=False):
+            if frozen.state == TrialState.COMPLETE:
+                self.counts.complete += 1
+                self._learn_space(frozen)
+                self._consider_best(frozen)
+            elif frozen.state == TrialState.PRUNED:
+                self.counts.pruned += 1
+                self._learn_space(frozen)
+            elif frozen.state == TrialState.FAIL:
+                self.counts.fail += 1
+            elif frozen.state == TrialState.RUNNING and frozen.user_attrs.get(RUN_ATTR) == self.run_id:
+                # We hold the run lock, so whoever ran this trial is gone: fail it and run it again.
+                self.study.tell(frozen.number, state=TrialState.FAIL)
+                self.counts.fail += 1
+                self.study.enqueue_trial(frozen.params, user_attrs={"hpwf:retry_of": frozen.number})
+
+    def _learn_space(self, frozen: optuna.trial.FrozenTrial) -> None:
+        dists = frozen.distributions
+        if self._space is None:
+            self._space = dict(dists)
+        else:
+            self._space = {k: d for k, d in self._space.items() if dists.get(k) == d}
+
+    def _consider_best(self, frozen: optuna.trial.FrozenTrial) -> None:
+        if not self._single or frozen.value is None:
+            return
+        best = self.counts.best_value
+        better = best is None or (
+            frozen.value > best if self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            else frozen.value < best
+        )
+        if better:
+            self.counts.best_value, self.counts.best_number = frozen.value, frozen.number
+            self.counts.best_params = dict(frozen.params)
+
+    def _trial_seed(self, number: int) -> int:
+        base = "none" if self.seed is None else str(self.seed)
+        salt = self.run_id if self.seed is None else ""
+        return int(hashlib.sha256(f"{base}:{salt}:{number}".encode()).hexdigest()[:8], 16)
+
+    def _elapsed(self) -> float:
+        return self.budget.elapsed_before + time.time() - self._started
+
+    def _check_budget_and_health(self) -> None:
+        timeout = self.budget.timeout
+        if timeout is not None and self._elapsed() >= timeout and not self.stop_reason:
+            self.stop_reason = "time budget reached"
+        if not self.agents:
+            failure = self.backend.failure()
+            if failure and not self.stop_reason:
+                self.stop_reason = f"backend failed: {failure}"
+        write_summary(self.run_dir, self.summary())
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
+
+    def _interrupt(self, name: str) -> None:
+        """Stop now: running trials are failed and queued again, so a resume re-runs them."""
+        self.stop_reason = f"interrupted by {name}"
+        for number, (trial, conn) in list(self.running.items()):
+            self.running.pop(number)
+            agent = self.agents.get(conn)
+            if agent:
+                agent.trial = None
+            self._fail(trial, f"interrupted by {name}; it will run again on resume")
+            self.study.enqueue_trial(trial.params, user_attrs={"hpwf:retry_of": number})
+            self.counts.fail_here -= 1
+
+    def _progress_fields(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "done": c.finished_ok, "total": self.budget.n_trials, "pruned": c.pruned, "failed": c.fail,
+            "running": len(self.running), "best": c.best_value, "agents": len(self.agents),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, best trial, elapsed time and agent utilisation."""
+        wall = max(time.time() - self._started, 1e-9)
+        now = time.time()
+        busy = self._busy_ended + sum(a.busy_total + (now - a.busy_since if a.trial else 0.0) for a in self.agents.values())
+        slots = max(self.backend.slots, 1)
+        c = self.counts
+        return {
+            "study": self.study.study_name, "complete": c.complete, "pruned": c.pruned, "fail": c.fail,
+            "running": len(self.running), "n_trials": self.budget.n_trials, "timeout": self.budget.timeout,
+            "best_value": c.best_value, "best_trial": c.best_number, "best_params": c.best_params,
+            "elapsed_s": round(self._elapsed(), 3), "session_wall_s": round(wall, 3),
+            "slots": self.backend.slots, "agents_seen": self._agents_seen,
+            "utilisation": round(min(busy / (slots * wall), 1.0), 4) if math.isfinite(busy) else None,
+            "stop_reason": self.stop_reason,
+        }
+
+    def _finish(self) -> dict[str, Any]:
+        summary = self.summary()
+        write_summary(self.run_dir, summary)
+        self.progress.update(self._progress_fields())
+        if self.stop_reason and self.stop_reason.startswith(("backend failed", "more than")):
+            raise RunError(self.stop_reason)
+        return summary
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Sample with the public ``suggest_*`` API of the coordinator's Optuna trial."""
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"unsupported distribution {dist!r}")

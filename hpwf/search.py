@@ -1,0 +1,145 @@
+"""`Search`: what a workflow file declares about its search, validated on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+
+from hpwf.errors import ConfigError
+
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, **kw: optuna.samplers.TPESampler(seed=seed, constant_liar=True, **kw),
+    "random": lambda seed, **kw: optuna.samplers.RandomSampler(seed=seed, **kw),
+    "cmaes": lambda seed, **kw: optuna.samplers.CmaEsSampler(seed=seed, **kw),
+    "qmc": lambda seed, **kw: optuna.samplers.QMCSampler(seed=seed, **kw),
+    "nsga2": lambda seed, **kw: optuna.samplers.NSGAIISampler(seed=seed, **kw),
+    "gp": lambda seed, **kw: optuna.samplers.GPSampler(seed=seed, **kw),
+    "grid": lambda seed, **kw: optuna.samplers.GridSampler(seed=seed, **kw),
+}
+
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "asha": lambda **kw: optuna.pruners.SuccessiveHalvingPruner(**kw),
+    "hyperband": lambda **kw: optuna.pruners.HyperbandPruner(**kw),
+    "median": lambda **kw: optuna.pruners.MedianPruner(**kw),
+    "none": lambda **kw: optuna.pruners.NopPruner(**kw),
+}
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass
+class Search:
+    """The description of a search, declared at module level in a workflow file.
+
+    Args:
+        direction: "minimize" or "maximize" (single objective).
+        directions: a list of directions, for multi-objective searches (instead of ``direction``).
+        n_trials: how many trials must finish (COMPLETE or PRUNED); failed trials do not count.
+        timeout: wall-clock budget in seconds over the whole run (resumes included).
+        sampler: an Optuna sampler name ("tpe", "random", "cmaes", "qmc", "nsga2", "gp", "grid")
+            or an ``optuna.samplers.BaseSampler`` object.
+        sampler_options: keyword arguments for the named sampler (``search_space`` for "grid").
+        pruner: "asha", "hyperband", "median", "none", or an ``optuna.pruners.BasePruner``.
+        pruner_options: keyword arguments for the named pruner.
+        ranks_per_trial: how many ranks train each trial data-parallel (Horovod).
+        storage: an Optuna storage URL; default: a journal file in the run directory.
+        seed: seeds the sampler and each trial's ``trial.seed``.
+        name: the study name; default: the workflow file's stem.
+        max_failures: stop the run after this many failed trials (default: ``n_trials``).
+
+    Example:
+        >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
+        >>> search.n_trials
+        16
+    """
+
+    direction: str | None = None
+    directions: Sequence[str] | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    sampler: str | optuna.samplers.BaseSampler = "tpe"
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    pruner: str | optuna.pruners.BasePruner = "none"
+    pruner_options: Mapping[str, Any] = field(default_factory=dict)
+    ranks_per_trial: int = 1
+    storage: str | None = None
+    seed: int | None = None
+    name: str | None = None
+    max_failures: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad option."""
+        if self.direction is not None and self.directions is not None:
+            raise ConfigError("give either direction= or directions=, not both")
+        for d in self.study_directions:
+            if d not in DIRECTIONS:
+                raise ConfigError(f"direction {d!r} must be 'minimize' or 'maximize'")
+        if self.n_trials is None and self.timeout is None:
+            raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
+        _check_number("n_trials", self.n_trials, integer=True, low=1)
+        _check_number("timeout", self.timeout, integer=False, low=0, strict=True)
+        _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1)
+        _check_number("seed", self.seed, integer=True, low=0)
+        _check_number("max_failures", self.max_failures, integer=True, low=0)
+        if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if not isinstance(self.sampler, (str, optuna.samplers.BaseSampler)):
+            raise ConfigError(f"sampler must be a name or an Optuna sampler, not {type(self.sampler).__name__}")
+        if isinstance(self.pruner, str) and self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if not isinstance(self.pruner, (str, optuna.pruners.BasePruner)):
+            raise ConfigError(f"pruner must be a name or an Optuna pruner, not {type(self.pruner).__name__}")
+        if self.sampler == "grid" and "search_space" not in self.sampler_options:
+            raise ConfigError("sampler 'grid' needs sampler_options={'search_space': {...}}")
+        if self.storage is not None and not isinstance(self.storage, str):
+            raise ConfigError("storage must be an Optuna storage URL string")
+        if len(self.study_directions) > 1 and self.pruner not in ("none", None):
+            raise ConfigError("pruning is not defined for multi-objective searches; use pruner='none'")
+        self.make_sampler(self.seed)  # bad sampler_options fail here, before any study exists
+        self.make_pruner()
+
+    @property
+    def study_directions(self) -> list[str]:
+        """The directions as a list (one entry for a single objective)."""
+        if self.directions is not None:
+            if isinstance(self.directions, str) or not self.directions:
+                raise ConfigError("directions must be a non-empty list such as ['minimize', 'maximize']")
+            return list(self.directions)
+        return [self.direction or "minimize"]
+
+    def make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler this search names, seeded with ``seed``."""
+        if not isinstance(self.sampler, str):
+            return self.sampler
+        try:
+            return SAMPLERS[self.sampler](seed, **dict(self.sampler_options))
+        except (TypeError, ValueError, ImportError) as exc:
+            raise ConfigError(f"sampler {self.sampler!r} with options {dict(self.sampler_options)}: {exc}") from None
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        """The Optuna pruner this search names."""
+        if not isinstance(self.pruner, str):
+            return self.pruner
+        try:
+            return PRUNERS[self.pruner](**dict(self.pruner_options))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"pruner {self.pruner!r} with options {dict(self.pruner_options)}: {exc}") from None
+
+
+def _check_number(
+    key: str, value: Any, *, integer: bool, low: float, strict: bool = False
+) -> None:
+    if value is None:
+        return
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"{key} must be {kind}, not {value!r}")
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ConfigError(f"{key} must be {bound}, not {value!r}")

@@ -1,0 +1,124 @@
+"""Load a workflow file (or Python objects) into a validated `Workflow`; errors name file:line."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hpwf.errors import ConfigError
+from hpwf.search import Search
+
+Objective = Callable[[Any], Any]
+
+
+@dataclass
+class Workflow:
+    """A search (and later an ensemble) with the objective that trains one trial.
+
+    ``path`` is set when the workflow came from a file: workers then load the same file,
+    otherwise they receive the objective pickled with cloudpickle.
+
+    Example:
+        >>> wf = Workflow(objective=lambda t: t.suggest_float("x", 0, 1),
+        ...               search=Search(direction="minimize", n_trials=4))
+        >>> wf.name
+        'workflow'
+    """
+
+    objective: Objective
+    search: Search
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.objective):
+            raise ConfigError(f"{self._where()}: objective must be a function taking one trial")
+        if not isinstance(self.search, Search):
+            raise ConfigError(f"{self._where()}: search must be an hpwf.Search, not {type(self.search).__name__}")
+        _check_signature(self.objective, self._where())
+
+    @property
+    def name(self) -> str:
+        """The study name: ``search.name``, else the file's stem."""
+        return self.search.name or (self.path.stem if self.path else "workflow")
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else "workflow"
+
+
+def load(path: str | Path) -> Workflow:
+    """Load and validate a workflow file.
+
+    Raises:
+        ConfigError: one line naming the file and the line or option at fault.
+    """
+    path = Path(path)
+    module = load_module(path)
+    objective = getattr(module, "objective", None)
+    if objective is None:
+        raise ConfigError(f"{path}: no `def objective(trial)` defined")
+    search = getattr(module, "search", None)
+    if search is None:
+        raise ConfigError(f"{path}: no `search = hpwf.Search(...)` defined")
+    return Workflow(objective=objective, search=search, path=path.resolve())
+
+
+def load_module(path: Path) -> Any:
+    """Execute a workflow file as a module, turning any error into a one-line ConfigError."""
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = source.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = source[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    try:
+        code = compile(text, str(path), "exec")
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: {type(exc).__name__}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. source with NUL bytes
+        raise ConfigError(f"{path}: {exc}") from None
+    name = "hpwf_workflow_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(path))
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = str(path.resolve())
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    except ConfigError as exc:
+        del sys.modules[name]
+        raise ConfigError(f"{path}:{_line_in(path, exc)}: {exc}") from None
+    except Exception as exc:  # the user's module-level code failed
+        del sys.modules[name]
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(f"{path}:{_line_in(path, exc)}: {type(exc).__name__}: {message}") from None
+    return module
+
+
+def _line_in(path: Path, exc: BaseException) -> int | str:
+    """The innermost line of ``path`` in the exception's traceback."""
+    target = str(path.resolve())
+    line: int | str = "?"
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == target or frame.filename == str(path):
+            line = frame.lineno or "?"
+    return line
+
+
+def _check_signature(objective: Objective, where: str) -> None:
+    try:
+        signature = inspect.signature(objective)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise ConfigError(f"{where}: objective must take exactly one argument (the trial)") from None
