@@ -94,7 +94,9 @@ class Coordinator:
         self.running: dict[int, tuple[optuna.Trial, Connection]] = {}
         self.counts = _Counts()
         self.stop_reason: str | None = None
-        self._space: dict[str, BaseDistribution] | None = None  # params seen in every finished trial
+        # Parameters sampled at ask time (always used by every trial, e.g. a searched group size);
+        # everything else is sampled when the objective asks, so conditional spaces stay exact.
+        self._fixed: dict[str, BaseDistribution] = {}
         self._single = len(study.directions) == 1
         self._started = time.time()
         self._agents_seen = 0
@@ -153,7 +155,7 @@ class Coordinator:
                 continue
             if not self._can_ask():
                 return
-            trial = self.study.ask(dict(self._space or {}))
+            trial = self.study.ask(dict(self._fixed))
             trial.set_user_attr(RUN_ATTR, self.run_id)
             task = Assign(
                 trial.number, dict(trial.params), dict(trial.distributions), self._trial_seed(trial.number)
@@ -204,12 +206,10 @@ class Coordinator:
         if done.state == "complete":
             frozen = self.study.tell(trial, done.values[0] if self._single and done.values else done.values)
             self.counts.complete += 1
-            self._learn_space(frozen)
             self._consider_best(frozen)
         elif done.state == "pruned":
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
             self.counts.pruned += 1
-            self._learn_space(frozen)
         else:
             self._fail(trial, (done.error or "failed").strip().splitlines()[-1], done.error)
             return
@@ -254,11 +254,9 @@ class Coordinator:
         for frozen in self.study.get_trials(deepcopy=False):
             if frozen.state == TrialState.COMPLETE:
                 self.counts.complete += 1
-                self._learn_space(frozen)
                 self._consider_best(frozen)
             elif frozen.state == TrialState.PRUNED:
                 self.counts.pruned += 1
-                self._learn_space(frozen)
             elif frozen.state == TrialState.FAIL:
                 self.counts.fail += 1
             elif frozen.state == TrialState.RUNNING and frozen.user_attrs.get(RUN_ATTR) == self.run_id:
@@ -266,13 +264,6 @@ class Coordinator:
                 self.study.tell(frozen.number, state=TrialState.FAIL)
                 self.counts.fail += 1
                 self.study.enqueue_trial(frozen.params, user_attrs={"hpwf:retry_of": frozen.number})
-
-    def _learn_space(self, frozen: optuna.trial.FrozenTrial) -> None:
-        dists = frozen.distributions
-        if self._space is None:
-            self._space = dict(dists)
-        else:
-            self._space = {k: d for k, d in self._space.items() if dists.get(k) == d}
 
     def _consider_best(self, frozen: optuna.trial.FrozenTrial) -> None:
         if not self._single or frozen.value is None:

@@ -82,11 +82,11 @@ class Search:
                 raise ConfigError(f"direction {d!r} must be 'minimize' or 'maximize'")
         if self.n_trials is None and self.timeout is None:
             raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
-        _check_number("n_trials", self.n_trials, integer=True, low=1)
-        _check_number("timeout", self.timeout, integer=False, low=0, strict=True)
-        _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1)
-        _check_number("seed", self.seed, integer=True, low=0)
-        _check_number("max_failures", self.max_failures, integer=True, low=0)
+        _check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)
+        _check_number("timeout", self.timeout, integer=False, low=0, strict=True, high=10**9)
+        _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
+        _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        _check_number("max_failures", self.max_failures, integer=True, low=0, high=10**9)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if not isinstance(self.sampler, (str, optuna.samplers.BaseSampler)):
@@ -133,7 +133,7 @@ class Search:
 
 
 def _check_number(
-    key: str, value: Any, *, integer: bool, low: float, strict: bool = False
+    key: str, value: Any, *, integer: bool, low: float, high: float, strict: bool = False
 ) -> None:
     if value is None:
         return
@@ -143,3 +143,5 @@ def _check_number(
     if not math.isfinite(value) or value < low or (strict and value == low):
         bound = f"> {low}" if strict else f">= {low}"
         raise ConfigError(f"{key} must be {bound}, not {value!r}")
+    if value > high:
+        raise ConfigError(f"{key} must be <= {high}, not {value!r}")

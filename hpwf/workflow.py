@@ -82,7 +82,8 @@ def load_module(path: Path) -> Any:
     try:
         code = compile(text, str(path), "exec")
     except SyntaxError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: {type(exc).__name__}: {exc.msg}") from None
+        line = exc.lineno or (text[: text.find("\0")].count("\n") + 1 if "\0" in text else "?")
+        raise ConfigError(f"{path}:{line}: {type(exc).__name__}: {exc.msg}") from None
     except ValueError as exc:  # e.g. source with NUL bytes
         raise ConfigError(f"{path}: {exc}") from None
     name = "hpwf_workflow_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]

@@ -1,0 +1,3 @@
+# expect: no_search.py: no `search = hpwf.Search(...)` defined
+def objective(trial):
+    return 1.0

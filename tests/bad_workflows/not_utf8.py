@@ -1,0 +1,3 @@
+# expect: not_utf8.py:3: not valid UTF-8
+import hpwf
+name = "ÿþ"

@@ -1,0 +1,86 @@
+"""Objectives the backend conformance tests hand to every backend (importable by agents)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+
+import hpwf
+
+
+def quadratic(trial: hpwf.Trial, epochs: int = 3, sleep: float = 0.0) -> float:
+    x = trial.suggest_float("x", -5, 5)
+    n = trial.suggest_int("n", 1, 4)
+    for epoch in range(epochs):
+        time.sleep(sleep)
+        trial.report((x - 1) ** 2 + n + 1.0 / (epoch + 1), epoch)
+        if trial.should_prune():
+            raise hpwf.TrialPruned()
+    print(f"trained x={x} n={n}")
+    return (x - 1) ** 2 + n
+
+
+def sees_itself_running(trial: hpwf.Trial) -> float:
+    """Reports once, then checks in the study that the value is there while still RUNNING."""
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.5, 0)
+    run_dir = trial.folder.parent.parent
+    study = hpwf.load_study(run_dir)
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    if frozen.state != optuna.trial.TrialState.RUNNING or frozen.intermediate_values.get(0) != 0.5:
+        raise AssertionError(f"intermediate value not live: {frozen.state} {frozen.intermediate_values}")
+    return 1.0
+
+
+def fails_when_negative(trial: hpwf.Trial) -> float:
+    x = trial.suggest_float("x", -1, 1)
+    if trial.number % 3 == 1:
+        raise ValueError(f"planted failure in trial {trial.number}")
+    return x * x
+
+
+def first_trial_slow(trial: hpwf.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(4.0 if trial.number == 0 else 0.05)
+    return x
+
+
+def prunes_at_step_two(trial: hpwf.Trial) -> float:
+    """Reports a worse value each step for odd trials; a threshold pruner stops them at step 2."""
+    trial.suggest_float("x", 0, 1)
+    for step in range(6):
+        trial.report(float(step) if trial.number % 2 else 0.0, step)
+        if trial.should_prune():
+            raise hpwf.TrialPruned()
+    return 0.0
+
+
+def dies_once(trial: hpwf.Trial, marker: str) -> float:
+    """The first trial to get here kills its own process (SIGKILL), as a crashed node would."""
+    x = trial.suggest_float("x", 0, 1)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x
+    os.write(fd, str(trial.number).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def conditional(trial: hpwf.Trial) -> float:
+    kind = trial.suggest_categorical("kind", ["linear", "quadratic"])
+    if kind == "linear":
+        return abs(trial.suggest_float("slope", -1, 1))
+    return trial.suggest_float("a", 0, 1) ** 2 + trial.suggest_int("b", 0, 3)
+
+
+def returns_nan(trial: hpwf.Trial) -> float:
+    trial.suggest_float("x", 0, 1)
+    return float("nan") if trial.number == 0 else 1.0
+
+
