@@ -261,7 +261,9 @@ class Coordinator:
                 self.counts.fail += 1
             elif frozen.state == TrialState.RUNNING and frozen.user_attrs.get(RUN_ATTR) == self.run_id:
                 # We hold the run lock, so whoever ran this trial is gone: fail it and run it again.
-                self.study.tell(frozen.number, state=TrialState.FAIL)
+                stale = optuna.trial.Trial(self.study, frozen._trial_id)
+                stale.set_user_attr("fail_reason", "interrupted: its coordinator stopped; it runs again on resume")
+                self.study.tell(stale, state=TrialState.FAIL)
                 self.counts.fail += 1
                 self.study.enqueue_trial(frozen.params, user_attrs={"hpwf:retry_of": frozen.number})
 
