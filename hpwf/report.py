@@ -22,7 +22,7 @@ _STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.R
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;
 vertical-align:top}th{background:#f3f3f3}.note{color:#666;font-style:italic}.FAIL{color:#b00}
-.PRUNED{color:#888}code{font-size:12px}"""
+.PRUNED{color:#888}"""
 
 
 def write_report(run_dir: str | Path) -> list[Path]:

@@ -1,0 +1,1 @@
+"""Benchmarks (issue: reliability suite and performance benchmarks): run with `make bench`."""

@@ -1,0 +1,80 @@
+"""MNIST-1D: 1-D signals of 10 digit templates, shifted, scaled, sheared and noised.
+
+A small problem where hyperparameters matter: a default MLP reaches about 0.6 validation
+accuracy, a tuned one much more. The data is generated offline with ``mnist1d.make_dataset``
+(never ``get_dataset``, which downloads). Searched with TPE and Hyperband pruning.
+
+    hpwf run workflows/mnist1d_mlp.py --n-trials 40
+"""
+
+from __future__ import annotations
+
+import functools
+
+import hpwf
+
+search = hpwf.Search(
+    direction="maximize",
+    n_trials=30,
+    sampler="tpe",
+    pruner="hyperband",
+    pruner_options={"min_resource": 2, "max_resource": 24, "reduction_factor": 3},
+    seed=0,
+)
+
+EPOCHS = 24
+
+
+@functools.cache
+def mnist1d_data(seed: int = 42):  # generated, not downloaded; cached per worker process
+    import torch
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    data = make_dataset(args)
+    as_tensors = lambda x, y: (torch.tensor(x, dtype=torch.float32), torch.tensor(y))  # noqa: E731
+    return as_tensors(data["x"], data["y"]), as_tensors(data["x_test"], data["y_test"])
+
+
+def build_model(trial: hpwf.Trial):
+    from torch import nn
+
+    hidden = trial.suggest_int("hidden", 16, 512, log=True)
+    layers = trial.suggest_int("layers", 1, 3)
+    dropout = trial.suggest_float("dropout", 0.0, 0.5)
+    activation = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}[
+        trial.suggest_categorical("activation", ["relu", "gelu", "tanh"])
+    ]
+    blocks, width = [], 40
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden), activation(), nn.Dropout(dropout)]
+        width = hidden
+    return nn.Sequential(*blocks, nn.Linear(width, 10))
+
+
+def objective(trial: hpwf.Trial) -> float:
+    import torch
+    from torch import nn
+
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    batch_size = trial.suggest_categorical("batch_size", [32, 64, 128, 256])
+    torch.manual_seed(trial.seed)
+    model = build_model(trial)
+    (x_train, y_train), (x_val, y_val) = mnist1d_data()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    accuracy = 0.0
+    for epoch in range(EPOCHS):
+        model.train()
+        for batch in torch.randperm(len(x_train)).split(batch_size):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model(x_val).argmax(1) == y_val).float().mean().item()
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            raise hpwf.TrialPruned()
+    return accuracy
