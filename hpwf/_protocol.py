@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # agent -> coordinator
@@ -10,12 +10,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Hello:
-    """An agent introduces itself; ``rank`` is its MPI world rank where it has one."""
+    """An agent introduces itself; ``rank`` is its MPI world rank where it has one.
+
+    ``attach`` is set by rank 0 of a group the local backend launched for one trial: that
+    connection then carries the trial's requests instead of its agent's.
+    """
 
     agent: str
     host: str
     pid: int
     rank: int | None = None
+    attach: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class UserAttr:
 
 @dataclass(frozen=True)
 class Done:
-    """A trial ended: ``state`` is "complete", "pruned" or "fail"."""
+    """A trial ended: ``state`` is "complete", "pruned" or "fail" ("member" from a non-leader rank)."""
 
     number: int
     state: str
@@ -70,14 +75,19 @@ class Setup:
 
 @dataclass(frozen=True)
 class Assign:
-    """Run one trial; ``params`` were sampled ahead (prefetched) with their distributions."""
+    """Run one trial. ``params`` were sampled at ask time (with their distributions).
+
+    ``group`` lists the agents' MPI world ranks that train this trial together (leader first);
+    empty for a one-rank trial. ``ranks`` is the trial's size where the backend must launch
+    the ranks itself (the local backend starts ``mpirun -np ranks`` for it).
+    """
 
     number: int
     params: dict[str, Any]
     distributions: dict[str, Any]
     seed: int
+    group: tuple[int, ...] = ()
     ranks: int = 1
-    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,14 @@ class Reply:
 
     number: int
     value: Any
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Give up trial ``number`` now (a rank of its group died, or it ran out of time)."""
+
+    number: int
+    reason: str
 
 
 @dataclass(frozen=True)

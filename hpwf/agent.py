@@ -1,6 +1,8 @@
 """The trial side: an agent connects to the coordinator and runs the trials it is handed.
 
 Every backend starts agents (a Dask task, an MPI rank, a Slurm task); they all run `serve`.
+A reader thread takes every message from the coordinator, so that an `Abort`, or the
+coordinator going away, ends a rank even while it is stuck in a collective.
 """
 
 from __future__ import annotations
@@ -9,63 +11,97 @@ import contextlib
 import json
 import math
 import os
+import queue
 import socket
+import sys
+import threading
 import time
 import traceback
-from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable
 
 from hpwf._channel import connect
-from hpwf._protocol import Assign, Done, Hello, Reply, Setup, Stop
+from hpwf._protocol import Abort, Assign, Done, Hello, Reply, Setup, Stop
 from hpwf.trial import Group, Trial, TrialPruned
+
+ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
 
 
 class Agent:
-    """One agent: a connection, the workflow's objective, and a queue of assigned trials."""
+    """One agent: a connection, the workflow's objective, and the trials it is handed."""
 
-    def __init__(self, conn: Connection, name: str, rank: int | None = None) -> None:
+    def __init__(self, conn: Connection, name: str, rank: int | None = None, world: Any = None,
+                 attach: int | None = None, address: tuple[str, int] | None = None, authkey: bytes = b"") -> None:
         self.conn = conn
+        self.address, self.authkey = address, authkey  # handed on to ranks launched for a trial
         self.name = name
-        self.rank = rank
-        self._inbox: deque[Any] = deque()
-        self._stopping = False
-        conn.send(Hello(name, socket.gethostname(), os.getpid(), rank))
+        self.world = world  # mpi4py COMM_WORLD when the agent is an MPI rank
+        conn.send(Hello(name, socket.gethostname(), os.getpid(), rank, attach))
         setup = conn.recv()
         if not isinstance(setup, Setup):
             raise RuntimeError(f"expected Setup from the coordinator, got {setup!r}")
+        self.setup = setup
         self.run_dir = Path(setup.run_dir)
         self.objective = _resolve_objective(setup)
+        self._replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.current: int | None = None
+        threading.Thread(target=self._read, name="hpwf-agent-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                if self.current is not None:
+                    _give_up(f"the coordinator went away during trial {self.current}")
+                self._tasks.put(Stop("the coordinator went away"))
+                return
+            if isinstance(message, Reply):
+                self._replies.put(message)
+            elif isinstance(message, Abort):
+                if message.number == self.current:
+                    _give_up(f"trial {message.number} aborted: {message.reason}")
+            else:
+                self._tasks.put(message)
 
     def serve(self) -> int:
         """Run trials until the coordinator says stop (or goes away); return trials run."""
         count = 0
-        while not self._stopping:
-            try:
-                message = self._inbox.popleft() if self._inbox else self.conn.recv()
-            except (EOFError, OSError):
-                break
-            if isinstance(message, Stop):
-                break
-            if isinstance(message, Assign):
-                self.conn.send(run_trial(self.objective, message, self.run_dir, self.request))
+        while True:
+            task = self._tasks.get()
+            if isinstance(task, Stop):
+                return count
+            if isinstance(task, Assign):
+                self.current = task.number
+                done = self.run(task)
+                self.current = None
+                self.conn.send(done)
                 count += 1
-        return count
+
+    def run(self, task: Assign) -> Done:
+        """Run one trial: alone, on an MPI group of agents, or on ranks launched for it."""
+        if task.ranks > 1 and not task.group:
+            from hpwf.backends._launch import run_launched_group
+
+            return run_launched_group(self, task)
+        if not task.group:
+            return run_trial(self.objective, task, self.run_dir, self.request)
+        comm = self.world.Create_group(self.world.group.Incl(list(task.group)), tag=task.number % 32767)
+        try:
+            return run_trial(self.objective, task, self.run_dir, self.request,
+                             Group(comm.Get_rank(), comm.Get_size(), comm), lambda v: comm.bcast(v, root=0))
+        finally:
+            comm.Free()
 
     def request(self, message: Any) -> Any:
-        """Send a message and wait for its `Reply`, keeping other messages for later."""
+        """Send a message and wait for its `Reply`."""
         self.conn.send(message)
-        while True:
-            answer = self.conn.recv()
-            if isinstance(answer, Reply):
-                if isinstance(answer.value, BaseException):
-                    raise answer.value
-                return answer.value
-            if isinstance(answer, Stop):
-                self._stopping = True
-            else:
-                self._inbox.append(answer)
+        value = self._replies.get().value
+        if isinstance(value, BaseException):
+            raise value
+        return value
 
 
 def run_trial(
@@ -76,7 +112,12 @@ def run_trial(
     group: Group = Group(),
     share: Callable[[Any], Any] = lambda value: value,
 ) -> Done:
-    """Run ``objective`` on one trial; everything it prints goes to the trial's ``log.txt``."""
+    """Run ``objective`` on one trial; everything it prints goes to the trial's ``log.txt``.
+
+    Rank 0 of a group returns the result; the other ranks return a "member" `Done`.
+    """
+    from hpwf import parallel
+
     folder = trial_folder(run_dir, task.number)
     folder.mkdir(parents=True, exist_ok=True)
     trial = Trial(
@@ -98,11 +139,14 @@ def run_trial(
             log.write(error)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
+        finally:
+            parallel.shutdown()
     duration = time.time() - start
-    if group.rank == 0:
-        if error:
-            (folder / "traceback.txt").write_text(error)
-        (folder / "params.json").write_text(json.dumps(trial.params, indent=1, default=str))
+    if group.rank != 0:
+        return Done(task.number, "member", None, error, duration)
+    if error:
+        (folder / "traceback.txt").write_text(error)
+    (folder / "params.json").write_text(json.dumps(trial.params, indent=1, default=str))
     return Done(task.number, state, values, error, duration)
 
 
@@ -130,9 +174,15 @@ def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
     return cloudpickle.loads(setup.objective_pickle)
 
 
-def serve(address: tuple[str, int], authkey: bytes, name: str, rank: int | None = None) -> int:
+def _give_up(reason: str) -> None:
+    """End this process at once: its trial cannot finish (a peer died, or it was aborted)."""
+    print(f"[hpwf agent pid {os.getpid()}] {reason}; exiting", file=sys.__stderr__, flush=True)
+    os._exit(ABORT_EXIT)
+
+
+def serve(address: tuple[str, int], authkey: bytes, name: str, rank: int | None = None, world: Any = None) -> int:
     """Connect to the coordinator at ``address`` and run trials until told to stop."""
-    agent = Agent(connect(address, authkey), name, rank)
+    agent = Agent(connect(address, authkey), name, rank, world, address=address, authkey=authkey)
     try:
         return agent.serve()
     finally:

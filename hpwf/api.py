@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,7 @@ def _override(search: Any, overrides: dict[str, Any]) -> Any:
 
 def _execute(wf: Workflow, backend: Backend, folder: Path, record: RunRecord, progress: bool, *, fresh: bool) -> RunResult:
     search = wf.search
+    _check_fits(search, backend)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
     lock = RunLock(folder)
     lock.acquire()
@@ -167,12 +169,26 @@ def _execute(wf: Workflow, backend: Backend, folder: Path, record: RunRecord, pr
         )
         coordinator = Coordinator(
             study, backend, setup, folder, budget, run_id=record.options["run_id"], seed=search.seed,
-            progress=Progress(enabled=progress),
+            ranks_per_trial=search.ranks_per_trial, progress=Progress(enabled=progress),
         )
         summary = coordinator.run()
         return RunResult(folder, study, summary)
     finally:
         lock.release()
+
+
+def _check_fits(search: Any, backend: Backend) -> None:
+    """Refuse group sizes the backend can never hold; say when ranks will stay idle."""
+    backend.check()
+    biggest = max(search.rank_choices)
+    if biggest > backend.slots:
+        raise ConfigError(
+            f"ranks_per_trial={biggest} needs more ranks than the {backend.slots} that --backend "
+            f"{backend.name} runs trials on"
+        )
+    if len(search.rank_choices) == 1 and backend.slots % biggest:
+        print(f"[hpwf] note: {backend.slots % biggest} of {backend.slots} ranks stay idle: "
+              f"{backend.slots} is not a multiple of ranks_per_trial={biggest}", file=sys.stderr)
 
 
 def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:

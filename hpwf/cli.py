@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a workflow file's search to its budget")
     p.add_argument("workflow", type=Path)
-    p.add_argument("--backend", default="local", help="local (default)")
+    p.add_argument("--backend", help="local (default) | mpi (under mpirun/srun)")
     p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
     p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
     p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
@@ -62,23 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("run", "resume"):
+        return _run_or_resume(args)
     from hpwf import api
 
-    if args.command == "run":
-        result = api.run(
-            args.workflow, backend=args.backend, workers=_positive("--workers", args.workers),
-            n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
-            seed=args.seed, progress=not args.quiet,
-        )
-        _print_end(result.run_dir, result.summary)
-        return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0
-    if args.command == "resume":
-        result = api.resume(
-            args.run_dir, backend=args.backend, workers=_positive("--workers", args.workers),
-            n_trials=args.n_trials, timeout=args.timeout, progress=not args.quiet,
-        )
-        _print_end(result.run_dir, result.summary)
-        return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0
     if args.command == "status":
         info = api.status(args.run_dir)
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
@@ -91,6 +78,43 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(path)
         return 0
     raise AssertionError(args.command)
+
+
+def _run_or_resume(args: argparse.Namespace) -> int:
+    """Every rank of an MPI job gets here; rank 0 coordinates, the others serve as agents."""
+    from hpwf import api
+    from hpwf.backends import make_backend
+    from hpwf.rundir import RunRecord
+
+    workers = _positive("--workers", args.workers)
+    name, recorded = args.backend or "local", None
+    if args.command == "resume":
+        recorded = RunRecord.load(args.run_dir)
+        name, workers = args.backend or recorded.backend, workers or recorded.options.get("workers")
+    backend = make_backend(name, workers=workers)
+    if getattr(backend, "rank", 0) != 0:
+        return backend.serve_rank()  # type: ignore[attr-defined]
+    code = 2
+    try:
+        if args.command == "run":
+            result = api.run(
+                args.workflow, backend=backend,
+                n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
+                seed=args.seed, progress=not args.quiet,
+            )
+        else:
+            result = api.resume(
+                args.run_dir, backend=backend, n_trials=args.n_trials, timeout=args.timeout,
+                progress=not args.quiet,
+            )
+        code = 0
+        _print_end(result.run_dir, result.summary)
+        return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0
+    except RunError:
+        code = 1
+        raise
+    finally:
+        backend.close(code)
 
 
 def _positive(flag: str, value: int | None) -> int | None:

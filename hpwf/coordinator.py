@@ -1,26 +1,28 @@
 """The ask/tell loop: a free agent gets the next trial at once; reports reach the pruner live.
 
 The coordinator alone talks to Optuna and to the backend. Agents talk to it over `Hub`.
+A trial of k ranks holds k agents: on MPI they form the group's communicator themselves;
+on the other backends the first of them launches the k ranks (`backends/_launch.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from hpwf._channel import Hub, send_quietly
-from hpwf._protocol import Assign, Done, Hello, Report, Reply, Setup, Stop, Suggest, UserAttr
+from hpwf._placement import choose_agents, next_fitting
+from hpwf._protocol import Abort, Assign, Done, Hello, Report, Reply, Setup, Stop, Suggest, UserAttr
 from hpwf.agent import trial_folder
 from hpwf.backends import Backend
 from hpwf.errors import RunError
@@ -28,7 +30,8 @@ from hpwf.progress import Progress
 from hpwf.rundir import write_summary
 
 RUN_ATTR = "hpwf:run"
-FINISHED_OK = (TrialState.COMPLETE, TrialState.PRUNED)
+RANKS_PARAM = "ranks_per_trial"
+RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
 
 
 @dataclass
@@ -46,10 +49,19 @@ class _Agent:
     name: str = "?"
     host: str = "?"
     pid: int = 0
+    rank: int = 0
     ready: bool = False
-    trial: optuna.Trial | None = None
+    trial: int | None = None  # the trial this agent holds a rank for
     busy_since: float = 0.0
     busy_total: float = 0.0
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    members: list[Connection]  # agents holding a rank for it, leader first
+    told: bool = False
+    attach: Connection | None = None  # the launched group's rank 0 (local/Dask backends)
 
 
 @dataclass
@@ -80,6 +92,7 @@ class Coordinator:
         *,
         run_id: str,
         seed: int | None,
+        ranks_per_trial: int | Sequence[int] = 1,
         progress: Progress | None = None,
     ) -> None:
         self.study = study
@@ -91,12 +104,16 @@ class Coordinator:
         self.seed = seed
         self.progress = progress or Progress(enabled=False)
         self.agents: dict[Connection, _Agent] = {}
-        self.running: dict[int, tuple[optuna.Trial, Connection]] = {}
+        self.running: dict[int, _Running] = {}
+        self.waiting: list[tuple[optuna.Trial, float]] = []  # asked, too big for the free ranks yet
         self.counts = _Counts()
         self.stop_reason: str | None = None
-        # Parameters sampled at ask time (always used by every trial, e.g. a searched group size);
-        # everything else is sampled when the objective asks, so conditional spaces stay exact.
+        # Parameters sampled at ask time: only a searched group size. Everything else is sampled
+        # when the objective asks, so conditional search spaces stay exact.
         self._fixed: dict[str, BaseDistribution] = {}
+        self._size = ranks_per_trial if isinstance(ranks_per_trial, int) else None
+        if self._size is None:
+            self._fixed[RANKS_PARAM] = CategoricalDistribution(sorted(set(ranks_per_trial)))  # type: ignore[arg-type]
         self._single = len(study.directions) == 1
         self._started = time.time()
         self._agents_seen = 0
@@ -116,7 +133,7 @@ class Coordinator:
                 for conn in hub.take_new():
                     self.agents[conn] = _Agent()
                 self._hand_out()
-                for conn in hub.wait(list(self.agents), timeout=0.25):
+                for conn in hub.wait([*self.agents, *self._attached()], timeout=0.25):
                     self._receive(conn)
                 if self._signal and not self.stop_reason:
                     self._interrupt(self._signal)
@@ -136,7 +153,7 @@ class Coordinator:
             self.progress.close()
 
     def _finished(self) -> bool:
-        if self.running:
+        if self.running or self.waiting:
             return False
         if self.stop_reason:
             return True
@@ -147,43 +164,89 @@ class Coordinator:
         if self.stop_reason:
             return False
         n = self.budget.n_trials
-        return n is None or self.counts.finished_ok + len(self.running) < n
+        return n is None or self.counts.finished_ok + len(self.running) + len(self.waiting) < n
 
     def _hand_out(self) -> None:
-        for conn, agent in self.agents.items():
-            if not agent.ready or agent.trial is not None:
-                continue
-            if not self._can_ask():
+        """Place waiting trials that fit, then ask for new ones while ranks are free."""
+        free = self._free_agents()
+        while self.waiting and free:
+            head_first = time.time() - self.waiting[0][1] > RESERVE_AFTER_S
+            i = next_fitting([self._trial_size(t) for t, _ in self.waiting], len(free), head_first)
+            if i is None:
                 return
+            trial, _ = self.waiting.pop(i)
+            free = self._place(trial, free)
+        while free and self._can_ask() and len(self.waiting) < 2:
             trial = self.study.ask(dict(self._fixed))
             trial.set_user_attr(RUN_ATTR, self.run_id)
-            task = Assign(
-                trial.number, dict(trial.params), dict(trial.distributions), self._trial_seed(trial.number)
-            )
-            if not send_quietly(conn, task):
-                self._fail(trial, f"agent {agent.name} on {agent.host} was lost before the trial started")
-                continue
-            agent.trial, agent.busy_since = trial, time.time()
-            self.running[trial.number] = (trial, conn)
+            if self._trial_size(trial) <= len(free):
+                free = self._place(trial, free)
+            else:
+                self.waiting.append((trial, time.time()))
+
+    def _free_agents(self) -> list[tuple[Connection, str, int]]:
+        return [(c, a.host, a.rank) for c, a in self.agents.items() if a.ready and a.trial is None]
+
+    def _trial_size(self, trial: optuna.Trial) -> int:
+        return self._size or int(trial.params[RANKS_PARAM])
+
+    def _place(self, trial: optuna.Trial, free: list[tuple[Connection, str, int]]) -> list[tuple[Connection, str, int]]:
+        """Give ``trial`` to agents chosen from ``free``; return the agents still free."""
+        size = self._trial_size(trial)
+        chosen = choose_agents(free, size)
+        assert chosen is not None
+        mpi = self.backend.group_mode == "mpi" and size > 1
+        group = tuple(self.agents[c].rank for c in chosen) if mpi else ()
+        task = Assign(trial.number, dict(trial.params), dict(trial.distributions),
+                      self._trial_seed(trial.number), group=group, ranks=size)
+        self.running[trial.number] = _Running(trial, list(chosen))
+        now = time.time()
+        for i, conn in enumerate(chosen):
+            agent = self.agents[conn]
+            agent.trial, agent.busy_since = trial.number, now
+            if (mpi or i == 0) and not send_quietly(conn, task):
+                self._agent_lost(conn)
+        taken = set(chosen)
+        return [f for f in free if f[0] not in taken]
+
+    def _attached(self) -> list[Connection]:
+        return [r.attach for r in self.running.values() if r.attach is not None]
 
     def _receive(self, conn: Connection) -> None:
-        agent = self.agents[conn]
         try:
             message = conn.recv()
         except (EOFError, OSError):
-            self._agent_lost(conn)
+            if conn in self.agents:
+                self._agent_lost(conn)
+            else:
+                self._attach_lost(conn)
             return
         if isinstance(message, Hello):
-            agent.name, agent.host, agent.pid, agent.ready = message.agent, message.host, message.pid, True
-            self._agents_seen += 1
-            send_quietly(conn, self.setup)
+            self._hello(conn, message)
         elif isinstance(message, Done):
             self._done(conn, message)
         elif isinstance(message, (Suggest, Report, UserAttr)):
             send_quietly(conn, Reply(message.number, self._answer(message)))
 
+    def _hello(self, conn: Connection, hello: Hello) -> None:
+        if hello.attach is not None:  # rank 0 of a launched group takes over its trial's requests
+            self.agents.pop(conn, None)
+            running = self.running.get(hello.attach)
+            if running is None or running.told:
+                send_quietly(conn, Stop("that trial is over"))
+                conn.close()
+                return
+            running.attach = conn
+            send_quietly(conn, self.setup)
+            return
+        agent = self.agents[conn]
+        agent.name, agent.host, agent.pid, agent.ready = hello.agent, hello.host, hello.pid, True
+        agent.rank = hello.rank if hello.rank is not None else self._agents_seen
+        self._agents_seen += 1
+        send_quietly(conn, self.setup)
+
     def _answer(self, message: Suggest | Report | UserAttr) -> Any:
-        trial, _ = self.running[message.number]
+        trial = self.running[message.number].trial
         try:
             if isinstance(message, Suggest):
                 return _suggest(trial, message.name, message.distribution)
@@ -199,10 +262,23 @@ class Coordinator:
 
     # --- results -----------------------------------------------------------------------------
     def _done(self, conn: Connection, done: Done) -> None:
-        agent = self.agents[conn]
-        trial, _ = self.running.pop(done.number)
-        agent.trial = None
-        agent.busy_total += time.time() - agent.busy_since
+        running = self.running.get(done.number)
+        if running is None:
+            return
+        if done.state != "member" and not running.told:
+            self._tell(running, done)
+        if conn in self.agents:
+            leader_of_launch = self.backend.group_mode != "mpi" and running.members[:1] == [conn]
+            for member in (list(running.members) if leader_of_launch else [conn]):
+                self._release(member, running)
+        if not running.members:
+            self.running.pop(done.number, None)
+            if not running.told:
+                self._fail(running, "the trial's ranks ended without a result")
+
+    def _tell(self, running: _Running, done: Done) -> None:
+        trial = running.trial
+        running.told = True
         if done.state == "complete":
             frozen = self.study.tell(trial, done.values[0] if self._single and done.values else done.values)
             self.counts.complete += 1
@@ -211,11 +287,24 @@ class Coordinator:
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
             self.counts.pruned += 1
         else:
-            self._fail(trial, (done.error or "failed").strip().splitlines()[-1], done.error)
+            running.told = False
+            self._fail(running, (done.error or "failed").strip().splitlines()[-1], done.error)
             return
         self._write_result(frozen, done.duration)
 
-    def _fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None = None) -> None:
+    def _release(self, conn: Connection, running: _Running) -> None:
+        if conn in running.members:
+            running.members.remove(conn)
+        agent = self.agents.get(conn)
+        if agent is not None and agent.trial == running.trial.number:
+            agent.trial = None
+            agent.busy_total += time.time() - agent.busy_since
+
+    def _fail(self, running: _Running, reason: str, traceback_text: str | None = None) -> None:
+        if running.told:
+            return
+        running.told = True
+        trial = running.trial
         trial.set_user_attr("fail_reason", reason[:1000])
         if traceback_text:
             trial.set_user_attr("traceback", traceback_text[-8000:])
@@ -232,12 +321,33 @@ class Coordinator:
             self.stop_reason = self.stop_reason or f"more than {self.budget.max_failures} trials failed"
 
     def _agent_lost(self, conn: Connection) -> None:
+        """An agent died: fail its trial, and make the rest of its group give up (no hang)."""
         agent = self.agents.pop(conn)
         conn.close()
-        self._busy_ended += agent.busy_total + (time.time() - agent.busy_since if agent.trial else 0.0)
-        if agent.trial is not None:
-            self.running.pop(agent.trial.number, None)
-            self._fail(agent.trial, f"agent {agent.name} (host {agent.host}, pid {agent.pid}) died mid-trial")
+        self._busy_ended += agent.busy_total + (time.time() - agent.busy_since if agent.trial is not None else 0.0)
+        running = self.running.get(agent.trial) if agent.trial is not None else None
+        if running is None:
+            return
+        where = f"rank {agent.rank} ({agent.name}, host {agent.host}, pid {agent.pid})"
+        self._fail(running, f"{where} died mid-trial")
+        if conn in running.members:
+            running.members.remove(conn)
+        for member in list(running.members):
+            if self.backend.group_mode == "mpi":
+                send_quietly(member, Abort(running.trial.number, f"{where} died"))
+            else:  # reserved ranks of a launched group are simply free again
+                self._release(member, running)
+        if running.attach is not None:
+            send_quietly(running.attach, Abort(running.trial.number, f"{where} died"))
+        if not running.members:
+            self.running.pop(running.trial.number, None)
+
+    def _attach_lost(self, conn: Connection) -> None:
+        conn.close()
+        for running in self.running.values():
+            if running.attach is conn:
+                running.attach = None
+                self._fail(running, "the trial's launched ranks ended without a result")
 
     def _write_result(self, frozen: optuna.trial.FrozenTrial, duration: float) -> None:
         folder = trial_folder(self.run_dir, frozen.number)
@@ -291,10 +401,17 @@ class Coordinator:
         timeout = self.budget.timeout
         if timeout is not None and self._elapsed() >= timeout and not self.stop_reason:
             self.stop_reason = "time budget reached"
-        if not self.agents:
-            failure = self.backend.failure()
-            if failure and not self.stop_reason:
+        if not self.stop_reason:
+            ready = sum(a.ready for a in self.agents.values())
+            failure = self.backend.failure(ready, self._agents_seen)
+            biggest = max(self._fixed[RANKS_PARAM].choices) if self._size is None else self._size  # type: ignore[attr-defined]
+            if failure and ready < min(biggest, self.backend.slots):
                 self.stop_reason = f"backend failed: {failure}"
+        for trial, _ in list(self.waiting) if self.stop_reason else []:
+            self.waiting.remove((trial, _))
+            self._fail(_Running(trial, []), f"not started: {self.stop_reason}")
+            self.study.enqueue_trial(trial.params, user_attrs={"hpwf:retry_of": trial.number})
+            self.counts.fail_here -= 1
         write_summary(self.run_dir, self.summary())
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -303,13 +420,12 @@ class Coordinator:
     def _interrupt(self, name: str) -> None:
         """Stop now: running trials are failed and queued again, so a resume re-runs them."""
         self.stop_reason = f"interrupted by {name}"
-        for number, (trial, conn) in list(self.running.items()):
+        for number, running in list(self.running.items()):
             self.running.pop(number)
-            agent = self.agents.get(conn)
-            if agent:
-                agent.trial = None
-            self._fail(trial, f"interrupted by {name}; it will run again on resume")
-            self.study.enqueue_trial(trial.params, user_attrs={"hpwf:retry_of": number})
+            for member in running.members:
+                self._release(member, running)
+            self._fail(running, f"interrupted by {name}; it will run again on resume")
+            self.study.enqueue_trial(running.trial.params, user_attrs={"hpwf:retry_of": number})
             self.counts.fail_here -= 1
 
     def _progress_fields(self) -> dict[str, Any]:
@@ -320,10 +436,12 @@ class Coordinator:
         }
 
     def summary(self) -> dict[str, Any]:
-        """Counts, best trial, elapsed time and agent utilisation."""
-        wall = max(time.time() - self._started, 1e-9)
+        """Counts, best trial, elapsed time and rank utilisation (busy rank-seconds / available)."""
         now = time.time()
-        busy = self._busy_ended + sum(a.busy_total + (now - a.busy_since if a.trial else 0.0) for a in self.agents.values())
+        wall = max(now - self._started, 1e-9)
+        busy = self._busy_ended + sum(
+            a.busy_total + (now - a.busy_since if a.trial is not None else 0.0) for a in self.agents.values()
+        )
         slots = max(self.backend.slots, 1)
         c = self.counts
         return {
@@ -332,7 +450,7 @@ class Coordinator:
             "best_value": c.best_value, "best_trial": c.best_number, "best_params": c.best_params,
             "elapsed_s": round(self._elapsed(), 3), "session_wall_s": round(wall, 3),
             "slots": self.backend.slots, "agents_seen": self._agents_seen,
-            "utilisation": round(min(busy / (slots * wall), 1.0), 4) if math.isfinite(busy) else None,
+            "utilisation": round(min(busy / (slots * wall), 1.0), 4),
             "stop_reason": self.stop_reason,
         }
 

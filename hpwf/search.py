@@ -44,7 +44,8 @@ class Search:
         sampler_options: keyword arguments for the named sampler (``search_space`` for "grid").
         pruner: "asha", "hyperband", "median", "none", or an ``optuna.pruners.BasePruner``.
         pruner_options: keyword arguments for the named pruner.
-        ranks_per_trial: how many ranks train each trial data-parallel (Horovod).
+        ranks_per_trial: how many ranks train each trial data-parallel (Horovod); a list such as
+            ``[1, 2, 4]`` makes it a searched hyperparameter (``ranks_per_trial`` in the params).
         storage: an Optuna storage URL; default: a journal file in the run directory.
         seed: seeds the sampler and each trial's ``trial.seed``.
         name: the study name; default: the workflow file's stem.
@@ -64,7 +65,7 @@ class Search:
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
     pruner: str | optuna.pruners.BasePruner = "none"
     pruner_options: Mapping[str, Any] = field(default_factory=dict)
-    ranks_per_trial: int = 1
+    ranks_per_trial: int | Sequence[int] = 1
     storage: str | None = None
     seed: int | None = None
     name: str | None = None
@@ -84,7 +85,13 @@ class Search:
             raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
         _check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)
         _check_number("timeout", self.timeout, integer=False, low=0, strict=True, high=10**9)
-        _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
+        if isinstance(self.ranks_per_trial, (list, tuple)):
+            if not self.ranks_per_trial:
+                raise ConfigError("ranks_per_trial must be a positive integer or a non-empty list of them")
+            for k in self.ranks_per_trial:
+                _check_number("ranks_per_trial", k, integer=True, low=1, high=10**6)
+        else:
+            _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
         _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
         _check_number("max_failures", self.max_failures, integer=True, low=0, high=10**9)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
@@ -112,6 +119,12 @@ class Search:
                 raise ConfigError("directions must be a non-empty list such as ['minimize', 'maximize']")
             return list(self.directions)
         return [self.direction or "minimize"]
+
+    @property
+    def rank_choices(self) -> list[int]:
+        """The group sizes trials may have (one entry unless the size is searched)."""
+        k = self.ranks_per_trial
+        return sorted(set(k)) if isinstance(k, (list, tuple)) else [k]
 
     def make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         """The Optuna sampler this search names, seeded with ``seed``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "mpi")
 
 
 def make_backend(name: str, *, workers: int | None = None) -> Backend:
@@ -14,6 +14,10 @@ def make_backend(name: str, *, workers: int | None = None) -> Backend:
         from hpwf.backends.local import LocalBackend
 
         return LocalBackend(workers=workers)
+    if name == "mpi":
+        from hpwf.backends.mpi import MPIBackend
+
+        return MPIBackend()
     raise ConfigError(f"--backend: unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -17,11 +17,15 @@ class Backend(ABC):
         name: the name used on the command line (``--backend NAME``).
         listen_host: the interface the coordinator listens on for agents.
         advertise_host: the host name agents use to reach it (``None``: ``listen_host``).
+        group_mode: how a trial of k ranks runs on k agents: "mpi" (the agents are ranks of one
+            MPI job and split off a communicator) or "launch" (the first agent launches k ranks
+            with ``mpirun`` while the others hold their slots).
     """
 
     name: str = "base"
     listen_host: str = "127.0.0.1"
     advertise_host: str | None = None
+    group_mode: str = "launch"  # "mpi": agents are MPI ranks and form a trial's group themselves
 
     @abstractmethod
     def start(self, address: tuple[str, int], authkey: bytes) -> None:
@@ -32,10 +36,16 @@ class Backend(ABC):
     def slots(self) -> int:
         """How many agents this backend runs at most (each runs one rank of one trial)."""
 
-    def failure(self) -> str | None:
-        """Why no (more) agents will connect, once that is certain; else ``None``."""
+    def failure(self, live: int, seen: int) -> str | None:
+        """Why no (more) agents will come, once that is certain; else ``None``.
+
+        ``live`` agents are connected now; ``seen`` have connected since the start.
+        """
         return None
 
+    def check(self) -> None:
+        """Raise `ConfigError` before anything is written if this backend cannot run here."""
+
     @abstractmethod
-    def close(self) -> None:
-        """Stop everything the backend started. Called once, also after errors."""
+    def close(self, exit_code: int = 0) -> None:
+        """Stop everything the backend started; safe to call twice, and before `start`."""

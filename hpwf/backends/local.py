@@ -41,10 +41,10 @@ class LocalBackend(Backend):
         self._client = Client(self._cluster)
         self._futures = submit_agents(self._client, address, authkey, self.workers, "local")
 
-    def failure(self) -> str | None:
+    def failure(self, live: int, seen: int) -> str | None:
         return agents_failure(self._futures)
 
-    def close(self) -> None:
+    def close(self, exit_code: int = 0) -> None:
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:

@@ -1,0 +1,87 @@
+"""The MPI backend: under ``mpirun``/``srun``, rank 0 coordinates and every other rank is an agent.
+
+A trial of k ranks runs on k agents that split a communicator off ``COMM_WORLD`` for it
+(``Comm.Create_group``, collective over those k ranks only) and init Horovod on it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from hpwf.backends._base import Backend
+from hpwf.errors import ConfigError
+
+
+class MPIBackend(Backend):
+    """Every rank constructs it; rank 0 then runs the coordinator and the others `serve_rank`.
+
+    Example (every rank of ``mpirun -np 5 python -m hpwf run wf.py --backend mpi``)::
+
+        backend = MPIBackend()
+        if backend.rank != 0:
+            sys.exit(backend.serve_rank())
+    """
+
+    name = "mpi"
+    group_mode = "mpi"
+
+    def __init__(self, comm: Any = None) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:  # pragma: no cover - mpi4py is part of the install
+            raise ConfigError(f"--backend mpi needs mpi4py: {exc}") from None
+        self.comm = comm or MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        hosts = self.comm.allgather(socket.gethostname())
+        one_host = len(set(hosts)) == 1
+        self.listen_host = "127.0.0.1" if one_host else "0.0.0.0"
+        self.advertise_host = os.environ.get("HPWF_ADVERTISE") or ("127.0.0.1" if one_host else hosts[0])
+        self.hosts = hosts
+        self._released = False
+        self._started_at: float | None = None
+
+    @property
+    def slots(self) -> int:
+        return self.size - 1
+
+    def check(self) -> None:
+        """Fail on rank 0 with a clear message when there is no rank to run trials."""
+        if self.size < 2:
+            raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 coordinates): mpirun -np N ...")
+
+    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+        self._release(("go", address, authkey))
+        self._started_at = time.time()
+
+    def failure(self, live: int, seen: int) -> str | None:
+        if self._started_at is None:
+            return None
+        if seen >= self.slots and live < self.slots:
+            return f"{self.slots - live} of {self.slots} worker ranks are gone"
+        if seen < self.slots and time.time() - self._started_at > 300:
+            return f"only {seen} of {self.slots} worker ranks connected within 300 s"
+        return None
+
+    def close(self, exit_code: int = 0) -> None:
+        """Releases the waiting ranks if the run never started (they exit with ``exit_code``)."""
+        self._release(("exit", exit_code or 1))
+
+    def _release(self, message: tuple[Any, ...]) -> None:
+        if not self._released and self.rank == 0:
+            self._released = True
+            self.comm.bcast(message, root=0)
+
+    def serve_rank(self) -> int:
+        """Run as an agent until the coordinator stops (ranks other than 0)."""
+        from hpwf.agent import serve
+
+        message = self.comm.bcast(None, root=0)
+        if message[0] == "exit":
+            return int(message[1])
+        _, address, authkey = message
+        serve(address, authkey, f"rank-{self.rank}", self.rank, self.comm)
+        return 0
