@@ -176,7 +176,10 @@ def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
 
 def _give_up(reason: str) -> None:
     """End this process at once: its trial cannot finish (a peer died, or it was aborted)."""
-    print(f"[hpwf agent pid {os.getpid()}] {reason}; exiting", file=sys.__stderr__, flush=True)
+    from hpwf.progress import write_quietly
+
+    if sys.__stderr__ is not None:
+        write_quietly(sys.__stderr__, f"[hpwf agent pid {os.getpid()}] {reason}; exiting\n")
     os._exit(ABORT_EXIT)
 
 

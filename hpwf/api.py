@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from hpwf._protocol import Setup
 from hpwf.backends import Backend, make_backend
 from hpwf.coordinator import Budget, Coordinator
 from hpwf.errors import ConfigError
-from hpwf.progress import Progress
+from hpwf.progress import Progress, say
 from hpwf.rundir import RunLock, RunRecord, load_study, open_storage, read_summary
 from hpwf.workflow import Workflow, load
 
@@ -187,8 +186,8 @@ def _check_fits(search: Any, backend: Backend) -> None:
             f"{backend.name} runs trials on"
         )
     if len(search.rank_choices) == 1 and backend.slots % biggest:
-        print(f"[hpwf] note: {backend.slots % biggest} of {backend.slots} ranks stay idle: "
-              f"{backend.slots} is not a multiple of ranks_per_trial={biggest}", file=sys.stderr)
+        say(f"[hpwf] note: {backend.slots % biggest} of {backend.slots} ranks stay idle: "
+            f"{backend.slots} is not a multiple of ranks_per_trial={biggest}")
 
 
 def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hpwf.errors import ConfigError, RunError
+from hpwf.progress import say
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a workflow file's search to its budget")
     p.add_argument("workflow", type=Path)
-    p.add_argument("--backend", help="local (default) | mpi (under mpirun/srun)")
+    p.add_argument("--backend", help="local (default) | mpi | mpirun | dask | dask-mpi")
+    p.add_argument("--scheduler", help="the Dask scheduler address for --backend dask")
     p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
     p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
     p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue an interrupted run to its budget")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--backend")
+    p.add_argument("--scheduler")
     p.add_argument("--workers", type=int)
     p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
     p.add_argument("--timeout", type=float)
@@ -54,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
     except ConfigError as exc:
-        print(f"hpwf: error: {exc}", file=sys.stderr)
+        say(f"hpwf: error: {exc}")
         return 2
     except RunError as exc:
-        print(f"hpwf: run stopped: {exc}", file=sys.stderr)
+        say(f"hpwf: run stopped: {exc}")
         return 1
 
 
@@ -91,7 +94,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
     if args.command == "resume":
         recorded = RunRecord.load(args.run_dir)
         name, workers = args.backend or recorded.backend, workers or recorded.options.get("workers")
-    backend = make_backend(name, workers=workers)
+    backend = make_backend(name, workers=workers, scheduler=args.scheduler)
     if getattr(backend, "rank", 0) != 0:
         return backend.serve_rank()  # type: ignore[attr-defined]
     code = 2
@@ -125,14 +128,13 @@ def _positive(flag: str, value: int | None) -> int | None:
 
 def _print_end(run_dir: Path, summary: dict) -> None:  # type: ignore[type-arg]
     best = summary.get("best_value")
-    print(
+    say(
         f"[hpwf] {summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed"
         f" in {summary['session_wall_s']:.1f} s; best {best if best is not None else '-'}"
-        f" (trial {summary.get('best_trial')}); run dir {run_dir}",
-        file=sys.stderr,
+        f" (trial {summary.get('best_trial')}); run dir {run_dir}"
     )
     if summary.get("stop_reason"):
-        print(f"[hpwf] stopped: {summary['stop_reason']}", file=sys.stderr)
+        say(f"[hpwf] stopped: {summary['stop_reason']}")
 
 
 def _format_status(info: dict) -> str:  # type: ignore[type-arg]

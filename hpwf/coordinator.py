@@ -52,6 +52,7 @@ class _Agent:
     rank: int = 0
     ready: bool = False
     trial: int | None = None  # the trial this agent holds a rank for
+    retired: bool = False  # its group lost a rank: it may be stuck in a collective
     busy_since: float = 0.0
     busy_total: float = 0.0
 
@@ -185,7 +186,7 @@ class Coordinator:
                 self.waiting.append((trial, time.time()))
 
     def _free_agents(self) -> list[tuple[Connection, str, int]]:
-        return [(c, a.host, a.rank) for c, a in self.agents.items() if a.ready and a.trial is None]
+        return [(c, a.host, a.rank) for c, a in self.agents.items() if a.ready and a.trial is None and not a.retired]
 
     def _trial_size(self, trial: optuna.Trial) -> int:
         return self._size or int(trial.params[RANKS_PARAM])
@@ -334,7 +335,12 @@ class Coordinator:
             running.members.remove(conn)
         for member in list(running.members):
             if self.backend.group_mode == "mpi":
-                send_quietly(member, Abort(running.trial.number, f"{where} died"))
+                # Its peers may be blocked in a collective with the dead rank, and killing them
+                # would make some MPI launchers end the whole job: retire them instead. They
+                # get no more work and exit once the run is over.
+                running.members.remove(member)
+                self.agents[member].retired = True
+                self.progress.note(f"rank {self.agents[member].rank} retired: its group lost {where}")
             else:  # reserved ranks of a launched group are simply free again
                 self._release(member, running)
         if running.attach is not None:
@@ -402,7 +408,8 @@ class Coordinator:
         if timeout is not None and self._elapsed() >= timeout and not self.stop_reason:
             self.stop_reason = "time budget reached"
         if not self.stop_reason:
-            ready = sum(a.ready for a in self.agents.values())
+            ready = sum(a.ready and not a.retired for a in self.agents.values())
+            self.backend.heal(len(self.agents))
             failure = self.backend.failure(ready, self._agents_seen)
             biggest = max(self._fixed[RANKS_PARAM].choices) if self._size is None else self._size  # type: ignore[attr-defined]
             if failure and ready < min(biggest, self.backend.slots):

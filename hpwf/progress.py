@@ -24,10 +24,9 @@ class Progress:
         line = format_line(fields)
         now = time.time()
         if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-            self.stream.flush()
+            self._write("\r\x1b[2K" + line)
         elif line != self._last_line and now - self._last_print >= self.every:
-            self.stream.write(line + "\n")
+            self._write(line + "\n")
             self._last_print = now
         self._last_line = line
 
@@ -36,19 +35,33 @@ class Progress:
         if not self.enabled:
             return
         prefix = "\r\x1b[2K" if self.tty else ""
-        self.stream.write(f"{prefix}[hpwf] {message}\n")
-        if self.tty and self._last_line:
-            self.stream.write(self._last_line)
-        self.stream.flush()
+        self._write(f"{prefix}[hpwf] {message}\n" + (self._last_line if self.tty else ""))
 
     def close(self) -> None:
         if not self.enabled:
             return
-        if self.tty:
-            self.stream.write("\n")
-        elif self._last_line:
-            self.stream.write(self._last_line + "\n")
-        self.stream.flush()
+        self._write("\n" if self.tty else (self._last_line + "\n" if self._last_line else ""))
+
+    def _write(self, text: str) -> None:
+        """A closed terminal or pipe (an MPI launcher stops forwarding after a rank dies) only
+        silences the bar; the run itself goes on."""
+        if write_quietly(self.stream, text) is False:
+            self.enabled = False
+
+
+def write_quietly(stream: TextIO, text: str) -> bool:
+    """Write and flush; False (instead of an exception) when the stream is gone."""
+    try:
+        stream.write(text)
+        stream.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def say(text: str) -> None:
+    """One line to stderr that never raises."""
+    write_quietly(sys.stderr, text + "\n")
 
 
 def format_line(f: dict[str, Any]) -> str:

@@ -84,3 +84,23 @@ def returns_nan(trial: hpwf.Trial) -> float:
     return float("nan") if trial.number == 0 else 1.0
 
 
+
+
+def kills_its_mpi_job_once(trial: hpwf.Trial, marker: str) -> float:
+    """The first trial here kills the launcher of its MPI job, so every rank of the job dies."""
+    import psutil
+
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(0.3)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x
+    os.close(fd)
+    for parent in psutil.Process().parents():
+        if parent.name().startswith(("mpiexec", "mpirun")):
+            for child in parent.children(recursive=True):
+                child.kill()
+            parent.kill()
+    time.sleep(5)
+    return x

@@ -5,11 +5,18 @@ from __future__ import annotations
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
 
-BACKENDS = ("local", "mpi")
+BACKENDS = ("local", "mpi", "mpirun", "dask", "dask-mpi")
 
 
-def make_backend(name: str, *, workers: int | None = None) -> Backend:
-    """The backend called ``name`` on the command line."""
+def make_backend(name: str, *, workers: int | None = None, scheduler: str | None = None) -> Backend:
+    """The backend called ``name`` on the command line.
+
+    local: a LocalCluster of ``workers`` processes. mpi: under mpirun/srun, rank 0 coordinates.
+    mpirun: hpwf starts ``mpirun -np workers`` agents. dask: the cluster at ``scheduler``.
+    dask-mpi: under mpirun, dask-mpi's scheduler/client/workers split.
+    """
+    if name != "dask" and scheduler:
+        raise ConfigError(f"--scheduler only goes with --backend dask, not {name!r}")
     if name == "local":
         from hpwf.backends.local import LocalBackend
 
@@ -18,6 +25,20 @@ def make_backend(name: str, *, workers: int | None = None) -> Backend:
         from hpwf.backends.mpi import MPIBackend
 
         return MPIBackend()
+    if name == "mpirun":
+        from hpwf.backends.mpi import MPIJobBackend
+
+        return MPIJobBackend(ranks=workers)
+    if name == "dask":
+        if not scheduler:
+            raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+        from hpwf.backends.dask import DaskBackend
+
+        return DaskBackend(scheduler=scheduler)
+    if name == "dask-mpi":
+        from hpwf.backends.dask import dask_mpi_backend
+
+        return dask_mpi_backend()
     raise ConfigError(f"--backend: unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

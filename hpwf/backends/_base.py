@@ -43,6 +43,9 @@ class Backend(ABC):
         """
         return None
 
+    def heal(self, live: int) -> None:
+        """Called every half second: restart agents that are gone, where the backend can."""
+
     def check(self) -> None:
         """Raise `ConfigError` before anything is written if this backend cannot run here."""
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from hpwf.agent import Agent
 
 ENV = "HPWF_LAUNCHED_TRIAL"
+_OUTER_MPI_VARS = ("PMI_", "PMIX_", "HYDRA_", "MPI_LOCAL", "OMPI_", "SLURM_STEP", "I_MPI_")
 
 
 def mpirun() -> str:
@@ -38,8 +39,9 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
     folder.mkdir(parents=True, exist_ok=True)
     payload = base64.b64encode(pickle.dumps((agent.address, agent.authkey, task))).decode()
     command = [mpirun(), "-np", str(task.ranks), sys.executable, "-m", "hpwf.backends._launch"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OUTER_MPI_VARS)}  # not the agent's own job
     with open(folder / "launch.log", "ab") as log:
-        proc = subprocess.run(command, env={**os.environ, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(command, env={**env, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode == 0:
         return Done(task.number, "member")
     tail = (folder / "launch.log").read_text(errors="replace").strip().splitlines()[-5:]

@@ -85,3 +85,111 @@ class MPIBackend(Backend):
         _, address, authkey = message
         serve(address, authkey, f"rank-{self.rank}", self.rank, self.comm)
         return 0
+
+
+class MPIJobBackend(Backend):
+    """hpwf launches ``mpirun -np N`` itself; all N ranks are agents, the coordinator stays outside.
+
+    A rank that dies outside a collective does not end the job (MPICH's ``-disable-auto-cleanup``):
+    the coordinator fails its trial and goes on with the ranks that are left. One that dies inside
+    a collective ends the job (MPICH aborts it): the coordinator fails the trials that ran on it
+    and starts the job again (`heal`).
+
+    Example:
+        >>> MPIJobBackend(ranks=4).slots
+        4
+    """
+
+    name = "mpirun"
+    group_mode = "mpi"
+
+    def __init__(self, ranks: int | None = None, launcher: list[str] | None = None, max_restarts: int = 3) -> None:
+        from hpwf.backends._launch import mpirun
+
+        self.ranks = ranks or os.cpu_count() or 1
+        self.launcher = launcher or [mpirun()]
+        self.max_restarts = max_restarts
+        self._restarts = 0
+        self._proc: Any = None
+        self._address: tuple[str, int] = ("127.0.0.1", 0)
+        self._authkey = b""
+
+    @property
+    def slots(self) -> int:
+        return self.ranks
+
+    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+        self._address, self._authkey = address, authkey
+        self._launch()
+
+    def _launch(self) -> None:
+        import subprocess
+        import sys
+
+        flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
+        env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        host, port = self._address
+        command = [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
+                   f"{host}:{port}"]
+        self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def heal(self, live: int) -> None:
+        """A rank that dies inside a collective ends the whole MPI job (MPI has no way back):
+        once every agent is gone, start a new job, up to ``max_restarts`` times."""
+        if self._proc is not None and self._proc.poll() is not None and live == 0 \
+                and self._restarts < self.max_restarts:
+            self._restarts += 1
+            from hpwf.progress import say
+
+            say(f"[hpwf] the MPI job of agents ended (exit {self._proc.returncode}); "
+                f"starting it again ({self._restarts}/{self.max_restarts})")
+            self._launch()
+
+    def failure(self, live: int, seen: int) -> str | None:
+        if self._proc is not None and self._proc.poll() is not None and live == 0 \
+                and self._restarts >= self.max_restarts:
+            return f"the MPI job of agents ended with exit code {self._proc.returncode} ({self._restarts} restarts)"
+        return None
+
+    def close(self, exit_code: int = 0) -> None:
+        import subprocess
+
+        if self._proc is None:
+            return
+        try:
+            self._proc.wait(timeout=30)  # agents exit once the coordinator says stop
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+
+AUTH_ENV = "HPWF_AUTHKEY"
+
+
+def _is_hydra(launcher: str) -> bool:
+    import subprocess
+
+    try:
+        out = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "HYDRA" in out
+
+
+def main(argv: list[str]) -> int:
+    """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT``."""
+    from mpi4py import MPI
+
+    from hpwf.agent import serve
+
+    host, port = argv[0].rsplit(":", 1)
+    world = MPI.COMM_WORLD
+    serve((host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{world.Get_rank()}", world.Get_rank(), world)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

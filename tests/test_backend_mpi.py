@@ -1,0 +1,14 @@
+"""The MPI agents (a real mpirun job whose ranks form per-trial groups) pass the conformance suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpwf.backends.mpi import MPIJobBackend
+from tests.conformance import BackendConformance
+
+
+class TestMPIJobBackend(BackendConformance):
+    @pytest.fixture
+    def backend(self):
+        return lambda slots: MPIJobBackend(ranks=slots)
