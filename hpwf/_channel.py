@@ -57,11 +57,14 @@ class Hub:
         return [c for c in ready if c is not self._wake_r]  # type: ignore[misc]
 
     def close(self) -> None:
+        """Stop accepting, and hang up on agents that connected too late to be served."""
         self._closed = True
         try:
             self._listener.close()
         except OSError:
             pass
+        for conn in self.take_new():
+            conn.close()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -26,6 +26,7 @@ from hpwf._protocol import Abort, Assign, Done, Hello, Reply, Setup, Stop
 from hpwf.trial import Group, Trial, TrialPruned
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
+SETUP_TIMEOUT_S = 120
 
 
 class Agent:
@@ -38,6 +39,8 @@ class Agent:
         self.name = name
         self.world = world  # mpi4py COMM_WORLD when the agent is an MPI rank
         conn.send(Hello(name, socket.gethostname(), os.getpid(), rank, attach))
+        if not conn.poll(SETUP_TIMEOUT_S):
+            raise TimeoutError(f"the coordinator did not answer within {SETUP_TIMEOUT_S} s")
         setup = conn.recv()
         if not isinstance(setup, Setup):
             raise RuntimeError(f"expected Setup from the coordinator, got {setup!r}")

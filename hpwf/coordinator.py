@@ -147,8 +147,9 @@ class Coordinator:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            for conn in list(self.agents):
+            for conn in [*self.agents, *self._attached()]:
                 send_quietly(conn, Stop(self.stop_reason or "done"))
+                conn.close()
             self.backend.close()
             hub.close()
             self.progress.close()

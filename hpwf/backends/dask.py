@@ -27,7 +27,8 @@ class DaskBackend(Backend):
 
     name = "dask"
 
-    def __init__(self, scheduler: str | None = None, client: Any = None, timeout: float = 60) -> None:
+    def __init__(self, scheduler: str | None = None, client: Any = None, timeout: float | None = None) -> None:
+        """``timeout``: seconds to reach the scheduler (default: Dask's ``comm.timeouts.connect``)."""
         from distributed import Client
 
         try:
@@ -39,7 +40,7 @@ class DaskBackend(Backend):
         workers = self._client.scheduler_info()["workers"]
         self._slots = sum(w.get("nthreads", 1) for w in workers.values())
         if not self._slots:
-            self._client.wait_for_workers(1, timeout=timeout)
+            self._client.wait_for_workers(1, timeout=timeout or 60)
             workers = self._client.scheduler_info()["workers"]
             self._slots = sum(w.get("nthreads", 1) for w in workers.values())
         host = urlparse(self._client.scheduler.address).hostname or "127.0.0.1"
@@ -59,11 +60,11 @@ class DaskBackend(Backend):
         return agents_failure(self._futures)
 
     def close(self, exit_code: int = 0) -> None:
-        for future in self._futures:
-            future.cancel()
+        # Agents have been told to stop. Releasing their futures is enough: cancelling them can
+        # block for long after a worker died (the scheduler is busy rescheduling its tasks).
         self._futures = []
         if self._owns_client and self._client is not None:
-            self._client.close()
+            self._client.close(timeout=10)
             self._client = None
 
 

@@ -55,11 +55,12 @@ class LocalBackend(Backend):
 def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, prefix: str) -> list:  # type: ignore[no-untyped-def]
     """Start ``count`` agents as long-running Dask tasks, one per worker where possible."""
     workers = list(client.scheduler_info()["workers"]) or [None]
+    run = authkey.hex()[:8]  # keys unique per run: a shared cluster may still know an older run's agents
     futures = []
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}",
+            serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures
