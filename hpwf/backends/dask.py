@@ -32,7 +32,7 @@ class DaskBackend(Backend):
         from distributed import Client
 
         try:
-            self._client = client or Client(scheduler, timeout=timeout)
+            self._client = client or Client(scheduler, **({"timeout": timeout} if timeout else {}))
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(f"--scheduler {scheduler}: cannot reach the Dask scheduler: {exc}") from None
         self._owns_client = client is None
