@@ -17,7 +17,7 @@ from hpwf import parallel
 
 search = hpwf.Search(
     direction="maximize",  # validation accuracy
-    n_trials=8,
+    n_trials=12,
     sampler="tpe",
     pruner="median",
     pruner_options={"n_startup_trials": 2, "n_warmup_steps": 2},
@@ -40,7 +40,7 @@ def expression_data(n: int = 800, seed: int = 7):
     programmes = rng.normal(size=(8, GENES)) * (rng.random((8, GENES)) < 0.05)  # co-expressed modules
     x = rng.normal(size=(n, 8)) @ programmes + rng.normal(scale=1.0, size=(n, GENES))
     markers = rng.choice(GENES, 40, replace=False)
-    x[:, markers] += 0.6 * (2 * y[:, None] - 1) * rng.uniform(0.5, 1.0, 40)  # the planted signal
+    x[:, markers] += 1.0 * (2 * y[:, None] - 1) * rng.uniform(0.5, 1.0, 40)  # the planted signal
     x = (x - x.mean(0)) / x.std(0)
     split = int(0.75 * n)
     t = lambda a: torch.tensor(a[:, None, :], dtype=torch.float32)  # noqa: E731  (N, channel, genes)
