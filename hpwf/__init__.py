@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from optuna.exceptions import TrialPruned
 
-from hpwf.api import RunResult, resume, run, status
+from hpwf.api import RunResult, ensemble, resume, run, status
+from hpwf.ensemble import Ensemble, Member
 from hpwf.errors import ConfigError, RunError
 from hpwf.rundir import load_study
 from hpwf.search import Search
@@ -18,6 +19,6 @@ from hpwf.workflow import Workflow, load
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "Group", "RunError", "RunResult", "Search", "Trial", "TrialPruned", "Workflow",
+    "ConfigError", "Ensemble", "Group", "Member", "ensemble", "RunError", "RunResult", "Search", "Trial", "TrialPruned", "Workflow",
     "load", "load_study", "resume", "run", "status",
 ]

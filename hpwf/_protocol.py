@@ -66,11 +66,15 @@ class Done:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every agent needs once: the workflow (a file path or a cloudpickled objective)."""
+    """What every agent needs once: the workflow (a file path or a cloudpickled objective).
+
+    ``entry`` says what to run from a workflow file: "objective", or "ensemble" (its members).
+    """
 
     run_dir: str
     workflow_path: str | None
     objective_pickle: bytes | None
+    entry: str = "objective"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Assign:
     seed: int
     group: tuple[int, ...] = ()
     ranks: int = 1
+    attrs: dict[str, Any] | None = None  # user attributes set before the trial ran (ensemble members)
 
 
 @dataclass(frozen=True)

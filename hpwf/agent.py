@@ -76,6 +76,8 @@ class Agent:
             task = self._tasks.get()
             if isinstance(task, Stop):
                 return count
+            if isinstance(task, Setup):  # the run moves to its next phase (e.g. the ensemble)
+                self.setup, self.run_dir, self.objective = task, Path(task.run_dir), _resolve_objective(task)
             if isinstance(task, Assign):
                 self.current = task.number
                 done = self.run(task)
@@ -127,6 +129,7 @@ def run_trial(
         task.number, task.params, task.distributions, seed=task.seed, folder=folder,
         request=request, group=group, share=share,
     )
+    trial.user_attrs.update(task.attrs or {})
     start = time.time()
     state, values, error = "fail", None, None
     log_name = "log.txt" if group.rank == 0 else f"log.rank{group.rank}.txt"
@@ -170,7 +173,13 @@ def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
     if setup.workflow_path:
         from hpwf.workflow import load
 
-        return load(setup.workflow_path).objective
+        workflow = load(setup.workflow_path)
+        if setup.entry == "ensemble":
+            from hpwf.ensemble import MemberObjective
+
+            assert workflow.ensemble is not None
+            return MemberObjective(workflow.ensemble.train)
+        return workflow.objective
     import cloudpickle
 
     assert setup.objective_pickle is not None

@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("ensemble", help="train a workflow's ensemble from an existing search run")
+    p.add_argument("workflow", type=Path)
+    p.add_argument("--from", dest="source", type=Path, required=True, help="the search's run dir")
+    p.add_argument("--top-k", type=int, help="members cycle over the k best configurations")
+    p.add_argument("--members", type=int, help="how many members")
+    p.add_argument("--backend")
+    p.add_argument("--scheduler")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("status", help="counts by state, best trial and params")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true")
@@ -65,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("run", "resume"):
+    if args.command in ("run", "resume", "ensemble"):
         return _run_or_resume(args)
     from hpwf import api
 
@@ -74,6 +84,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
         return 0
     if args.command == "report":
+        import hpwf.uq_report  # noqa: F401 - adds the UQ section
         from hpwf.report import write_report
 
         paths = write_report(args.run_dir)
@@ -105,6 +116,11 @@ def _run_or_resume(args: argparse.Namespace) -> int:
                 n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
                 seed=args.seed, progress=not args.quiet,
             )
+        elif args.command == "ensemble":
+            result = api.ensemble(
+                args.workflow, args.source, top_k=_positive("--top-k", args.top_k),
+                members=_positive("--members", args.members), backend=backend, progress=not args.quiet,
+            )
         else:
             result = api.resume(
                 args.run_dir, backend=backend, n_trials=args.n_trials, timeout=args.timeout,
@@ -112,6 +128,10 @@ def _run_or_resume(args: argparse.Namespace) -> int:
             )
         code = 0
         _print_end(result.run_dir, result.summary)
+        if result.uq_metrics:
+            from hpwf.uq import summarize
+
+            say(summarize(result.uq_metrics))
         return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0
     except RunError:
         code = 1

@@ -31,6 +31,8 @@ from hpwf.rundir import write_summary
 
 RUN_ATTR = "hpwf:run"
 RANKS_PARAM = "ranks_per_trial"
+# SIGUSR1: Slurm's warning before the walltime limit (--signal=B:USR1@...); SIGTERM: preemption.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
 
 
@@ -80,8 +82,31 @@ class _Counts:
         return self.complete + self.pruned
 
 
+class Session:
+    """The hub, the backend and the agents: shared by the phases of a run (search, ensemble)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.hub: Hub | None = None
+        self.agents: dict[Connection, _Agent] = {}
+
+    def __enter__(self) -> Session:
+        self.hub = Hub(self.backend.listen_host, self.backend.advertise_host)
+        self.backend.start(self.hub.address, self.hub.authkey)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in list(self.agents):
+            send_quietly(conn, Stop("done"))
+            conn.close()
+        self.agents.clear()
+        self.backend.close()
+        if self.hub is not None:
+            self.hub.close()
+
+
 class Coordinator:
-    """Drives one run: asks Optuna for trials, hands them to agents, tells results."""
+    """Drives one phase of a run: asks Optuna for trials, hands them to agents, tells results."""
 
     def __init__(
         self,
@@ -94,6 +119,7 @@ class Coordinator:
         run_id: str,
         seed: int | None,
         ranks_per_trial: int | Sequence[int] = 1,
+        retry_failed: bool = False,
         progress: Progress | None = None,
     ) -> None:
         self.study = study
@@ -104,7 +130,8 @@ class Coordinator:
         self.run_id = run_id
         self.seed = seed
         self.progress = progress or Progress(enabled=False)
-        self.agents: dict[Connection, _Agent] = {}
+        self.retry_failed = retry_failed  # ensemble members: a failed one runs again, same attrs
+        self.agents: dict[Connection, _Agent] = {}  # the session's, once `run` starts
         self.running: dict[int, _Running] = {}
         self.waiting: list[tuple[optuna.Trial, float]] = []  # asked, too big for the free ranks yet
         self.counts = _Counts()
@@ -122,19 +149,29 @@ class Coordinator:
         self._busy_ended = 0.0  # busy seconds of agents that are gone
 
     # --- the loop ---------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Run until the budget is spent; return the summary (also written to summary.json)."""
+    def run(self, session: Session | None = None) -> dict[str, Any]:
+        """Run until the budget is spent; return the summary (also written to summary.json).
+
+        Without a ``session`` the coordinator starts the backend and stops it at the end.
+        """
+        if session is None:
+            with Session(self.backend) as own:
+                return self.run(own)
+        assert session.hub is not None
+        self.agents = session.agents
+        for conn, agent in self.agents.items():  # agents of an earlier phase switch to this one
+            agent.busy_total = 0.0
+            if agent.ready:
+                send_quietly(conn, self.setup)
         self._recover_previous_session()
-        hub = Hub(self.backend.listen_host, self.backend.advertise_host)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         last_tick = 0.0
         try:
-            self.backend.start(hub.address, hub.authkey)
             while not self._finished():
-                for conn in hub.take_new():
+                for conn in session.hub.take_new():
                     self.agents[conn] = _Agent()
                 self._hand_out()
-                for conn in hub.wait([*self.agents, *self._attached()], timeout=0.25):
+                for conn in session.hub.wait([*self.agents, *self._attached()], timeout=0.25):
                     self._receive(conn)
                 if self._signal and not self.stop_reason:
                     self._interrupt(self._signal)
@@ -147,11 +184,9 @@ class Coordinator:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            for conn in [*self.agents, *self._attached()]:
+            for conn in self._attached():
                 send_quietly(conn, Stop(self.stop_reason or "done"))
                 conn.close()
-            self.backend.close()
-            hub.close()
             self.progress.close()
 
     def _finished(self) -> bool:
@@ -200,7 +235,7 @@ class Coordinator:
         mpi = self.backend.group_mode == "mpi" and size > 1
         group = tuple(self.agents[c].rank for c in chosen) if mpi else ()
         task = Assign(trial.number, dict(trial.params), dict(trial.distributions),
-                      self._trial_seed(trial.number), group=group, ranks=size)
+                      self._trial_seed(trial.number), group=group, ranks=size, attrs=_carried(trial.user_attrs))
         self.running[trial.number] = _Running(trial, list(chosen))
         now = time.time()
         for i, conn in enumerate(chosen):
@@ -318,6 +353,8 @@ class Coordinator:
         self.counts.fail += 1
         self.counts.fail_here += 1
         self._write_result(frozen, 0.0)
+        if self.retry_failed and not self.stop_reason:
+            self._requeue(frozen.params, frozen.user_attrs, frozen.number)
         self.progress.note(f"trial {trial.number} failed: {reason}")
         if self.counts.fail_here > self.budget.max_failures:
             self.stop_reason = self.stop_reason or f"more than {self.budget.max_failures} trials failed"
@@ -382,7 +419,11 @@ class Coordinator:
                 stale.set_user_attr("fail_reason", "interrupted: its coordinator stopped; it runs again on resume")
                 self.study.tell(stale, state=TrialState.FAIL)
                 self.counts.fail += 1
-                self.study.enqueue_trial(frozen.params, user_attrs={"hpwf:retry_of": frozen.number})
+                self._requeue(frozen.params, frozen.user_attrs, frozen.number)
+
+    def _requeue(self, params: dict[str, Any], attrs: dict[str, Any], number: int) -> None:
+        """Queue a trial to run again with the same parameters and the same member attributes."""
+        self.study.enqueue_trial(params, user_attrs={**_carried(attrs), "hpwf:retry_of": number})
 
     def _consider_best(self, frozen: optuna.trial.FrozenTrial) -> None:
         if not self._single or frozen.value is None:
@@ -418,7 +459,7 @@ class Coordinator:
         for trial, _ in list(self.waiting) if self.stop_reason else []:
             self.waiting.remove((trial, _))
             self._fail(_Running(trial, []), f"not started: {self.stop_reason}")
-            self.study.enqueue_trial(trial.params, user_attrs={"hpwf:retry_of": trial.number})
+            self._requeue(trial.params, trial.user_attrs, trial.number)
             self.counts.fail_here -= 1
         write_summary(self.run_dir, self.summary())
 
@@ -433,7 +474,7 @@ class Coordinator:
             for member in running.members:
                 self._release(member, running)
             self._fail(running, f"interrupted by {name}; it will run again on resume")
-            self.study.enqueue_trial(running.trial.params, user_attrs={"hpwf:retry_of": number})
+            self._requeue(running.trial.params, running.trial.user_attrs, number)
             self.counts.fail_here -= 1
 
     def _progress_fields(self) -> dict[str, Any]:
@@ -469,6 +510,11 @@ class Coordinator:
         if self.stop_reason and self.stop_reason.startswith(("backend failed", "more than")):
             raise RunError(self.stop_reason)
         return summary
+
+
+def _carried(attrs: dict[str, Any]) -> dict[str, Any]:
+    """User attributes a re-run keeps (not the bookkeeping of the failed attempt)."""
+    return {k: v for k, v in attrs.items() if k not in (RUN_ATTR, "fail_reason", "traceback", "hpwf:retry_of")}
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

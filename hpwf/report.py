@@ -53,8 +53,13 @@ def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
 def _page(title: str, chunks: list[str]) -> str:
     """A complete HTML document around ``chunks``."""
     body = "\n".join(chunks)
+    script = ""
+    if "Plotly.newPlot" in body:  # plotly.js inline, once, only when something was drawn
+        from plotly.offline import get_plotlyjs
+
+        script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+            f"<style>{_CSS}</style>{script}</head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
 
 
 def _header(study: optuna.Study, summary: dict[str, Any]) -> str:
@@ -108,7 +113,7 @@ def _figures(study: optuna.Study) -> list[str]:
              "needs at least 2 complete trials" if len(complete) < 2
              else None if len(names) >= 2 else f"needs at least 2 parameters (this study has {len(names)})"),
         ]
-    chunks, js = [], True
+    chunks = []
     for title, plot, why_not in plots:
         fig = None
         if why_not is None:
@@ -119,9 +124,13 @@ def _figures(study: optuna.Study) -> list[str]:
         if fig is None or not fig.data:
             chunks.append(f"<h2>{title}</h2>\n" + _note(f"Not drawn: {why_not or 'Optuna had nothing to draw'}."))
             continue
-        chunks.append(f"<h2>{title}</h2>\n" + fig.to_html(full_html=False, include_plotlyjs=js, default_height="480px"))
-        js = False  # plotly.js is inlined once, with the first figure drawn
+        chunks.append(f"<h2>{title}</h2>\n" + figure_html(fig))
     return chunks
+
+
+def figure_html(fig: Any) -> str:
+    """A plotly figure as an HTML chunk; `_page` inlines plotly.js once for all of them."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px")
 
 
 def _trial_table(study: optuna.Study, run_dir: Path) -> str:

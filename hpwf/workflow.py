@@ -31,21 +31,37 @@ class Workflow:
         'workflow'
     """
 
-    objective: Objective
-    search: Search
+    objective: Objective | None = None
+    search: Search | None = None
     path: Path | None = None
+    ensemble: Any = None  # an hpwf.Ensemble, run after the search (or alone, with fixed params)
 
     def __post_init__(self) -> None:
+        from hpwf.ensemble import Ensemble
+
+        where = self._where()
+        if self.ensemble is not None and not isinstance(self.ensemble, Ensemble):
+            raise ConfigError(f"{where}: ensemble must be an hpwf.Ensemble, not {type(self.ensemble).__name__}")
+        if self.search is None and self.objective is None:
+            if self.ensemble is None:
+                raise ConfigError(f"{where}: no `search = hpwf.Search(...)` with `def objective(trial)`, and no ensemble")
+            if self.ensemble.params is None:
+                raise ConfigError(f"{where}: an ensemble without a search needs params=")
+            return
+        if self.objective is None:
+            raise ConfigError(f"{where}: no `def objective(trial)` defined")
+        if self.search is None:
+            raise ConfigError(f"{where}: no `search = hpwf.Search(...)` defined")
         if not callable(self.objective):
-            raise ConfigError(f"{self._where()}: objective must be a function taking one trial")
+            raise ConfigError(f"{where}: objective must be a function taking one trial")
         if not isinstance(self.search, Search):
-            raise ConfigError(f"{self._where()}: search must be an hpwf.Search, not {type(self.search).__name__}")
-        _check_signature(self.objective, self._where())
+            raise ConfigError(f"{where}: search must be an hpwf.Search, not {type(self.search).__name__}")
+        _check_signature(self.objective, where)
 
     @property
     def name(self) -> str:
         """The study name: ``search.name``, else the file's stem."""
-        return self.search.name or (self.path.stem if self.path else "workflow")
+        return (self.search.name if self.search else None) or (self.path.stem if self.path else "workflow")
 
     def _where(self) -> str:
         return str(self.path) if self.path else "workflow"
@@ -59,13 +75,10 @@ def load(path: str | Path) -> Workflow:
     """
     path = Path(path)
     module = load_module(path)
-    objective = getattr(module, "objective", None)
-    if objective is None:
-        raise ConfigError(f"{path}: no `def objective(trial)` defined")
-    search = getattr(module, "search", None)
-    if search is None:
-        raise ConfigError(f"{path}: no `search = hpwf.Search(...)` defined")
-    return Workflow(objective=objective, search=search, path=path.resolve())
+    return Workflow(
+        objective=getattr(module, "objective", None), search=getattr(module, "search", None),
+        ensemble=getattr(module, "ensemble", None), path=path.resolve(),
+    )
 
 
 def load_module(path: Path) -> Any:
