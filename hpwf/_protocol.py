@@ -42,6 +42,13 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """Sent every few seconds while a trial runs: silence means the agent is lost."""
+
+    number: int
+
+
+@dataclass(frozen=True)
 class UserAttr:
     """``trial.set_user_attr`` forwarded to the study."""
 
@@ -75,6 +82,7 @@ class Setup:
     workflow_path: str | None
     objective_pickle: bytes | None
     entry: str = "objective"
+    heartbeat_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpwf._channel import connect
-from hpwf._protocol import Abort, Assign, Done, Hello, Reply, Setup, Stop
+from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop
 from hpwf.trial import Group, Trial, TrialPruned
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
@@ -50,7 +50,23 @@ class Agent:
         self._replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.current: int | None = None
+        self._send_lock = threading.Lock()
         threading.Thread(target=self._read, name="hpwf-agent-reader", daemon=True).start()
+        threading.Thread(target=self._beat, name="hpwf-agent-heartbeat", daemon=True).start()
+
+    def send(self, message: Any) -> None:
+        with self._send_lock:  # the heartbeat thread sends too
+            self.conn.send(message)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.setup.heartbeat_s)
+            number = self.current
+            if number is not None:
+                try:
+                    self.send(Heartbeat(number))
+                except OSError:
+                    return
 
     def _read(self) -> None:
         while True:
@@ -82,7 +98,7 @@ class Agent:
                 self.current = task.number
                 done = self.run(task)
                 self.current = None
-                self.conn.send(done)
+                self.send(done)
                 count += 1
 
     def run(self, task: Assign) -> Done:
@@ -102,7 +118,7 @@ class Agent:
 
     def request(self, message: Any) -> Any:
         """Send a message and wait for its `Reply`."""
-        self.conn.send(message)
+        self.send(message)
         value = self._replies.get().value
         if isinstance(value, BaseException):
             raise value

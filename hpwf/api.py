@@ -212,7 +212,7 @@ def _member_search(wf: Workflow, storage: str | None, name: str) -> Search:
     e = wf.ensemble
     return Search(direction=e.direction, n_trials=e.members, sampler="random", pruner="none",
                   ranks_per_trial=e.ranks_per_trial, seed=e.seed, name=name, storage=storage,
-                  max_failures=e.members * e.max_retries)
+                  max_failures=e.members * e.max_retries, retries=e.max_retries)
 
 
 def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
@@ -275,7 +275,7 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
                 _enqueue_members(phase, study)
         wf = phase.workflow
         payload = None if wf.path else _pickle(wf.objective if phase.entry == "objective" else _member_objective(wf))
-        setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry)
+        setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat)
         before = read_summary(folder) if not phase.fresh else {}
         budget = Budget(
             n_trials=search.n_trials, timeout=search.timeout,
@@ -286,7 +286,8 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
             say(f"[hpwf] ensemble: {search.n_trials} members in {folder}")
         coordinator = Coordinator(
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
-            ranks_per_trial=search.ranks_per_trial, retry_failed=phase.entry == "ensemble",
+            ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
+            heartbeat=search.heartbeat,
             progress=Progress(enabled=progress),
         )
         return RunResult(folder, study, coordinator.run(session))

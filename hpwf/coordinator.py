@@ -30,6 +30,8 @@ from hpwf.progress import Progress
 from hpwf.rundir import write_summary
 
 RUN_ATTR = "hpwf:run"
+HEARTBEAT_ATTR = "hpwf:heartbeat"
+ATTEMPT_ATTR = "hpwf:attempt"
 RANKS_PARAM = "ranks_per_trial"
 # SIGUSR1: Slurm's warning before the walltime limit (--signal=B:USR1@...); SIGTERM: preemption.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
@@ -57,6 +59,7 @@ class _Agent:
     retired: bool = False  # its group lost a rank: it may be stuck in a collective
     busy_since: float = 0.0
     busy_total: float = 0.0
+    last_seen: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class _Running:
     members: list[Connection]  # agents holding a rank for it, leader first
     told: bool = False
     attach: Connection | None = None  # the launched group's rank 0 (local/Dask backends)
+    started: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -119,7 +123,9 @@ class Coordinator:
         run_id: str,
         seed: int | None,
         ranks_per_trial: int | Sequence[int] = 1,
-        retry_failed: bool = False,
+        retries: int = 0,
+        trial_timeout: float | None = None,
+        heartbeat: float = 10.0,
         progress: Progress | None = None,
     ) -> None:
         self.study = study
@@ -130,7 +136,10 @@ class Coordinator:
         self.run_id = run_id
         self.seed = seed
         self.progress = progress or Progress(enabled=False)
-        self.retry_failed = retry_failed  # ensemble members: a failed one runs again, same attrs
+        self.retries = retries  # a failed trial runs again (same params and attrs) this many times
+        self.trial_timeout = trial_timeout
+        self.heartbeat = heartbeat
+        self._last_beat = 0.0
         self.agents: dict[Connection, _Agent] = {}  # the session's, once `run` starts
         self.running: dict[int, _Running] = {}
         self.waiting: list[tuple[optuna.Trial, float]] = []  # asked, too big for the free ranks yet
@@ -250,6 +259,8 @@ class Coordinator:
         return [r.attach for r in self.running.values() if r.attach is not None]
 
     def _receive(self, conn: Connection) -> None:
+        if conn in self.agents:
+            self.agents[conn].last_seen = time.time()
         try:
             message = conn.recv()
         except (EOFError, OSError):
@@ -264,6 +275,7 @@ class Coordinator:
             self._done(conn, message)
         elif isinstance(message, (Suggest, Report, UserAttr)):
             send_quietly(conn, Reply(message.number, self._answer(message)))
+        # a Heartbeat needs no answer: receiving it was the point
 
     def _hello(self, conn: Connection, hello: Hello) -> None:
         if hello.attach is not None:  # rank 0 of a launched group takes over its trial's requests
@@ -353,13 +365,14 @@ class Coordinator:
         self.counts.fail += 1
         self.counts.fail_here += 1
         self._write_result(frozen, 0.0)
-        if self.retry_failed and not self.stop_reason:
-            self._requeue(frozen.params, frozen.user_attrs, frozen.number)
+        attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
+        if attempt < self.retries and not self.stop_reason:
+            self._requeue(frozen.params, frozen.user_attrs, frozen.number, attempt + 1)
         self.progress.note(f"trial {trial.number} failed: {reason}")
         if self.counts.fail_here > self.budget.max_failures:
             self.stop_reason = self.stop_reason or f"more than {self.budget.max_failures} trials failed"
 
-    def _agent_lost(self, conn: Connection) -> None:
+    def _agent_lost(self, conn: Connection, why: str = "died mid-trial") -> None:
         """An agent died: fail its trial, and make the rest of its group give up (no hang)."""
         agent = self.agents.pop(conn)
         conn.close()
@@ -368,7 +381,7 @@ class Coordinator:
         if running is None:
             return
         where = f"rank {agent.rank} ({agent.name}, host {agent.host}, pid {agent.pid})"
-        self._fail(running, f"{where} died mid-trial")
+        self._fail(running, f"{where} {why}")
         if conn in running.members:
             running.members.remove(conn)
         for member in list(running.members):
@@ -382,7 +395,7 @@ class Coordinator:
             else:  # reserved ranks of a launched group are simply free again
                 self._release(member, running)
         if running.attach is not None:
-            send_quietly(running.attach, Abort(running.trial.number, f"{where} died"))
+            send_quietly(running.attach, Abort(running.trial.number, f"{where} {why}"))
         if not running.members:
             self.running.pop(running.trial.number, None)
 
@@ -404,26 +417,45 @@ class Coordinator:
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def _recover_previous_session(self) -> None:
-        """Count what earlier sessions finished; re-queue trials a dead coordinator left RUNNING."""
+        """Count what this run finished before; re-queue trials a dead coordinator left RUNNING.
+
+        The budget is per run: runs that share one study each finish their own ``n_trials``.
+        """
         for frozen in self.study.get_trials(deepcopy=False):
+            ours = frozen.user_attrs.get(RUN_ATTR) == self.run_id
             if frozen.state == TrialState.COMPLETE:
-                self.counts.complete += 1
+                self.counts.complete += ours
                 self._consider_best(frozen)
             elif frozen.state == TrialState.PRUNED:
-                self.counts.pruned += 1
+                self.counts.pruned += ours
             elif frozen.state == TrialState.FAIL:
-                self.counts.fail += 1
-            elif frozen.state == TrialState.RUNNING and frozen.user_attrs.get(RUN_ATTR) == self.run_id:
+                self.counts.fail += ours
+            elif frozen.state == TrialState.RUNNING and ours:
                 # We hold the run lock, so whoever ran this trial is gone: fail it and run it again.
-                stale = optuna.trial.Trial(self.study, frozen._trial_id)
-                stale.set_user_attr("fail_reason", "interrupted: its coordinator stopped; it runs again on resume")
-                self.study.tell(stale, state=TrialState.FAIL)
-                self.counts.fail += 1
-                self._requeue(frozen.params, frozen.user_attrs, frozen.number)
+                self._fail_stale(frozen, "interrupted: its coordinator stopped; it runs again on resume")
+        self._fail_silent_runs()
 
-    def _requeue(self, params: dict[str, Any], attrs: dict[str, Any], number: int) -> None:
+    def _fail_stale(self, frozen: optuna.trial.FrozenTrial, reason: str) -> None:
+        stale = optuna.trial.Trial(self.study, frozen._trial_id)
+        stale.set_user_attr("fail_reason", reason)
+        self.study.tell(stale, state=TrialState.FAIL)
+        self._requeue(frozen.params, frozen.user_attrs, frozen.number)
+
+    def _fail_silent_runs(self) -> None:
+        """RUNNING trials of other runs whose stored heartbeat is 3 heartbeats old: their
+        coordinator vanished. Works on every storage (Optuna's own heartbeat is RDB-only)."""
+        limit = time.time() - 3 * self.heartbeat
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = frozen.user_attrs.get(HEARTBEAT_ATTR)
+            if frozen.number not in self.running and isinstance(beat, (int, float)) and beat < limit:
+                self._fail_stale(frozen, f"stale: no heartbeat for {time.time() - beat:.0f} s; it runs again")
+
+    def _requeue(self, params: dict[str, Any], attrs: dict[str, Any], number: int, attempt: int | None = None) -> None:
         """Queue a trial to run again with the same parameters and the same member attributes."""
-        self.study.enqueue_trial(params, user_attrs={**_carried(attrs), "hpwf:retry_of": number})
+        carried = {**_carried(attrs), "hpwf:retry_of": number}
+        if attempt is not None:
+            carried[ATTEMPT_ATTR] = attempt
+        self.study.enqueue_trial(params, user_attrs=carried)
 
     def _consider_best(self, frozen: optuna.trial.FrozenTrial) -> None:
         if not self._single or frozen.value is None:
@@ -445,7 +477,27 @@ class Coordinator:
     def _elapsed(self) -> float:
         return self.budget.elapsed_before + time.time() - self._started
 
+    def _check_liveness(self) -> None:
+        """Heartbeats in the store; silent agents are lost; over-long trials are ended."""
+        now = time.time()
+        for conn, agent in list(self.agents.items()):
+            if agent.trial is not None and now - agent.last_seen > 3 * self.heartbeat:
+                self._agent_lost(conn, f"silent for {now - agent.last_seen:.0f} s (no heartbeat)")
+        if self.trial_timeout is not None:
+            for running in list(self.running.values()):
+                if not running.told and now - running.started > self.trial_timeout:
+                    self._fail(running, f"exceeded trial_timeout={self.trial_timeout:g} s; its workers were ended")
+                    for conn in running.members + ([running.attach] if running.attach else []):
+                        send_quietly(conn, Abort(running.trial.number, "trial_timeout"))
+        if now - self._last_beat >= self.heartbeat:
+            self._last_beat = now
+            for running in self.running.values():
+                if not running.told:
+                    running.trial.set_user_attr(HEARTBEAT_ATTR, now)
+            self._fail_silent_runs()
+
     def _check_budget_and_health(self) -> None:
+        self._check_liveness()
         timeout = self.budget.timeout
         if timeout is not None and self._elapsed() >= timeout and not self.stop_reason:
             self.stop_reason = "time budget reached"
@@ -514,7 +566,8 @@ class Coordinator:
 
 def _carried(attrs: dict[str, Any]) -> dict[str, Any]:
     """User attributes a re-run keeps (not the bookkeeping of the failed attempt)."""
-    return {k: v for k, v in attrs.items() if k not in (RUN_ATTR, "fail_reason", "traceback", "hpwf:retry_of")}
+    skip = (RUN_ATTR, HEARTBEAT_ATTR, "fail_reason", "traceback", "hpwf:retry_of")
+    return {k: v for k, v in attrs.items() if k not in skip}
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

@@ -50,6 +50,13 @@ class Search:
         seed: seeds the sampler and each trial's ``trial.seed``.
         name: the study name; default: the workflow file's stem.
         max_failures: stop the run after this many failed trials (default: ``n_trials``).
+        retries: a failed trial (it raised, returned NaN, lost its worker or ran out of time)
+            runs again with the same parameters, at most this many times.
+        trial_timeout: seconds a trial may run; past it the trial fails and its worker process
+            is ended (and restarted where the backend can).
+        heartbeat: seconds between heartbeats. A worker silent for 3 heartbeats is taken as
+            lost; a RUNNING trial whose stored heartbeat is that old (its coordinator vanished)
+            is failed and queued again, on every storage.
 
     Example:
         >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
@@ -70,6 +77,9 @@ class Search:
     seed: int | None = None
     name: str | None = None
     max_failures: int | None = None
+    retries: int = 0
+    trial_timeout: float | None = None
+    heartbeat: float = 10.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,6 +104,9 @@ class Search:
             _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
         _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
         _check_number("max_failures", self.max_failures, integer=True, low=0, high=10**9)
+        _check_number("retries", self.retries, integer=True, low=0, high=1000)
+        _check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
+        _check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if not isinstance(self.sampler, (str, optuna.samplers.BaseSampler)):

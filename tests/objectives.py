@@ -104,3 +104,40 @@ def kills_its_mpi_job_once(trial: hpwf.Trial, marker: str) -> float:
             parent.kill()
     time.sleep(5)
     return x
+
+
+def freezes_once(trial: hpwf.Trial, marker: str) -> float:
+    """The first trial here stops its own process (SIGSTOP): alive, connected, and silent."""
+    x = trial.suggest_float("x", 0, 1)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x
+    os.write(fd, str(trial.number).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return x
+
+
+def hangs_once(trial: hpwf.Trial, marker: str) -> float:
+    """The first trial here hangs (a deadlock, say) far past any sensible timeout."""
+    x = trial.suggest_float("x", 0, 1)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x
+    os.write(fd, str(trial.number).encode())
+    os.close(fd)
+    time.sleep(3600)
+    return x
+
+
+def fails_first_attempt(trial: hpwf.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    if trial.number == 0:
+        raise RuntimeError("transient failure")
+    return x
+
+
+def no_op(trial: hpwf.Trial) -> float:
+    return trial.suggest_float("x", 0, 1)

@@ -70,7 +70,7 @@ def main() -> int:
         Group(rank, world.Get_size(), world), lambda v: world.bcast(v, root=0),
     )
     if agent:
-        agent.conn.send(done)
+        agent.send(done)
         agent.conn.close()
     return 0
 

@@ -1,0 +1,408 @@
+"""``hpwf submit``: a job script from a template and a site config, submitted with ``sbatch``.
+
+The script (``hpwf/templates/job.sh``) runs ``hpwf run WORKFLOW --backend mpi`` through the
+site's launcher (``srun --mpi=TYPE`` or ``mpirun``) over the whole allocation. It asks Slurm for
+USR1 some minutes before the walltime (``#SBATCH --signal=B:USR1@N``); on USR1, or on TERM
+(preemption), it hands the signal to rank 0, whose coordinator stops handing out trials, fails
+and re-queues the running ones in the study, and exits with 130; then the script calls
+``scontrol requeue`` (at most ``max_requeues`` times). The requeued job finds ``run.json`` in
+the run directory and runs ``hpwf resume`` instead, so no finished trial is lost and none is
+counted twice.
+
+Every value reaches the script quoted: ``shlex.quote`` in the shell part, sbatch's own
+double-quote syntax on ``#SBATCH`` lines, whose values must be one line (`hpwf.sites`).
+
+Example:
+    >>> from hpwf.sites import load_site
+    >>> job = resolve_job(load_site("site_configs/slurm-generic.yaml"), "wf.py", name="wf",
+    ...                   ntasks_per_node=4)  # doctest: +SKIP
+    >>> print(render_script(job))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from hpwf.errors import ConfigError
+from hpwf.sites import SiteConfig, check_storage, load_site, walltime_seconds
+
+SCRIPT_NAME = "job.sh"
+LOCAL_LOG = "job.out"
+# States after which a job will not run again (a requeued job passes through PENDING instead).
+FINAL_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
+})
+_SBATCH_SAFE = re.compile(r"[\w@%+=:,./-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a job script needs, resolved once: command line, then site config, then defaults."""
+
+    site: SiteConfig
+    workflow: Path  # absolute
+    name: str  # the study name, used for the job name
+    run_dir: Path  # absolute
+    workdir: Path  # absolute: where the job runs (where `hpwf submit` ran)
+    nodes: int
+    ntasks_per_node: int
+    time: str
+    python: str
+    storage: str | None
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.ntasks_per_node
+
+    @property
+    def cpus_per_task(self) -> int | None:
+        cpus = self.site.cpus_per_node
+        return max(cpus // self.ntasks_per_node, 1) if cpus else None
+
+
+def resolve_job(
+    site: SiteConfig,
+    workflow: str | Path,
+    *,
+    name: str,
+    nodes: int | None = None,
+    ntasks_per_node: int | None = None,
+    time: str | None = None,
+    run_dir: str | Path | None = None,
+    python: str | None = None,
+    workdir: str | Path | None = None,
+) -> Job:
+    """Combine command-line values with the site config; check what only the two together say.
+
+    Raises:
+        ConfigError: a bad ``--nodes``/``--ntasks-per-node``/``--time``, fewer than 2 ranks, or a
+            walltime not longer than the site's ``warning_seconds``.
+    """
+    where = Path(workdir or os.getcwd()).absolute()
+    for flag, value in (("--nodes", nodes), ("--ntasks-per-node", ntasks_per_node)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, not {value}")
+    n_nodes = nodes or site.nodes
+    per_node = ntasks_per_node or site.ntasks_per_node or site.gpus_per_node or site.cpus_per_node
+    if per_node is None:
+        raise ConfigError(f"{site.path}: ntasks_per_node: not set; give --ntasks-per-node K "
+                          "(or ntasks_per_node, gpus_per_node or cpus_per_node in the site config)")
+    if n_nodes * per_node < 2:
+        raise ConfigError(f"--backend mpi needs at least 2 ranks (rank 0 coordinates), and "
+                          f"{n_nodes} node(s) x {per_node} task(s) is {n_nodes * per_node}")
+    walltime = time or site.time
+    seconds = walltime_seconds(walltime)
+    if seconds is None:
+        raise ConfigError(f"--time {walltime!r}: not a walltime like 01:00:00 or 1-12:00:00")
+    if site.scheduler == "slurm" and site.warning_seconds and seconds <= site.warning_seconds:
+        raise ConfigError(f"--time {walltime}: must be longer than the {site.warning_seconds} s warning "
+                          f"that {site.path} asks for before the walltime (warning_seconds)")
+    if site.scheduler == "local" and n_nodes != 1:
+        raise ConfigError(f"--nodes {n_nodes}: {site.path} runs on this machine only (scheduler: local)")
+    default_dir = Path("runs") / f"{name}-{_now()}"
+    folder = Path(run_dir) if run_dir is not None else default_dir
+    return Job(
+        site=site, workflow=(where / workflow).resolve(),
+        name=name, run_dir=folder if folder.is_absolute() else where / folder, workdir=where,
+        nodes=n_nodes, ntasks_per_node=per_node, time=walltime,
+        python=python or site.python or sys.executable, storage=site.storage,
+    )
+
+
+def render_script(job: Job) -> str:
+    """The job script's text: the packaged template filled in, every value quoted."""
+    site = job.site
+    q = shlex.quote
+    run_args = ["run", str(job.workflow), "--backend", "mpi", "--run-dir", str(job.run_dir)]
+    if job.storage:
+        run_args += ["--storage", job.storage]
+    values = {
+        "header": "\n".join(_header(job)),
+        "source": _comment(f"site config {site.path}" + (f": {site.description}" if site.description else "")),
+        "environment": "\n".join(_environment(job)),
+        "python": q(job.python),
+        "run_dir": q(str(job.run_dir)),
+        "max_requeues": str(site.max_requeues if site.scheduler == "slurm" else 0),
+        "launch": "\n".join(_launch(job)),
+        "workdir": q(str(job.workdir)),
+        "run_args": " ".join(q(a) for a in run_args),
+    }
+    template = resources.files("hpwf").joinpath("templates", SCRIPT_NAME).read_text(encoding="utf-8")
+
+    def fill(match: re.Match[str]) -> str:
+        return values[match.group(1)]
+
+    text = re.sub(r"\{\{(\w+)\}\}", fill, template)
+    return re.sub(r"\n{3,}", "\n\n", text.replace("#!/bin/bash\n\n", "#!/bin/bash\n"))
+
+
+def _header(job: Job) -> list[str]:
+    site = job.site
+    if site.scheduler != "slurm":
+        return []
+    s = sbatch_quote
+    options = [
+        ("job-name", f"hpwf-{job.name}"), ("nodes", str(job.nodes)), ("ntasks-per-node", str(job.ntasks_per_node)),
+        ("cpus-per-task", job.cpus_per_task and str(job.cpus_per_task)),
+        ("gpus-per-node", site.gpus_per_node and str(site.gpus_per_node)), ("mem", site.memory),
+        ("time", job.time), ("partition", site.partition), ("account", site.account), ("qos", site.qos),
+        ("constraint", site.constraint),
+        ("output", str(job.run_dir).replace("%", "%%") + "/slurm-%j.out"),  # %% is a literal % there
+        ("open-mode", "append"),
+    ]
+    lines = [f"#SBATCH --{key}={s(value)}" for key, value in options if value]
+    lines.append("#SBATCH --requeue")
+    if site.warning_seconds:
+        lines.append(f"#SBATCH --signal=B:USR1@{site.warning_seconds}")
+    lines += [f"#SBATCH {line}" for line in site.sbatch]  # sbatch syntax as the site wrote it; one line each
+    return lines
+
+
+def _environment(job: Job) -> list[str]:
+    site, q = job.site, shlex.quote
+    lines = [f"module load {q(m)}" for m in site.modules]
+    lines += [f"export {name}={q(value)}" for name, value in site.env]
+    if job.cpus_per_task and site.launcher == "srun":
+        lines.append(f"export SRUN_CPUS_PER_TASK={job.cpus_per_task}")  # srun >= 22.05 does not inherit it
+    lines += list(site.setup)  # code, as the site wrote it
+    return lines
+
+
+def _launch(job: Job) -> list[str]:
+    site, q = job.site, shlex.quote
+    extra = "".join(f" {q(a)}" for a in site.launcher_args)
+    if site.launcher == "srun":
+        mpi = f" --mpi={q(site.mpi)}" if site.mpi else ""
+        return [f"hpwf_launch=(srun{mpi}{extra})"]
+    if site.mpirun:
+        lines = [f"hpwf_mpirun={q(site.mpirun)}"]
+    else:  # the mpirun beside the Python (the mpich wheel puts one in the venv), else PATH's
+        lines = ["hpwf_mpirun=mpirun",
+                 'if [ -x "${hpwf_python%/*}/mpirun" ]; then hpwf_mpirun=${hpwf_python%/*}/mpirun; fi']
+    return [*lines, f'hpwf_launch=("$hpwf_mpirun" -np {job.ranks}{extra})']
+
+
+def sbatch_quote(value: str) -> str:
+    """Quote a value for an ``#SBATCH`` line the way sbatch reads it (double quotes, backslash).
+
+    sbatch does not use the shell for these lines: single quotes would stay in the value, and
+    an unquoted ``#`` starts a comment. The value must be one line (checked by `hpwf.sites`).
+
+    Example:
+        >>> sbatch_quote('gpu')
+        'gpu'
+        >>> print(sbatch_quote('a "b" #c'))
+        "a \\"b\\" #c"
+    """
+    if _CONTROL.search(value):
+        raise ConfigError(f"{value!r}: an #SBATCH value must be one line with no control characters")
+    if _SBATCH_SAFE.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment(text: str) -> str:
+    return _CONTROL.sub("?", text)
+
+
+def _now() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+# --- submit and watch ----------------------------------------------------------------------------
+def write_script(job: Job) -> Path:
+    """Write ``RUN_DIR/job.sh`` (the run directory is created) and return its path."""
+    try:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--run-dir {job.run_dir}: cannot create: {exc.strerror or exc}") from None
+    path = job.run_dir / SCRIPT_NAME
+    path.write_text(render_script(job), encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def sbatch(script: Path, workdir: Path) -> str:
+    """Submit ``script`` with ``sbatch --parsable`` and return the job id.
+
+    Raises:
+        SubmitError: no ``sbatch`` here, or sbatch refused the job (its message, one line).
+    """
+    command = shutil.which("sbatch")
+    if command is None:
+        raise SubmitError("sbatch not found: this is not a Slurm login node (site_configs/local.yaml runs here)")
+    done = subprocess.run([command, "--parsable", str(script)], cwd=workdir, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit code {done.returncode}"]
+        raise SubmitError(f"sbatch refused the job: {lines[-1].strip()}")
+    return done.stdout.strip().split(";")[0]
+
+
+def start_local(script: Path, workdir: Path) -> int:
+    """Start the script on this machine, detached (``scheduler: local``); return its process id."""
+    log = open(script.parent / LOCAL_LOG, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(["bash", str(script)], cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+    return proc.pid
+
+
+def job_state(job_id: str) -> str | None:
+    """The job's state (``PENDING``, ``RUNNING``, ``COMPLETED``, ...) from squeue, else scontrol.
+
+    None when Slurm no longer knows the job (it left the controller's memory after MinJobAge).
+    """
+    done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    state = done.stdout.strip() if done.returncode == 0 else ""
+    if state:
+        return state.split()[0]
+    done = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+    match = re.search(r"\bJobState=(\S+)", done.stdout)
+    return match.group(1) if match else None
+
+
+def job_restarts(job_id: str) -> int | None:
+    """How many times the job was requeued (``Restarts=`` of ``scontrol show job``)."""
+    done = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+    match = re.search(r"\bRestarts=(\d+)", done.stdout)
+    return int(match.group(1)) if match else None
+
+
+def wait_for_job(job_id: str, timeout: float = 600.0, poll: float = 1.0) -> str:
+    """Wait until the job is in a final state and return it (``UNKNOWN`` if Slurm forgot it).
+
+    Raises:
+        TimeoutError: still not done after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = job_state(job_id)
+        if state is None:
+            return "UNKNOWN"
+        if state in FINAL_STATES:
+            return state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+class SubmitError(Exception):
+    """The scheduler did not take the job (the CLI prints it and exits 1)."""
+
+
+# --- the signal hand-off inside the job ---------------------------------------------------------
+def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
+    """Send ``signame`` to rank 0 of the ``hpwf`` step tagged ``HPWF_STEP_TOKEN=token`` on this node.
+
+    Only the coordinator gets the signal; it stops the other ranks itself, so no agent dies
+    mid-trial. Rank 0 is the ``python -m hpwf ...`` process of the step whose launcher variables
+    (``PMI_RANK``, ``SLURM_PROCID``, ... read with `hpwf._topology.placement`) say rank 0. It is
+    looked for up to ``wait_s`` seconds (the step may still be starting). Returns the pids signalled.
+    """
+    from hpwf._topology import placement
+
+    signum = signal.Signals["SIG" + signame.removeprefix("SIG")]
+    needle = f"HPWF_STEP_TOKEN={token}".encode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if argv[1:3] != [b"-m", b"hpwf"]:
+                    continue
+                raw = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle not in raw:
+                continue
+            env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+            if placement(env).rank == 0:
+                found.append(int(entry.name))
+        for pid in found:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+# --- the command line --------------------------------------------------------------------------
+def add_submit_parser(subparsers: Any) -> None:
+    """Add ``hpwf submit WORKFLOW --site SITE.yaml [...]`` to the CLI's subparsers."""
+    p = subparsers.add_parser("submit", help="write a Slurm job script for a workflow and submit it with sbatch")
+    p.add_argument("workflow", type=Path)
+    p.add_argument("--site", type=Path, required=True, help="a site config, e.g. site_configs/slurm-generic.yaml")
+    p.add_argument("--nodes", type=int, help="nodes (default: the site config's, else 1)")
+    p.add_argument("--ntasks-per-node", type=int, help="MPI ranks per node; rank 0 coordinates")
+    p.add_argument("--time", help="walltime HH:MM:SS (default: the site config's)")
+    p.add_argument("--run-dir", type=Path, help="default: runs/<workflow>-<time>; an existing run is resumed")
+    p.add_argument("--dry-run", action="store_true", help="print the job script; write and submit nothing")
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    """``hpwf submit``: print the script (``--dry-run``), or write it into the run dir and submit it.
+
+    Prints the job id (the process id for ``scheduler: local``) on stdout. Bad input raises
+    `ConfigError` (exit 2); a job the scheduler refuses prints one line and returns 1.
+    """
+    from hpwf.progress import say
+    from hpwf.workflow import load
+
+    site = load_site(args.site)
+    workflow = load(args.workflow)  # a bad workflow file fails here, not in the queue
+    job = resolve_job(site, args.workflow, name=workflow.name, nodes=args.nodes,
+                      ntasks_per_node=args.ntasks_per_node, time=args.time, run_dir=args.run_dir)
+    if job.storage:
+        check_storage(job.storage, f"{site.path}: storage")
+    if args.dry_run:
+        sys.stdout.write(render_script(job))
+        return 0
+    resuming = (job.run_dir / "run.json").exists()
+    script = write_script(job)
+    try:
+        if site.scheduler == "local":
+            pid = start_local(script, job.workdir)
+            print(pid)
+            say(f"[hpwf] started {script} as process {pid} with {job.ranks} ranks; log {script.parent / LOCAL_LOG}")
+            return 0
+        job_id = sbatch(script, job.workdir)
+    except SubmitError as exc:
+        say(f"hpwf: error: {exc}")
+        return 1
+    print(job_id)
+    say(f"[hpwf] submitted job {job_id}: {job.nodes} node(s) x {job.ntasks_per_node} ranks, "
+        f"{'resumes' if resuming else 'run dir'} {job.run_dir}; log {job.run_dir / ('slurm-' + job_id + '.out')}")
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m hpwf.slurm signal-rank0 SIGNAL TOKEN``: the job script's signal hand-off."""
+    if len(argv) == 3 and argv[0] == "signal-rank0":
+        return 0 if signal_rank0(argv[1], argv[2]) else 1
+    print("usage: python -m hpwf.slurm signal-rank0 SIGNAL TOKEN", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,56 @@
+#!/bin/bash
+{{header}}
+# Written by `hpwf submit` ({{source}}).
+# Runs the workflow with `hpwf run --backend mpi` over every rank of the allocation: rank 0
+# coordinates, the others run trials. On the walltime warning (USR1) or on preemption (TERM) the
+# run stops handing out trials, records the running ones, and the job requeues itself (at most
+# max_requeues times); once it starts again it resumes the run from its storage.
+# Every value below is quoted for the shell; only the site's `setup` lines are code.
+set -u
+{{environment}}
+hpwf_python={{python}}
+hpwf_run_dir={{run_dir}}
+hpwf_max_requeues={{max_requeues}}
+{{launch}}
+cd {{workdir}} || exit 1
+
+if [ -e "$hpwf_run_dir/run.json" ]; then
+    hpwf_args=(resume "$hpwf_run_dir" --backend mpi)
+else
+    hpwf_args=({{run_args}})
+fi
+
+hpwf_signal=
+hpwf_woken=
+hpwf_forward() {  # to rank 0 (the coordinator) only: it stops the other ranks itself
+    hpwf_signal=$1
+    hpwf_woken=1
+    echo "[hpwf job] $(date '+%F %T') SIG$1: stopping the run"
+    "$hpwf_python" -m hpwf.slurm signal-rank0 "$1" "$HPWF_STEP_TOKEN" \
+        || kill -s "$1" "$hpwf_step" 2>/dev/null
+}
+trap 'hpwf_forward USR1' USR1
+trap 'hpwf_forward TERM' TERM
+
+export HPWF_STEP_TOKEN="${SLURM_JOB_ID:-local}.${SLURM_RESTART_COUNT:-0}.$$"
+echo "[hpwf job] $(date '+%F %T') start ${SLURM_RESTART_COUNT:-0}: hpwf ${hpwf_args[0]} ${hpwf_run_dir}"
+"${hpwf_launch[@]}" "$hpwf_python" -m hpwf "${hpwf_args[@]}" &
+hpwf_step=$!
+while :; do  # a trapped signal cuts `wait` short: then wait again for the step's own exit code
+    hpwf_woken=
+    wait "$hpwf_step"
+    hpwf_rc=$?
+    [ -n "$hpwf_woken" ] && [ "$hpwf_rc" -gt 128 ] || break
+done
+trap - USR1 TERM
+echo "[hpwf job] $(date '+%F %T') hpwf ${hpwf_args[0]} exited with code $hpwf_rc"
+
+if [ -n "$hpwf_signal" ] && [ "$hpwf_rc" -ne 0 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    if [ "${SLURM_RESTART_COUNT:-0}" -lt "$hpwf_max_requeues" ]; then
+        echo "[hpwf job] requeueing job $SLURM_JOB_ID: the run resumes when it starts again"
+        scontrol requeue "$SLURM_JOB_ID"
+    else
+        echo "[hpwf job] not requeueing: max_requeues=$hpwf_max_requeues reached; continue with: hpwf resume $hpwf_run_dir"
+    fi
+fi
+exit "$hpwf_rc"
