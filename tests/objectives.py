@@ -62,12 +62,8 @@ def prunes_at_step_two(trial: hpwf.Trial) -> float:
 def dies_once(trial: hpwf.Trial, marker: str) -> float:
     """The first trial to get here kills its own process (SIGKILL), as a crashed node would."""
     x = trial.suggest_float("x", 0, 1)
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    if not first_time(marker, trial.number):
         return x
-    os.write(fd, str(trial.number).encode())
-    os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
     return x
 
@@ -92,11 +88,8 @@ def kills_its_mpi_job_once(trial: hpwf.Trial, marker: str) -> float:
 
     x = trial.suggest_float("x", 0, 1)
     time.sleep(0.3)
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    if not first_time(marker, trial.number):
         return x
-    os.close(fd)
     for parent in psutil.Process().parents():
         if parent.name().startswith(("mpiexec", "mpirun")):
             for child in parent.children(recursive=True):
@@ -109,12 +102,8 @@ def kills_its_mpi_job_once(trial: hpwf.Trial, marker: str) -> float:
 def freezes_once(trial: hpwf.Trial, marker: str) -> float:
     """The first trial here stops its own process (SIGSTOP): alive, connected, and silent."""
     x = trial.suggest_float("x", 0, 1)
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    if not first_time(marker, trial.number):
         return x
-    os.write(fd, str(trial.number).encode())
-    os.close(fd)
     os.kill(os.getpid(), signal.SIGSTOP)
     return x
 
@@ -122,12 +111,8 @@ def freezes_once(trial: hpwf.Trial, marker: str) -> float:
 def hangs_once(trial: hpwf.Trial, marker: str) -> float:
     """The first trial here hangs (a deadlock, say) far past any sensible timeout."""
     x = trial.suggest_float("x", 0, 1)
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    if not first_time(marker, trial.number):
         return x
-    os.write(fd, str(trial.number).encode())
-    os.close(fd)
     time.sleep(3600)
     return x
 
@@ -141,3 +126,14 @@ def fails_first_attempt(trial: hpwf.Trial) -> float:
 
 def no_op(trial: hpwf.Trial) -> float:
     return trial.suggest_float("x", 0, 1)
+
+
+def first_time(marker: str, number: int) -> bool:
+    """True for the first caller only (across processes): it writes its trial number to ``marker``."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(number).encode())
+    os.close(fd)
+    return True
