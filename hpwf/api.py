@@ -193,6 +193,9 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")
     result["stop_reason"] = summary.get("stop_reason")
+    from hpwf.slurm import run_job_state
+
+    result["slurm"] = run_job_state(folder)
     if (folder / ENSEMBLE_DIR / "run.json").exists():
         members = status(folder / ENSEMBLE_DIR)
         result["ensemble"] = {k: members[k] for k in ("complete", "fail", "running", "n_trials")}

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--quiet", action="store_true")
 
+    from hpwf.slurm import add_submit_parser
+
+    add_submit_parser(sub)
+
     p = sub.add_parser("status", help="counts by state, best trial and params")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true")
@@ -79,6 +83,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_or_resume(args)
     from hpwf import api
 
+    if args.command == "submit":
+        from hpwf.slurm import submit_command
+
+        return submit_command(args)
     if args.command == "status":
         info = api.status(args.run_dir)
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
@@ -172,4 +180,9 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
         lines.append(f"elapsed    {info['elapsed_s']:.1f} s, utilisation {info.get('utilisation')}")
     if info.get("stop_reason"):
         lines.append(f"stopped    {info['stop_reason']}")
+    if info.get("ensemble"):
+        e = info["ensemble"]
+        lines.append(f"ensemble   {e['complete']} of {e['n_trials']} members done, {e['fail']} failed attempts")
+    if info.get("slurm"):
+        lines.append(f"slurm      job {info['slurm']['job_id']}: {info['slurm']['state'] or 'no longer known to Slurm'}")
     return "\n".join(lines)

@@ -239,6 +239,8 @@ def _check(site: SiteConfig) -> None:
         minimum = 0 if key in ("max_requeues", "warning_seconds") else 1
         if value is not None and value < minimum:
             raise bad(key, f"must be >= {minimum}, not {value}")
+    if site.warning_seconds > 65535:
+        raise bad("warning_seconds", f"must be at most 65535 (Slurm's limit for --signal), not {site.warning_seconds}")
     if site.gpus_per_node is not None and site.gpus_per_node < 0:
         raise bad("gpus_per_node", f"must be >= 0, not {site.gpus_per_node}")
     if site.memory is not None and not _MEMORY.match(site.memory):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hpwf.errors import ConfigError
-from hpwf.sites import SiteConfig, check_storage, load_site, walltime_seconds
+from hpwf.sites import SiteConfig, load_site, walltime_seconds
 
 SCRIPT_NAME = "job.sh"
 LOCAL_LOG = "job.out"
@@ -141,7 +141,7 @@ def render_script(job: Job) -> str:
         "workdir": q(str(job.workdir)),
         "run_args": " ".join(q(a) for a in run_args),
     }
-    template = resources.files("hpwf").joinpath("templates", SCRIPT_NAME).read_text(encoding="utf-8")
+    template = resources.files("hpwf").joinpath("templates").joinpath(SCRIPT_NAME).read_text(encoding="utf-8")
 
     def fill(match: re.Match[str]) -> str:
         return values[match.group(1)]
@@ -187,7 +187,14 @@ def _launch(job: Job) -> list[str]:
     extra = "".join(f" {q(a)}" for a in site.launcher_args)
     if site.launcher == "srun":
         mpi = f" --mpi={q(site.mpi)}" if site.mpi else ""
-        return [f"hpwf_launch=(srun{mpi}{extra})"]
+        # Like mpirun's default: a rank that exits without MPI_Finalize (an agent giving up its
+        # trial exits 75) ends the step, instead of leaving the others in Finalize's PMI barrier.
+        return [
+            f"hpwf_launch=(srun --kill-on-bad-exit=1{mpi}{extra})",
+            'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then  # shared memory the killed MPI step left on each node',
+            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -m hpwf.slurm clean-shm "$SLURM_JOB_ID"',
+            "fi",
+        ]
     if site.mpirun:
         lines = [f"hpwf_mpirun={q(site.mpirun)}"]
     else:  # the mpirun beside the Python (the mpich wheel puts one in the venv), else PATH's
@@ -263,6 +270,21 @@ def start_local(script: Path, workdir: Path) -> int:
     return proc.pid
 
 
+JOB_ID_FILE = "slurm_job_id"
+
+
+def run_job_state(run_dir: Path) -> dict[str, str | None] | None:
+    """``{"job_id", "state"}`` of the Slurm job that `hpwf submit` started for ``run_dir``."""
+    path = Path(run_dir) / JOB_ID_FILE
+    if not path.exists():
+        return None
+    job_id = path.read_text().strip()
+    try:
+        return {"job_id": job_id, "state": job_state(job_id)}
+    except OSError:  # no Slurm client on this machine
+        return {"job_id": job_id, "state": None}
+
+
 def job_state(job_id: str) -> str | None:
     """The job's state (``PENDING``, ``RUNNING``, ``COMPLETED``, ...) from squeue, else scontrol.
 
@@ -275,13 +297,6 @@ def job_state(job_id: str) -> str | None:
     done = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
     match = re.search(r"\bJobState=(\S+)", done.stdout)
     return match.group(1) if match else None
-
-
-def job_restarts(job_id: str) -> int | None:
-    """How many times the job was requeued (``Restarts=`` of ``scontrol show job``)."""
-    done = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
-    match = re.search(r"\bRestarts=(\d+)", done.stdout)
-    return int(match.group(1)) if match else None
 
 
 def wait_for_job(job_id: str, timeout: float = 600.0, poll: float = 1.0) -> str:
@@ -315,7 +330,7 @@ def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
     (``PMI_RANK``, ``SLURM_PROCID``, ... read with `hpwf._topology.placement`) say rank 0. It is
     looked for up to ``wait_s`` seconds (the step may still be starting). Returns the pids signalled.
     """
-    from hpwf._topology import placement
+    from hpwf._topology import LAUNCHERS, placement
 
     signum = signal.Signals["SIG" + signame.removeprefix("SIG")]
     needle = f"HPWF_STEP_TOKEN={token}".encode()
@@ -335,7 +350,8 @@ def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
             if needle not in raw:
                 continue
             env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-            if placement(env).rank == 0:
+            # (without a launcher's rank variable, placement() would ask mpi4py in this process)
+            if any(rank_var in env for _, rank_var, *_ in LAUNCHERS) and placement(env).rank == 0:
                 found.append(int(entry.name))
         for pid in found:
             try:
@@ -345,6 +361,42 @@ def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+# --- MPICH's leftovers on a requeue --------------------------------------------------------------
+def mpich_shm_names(job_id: str, steps: int = 256) -> list[str]:
+    """The name prefixes MPICH 4 gives its per-node shared memory in steps of ``job_id`` under srun.
+
+    MPICH names the segment ``mpich_shm_<FNV-1a of the PMI job id>_<node>``, and under Slurm's
+    pmi2/pmix plugins that id is ``JOBID.STEPID``. Ranks killed mid-run never unlink it, and a
+    requeued job has the same job id and step ids: its ranks would open the stale segment and
+    fail in ``MPI_Init`` ("Message truncated") or hang there.
+
+    Example:
+        >>> mpich_shm_names("9", steps=1)
+        ['mpich_shm_e200f4fa_', 'mpich_vci_e200f4fa_']
+    """
+    names = []
+    for step in range(steps):
+        digest = 2166136261
+        for byte in f"{job_id}.{step}".encode():
+            digest = ((digest ^ byte) * 16777619) & 0xFFFFFFFF
+        names += [f"mpich_shm_{digest:x}_", f"mpich_vci_{digest:x}_"]
+    return names
+
+
+def clean_stale_shm(job_id: str, folder: Path = Path("/dev/shm")) -> list[Path]:
+    """Remove this job's MPICH segments from ``folder`` (run before its steps start again)."""
+    prefixes = tuple(mpich_shm_names(job_id))
+    removed = []
+    for path in folder.glob("mpich_*"):
+        if path.name.startswith(prefixes):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 # --- the command line --------------------------------------------------------------------------
@@ -373,8 +425,6 @@ def submit_command(args: argparse.Namespace) -> int:
     workflow = load(args.workflow)  # a bad workflow file fails here, not in the queue
     job = resolve_job(site, args.workflow, name=workflow.name, nodes=args.nodes,
                       ntasks_per_node=args.ntasks_per_node, time=args.time, run_dir=args.run_dir)
-    if job.storage:
-        check_storage(job.storage, f"{site.path}: storage")
     if args.dry_run:
         sys.stdout.write(render_script(job))
         return 0
@@ -390,6 +440,7 @@ def submit_command(args: argparse.Namespace) -> int:
     except SubmitError as exc:
         say(f"hpwf: error: {exc}")
         return 1
+    (job.run_dir / JOB_ID_FILE).write_text(job_id + "\n")  # for `hpwf status`
     print(job_id)
     say(f"[hpwf] submitted job {job_id}: {job.nodes} node(s) x {job.ntasks_per_node} ranks, "
         f"{'resumes' if resuming else 'run dir'} {job.run_dir}; log {job.run_dir / ('slurm-' + job_id + '.out')}")
@@ -397,10 +448,15 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m hpwf.slurm signal-rank0 SIGNAL TOKEN``: the job script's signal hand-off."""
+    """The job script's helpers: ``python -m hpwf.slurm signal-rank0 SIGNAL TOKEN`` (hand a
+    signal to the coordinator) and ``python -m hpwf.slurm clean-shm JOBID`` (before a restart)."""
     if len(argv) == 3 and argv[0] == "signal-rank0":
         return 0 if signal_rank0(argv[1], argv[2]) else 1
-    print("usage: python -m hpwf.slurm signal-rank0 SIGNAL TOKEN", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "clean-shm":
+        for path in clean_stale_shm(argv[1]):
+            print(f"[hpwf job] removed {path}, left by a killed MPI step of job {argv[1]}")
+        return 0
+    print("usage: python -m hpwf.slurm signal-rank0 SIGNAL TOKEN | clean-shm JOBID", file=sys.stderr)
     return 2
 
 

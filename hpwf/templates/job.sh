@@ -2,12 +2,12 @@
 {{header}}
 # Written by `hpwf submit` ({{source}}).
 # Runs the workflow with `hpwf run --backend mpi` over every rank of the allocation: rank 0
-# coordinates, the others run trials. On the walltime warning (USR1) or on preemption (TERM) the
-# run stops handing out trials, records the running ones, and the job requeues itself (at most
-# max_requeues times); once it starts again it resumes the run from its storage.
+# coordinates, the others run trials. On USR1 (Slurm's walltime warning) or TERM (preemption,
+# scancel) the run stops handing out trials and records the running ones. After USR1 the job
+# requeues itself (at most max_requeues times); a requeued job resumes the run from its storage.
 # Every value below is quoted for the shell; only the site's `setup` lines are code.
-set -u
 {{environment}}
+set -u  # after the site's environment: module and conda scripts often read unset variables
 hpwf_python={{python}}
 hpwf_run_dir={{run_dir}}
 hpwf_max_requeues={{max_requeues}}
@@ -20,8 +20,10 @@ else
     hpwf_args=({{run_args}})
 fi
 
+export HPWF_STEP_TOKEN="${SLURM_JOB_ID:-local}.${SLURM_RESTART_COUNT:-0}.$$"
 hpwf_signal=
 hpwf_woken=
+hpwf_step=
 hpwf_forward() {  # to rank 0 (the coordinator) only: it stops the other ranks itself
     hpwf_signal=$1
     hpwf_woken=1
@@ -32,7 +34,6 @@ hpwf_forward() {  # to rank 0 (the coordinator) only: it stops the other ranks i
 trap 'hpwf_forward USR1' USR1
 trap 'hpwf_forward TERM' TERM
 
-export HPWF_STEP_TOKEN="${SLURM_JOB_ID:-local}.${SLURM_RESTART_COUNT:-0}.$$"
 echo "[hpwf job] $(date '+%F %T') start ${SLURM_RESTART_COUNT:-0}: hpwf ${hpwf_args[0]} ${hpwf_run_dir}"
 "${hpwf_launch[@]}" "$hpwf_python" -m hpwf "${hpwf_args[@]}" &
 hpwf_step=$!
@@ -45,12 +46,16 @@ done
 trap - USR1 TERM
 echo "[hpwf job] $(date '+%F %T') hpwf ${hpwf_args[0]} exited with code $hpwf_rc"
 
-if [ -n "$hpwf_signal" ] && [ "$hpwf_rc" -ne 0 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+# Only the walltime warning requeues from here. TERM comes with preemption (Slurm requeues a
+# preempted job itself), `scontrol requeue` (likewise) and `scancel` (which must stay cancelled).
+if [ "$hpwf_signal" = USR1 ] && [ "$hpwf_rc" -ne 0 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
     if [ "${SLURM_RESTART_COUNT:-0}" -lt "$hpwf_max_requeues" ]; then
         echo "[hpwf job] requeueing job $SLURM_JOB_ID: the run resumes when it starts again"
         scontrol requeue "$SLURM_JOB_ID"
     else
-        echo "[hpwf job] not requeueing: max_requeues=$hpwf_max_requeues reached; continue with: hpwf resume $hpwf_run_dir"
+        echo "[hpwf job] not requeueing: max_requeues=$hpwf_max_requeues reached; submit again with --run-dir $hpwf_run_dir to go on"
     fi
+elif [ "$hpwf_signal" = TERM ]; then
+    echo "[hpwf job] stopped by SIGTERM; if Slurm requeues the job, the run resumes when it starts again"
 fi
 exit "$hpwf_rc"

@@ -20,10 +20,15 @@ export SLURM_CONF="$P/slurm.conf"
 
 log() { echo "[localslurm] $*" >&2; }
 
+if [ "$(id -u)" != 0 ]; then
+    log "needs root (apt-get, munged, slurmctld and slurmd); run it as root or with sudo"
+    exit 1
+fi
+
 alive() {  # alive PIDFILE: the process exists and is not a zombie (exited daemons linger as zombies here)
     local pid state
     [ -s "$1" ] || return 1
-    pid=$(cat "$1")
+    pid=$(cat "$1" 2>/dev/null) || return 1
     [ -r "/proc/$pid/stat" ] || return 1
     state=$(sed 's/^[^)]*) \(.\).*/\1/' "/proc/$pid/stat")
     [ "$state" != Z ]
@@ -60,6 +65,10 @@ start_munge() {
 write_conf() {
     local h
     h=$(hostname -s)
+    # The state is fresh on every start, so job ids would start at 1 again and meet the
+    # /dev/shm leftovers of killed MPI steps of the earlier cluster's jobs with the same id
+    # (MPICH names its segments after JOBID.STEPID): start from a number that moves with time.
+    FIRST_JOB_ID=$(( ($(date +%s) % 600000) * 100 + 1000 ))
     cat >"$SLURM_CONF" <<EOF
 # Written by tests/slurm/localslurm.sh: a one-node Slurm on 127.0.0.1 for hpwf's tests.
 ClusterName=hpwftest
@@ -91,6 +100,7 @@ ReturnToService=2
 KillWait=5
 InactiveLimit=0
 MinJobAge=4
+FirstJobId=$FIRST_JOB_ID
 NodeName=$h NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -153,7 +163,7 @@ stop_daemons() {
 
 stop() {
     if [ -f "$SLURM_CONF" ] && alive "$P/run/slurmctld.pid"; then
-        scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+        squeue -h -o %i 2>/dev/null | xargs -r scancel --full --quiet 2>/dev/null || true  # our private cluster
         local deadline=$((SECONDS + 15))
         while [ -n "$(squeue -h -o %i 2>/dev/null)" ] && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
     fi
