@@ -83,6 +83,7 @@ class MPIBackend(Backend):
         if message[0] == "exit":
             return int(message[1])
         _, address, authkey = message
+        _leave_stop_signals_to_the_coordinator()
         serve(address, authkey, f"rank-{self.rank}", self.rank, self.comm)
         return 0
 
@@ -167,6 +168,16 @@ class MPIJobBackend(Backend):
 AUTH_ENV = "HPWF_AUTHKEY"
 
 
+def _leave_stop_signals_to_the_coordinator() -> None:
+    """Launchers (srun on preemption, mpirun on Ctrl-C) signal every rank. An agent that died of
+    it would lose its trial's place; instead the coordinator fails and re-queues the running
+    trials, then stops the agents (an agent whose coordinator is gone exits by itself)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _is_hydra(launcher: str) -> bool:
     import subprocess
 
@@ -185,6 +196,7 @@ def main(argv: list[str]) -> int:
 
     host, port = argv[0].rsplit(":", 1)
     world = MPI.COMM_WORLD
+    _leave_stop_signals_to_the_coordinator()
     serve((host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{world.Get_rank()}", world.Get_rank(), world)
     return 0
 
