@@ -1,1 +1,9 @@
-"""Benchmarks (issue: reliability suite and performance benchmarks): run with `make bench`."""
+"""Benchmarks (issue: performance benchmarks): run with `make bench` or `python -m bench [NAME ...]`.
+
+One module per benchmark; each has ``run(quick: bool) -> dict`` returning its figures, a
+headline ``ratio`` and a ``comparison`` sentence saying exactly what was compared. Every
+figure is a ratio of things measured side by side in the same run: the machine is small
+(2 cores) and shared, so absolute times mean little.
+"""
+
+BENCHMARKS = ("efficiency", "overhead", "horovod_overhead", "search_efficiency", "store", "packing")
