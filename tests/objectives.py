@@ -65,6 +65,7 @@ def dies_once(trial: hpwf.Trial, marker: str) -> float:
     if not first_time(marker, trial.number):
         return x
     os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # the signal lands asynchronously: never return a result before it does
     return x
 
 
@@ -92,9 +93,12 @@ def kills_its_mpi_job_once(trial: hpwf.Trial, marker: str) -> float:
         return x
     for parent in psutil.Process().parents():
         if parent.name().startswith(("mpiexec", "mpirun")):
+            me = psutil.Process()
             for child in parent.children(recursive=True):
-                child.kill()
+                if child.pid != me.pid:  # itself last, or it dies before the other ranks do
+                    child.kill()
             parent.kill()
+            me.kill()
     time.sleep(5)
     return x
 
@@ -105,6 +109,7 @@ def freezes_once(trial: hpwf.Trial, marker: str) -> float:
     if not first_time(marker, trial.number):
         return x
     os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(60)  # the stop lands asynchronously (under load, after a return): wait for it
     return x
 
 
