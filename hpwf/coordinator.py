@@ -3,14 +3,21 @@
 The coordinator alone talks to Optuna and to the backend. Agents talk to it over `Hub`.
 A trial of k ranks holds k agents: on MPI they form the group's communicator themselves;
 on the other backends the first of them launches the k ranks (`backends/_launch.py`).
+
+Agents come first: the loop answers their messages and hands out trials before it writes
+anything no agent waits for. Results are told to the store when the loop is otherwise idle,
+and, while trials are short (under `SHORT_TRIAL_S`), trials are asked ahead, one per agent,
+so that a freed agent gets its next trial without waiting for the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,6 +43,10 @@ RANKS_PARAM = "ranks_per_trial"
 # SIGUSR1: Slurm's warning before the walltime limit (--signal=B:USR1@...); SIGTERM: preemption.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
+# Trials shorter than this on average are asked ahead: there the store's latency would keep
+# agents idle. Longer trials are asked only when an agent is free, so the sampler always
+# sees every finished result (asking ahead is like running one more trial at once per agent).
+SHORT_TRIAL_S = 1.0
 
 
 @dataclass
@@ -67,6 +78,7 @@ class _Running:
     trial: optuna.Trial
     members: list[Connection]  # agents holding a rank for it, leader first
     told: bool = False
+    result: Done | None = None  # a finished trial's result, waiting for the loop to tell it
     attach: Connection | None = None  # the launched group's rank 0 (local/Dask backends)
     started: float = field(default_factory=time.time)
 
@@ -156,6 +168,8 @@ class Coordinator:
         self._agents_seen = 0
         self._signal: str | None = None
         self._busy_ended = 0.0  # busy seconds of agents that are gone
+        self._untold: deque[int] = deque()  # finished trials whose results are not stored yet
+        self._mean_s: float | None = None  # moving average of trial durations
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, session: Session | None = None) -> dict[str, Any]:
@@ -180,8 +194,12 @@ class Coordinator:
                 for conn in session.hub.take_new():
                     self.agents[conn] = _Agent()
                 self._hand_out()
-                for conn in session.hub.wait([*self.agents, *self._attached()], timeout=0.25):
+                chores = bool(self._untold) or self._wants_spare()
+                ready = session.hub.wait([*self.agents, *self._attached()], timeout=0.0 if chores else 0.25)
+                for conn in ready:
                     self._receive(conn)
+                if chores and not ready:
+                    self._do_chore()
                 if self._signal and not self.stop_reason:
                     self._interrupt(self._signal)
                 now = time.time()
@@ -191,6 +209,8 @@ class Coordinator:
                     self.progress.update(self._progress_fields())
             return self._finish()
         finally:
+            with contextlib.suppress(Exception):  # results already in hand are kept if we can
+                self._tell_all()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             for conn in self._attached():
@@ -229,6 +249,37 @@ class Coordinator:
                 free = self._place(trial, free)
             else:
                 self.waiting.append((trial, time.time()))
+
+    def _wants_spare(self) -> bool:
+        """Ask ahead while trials are short, up to one waiting trial per agent."""
+        if self._mean_s is None or self._mean_s >= SHORT_TRIAL_S or not self._can_ask():
+            return False
+        timeout = self.budget.timeout
+        if timeout is not None and timeout - self._elapsed() < 5 * self._mean_s:
+            return False  # near the time budget a trial asked ahead might never start
+        return len(self.waiting) < sum(a.ready and not a.retired for a in self.agents.values())
+
+    def _do_chore(self) -> None:
+        """One piece of work no agent waits for: tell a result, or ask a trial ahead."""
+        if self._untold:
+            self._tell_next()
+        else:
+            trial = self.study.ask(dict(self._fixed))
+            trial.set_user_attr(RUN_ATTR, self.run_id)
+            self.waiting.append((trial, time.time()))
+
+    def _tell_next(self) -> None:
+        running = self.running.get(self._untold.popleft())
+        if running is None or running.result is None:
+            return
+        if not running.told:
+            self._tell(running, running.result)
+        if not running.members:
+            self.running.pop(running.trial.number, None)
+
+    def _tell_all(self) -> None:
+        while self._untold:
+            self._tell_next()
 
     def _free_agents(self) -> list[tuple[Connection, str, int]]:
         return [(c, a.host, a.rank) for c, a in self.agents.items() if a.ready and a.trial is None and not a.retired]
@@ -281,7 +332,7 @@ class Coordinator:
         if hello.attach is not None:  # rank 0 of a launched group takes over its trial's requests
             self.agents.pop(conn, None)
             running = self.running.get(hello.attach)
-            if running is None or running.told:
+            if running is None or running.told or running.result is not None:
                 send_quietly(conn, Stop("that trial is over"))
                 conn.close()
                 return
@@ -314,13 +365,19 @@ class Coordinator:
         running = self.running.get(done.number)
         if running is None:
             return
-        if done.state != "member" and not running.told:
-            self._tell(running, done)
+        if done.state != "member" and not running.told and running.result is None:
+            d = done.duration
+            self._mean_s = d if self._mean_s is None else 0.8 * self._mean_s + 0.2 * d
+            if done.state in ("complete", "pruned"):
+                running.result = done  # stored by `_do_chore`, after the agent has its next trial
+                self._untold.append(done.number)
+            else:
+                self._tell(running, done)
         if conn in self.agents:
             leader_of_launch = self.backend.group_mode != "mpi" and running.members[:1] == [conn]
             for member in (list(running.members) if leader_of_launch else [conn]):
                 self._release(member, running)
-        if not running.members:
+        if not running.members and (running.told or running.result is None):
             self.running.pop(done.number, None)
             if not running.told:
                 self._fail(running, "the trial's ranks ended without a result")
@@ -485,14 +542,14 @@ class Coordinator:
                 self._agent_lost(conn, f"silent for {now - agent.last_seen:.0f} s (no heartbeat)")
         if self.trial_timeout is not None:
             for running in list(self.running.values()):
-                if not running.told and now - running.started > self.trial_timeout:
+                if not running.told and running.result is None and now - running.started > self.trial_timeout:
                     self._fail(running, f"exceeded trial_timeout={self.trial_timeout:g} s; its workers were ended")
                     for conn in running.members + ([running.attach] if running.attach else []):
                         send_quietly(conn, Abort(running.trial.number, "trial_timeout"))
         if now - self._last_beat >= self.heartbeat:
             self._last_beat = now
             for running in self.running.values():
-                if not running.told:
+                if not running.told and running.result is None:
                     running.trial.set_user_attr(HEARTBEAT_ATTR, now)
             self._fail_silent_runs()
 
@@ -521,10 +578,13 @@ class Coordinator:
     def _interrupt(self, name: str) -> None:
         """Stop now: running trials are failed and queued again, so a resume re-runs them."""
         self.stop_reason = f"interrupted by {name}"
+        self._tell_all()  # finished trials keep their results
         for number, running in list(self.running.items()):
             self.running.pop(number)
-            for member in running.members:
+            for member in list(running.members):
                 self._release(member, running)
+            if running.told:
+                continue
             self._fail(running, f"interrupted by {name}; it will run again on resume")
             self._requeue(running.trial.params, running.trial.user_attrs, number)
             self.counts.fail_here -= 1

@@ -44,6 +44,7 @@ class BackendConformance:
     """What every backend must do. Subclasses provide the `backend` fixture."""
 
     slots = 2
+    lost_with_a_rank = 1  # trials lost when one rank dies (an MPI launcher may end all its ranks)
 
     def test_runs_the_budget_and_writes_trial_folders(self, backend, tmp_path: Path) -> None:
         result = run(backend(self.slots), tmp_path, objectives.quadratic, n_trials=8, seed=3)
@@ -107,7 +108,9 @@ class BackendConformance:
         study = hpwf.load_study(result.run_dir)
         assert study.trials[killed].state == TrialState.FAIL
         assert "died mid-trial" in study.trials[killed].user_attrs["fail_reason"]
-        assert states(result) == {"COMPLETE": 6, "FAIL": 1}
+        failed = [t for t in study.trials if t.state == TrialState.FAIL]
+        assert states(result)["COMPLETE"] == 6 and 1 <= len(failed) <= self.lost_with_a_rank
+        assert all("died mid-trial" in t.user_attrs["fail_reason"] for t in failed)
 
     def test_objects_from_python_run_without_a_workflow_file(self, backend, tmp_path: Path) -> None:
         offset = 0.25
