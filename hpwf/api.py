@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from hpwf._protocol import Setup
 from hpwf.backends import Backend, make_backend
 from hpwf.coordinator import Budget, Coordinator, Session
-from hpwf.errors import ConfigError
+from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
 from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, load_study, open_storage, read_summary
 from hpwf.search import Search
@@ -290,10 +290,15 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
         coordinator = Coordinator(
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
             ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
-            heartbeat=search.heartbeat,
+            heartbeat=search.heartbeat, own_store=search.storage is None,
             progress=Progress(enabled=progress),
         )
-        return RunResult(folder, study, coordinator.run(session))
+        try:
+            return RunResult(folder, study, coordinator.run(session))
+        except OSError as exc:  # a full disk or quota: the store keeps what was told before
+            where = exc.filename or search.storage or folder / DEFAULT_JOURNAL
+            raise RunError(f"cannot write {where}: {exc.strerror or exc}; finished trials are kept, "
+                           f"`hpwf resume {folder}` goes on once there is room") from None
     finally:
         lock.release()
 

@@ -4,10 +4,9 @@ The coordinator alone talks to Optuna and to the backend. Agents talk to it over
 A trial of k ranks holds k agents: on MPI they form the group's communicator themselves;
 on the other backends the first of them launches the k ranks (`backends/_launch.py`).
 
-Agents come first: the loop answers their messages and hands out trials before it writes
-anything no agent waits for. Results are told to the store when the loop is otherwise idle,
-and, while trials are short (under `SHORT_TRIAL_S`), trials are asked ahead, one per agent,
-so that a freed agent gets its next trial without waiting for the store.
+Agents come first: a freed agent gets its next trial before the result it brought is told to
+the store, and while trials are short (under `SHORT_TRIAL_S`) the idle loop asks trials
+ahead, up to one per agent, so that the next trial is ready without a store round trip.
 """
 
 from __future__ import annotations
@@ -138,6 +137,7 @@ class Coordinator:
         retries: int = 0,
         trial_timeout: float | None = None,
         heartbeat: float = 10.0,
+        own_store: bool = False,
         progress: Progress | None = None,
     ) -> None:
         self.study = study
@@ -151,6 +151,7 @@ class Coordinator:
         self.retries = retries  # a failed trial runs again (same params and attrs) this many times
         self.trial_timeout = trial_timeout
         self.heartbeat = heartbeat
+        self.own_store = own_store  # the run's own journal: every trial in it is this run's
         self._last_beat = 0.0
         self.agents: dict[Connection, _Agent] = {}  # the session's, once `run` starts
         self.running: dict[int, _Running] = {}
@@ -193,13 +194,14 @@ class Coordinator:
             while not self._finished():
                 for conn in session.hub.take_new():
                     self.agents[conn] = _Agent()
-                self._hand_out()
-                chores = bool(self._untold) or self._wants_spare()
-                ready = session.hub.wait([*self.agents, *self._attached()], timeout=0.0 if chores else 0.25)
+                self._hand_out()  # freed agents get their next trial first,
+                self._tell_all()  # then the results they brought are stored
+                spare = self._wants_spare()
+                ready = session.hub.wait([*self.agents, *self._attached()], timeout=0.0 if spare else 0.25)
                 for conn in ready:
                     self._receive(conn)
-                if chores and not ready:
-                    self._do_chore()
+                if spare and not ready:
+                    self._ask_ahead()
                 if self._signal and not self.stop_reason:
                     self._interrupt(self._signal)
                 now = time.time()
@@ -259,14 +261,10 @@ class Coordinator:
             return False  # near the time budget a trial asked ahead might never start
         return len(self.waiting) < sum(a.ready and not a.retired for a in self.agents.values())
 
-    def _do_chore(self) -> None:
-        """One piece of work no agent waits for: tell a result, or ask a trial ahead."""
-        if self._untold:
-            self._tell_next()
-        else:
-            trial = self.study.ask(dict(self._fixed))
-            trial.set_user_attr(RUN_ATTR, self.run_id)
-            self.waiting.append((trial, time.time()))
+    def _ask_ahead(self) -> None:
+        trial = self.study.ask(dict(self._fixed))
+        trial.set_user_attr(RUN_ATTR, self.run_id)
+        self.waiting.append((trial, time.time()))
 
     def _tell_next(self) -> None:
         running = self.running.get(self._untold.popleft())
@@ -369,7 +367,7 @@ class Coordinator:
             d = done.duration
             self._mean_s = d if self._mean_s is None else 0.8 * self._mean_s + 0.2 * d
             if done.state in ("complete", "pruned"):
-                running.result = done  # stored by `_do_chore`, after the agent has its next trial
+                running.result = done  # stored once the agent has its next trial
                 self._untold.append(done.number)
             else:
                 self._tell(running, done)
@@ -487,7 +485,8 @@ class Coordinator:
                 self.counts.pruned += ours
             elif frozen.state == TrialState.FAIL:
                 self.counts.fail += ours
-            elif frozen.state == TrialState.RUNNING and ours:
+            elif frozen.state == TrialState.RUNNING and (ours or (self.own_store and RUN_ATTR not in frozen.user_attrs)):
+                # (the latter: asked, then the store failed before it was marked, e.g. a full disk)
                 # We hold the run lock, so whoever ran this trial is gone: fail it and run it again.
                 self._fail_stale(frozen, "interrupted: its coordinator stopped; it runs again on resume")
         self._fail_silent_runs()

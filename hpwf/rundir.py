@@ -13,6 +13,7 @@ from typing import IO, Any
 import optuna
 
 from hpwf.errors import ConfigError
+from hpwf.progress import say
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -73,9 +74,39 @@ def journal_storage(path: Path) -> optuna.storages.JournalStorage:
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(
-        JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-    )
+    lock = JournalFileOpenLock(str(path))
+    if path.exists():
+        cut_torn_tail(path, lock)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+def cut_torn_tail(path: Path, lock: Any) -> None:
+    """Cut an incomplete last record off a journal file, under the journal's lock.
+
+    A write that failed part-way (a full disk, a quota) leaves a record without its newline.
+    Optuna skips it when reading, but the next append would be glued onto it, leaving a broken
+    line in the middle that no reader can pass. The writer that failed never saw it stored.
+    """
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            end = f.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                start = max(0, pos - 65536)
+                f.seek(start)
+                chunk = f.read(pos - start)
+                if pos == end and chunk.endswith(b"\n"):
+                    return
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    pos = start + newline + 1
+                    break
+                pos = start
+            f.truncate(pos)
+        say(f"hpwf: {path}: cut an incomplete last record ({end - pos} bytes) left by a failed write")
+    finally:
+        lock.release()
 
 
 def load_study(run_dir: str | Path) -> optuna.Study:

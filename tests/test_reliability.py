@@ -137,3 +137,41 @@ def test_unwritable_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "cannot create" in proc.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def _small_disk() -> None:
+    """In the child: files may not grow past 48 kB, so the journal's writes start failing mid-run
+    (EFBIG, as ENOSPC would on a full disk: a write fails part-way), with no privileges needed."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (48_000, 48_000))
+
+
+def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(tmp_path: Path) -> None:
+    run_dir, journal = tmp_path / "run", tmp_path / "run" / "study.journal"
+    command = [sys.executable, "-m", "hpwf", "run", "tests/workflows/toy.py", "--n-trials", "200",
+               "--workers", "2", "--run-dir", str(run_dir), "--quiet"]
+    full = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_small_disk, env={**os.environ, "TOY_SLEEP": "0"})
+    assert full.returncode == 1, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("hpwf: run stopped: cannot write") and "hpwf resume" in last, last
+    assert "File too large" in last and str(run_dir) in last
+    assert journal.stat().st_size <= 48_000 and not journal.read_bytes().endswith(b"\n")  # a torn record
+    status = subprocess.run([sys.executable, "-m", "hpwf", "status", str(run_dir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "cut an incomplete last record" in status.stderr, status.stderr
+    assert journal.read_bytes().endswith(b"\n")
+    before = {t.number: t.value for t in hpwf.load_study(run_dir).trials if t.state == TrialState.COMPLETE}
+    assert 0 < len(before) < 200
+
+    resumed = subprocess.run([sys.executable, "-m", "hpwf", "resume", str(run_dir), "--quiet"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "TOY_SLEEP": "0"})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for line in journal.read_text().splitlines():  # no broken record anywhere in the store
+        json.loads(line)
+    trials = hpwf.load_study(run_dir).trials
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 200
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    assert all(trials[n].value == value for n, value in before.items())
