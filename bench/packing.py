@@ -12,7 +12,7 @@ d ~ U(0.5, 1.5) s (from ``trial.seed``) and the group meets at a barrier on its 
   the last trials end at different times).
 - ``vs_same_policy``: the makespan of a zero-overhead simulation of hpwf's own placement
   policy on the same trials (sizes and durations as they came out, trial-number order, a
-  trial that fits the free ranks starts at once, at most 2 trials waiting), / session wall:
+  trial that fits the free ranks starts at once, at most one trial per rank waiting), / session wall:
   how much of the loss is hpwf's overhead (bookkeeping, group set-up, a busy machine) rather
   than the mix of sizes. ``vs_any_lookahead``: the same with no limit on waiting trials.
 """
@@ -48,7 +48,7 @@ def list_schedule(jobs: list[tuple[int, float]], ranks: int, max_waiting: int | 
 
     Jobs are considered in order; one that fits the free ranks starts at once. With
     ``max_waiting`` only that many jobs that do not fit may be passed over (hpwf's coordinator
-    keeps at most 2 asked trials waiting and asks no more meanwhile); ``None``: any number.
+    keeps at most one asked trial per agent waiting and asks no more meanwhile); ``None``: any number.
     """
     import heapq
 
@@ -89,7 +89,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     work = sum(size * d for size, d in jobs)
     sizes = {k: sum(size == k for size, _ in jobs) for k in (1, 2, 4)}
     bound = max(work / RANKS, max(d for _, d in jobs))
-    same_policy = list_schedule(jobs, RANKS, max_waiting=2)
+    same_policy = list_schedule(jobs, RANKS, max_waiting=RANKS)
     any_lookahead = list_schedule(jobs, RANKS)
     session = s["session_wall_s"]
     return {

@@ -1,4 +1,4 @@
-"""Which free agents train a trial of ``size`` ranks, and which waiting trial goes next."""
+"""Which free agents train a trial of ``size`` ranks, which waiting trial goes next, and when to ask."""
 
 from __future__ import annotations
 
@@ -53,3 +53,16 @@ def next_fitting(sizes: Sequence[int], free: int, head_must_go_first: bool) -> i
         if head_must_go_first:
             return None
     return None
+
+
+def may_ask(free: int, smallest: int, waiting: int, agents: int) -> bool:
+    """Whether to ask for one more trial: one of the ``smallest`` size could use the ``free``
+    ranks, and fewer than one asked trial per agent is ``waiting`` for ranks.
+
+    Example:
+        >>> may_ask(free=2, smallest=1, waiting=2, agents=8)  # two big trials wait: ask a small one
+        True
+        >>> may_ask(free=1, smallest=2, waiting=0, agents=8)  # no trial could start now
+        False
+    """
+    return free >= smallest and waiting < agents

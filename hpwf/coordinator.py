@@ -27,7 +27,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from hpwf._channel import Hub, send_quietly
-from hpwf._placement import choose_agents, next_fitting
+from hpwf._placement import choose_agents, may_ask, next_fitting
 from hpwf._protocol import Abort, Assign, Done, Hello, Report, Reply, Setup, Stop, Suggest, UserAttr
 from hpwf.agent import trial_folder
 from hpwf.backends import Backend
@@ -67,6 +67,7 @@ class _Agent:
     ready: bool = False
     trial: int | None = None  # the trial this agent holds a rank for
     retired: bool = False  # its group lost a rank: it may be stuck in a collective
+    group_of: int | None = None  # its last trial's number, while other ranks of that group still run
     busy_since: float = 0.0
     busy_total: float = 0.0
     last_seen: float = field(default_factory=time.time)
@@ -162,6 +163,7 @@ class Coordinator:
         # when the objective asks, so conditional search spaces stay exact.
         self._fixed: dict[str, BaseDistribution] = {}
         self._size = ranks_per_trial if isinstance(ranks_per_trial, int) else None
+        self._smallest = ranks_per_trial if isinstance(ranks_per_trial, int) else min(ranks_per_trial)
         if self._size is None:
             self._fixed[RANKS_PARAM] = CategoricalDistribution(sorted(set(ranks_per_trial)))  # type: ignore[arg-type]
         self._single = len(study.directions) == 1
@@ -235,16 +237,22 @@ class Coordinator:
         return n is None or self.counts.finished_ok + len(self.running) + len(self.waiting) < n
 
     def _hand_out(self) -> None:
-        """Place waiting trials that fit, then ask for new ones while ranks are free."""
+        """Place waiting trials that fit, then ask for new ones while one could use the free ranks.
+
+        Trials too big for the free ranks wait (up to one per agent) while smaller ones fill
+        them; once the oldest has waited RESERVE_AFTER_S, nothing passes it.
+        """
         free = self._free_agents()
         while self.waiting and free:
             head_first = time.time() - self.waiting[0][1] > RESERVE_AFTER_S
             i = next_fitting([self._trial_size(t) for t, _ in self.waiting], len(free), head_first)
             if i is None:
-                return
+                if head_first:
+                    return
+                break
             trial, _ = self.waiting.pop(i)
             free = self._place(trial, free)
-        while free and self._can_ask() and len(self.waiting) < 2:
+        while self._can_ask() and may_ask(len(free), self._smallest, len(self.waiting), self._live_agents()):
             trial = self.study.ask(dict(self._fixed))
             trial.set_user_attr(RUN_ATTR, self.run_id)
             if self._trial_size(trial) <= len(free):
@@ -259,7 +267,10 @@ class Coordinator:
         timeout = self.budget.timeout
         if timeout is not None and timeout - self._elapsed() < 5 * self._mean_s:
             return False  # near the time budget a trial asked ahead might never start
-        return len(self.waiting) < sum(a.ready and not a.retired for a in self.agents.values())
+        return len(self.waiting) < self._live_agents()
+
+    def _live_agents(self) -> int:
+        return sum(a.ready and not a.retired for a in self.agents.values())
 
     def _ask_ahead(self) -> None:
         trial = self.study.ask(dict(self._fixed))
@@ -280,7 +291,18 @@ class Coordinator:
             self._tell_next()
 
     def _free_agents(self) -> list[tuple[Connection, str, int]]:
-        return [(c, a.host, a.rank) for c, a in self.agents.items() if a.ready and a.trial is None and not a.retired]
+        """Idle agents; the ranks of a group come back together, once its last rank is done."""
+        return [(c, a.host, a.rank) for c, a in self.agents.items()
+                if a.ready and a.trial is None and not a.retired and not self._group_still_running(a)]
+
+    def _group_still_running(self, agent: _Agent) -> bool:
+        if agent.group_of is None:
+            return False
+        running = self.running.get(agent.group_of)
+        if running is None or not running.members:
+            agent.group_of = None
+            return False
+        return True
 
     def _trial_size(self, trial: optuna.Trial) -> int:
         return self._size or int(trial.params[RANKS_PARAM])
@@ -402,6 +424,7 @@ class Coordinator:
         agent = self.agents.get(conn)
         if agent is not None and agent.trial == running.trial.number:
             agent.trial = None
+            agent.group_of = running.trial.number if running.members else None
             agent.busy_total += time.time() - agent.busy_since
 
     def _fail(self, running: _Running, reason: str, traceback_text: str | None = None) -> None:
