@@ -102,3 +102,26 @@ def show(command: Sequence[str], scratch_dir: Path | None = None) -> str:
     if scratch_dir is not None:
         text = text.replace(str(scratch_dir), "$SCRATCH")
     return text.replace(str(ROOT) + "/", "")
+
+
+NOOP_WORKFLOW = """
+import hpwf
+
+search = hpwf.Search(direction="minimize", n_trials={n}, sampler="random", seed=0)
+
+
+def objective(trial):
+    return trial.suggest_float("x", 0, 1) + trial.suggest_float("y", 0, 1) + trial.suggest_float("z", 0, 1)
+"""
+
+
+def open_storage(kind: str, location: str) -> Any:
+    """An Optuna storage of ``kind`` (journal, sqlite, memory) at ``location``, as a bare Optuna user opens it."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if kind == "journal":
+        return optuna.storages.JournalStorage(JournalFileBackend(location, lock_obj=JournalFileOpenLock(location)))
+    if kind == "sqlite":
+        return optuna.storages.RDBStorage(location)
+    return optuna.storages.InMemoryStorage()

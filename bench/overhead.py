@@ -18,33 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import quiet_optuna, rnd, scratch, span_of, write
-
-WORKFLOW = """
-import hpwf
-
-search = hpwf.Search(direction="minimize", n_trials={n}, sampler="random", seed=0)
-
-
-def objective(trial):
-    return trial.suggest_float("x", 0, 1) + trial.suggest_float("y", 0, 1) + trial.suggest_float("z", 0, 1)
-"""
-
-
-def _storage(kind: str, path: Path) -> Any:
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    if kind == "memory":
-        return optuna.storages.InMemoryStorage()
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-
+from bench._common import NOOP_WORKFLOW, open_storage, quiet_optuna, rnd, scratch, span_of, write
 
 def bare(n: int, kind: str, path: Path) -> float:
     """A bare Optuna ask/tell loop: wall seconds for n trials."""
     import optuna
 
-    study = optuna.create_study(storage=_storage(kind, path), sampler=optuna.samplers.RandomSampler(seed=0),
+    study = optuna.create_study(storage=open_storage(kind, str(path)), sampler=optuna.samplers.RandomSampler(seed=0),
                                 direction="minimize")
     start = time.perf_counter()
     for _ in range(n):
@@ -61,7 +41,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     n = 300 if quick else 2000
     rows: list[dict[str, Any]] = []
     with scratch("overhead") as folder:
-        wf = write(folder / "noop_trials.py", WORKFLOW.format(n=n))
+        wf = write(folder / "noop_trials.py", NOOP_WORKFLOW.format(n=n))
         for kind in ("memory", "journal"):
             before = bare(n, kind, folder / f"bare-{kind}-1.journal")
             url = "memory" if kind == "memory" else f"journal:{folder / f'hpwf-{kind}.journal'}"

@@ -23,38 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import quiet_optuna, rnd, scratch, span_of, write
+from bench._common import NOOP_WORKFLOW, open_storage, quiet_optuna, rnd, scratch, span_of, write
 
 WRITERS = 8
 KINDS = ("journal", "sqlite", "memory")
-
-WORKFLOW = """
-import hpwf
-
-search = hpwf.Search(direction="minimize", n_trials={n}, sampler="random", seed=0)
-
-
-def objective(trial):
-    return trial.suggest_float("x", 0, 1) + trial.suggest_float("y", 0, 1) + trial.suggest_float("z", 0, 1)
-"""
-
-
-def _open(kind: str, location: str) -> Any:
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    if kind == "journal":
-        return optuna.storages.JournalStorage(JournalFileBackend(location, lock_obj=JournalFileOpenLock(location)))
-    if kind == "sqlite":
-        return optuna.storages.RDBStorage(location)
-    return optuna.storages.InMemoryStorage()
-
 
 def _writer(kind: str, location: str, count: int, seed: int, barrier: Any, out: Any) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _open(kind, location)
+    storage = open_storage(kind, location)
     sampler = optuna.samplers.RandomSampler(seed=seed)
     if kind == "memory":
         study = optuna.create_study(study_name="store", storage=storage, sampler=sampler)
@@ -75,7 +53,7 @@ def optuna_writers(kind: str, location: str, per_writer: int) -> dict[str, Any]:
     import optuna
 
     if kind != "memory":
-        optuna.create_study(study_name="store", storage=_open(kind, location))
+        optuna.create_study(study_name="store", storage=open_storage(kind, location))
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(kind, location, per_writer, i, barrier, out)) for i in range(WRITERS)]
@@ -91,7 +69,7 @@ def optuna_writers(kind: str, location: str, per_writer: int) -> dict[str, Any]:
     if kind == "memory":
         assert all(r[2] == per_writer for r in results)
     else:
-        trials = optuna.load_study(study_name="store", storage=_open(kind, location)).get_trials(deepcopy=False)
+        trials = optuna.load_study(study_name="store", storage=open_storage(kind, location)).get_trials(deepcopy=False)
         numbers = [t.number for t in trials]
         assert len(trials) == total and len(set(numbers)) == total, (len(trials), len(set(numbers)))
         assert all(t.state.name == "COMPLETE" for t in trials)
@@ -117,7 +95,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     total = WRITERS * per_writer
     rows: list[dict[str, Any]] = []
     with scratch("store") as folder:
-        wf = write(folder / "noop_trials.py", WORKFLOW.format(n=total))
+        wf = write(folder / "noop_trials.py", NOOP_WORKFLOW.format(n=total))
         for kind in KINDS:
             loc = {"journal": str(folder / f"{kind}-{{}}.journal"), "sqlite": f"sqlite:///{folder}/{kind}-{{}}.db",
                    "memory": ""}[kind]
