@@ -195,6 +195,7 @@ def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
 
             assert workflow.ensemble is not None
             return MemberObjective(workflow.ensemble.train)
+        assert workflow.objective is not None  # a search phase runs only when the file has one
         return workflow.objective
     import cloudpickle
 

@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -149,7 +149,7 @@ def ensemble(
     wf = workflow if isinstance(workflow, Workflow) else load(workflow)
     if wf.ensemble is None:
         raise ConfigError(f"{wf.path or 'workflow'}: no `ensemble = hpwf.Ensemble(...)` defined")
-    changes = {k: v for k, v in {"top_k": top_k, "members": members}.items() if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in {"top_k": top_k, "members": members}.items() if v is not None}
     if top_k is not None:
         changes["params"] = None
     wf = dataclasses.replace(wf, ensemble=dataclasses.replace(wf.ensemble, **changes))
@@ -265,7 +265,7 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
         storage = open_storage(search.storage, folder)
         existing = _existing_trials(storage, phase.record.study_name)
         study = optuna.create_study(
-            study_name=phase.record.study_name, storage=storage, directions=search.study_directions,
+            study_name=phase.record.study_name, storage=storage, directions=cast(Any, search.study_directions),
             sampler=search.make_sampler(None if search.seed is None else search.seed + existing),
             pruner=search.make_pruner(), load_if_exists=True,
         )

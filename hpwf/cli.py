@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import say
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other input error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other input error
         raise ConfigError(f"{self.prog}: {message}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import numpy as np
 import optuna
@@ -95,7 +95,8 @@ class Member:
         """
         path = self.folder / "predictions.npz"
         if self.group.rank == 0:
-            np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+            named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+            np.savez(path, **named)
         return path
 
     def save_weights(self, state: Any) -> Path:
@@ -122,7 +123,7 @@ class MemberObjective:
 def plan(ensemble: Ensemble, source: optuna.Study | None) -> list[dict[str, Any]]:
     """The members' attributes: index, configuration (from ``params`` or the search's top-k), seed."""
     if ensemble.params is not None:
-        configs = [(dict(ensemble.params), None)]
+        configs: list[tuple[dict[str, Any], int | None]] = [(dict(ensemble.params), None)]
     else:
         if source is None:
             raise ConfigError("the ensemble needs params= or a finished search to take top_k from")
@@ -130,7 +131,7 @@ def plan(ensemble: Ensemble, source: optuna.Study | None) -> list[dict[str, Any]
         if not done:
             raise ConfigError(f"study {source.study_name!r} has no complete trial to build an ensemble from")
         reverse = source.direction == optuna.study.StudyDirection.MAXIMIZE
-        ranked = sorted(done, key=lambda t: t.value, reverse=reverse)[: ensemble.top_k or 1]
+        ranked = sorted(done, key=lambda t: cast(float, t.value), reverse=reverse)[: ensemble.top_k or 1]
         configs = [({k: v for k, v in t.params.items() if k != "ranks_per_trial"}, t.number) for t in ranked]
     return [
         {MEMBER: i, CONFIG: configs[i % len(configs)][0], SOURCE: configs[i % len(configs)][1],
@@ -148,7 +149,7 @@ def finished_members(run_dir: Path) -> dict[int, tuple[Path, float]]:
     study = load_study(sub)
     found: dict[int, tuple[Path, float]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        found.setdefault(int(t.user_attrs[MEMBER]), (trial_folder(sub, t.number), float(t.value)))
+        found.setdefault(int(t.user_attrs[MEMBER]), (trial_folder(sub, t.number), float(cast(float, t.value))))
     return dict(sorted(found.items()))
 
 
@@ -171,7 +172,7 @@ def aggregate(run_dir: str | Path) -> dict[str, dict[str, float]]:
     first = next(iter(preds.values()))
     y = first["y"]
     metrics: dict[str, dict[str, float]] = {}
-    arrays: dict[str, np.ndarray] = {"y": y}
+    arrays: dict[str, Any] = {"y": y}
     if "probs" in first:
         probs = np.stack([p["probs"] for p in preds.values()])
         metrics["ensemble"] = uq.classification_metrics(y, probs)

@@ -95,7 +95,7 @@ def _figures(study: optuna.Study) -> list[str]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     names = {p for t in complete for p in t.params}
     multi = len(study.directions) > 1
-    first = {"target": lambda t: t.values[0], "target_name": "objective 0"} if multi else {}
+    first: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": "objective 0"} if multi else {}
     no_complete = None if complete else "no complete trial yet"
     plots: list[tuple[str, Callable[[], Any], str | None]] = [
         ("Parallel coordinates", lambda: vis.plot_parallel_coordinate(study, **first),

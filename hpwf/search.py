@@ -137,7 +137,7 @@ class Search:
     def rank_choices(self) -> list[int]:
         """The group sizes trials may have (one entry unless the size is searched)."""
         k = self.ranks_per_trial
-        return sorted(set(k)) if isinstance(k, (list, tuple)) else [k]
+        return [k] if isinstance(k, int) else sorted(set(k))
 
     def make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         """The Optuna sampler this search names, seeded with ``seed``."""

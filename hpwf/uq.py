@@ -79,9 +79,9 @@ def gaussian_nll(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> float:
         >>> round(gaussian_nll([0.0], [0.0], [1.0]), 6)  # 0.5 * log(2 pi)
         0.918939
     """
-    y, mean, var = _arrays(y, mean, var)
-    var = np.maximum(var, _VAR_FLOOR)
-    return float(np.mean(0.5 * (np.log(2 * np.pi * var) + (y - mean) ** 2 / var)))
+    ys, ms, vs = _arrays(y, mean, var)
+    vs = np.maximum(vs, _VAR_FLOOR)
+    return float(np.mean(0.5 * (np.log(2 * np.pi * vs) + (ys - ms) ** 2 / vs)))
 
 
 def gaussian_crps(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:

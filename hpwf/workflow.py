@@ -95,8 +95,8 @@ def load_module(path: Path) -> Any:
     try:
         code = compile(text, str(path), "exec")
     except SyntaxError as exc:
-        line = exc.lineno or (text[: text.find("\0")].count("\n") + 1 if "\0" in text else "?")
-        raise ConfigError(f"{path}:{line}: {type(exc).__name__}: {exc.msg}") from None
+        where = exc.lineno or (text[: text.find("\0")].count("\n") + 1 if "\0" in text else "?")
+        raise ConfigError(f"{path}:{where}: {type(exc).__name__}: {exc.msg}") from None
     except ValueError as exc:  # e.g. source with NUL bytes
         raise ConfigError(f"{path}: {exc}") from None
     name = "hpwf_workflow_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]

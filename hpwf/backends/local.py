@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from hpwf.agent import serve
 from hpwf.backends._base import Backend
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 
 class LocalBackend(Backend):
@@ -23,8 +27,8 @@ class LocalBackend(Backend):
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
-        self._cluster = None
-        self._client = None
+        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
         self._futures: list = []
 
     @property
