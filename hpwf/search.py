@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import optuna
 
@@ -137,7 +137,7 @@ class Search:
     def rank_choices(self) -> list[int]:
         """The group sizes trials may have (one entry unless the size is searched)."""
         k = self.ranks_per_trial
-        return [k] if isinstance(k, int) else sorted(set(k))
+        return sorted(set(k)) if isinstance(k, (list, tuple)) else [cast(int, k)]
 
     def make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         """The Optuna sampler this search names, seeded with ``seed``."""
