@@ -16,6 +16,9 @@ from hpwf.search import Search
 from hpwf.trial import Group, Trial
 from hpwf.workflow import Workflow, load
 
+# Importing the submodule hpwf.ensemble above bound its name on the package: the function wins.
+from hpwf.api import ensemble  # noqa: E402,F811  isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -28,6 +28,8 @@ class Hub:
         self._new: list[Connection] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._closed = False
         threading.Thread(target=self._accept_forever, name="hpwf-accept", daemon=True).start()
 
@@ -41,13 +43,28 @@ class Hub:
                 continue  # a client that failed authentication or hung up
             with self._lock:
                 self._new.append(conn)
-            os.write(self._wake_w, b"x")
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the poller is awake anyway
 
     def take_new(self) -> list[Connection]:
         """Connections accepted since the last call."""
         with self._lock:
             new, self._new = self._new, []
         return new
+
+    @property
+    def wake_fd(self) -> int:
+        """Readable whenever a new connection was accepted (poll it beside the agents')."""
+        return self._wake_r
+
+    def clear_wake(self) -> None:
+        """Empty the wake pipe after `wake_fd` was readable."""
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
 
     def wait(self, conns: list[Connection], timeout: float) -> list[Connection]:
         """The connections with something to read (or that closed); wakes early on a new agent."""

@@ -1,4 +1,11 @@
-"""Messages between the coordinator and its agents (pickled over multiprocessing connections)."""
+"""Messages between the coordinator and its agents (pickled over multiprocessing connections).
+
+Every message about a trial carries its ``ticket``: a number the coordinator gives each attempt
+of a trial, unique in the session. A late message of a trial that is over (or of an earlier
+phase, whose trial numbers repeat) names a ticket the coordinator no longer knows, and is
+answered with an error or dropped, never applied to another trial. Agents send only plain
+values (floats, strings, JSON-able attributes), so every message unpickles anywhere.
+"""
 
 from __future__ import annotations
 
@@ -20,48 +27,54 @@ class Hello:
     host: str
     pid: int
     rank: int | None = None
-    attach: int | None = None
+    attach: int | None = None  # the ticket of the trial a launched group's rank 0 serves
 
 
 @dataclass(frozen=True)
 class Suggest:
     """Ask the coordinator to sample a parameter that was not prefetched."""
 
-    number: int
+    ticket: int
     name: str
     distribution: Any  # optuna.distributions.BaseDistribution
 
 
 @dataclass(frozen=True)
 class Report:
-    """An intermediate value; the reply is a `Decision`."""
+    """An intermediate value; the reply's value is the prune decision."""
 
-    number: int
+    ticket: int
     step: int
     value: float
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Sent every few seconds while a trial runs: silence means the agent is lost."""
+    """Sent every few seconds by every agent, idle or not: silence means the agent is lost.
 
-    number: int
+    ``ticket`` is the trial the agent works on, ``None`` while it is idle or holds a reserved rank.
+    """
+
+    ticket: int | None
 
 
 @dataclass(frozen=True)
 class UserAttr:
-    """``trial.set_user_attr`` forwarded to the study."""
+    """``trial.set_user_attr`` forwarded to the study (the value is JSON-able: checked on the agent)."""
 
-    number: int
+    ticket: int
     key: str
     value: Any
 
 
 @dataclass(frozen=True)
 class Done:
-    """A trial ended: ``state`` is "complete", "pruned" or "fail" ("member" from a non-leader rank)."""
+    """A trial ended: ``state`` is "complete", "pruned" or "fail" ("member" from a non-leader rank).
 
-    number: int
+    The leader sends it only after the result is durable in the trial's ``result.json``.
+    """
+
+    ticket: int
     state: str
     values: list[float] | None = None
     error: str | None = None
@@ -83,6 +96,7 @@ class Setup:
     objective_pickle: bytes | None
     entry: str = "objective"
     heartbeat_s: float = 10.0
+    n_objectives: int = 1  # how many values the objective must return
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class Assign:
     the ranks itself (the local backend starts ``mpirun -np ranks`` for it).
     """
 
+    ticket: int
     number: int
     params: dict[str, Any]
     distributions: dict[str, Any]
@@ -105,17 +120,20 @@ class Assign:
 
 @dataclass(frozen=True)
 class Reply:
-    """The answer to a `Suggest` (``value``) or a `Report` (``value`` is the prune decision)."""
+    """The answer to a `Suggest` (``value``) or a `Report` (``value`` is the prune decision).
 
-    number: int
+    An exception as ``value`` is raised in the objective (e.g. the trial is no longer running).
+    """
+
+    ticket: int
     value: Any
 
 
 @dataclass(frozen=True)
 class Abort:
-    """Give up trial ``number`` now (a rank of its group died, or it ran out of time)."""
+    """Give up the trial now (a rank of its group died, it ran out of time, or the run stops)."""
 
-    number: int
+    ticket: int
     reason: str
 
 

@@ -3,6 +3,11 @@
 Every backend starts agents (a Dask task, an MPI rank, a Slurm task); they all run `serve`.
 A reader thread takes every message from the coordinator, so that an `Abort`, or the
 coordinator going away, ends a rank even while it is stuck in a collective.
+
+The agent contract: an agent sends `Hello` once, then a `Heartbeat` every ``heartbeat_s``
+whatever it does (idle, running a trial, holding a reserved rank), so the coordinator can tell
+a live agent from a lost one at any time. A trial's leader writes the trial's ``result.json``
+before it sends `Done`: a result the coordinator has not stored yet is never lost.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Callable
 from hpwf._channel import connect
 from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop
 from hpwf.trial import Group, Trial, TrialPruned
+from hpwf.trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
 SETUP_TIMEOUT_S = 120
@@ -49,7 +55,8 @@ class Agent:
         self.objective = _resolve_objective(setup)
         self._replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.current: int | None = None
+        self.current: int | None = None  # the ticket of the trial this agent runs
+        self.number: int | None = None  # that trial's number
         self._send_lock = threading.Lock()
         threading.Thread(target=self._read, name="hpwf-agent-reader", daemon=True).start()
         threading.Thread(target=self._beat, name="hpwf-agent-heartbeat", daemon=True).start()
@@ -59,14 +66,13 @@ class Agent:
             self.conn.send(message)
 
     def _beat(self) -> None:
+        """Prove this agent alive every heartbeat, idle or busy (reserved ranks are idle here)."""
         while True:
             time.sleep(self.setup.heartbeat_s)
-            number = self.current
-            if number is not None:
-                try:
-                    self.send(Heartbeat(number))
-                except OSError:
-                    return
+            try:
+                self.send(Heartbeat(self.current))
+            except (OSError, ValueError):
+                return
 
     def _read(self) -> None:
         while True:
@@ -80,8 +86,8 @@ class Agent:
             if isinstance(message, Reply):
                 self._replies.put(message)
             elif isinstance(message, Abort):
-                if message.number == self.current:
-                    _give_up(f"trial {message.number} aborted: {message.reason}")
+                if message.ticket == self.current:
+                    _give_up(f"trial {self.number} aborted: {message.reason}")
             else:
                 self._tasks.put(message)
 
@@ -95,9 +101,9 @@ class Agent:
             if isinstance(task, Setup):  # the run moves to its next phase (e.g. the ensemble)
                 self.setup, self.run_dir, self.objective = task, Path(task.run_dir), _resolve_objective(task)
             if isinstance(task, Assign):
-                self.current = task.number
+                self.current, self.number = task.ticket, task.number
                 done = self.run(task)
-                self.current = None
+                self.current = self.number = None
                 self.send(done)
                 count += 1
 
@@ -108,11 +114,12 @@ class Agent:
 
             return run_launched_group(self, task)
         if not task.group:
-            return run_trial(self.objective, task, self.run_dir, self.request)
-        comm = self.world.Create_group(self.world.group.Incl(list(task.group)), tag=task.number % 32767)
+            return run_trial(self.objective, task, self.run_dir, self.request, n_objectives=self.setup.n_objectives)
+        comm = self.world.Create_group(self.world.group.Incl(list(task.group)), tag=task.ticket % 32767)
         try:
             return run_trial(self.objective, task, self.run_dir, self.request,
-                             Group(comm.Get_rank(), comm.Get_size(), comm), lambda v: comm.bcast(v, root=0))
+                             Group(comm.Get_rank(), comm.Get_size(), comm), lambda v: comm.bcast(v, root=0),
+                             n_objectives=self.setup.n_objectives)
         finally:
             comm.Free()
 
@@ -132,10 +139,12 @@ def run_trial(
     request: Callable[[Any], Any],
     group: Group = Group(),
     share: Callable[[Any], Any] = lambda value: value,
+    n_objectives: int = 1,
 ) -> Done:
     """Run ``objective`` on one trial; everything it prints goes to the trial's ``log.txt``.
 
-    Rank 0 of a group returns the result; the other ranks return a "member" `Done`.
+    Rank 0 of a group writes the trial's durable ``result.json`` and returns the result; the
+    other ranks return a "member" `Done`.
     """
     from hpwf import parallel
 
@@ -143,7 +152,7 @@ def run_trial(
     folder.mkdir(parents=True, exist_ok=True)
     trial = Trial(
         task.number, task.params, task.distributions, seed=task.seed, folder=folder,
-        request=request, group=group, share=share,
+        request=request, group=group, share=share, ticket=task.ticket,
     )
     trial.user_attrs.update(task.attrs or {})
     start = time.time()
@@ -152,7 +161,7 @@ def run_trial(
     with open(folder / log_name, "a", buffering=1) as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            values = _as_values(objective(trial))
+            values = _as_values(objective(trial), n_objectives)
             state = "complete"
         except TrialPruned:
             state = "pruned"
@@ -165,20 +174,22 @@ def run_trial(
             parallel.shutdown()
     duration = time.time() - start
     if group.rank != 0:
-        return Done(task.number, "member", None, error, duration)
+        return Done(task.ticket, "member", None, error, duration)
     if error:
-        (folder / "traceback.txt").write_text(error)
-    (folder / "params.json").write_text(json.dumps(trial.params, indent=1, default=str))
-    return Done(task.number, state, values, error, duration)
+        write_atomically(folder / TRACEBACK, error)
+    write_atomically(folder / PARAMS, json.dumps(trial.params, indent=1, default=str))
+    write_result(folder, task.number, state.upper(), values, trial.params, duration)
+    return Done(task.ticket, state, values, error, duration)
 
 
-def trial_folder(run_dir: Path, number: int) -> Path:
-    """Where trial ``number`` keeps its params, log, metrics and traceback."""
-    return run_dir / "trials" / f"{number:05d}"
-
-
-def _as_values(result: Any) -> list[float]:
-    values = [float(v) for v in result] if isinstance(result, (list, tuple)) else [float(result)]
+def _as_values(result: Any, n_objectives: int = 1) -> list[float]:
+    """The objective's return value as floats, checked against the study's objectives."""
+    many = isinstance(result, (list, tuple))
+    if n_objectives == 1 and many and len(result) != 1:
+        raise ValueError(f"the objective returned {len(result)} values; the study has one direction")
+    values = [float(v) for v in result] if many else [float(result)]
+    if len(values) != n_objectives:
+        raise ValueError(f"the objective returned {len(values)} value(s); the study has {n_objectives} directions")
     bad = [v for v in values if not math.isfinite(v)]
     if bad:
         raise ValueError(f"the objective returned a non-finite value: {bad[0]}")
@@ -219,3 +230,52 @@ def serve(address: tuple[str, int], authkey: bytes, name: str, rank: int | None 
         return agent.serve()
     finally:
         agent.conn.close()
+
+
+CHILD_ENV = "HPWF_AGENT_CHILD"
+QUICK_EXIT_S = 5.0  # a child that ends sooner than this, three times in a row, is not restarted
+
+
+def serve_in_child(*args: Any) -> int:
+    """Run `serve` in a child process, started again whenever it ends abnormally.
+
+    For agents that live inside a Dask worker: a trial that is aborted (a lost peer, a
+    timeout) ends its agent process with `ABORT_EXIT`; in a child, that leaves the Dask worker
+    alive, so a long search never exhausts Dask's ``allowed-failures`` and loses its slots.
+    Returns how many children ran. ``args`` are `serve`'s, passed through the environment.
+    """
+    import base64
+    import pickle
+    import subprocess
+
+    env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps(args)).decode(),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    runs, quick = 0, 0
+    while True:
+        start = time.time()
+        code = subprocess.run([sys.executable, "-m", "hpwf.agent"], env=env, stdin=subprocess.DEVNULL).returncode
+        runs += 1
+        if code == 0:  # told to stop, or the coordinator is gone
+            return runs
+        quick = quick + 1 if time.time() - start < QUICK_EXIT_S else 0
+        if quick >= 3:
+            raise RuntimeError(f"the agent process exited {code} three times within {QUICK_EXIT_S:g} s of starting")
+
+
+def _child_main() -> int:
+    import base64
+    import pickle
+
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
+    args = pickle.loads(base64.b64decode(os.environ.pop(CHILD_ENV)))
+    try:
+        serve(*args)
+    except (OSError, EOFError):
+        return 0  # the coordinator is gone: nothing left to serve
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

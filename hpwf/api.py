@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from hpwf._protocol import Setup
 from hpwf.backends import Backend, make_backend
-from hpwf.coordinator import Budget, Coordinator, Session
+from hpwf.engine import Budget, Coordinator, Session
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
 from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, load_study, open_storage, read_summary
@@ -239,15 +239,21 @@ def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int |
 
 
 def _run_phases(phases: list[_Phase], backend: Backend, progress: bool) -> RunResult:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
     for phase in phases:
         _check_fits(phase.search, backend)
     results: list[RunResult] = []
-    with Session(backend) as session:
-        for phase in phases:
-            results.append(_run_phase(phase, backend, session, progress))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
+    try:
+        with Session(backend) as session:
+            for phase in phases:
+                results.append(_run_phase(phase, backend, session, progress))
+                if str(results[-1].summary.get("stop_reason") or "").startswith("interrupted"):
+                    break  # a signal (Ctrl-C, preemption, the walltime warning) starts no later phase
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     uq = None
-    if phases[-1].entry == "ensemble":
+    if phases[-1].entry == "ensemble" and len(results) == len(phases):
         from hpwf.ensemble import aggregate
 
         uq = aggregate(phases[-1].folder.parent)
@@ -278,7 +284,8 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
                 _enqueue_members(phase, study)
         wf = phase.workflow
         payload = None if wf.path else _pickle(wf.objective if phase.entry == "objective" else _member_objective(wf))
-        setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat)
+        setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
+                      n_objectives=len(search.study_directions))
         before = read_summary(folder) if not phase.fresh else {}
         budget = Budget(
             n_trials=search.n_trials, timeout=search.timeout,

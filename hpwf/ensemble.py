@@ -142,7 +142,7 @@ def plan(ensemble: Ensemble, source: optuna.Study | None) -> list[dict[str, Any]
 
 def finished_members(run_dir: Path) -> dict[int, tuple[Path, float]]:
     """Member index -> (folder, validation score) of its (first) complete run."""
-    from hpwf.agent import trial_folder
+    from hpwf.trialdir import trial_folder
     from hpwf.rundir import load_study
 
     sub = run_dir / "ensemble"

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.agent import trial_folder
+from hpwf.trialdir import trial_folder
 from hpwf.rundir import load_study, read_summary
 
 # Later sections (e.g. UQ) append here: each gets (study, run_dir) and returns an HTML chunk or None.

@@ -60,8 +60,10 @@ class Trial:
         request: Request,
         group: Group = Group(),
         share: Callable[[Any], Any] = lambda value: value,
+        ticket: int | None = None,
     ) -> None:
         self.number = number
+        self._ticket = number if ticket is None else ticket  # names this attempt in messages
         self.seed = seed
         self.folder = folder
         self.group = group
@@ -105,7 +107,7 @@ class Trial:
             from hpwf._protocol import Suggest
 
             value = self._share(
-                self._request(Suggest(self.number, name, distribution)) if self.group.rank == 0 else None
+                self._request(Suggest(self._ticket, name, distribution)) if self.group.rank == 0 else None
             )
         self.params[name] = value
         self.distributions[name] = distribution
@@ -126,7 +128,7 @@ class Trial:
         if self.group.rank == 0:
             self._write_metric(step, value)
             if math.isfinite(value):
-                decision = bool(self._request(Report(self.number, step, value)))
+                decision = bool(self._request(Report(self._ticket, step, value)))
             else:
                 decision = False
         self._prune = bool(self._share(decision))
@@ -136,12 +138,23 @@ class Trial:
         return self._prune
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        """Attach a JSON-serialisable value to the trial in the study."""
+        """Attach a JSON-serialisable value to the trial in the study.
+
+        Raises:
+            TypeError: ``value`` is not JSON-serialisable (a tensor, say: use ``float(t)``).
+        """
+        import json
+
         from hpwf._protocol import UserAttr
 
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"set_user_attr({key!r}, ...): the value must be JSON-serialisable "
+                            f"(a {type(value).__name__} is not): {exc}") from None
         self.user_attrs[key] = value
         if self.group.rank == 0:
-            self._request(UserAttr(self.number, key, value))
+            self._request(UserAttr(self._ticket, str(key), value))
 
     def _write_metric(self, step: int, value: float) -> None:
         new = not self._metrics.exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpwf._placement import choose_agents, may_ask, next_fitting
+from hpwf.engine.placement import choose_agents, may_ask, next_fitting
 
 
 def test_a_group_takes_one_host_when_one_host_has_room() -> None:

@@ -33,7 +33,7 @@ def mpirun() -> str:
 
 def run_launched_group(agent: Agent, task: Assign) -> Done:
     """Launch the trial's ranks and wait for them; the result reaches the coordinator directly."""
-    from hpwf.agent import trial_folder
+    from hpwf.trialdir import trial_folder
 
     folder = trial_folder(agent.run_dir, task.number)
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,9 +43,9 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
     with open(folder / "launch.log", "ab") as log:
         proc = subprocess.run(command, env={**env, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode == 0:
-        return Done(task.number, "member")
+        return Done(task.ticket, "member")
     tail = (folder / "launch.log").read_text(errors="replace").strip().splitlines()[-5:]
-    return Done(task.number, "fail", error=f"{' '.join(command[:3])} exited {proc.returncode}: " + " | ".join(tail))
+    return Done(task.ticket, "fail", error=f"{' '.join(command[:3])} exited {proc.returncode}: " + " | ".join(tail))
 
 
 def main() -> int:
@@ -59,15 +59,15 @@ def main() -> int:
     address, authkey, task = pickle.loads(base64.b64decode(os.environ[ENV]))
     world = MPI.COMM_WORLD
     rank = world.Get_rank()
-    agent = Agent(connect(address, authkey), f"trial-{task.number}-rank-0", 0, attach=task.number,
+    agent = Agent(connect(address, authkey), f"trial-{task.number}-rank-0", 0, attach=task.ticket,
                   address=address, authkey=authkey) if rank == 0 else None
     setup = world.bcast(agent.setup if agent else None, root=0)
     objective = agent.objective if agent else _resolve_objective(setup)
     if agent:
-        agent.current = task.number
+        agent.current, agent.number = task.ticket, task.number
     done = run_trial(
         objective, task, Path(setup.run_dir), agent.request if agent else _no_requests,
-        Group(rank, world.Get_size(), world), lambda v: world.bcast(v, root=0),
+        Group(rank, world.Get_size(), world), lambda v: world.bcast(v, root=0), n_objectives=setup.n_objectives,
     )
     if agent:
         agent.send(done)

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from hpwf.agent import serve
+from hpwf.agent import serve_in_child
 from hpwf.backends._base import Backend
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, 
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
+            serve_in_child, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures

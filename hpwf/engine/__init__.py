@@ -1,0 +1,16 @@
+"""The engine: one phase's coordinator over a trial ledger, and the session its phases share.
+
+- `ledger`: trial and agent records; the one transition function each; counts.
+- `loop`: the coordinator's named steps (accept, place, tell, receive, housekeeping).
+- `placement`: which free agents form a group, which waiting trial goes next.
+- `health`: silent agents, trial timeouts, stale trials of vanished runs.
+- `outcomes`: what reaches the study (tell, fail, requeue, recovery on resume).
+- `session`: the hub, backend, agents and clock that phases share.
+"""
+
+from __future__ import annotations
+
+from hpwf.engine.loop import Coordinator
+from hpwf.engine.session import Budget, Session
+
+__all__ = ["Budget", "Coordinator", "Session"]

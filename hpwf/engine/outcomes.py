@@ -1,0 +1,131 @@
+"""The study side of a phase: results told, failures recorded, trials queued again, the best kept.
+
+Only this module writes trial states into the Optuna study. A trial whose ``tell`` raises stays
+DONE in the ledger (its result is durable in its folder), so a failed store write is retried by
+a resume instead of being lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpwf._protocol import Done
+from hpwf.engine.health import HEARTBEAT_ATTR, RUN_ATTR
+from hpwf.engine.session import Counts
+from hpwf.trialdir import FAILURE, read_result, trial_folder, write_atomically
+
+ATTEMPT_ATTR = "hpwf:attempt"
+RETRY_OF_ATTR = "hpwf:retry_of"
+_NOT_CARRIED = (RUN_ATTR, HEARTBEAT_ATTR, "fail_reason", "traceback", RETRY_OF_ATTR)
+
+
+class Outcomes:
+    """Tells results and failures to ``study`` and keeps the phase's `Counts`."""
+
+    def __init__(self, study: optuna.Study, run_dir: Path, run_id: str, retries: int, note: Callable[[str], None]) -> None:
+        self.study = study
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.retries = retries  # a failed trial runs again (same params and attrs) this many times
+        self.note = note
+        self.counts = Counts()
+        self.single = len(study.directions) == 1
+
+    def tell(self, trial: optuna.Trial, done: Done) -> FrozenTrial:
+        """Store a finished trial's result (complete or pruned)."""
+        if done.state == "pruned":
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+            self.counts.pruned += 1
+            return frozen
+        values = done.values or []
+        frozen = self.study.tell(trial, values[0] if self.single and len(values) == 1 else values)
+        if frozen.state != TrialState.COMPLETE:  # Optuna refused the values (it logs why)
+            raise ValueError(f"the study did not accept the values {values}")
+        self.counts.complete += 1
+        self.consider_best(frozen)
+        return frozen
+
+    def fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None, *, may_retry: bool,
+             counts_as_failure: bool = True) -> bool:
+        """Store ``trial`` as FAIL with its reason; queue it again if a retry is left. True if queued."""
+        trial.set_user_attr("fail_reason", reason[:1000])
+        if traceback_text:
+            trial.set_user_attr("traceback", traceback_text[-8000:])
+        else:
+            folder = trial_folder(self.run_dir, trial.number)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(folder / FAILURE, reason + "\n")
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        self.counts.fail += 1
+        self.counts.fail_here += counts_as_failure
+        attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
+        if not counts_as_failure:  # interrupted or never started: it runs again, whatever the retries
+            self.requeue(frozen)
+            return True
+        if may_retry and attempt < self.retries:
+            self.requeue(frozen, attempt + 1)
+            return True
+        return False
+
+    def requeue(self, frozen: FrozenTrial | optuna.Trial, attempt: int | None = None) -> None:
+        """Queue a trial to run again with the same parameters and the same member attributes."""
+        carried = {k: v for k, v in frozen.user_attrs.items() if k not in _NOT_CARRIED}
+        carried[RETRY_OF_ATTR] = frozen.number
+        if attempt is not None:
+            carried[ATTEMPT_ATTR] = attempt
+        self.study.enqueue_trial(dict(frozen.params), user_attrs=carried)
+
+    def consider_best(self, frozen: FrozenTrial) -> None:
+        if not self.single or frozen.value is None:
+            return
+        best = self.counts.best_value
+        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if best is None or (frozen.value > best if maximize else frozen.value < best):
+            self.counts.best_value, self.counts.best_number = frozen.value, frozen.number
+            self.counts.best_params = dict(frozen.params)
+
+    def recover(self, own_store: bool) -> None:
+        """Count what this run finished before; settle the trials a dead coordinator left RUNNING.
+
+        A trial whose durable result is in its folder is told, not trained again; the others are
+        failed and queued again. The budget is per run: runs sharing one study each finish
+        their own ``n_trials``.
+        """
+        for frozen in self.study.get_trials(deepcopy=False):
+            ours = frozen.user_attrs.get(RUN_ATTR) == self.run_id
+            if frozen.state == TrialState.COMPLETE:
+                self.counts.complete += ours
+                self.consider_best(frozen)
+            elif frozen.state == TrialState.PRUNED:
+                self.counts.pruned += ours
+            elif frozen.state == TrialState.FAIL:
+                self.counts.fail += ours
+            elif frozen.state == TrialState.RUNNING and (ours or (own_store and RUN_ATTR not in frozen.user_attrs)):
+                # (the latter: asked, then the store failed before it was marked, e.g. a full disk)
+                # We hold the run lock, so whoever ran this trial is gone.
+                self._settle(frozen)
+
+    def _settle(self, frozen: FrozenTrial) -> None:
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        result = read_result(trial_folder(self.run_dir, frozen.number))
+        if result is not None and result.get("number") == frozen.number and result["state"] in ("COMPLETE", "PRUNED"):
+            state = "complete" if result["state"] == "COMPLETE" else "pruned"
+            try:
+                self.tell(trial, Done(-1, state, result.get("values")))
+                self.note(f"trial {frozen.number}: its result, saved before the coordinator stopped, is kept")
+                return
+            except ValueError:
+                pass
+        self.fail(trial, "interrupted: its coordinator stopped; it runs again on resume", None,
+                  may_retry=False, counts_as_failure=False)
+
+    def fail_stale(self, frozen: FrozenTrial, reason: str) -> None:
+        """Fail a trial of a run that vanished, and queue it again (here, in this run)."""
+        stale = optuna.trial.Trial(self.study, frozen._trial_id)
+        stale.set_user_attr("fail_reason", reason)
+        self.study.tell(stale, state=TrialState.FAIL)
+        self.requeue(frozen)
