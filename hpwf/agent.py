@@ -253,13 +253,23 @@ def serve_in_child(*args: Any) -> int:
     runs, quick = 0, 0
     while True:
         start = time.time()
-        code = subprocess.run([sys.executable, "-m", "hpwf.agent"], env=env, stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run([sys.executable, "-m", "hpwf.agent"], env=env, stdin=subprocess.DEVNULL,
+                              preexec_fn=_die_with_parent).returncode
         runs += 1
         if code == 0:  # told to stop, or the coordinator is gone
             return runs
         quick = quick + 1 if time.time() - start < QUICK_EXIT_S else 0
         if quick >= 3:
             raise RuntimeError(f"the agent process exited {code} three times within {QUICK_EXIT_S:g} s of starting")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the Dask worker that started it goes (Linux)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _child_main() -> int:

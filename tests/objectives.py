@@ -142,3 +142,13 @@ def first_time(marker: str, number: int) -> bool:
     os.write(fd, str(number).encode())
     os.close(fd)
     return True
+
+
+def hangs_n_times(trial: hpwf.Trial, marker: str, n: int) -> float:
+    """The first ``n`` trials hang far past any sensible timeout (counted in ``marker``)."""
+    x = trial.suggest_float("x", 0, 1)
+    with open(marker, "a") as f:
+        f.write(f"{trial.number}\n")
+    if len(Path(marker).read_text().split()) <= n:
+        time.sleep(3600)
+    return x

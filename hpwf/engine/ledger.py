@@ -138,7 +138,7 @@ class Ledger:
         del self._trials_in[record.state][record.ticket]
         record.state, record.since = new, self._clock()
         self._trials_in[new][record.ticket] = record
-        if new in (T.TOLD, T.REQUEUED) or (new == T.FAILED and not record.agents):
+        if new in (T.TOLD, T.REQUEUED):
             self.forget(record)
 
     def forget(self, record: TrialRecord) -> None:

@@ -237,6 +237,7 @@ class Coordinator:
         self.session.ledger.move(record, S.FAILED)
         if requeued:
             self.session.ledger.move(record, S.REQUEUED)
+        self.session.ledger.forget(record)  # once its agents are back
         if counts_as_failure:
             self.progress.note(f"trial {record.number} failed: {reason}")
         max_failures = self.budget.max_failures

@@ -42,9 +42,13 @@ class Outcomes:
             self.counts.pruned += 1
             return frozen
         values = done.values or []
-        frozen = self.study.tell(trial, values[0] if self.single and len(values) == 1 else values)
+        if len(values) != len(self.study.directions):
+            raise ValueError(f"{len(values)} value(s) for a study of {len(self.study.directions)} objectives")
+        frozen = self.study.tell(trial, values[0] if self.single else values)
         if frozen.state != TrialState.COMPLETE:  # Optuna refused the values (it logs why)
-            raise ValueError(f"the study did not accept the values {values}")
+            self.counts.fail += 1
+            self.counts.fail_here += 1
+            return frozen
         self.counts.complete += 1
         self.consider_best(frozen)
         return frozen

@@ -1,0 +1,294 @@
+"""The engine on its own: the ledger's transitions and the loop, driven by a fake hub and clock.
+
+Each defect found in the old coordinator has a test here (named after it); the real
+end-to-end suite (test_runs, test_reliability, conformance) covers the same ground with
+real processes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpwf._protocol import Abort, Assign, Done, Reply, Setup, UserAttr
+from hpwf.engine import Budget, Coordinator, health
+from hpwf.engine.ledger import AgentState, IllegalTransition, Ledger, TrialState as S
+from hpwf.trialdir import trial_folder, write_result
+from tests.engine_fakes import FakeBackend, FakeClock, FakeSession, coordinator, turn
+
+
+@pytest.fixture
+def session() -> FakeSession:
+    with FakeSession(FakeBackend(slots=4), FakeClock()) as s:
+        yield s
+
+
+def connect_all(session: FakeSession, c, n: int, **kw):  # type: ignore[no-untyped-def]
+    agents = [session.connect(f"a{i}", rank=i, **kw) for i in range(n)]
+    turn(c, 2)
+    return agents
+
+
+# --- the ledger ------------------------------------------------------------------------------
+def test_the_ledger_rejects_illegal_moves_and_counts_by_state() -> None:
+    ledger = Ledger(lambda: 0.0)
+    record = ledger.add_trial(trial=type("T", (), {"number": 0})(), size=1)
+    assert ledger.count(S.ASKED) == 1 and ledger.live() == 1
+    with pytest.raises(IllegalTransition):
+        ledger.move(record, S.TOLD)  # never told before it ran
+    ledger.move(record, S.PLACED)
+    ledger.move(record, S.RUNNING)
+    ledger.move(record, S.DONE)
+    with pytest.raises(IllegalTransition):
+        ledger.move(record, S.RUNNING)  # a result never goes back
+    ledger.move(record, S.TOLD)
+    assert ledger.live() == 0 and record.ticket not in ledger.trials  # forgotten: its ticket is dead
+
+
+def test_agent_moves_are_checked_and_idle_agents_are_indexed_by_host() -> None:
+    ledger = Ledger(lambda: 0.0)
+    agent = ledger.add_agent("conn")
+    with pytest.raises(IllegalTransition):
+        ledger.move_agent(agent, AgentState.BUSY)  # no work before Hello
+    agent.host = "n1"
+    ledger.move_agent(agent, AgentState.IDLE)
+    assert list(ledger.idle_by_host()["n1"]) == ["conn"]
+    ledger.move_agent(agent, AgentState.BUSY, ticket=7)
+    assert not ledger.idle_by_host()["n1"] and agent.ticket == 7
+    ledger.move_agent(agent, AgentState.LOST)
+    assert "conn" not in ledger.agents
+    with pytest.raises(IllegalTransition):
+        ledger.move_agent(agent, AgentState.IDLE)  # lost is final
+
+
+# --- the loop -----------------------------------------------------------------------------------
+def test_a_search_runs_to_its_budget(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=6)
+    agents = connect_all(session, c, 2)
+    while not c.finished():
+        for a in agents:
+            for task in a.assigns():
+                a.finish(task, value=task.number)
+        turn(c)
+    assert c.counts.complete == 6 and c.study.best_value == 0.0
+    assert all(t.state == TrialState.COMPLETE for t in c.study.trials)
+
+
+def test_reserved_ranks_of_a_launched_group_stay_alive_past_three_heartbeats(session: FakeSession, tmp_path: Path) -> None:
+    """Reproduction 1: a 2-rank trial 4x its heartbeat long; its reserved rank beats while idle."""
+    c = coordinator(session, tmp_path, n_trials=1, ranks_per_trial=2, heartbeat=5.0)
+    leader, other = connect_all(session, c, 2)
+    turn(c)
+    task = (leader.assigns() + other.assigns())[0]
+    attach = session.connect("launched-0", attach=task.ticket)
+    turn(c, 2)
+    for _ in range(8):  # 8 x 5 s of training, every agent beating as the real ones do
+        session.clock.advance(5.0)
+        leader.beat(task.ticket)
+        other.beat(None)
+        attach.beat(task.ticket)
+        turn(c)
+    assert c.counts.fail == 0 and c.session.ledger.agent_count(AgentState.LOST) == 0
+    attach.end.send(Done(task.ticket, "complete", [0.5], None, 40.0))
+    turn(c)
+    leader.end.send(Done(task.ticket, "member"))
+    turn(c, 3)
+    assert c.finished() and c.counts.complete == 1
+    assert c.session.ledger.agent_count(AgentState.IDLE) == 2  # the group came back together
+
+
+def test_a_silent_agent_is_lost_while_idle_and_never_handed_a_trial(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=1, heartbeat=1.0, retries=1)
+    (alive,) = connect_all(session, c, 1)
+    turn(c)
+    first = alive.assigns()[0]
+    quiet = session.connect("quiet", rank=1)  # idle: the budget is taken by the running trial
+    turn(c, 2)
+    for _ in range(8):  # 4 s: alive beats, quiet says nothing
+        session.clock.advance(0.5)
+        alive.beat(first.ticket)
+        turn(c)
+    assert quiet.end.peer.closed and session.ledger.agent_count(AgentState.IDLE) == 0  # type: ignore[union-attr]
+    alive.end.send(Done(first.ticket, "fail", None, "boom", 4.0))  # its retry goes to the live agent
+    for _ in range(5):
+        for task in alive.assigns():
+            alive.finish(task)
+        turn(c)
+    assert c.finished() and c.counts.complete == 1 and quiet.assigns() == []
+
+
+def test_a_request_for_a_trial_that_is_over_gets_an_error_not_a_crash(session: FakeSession, tmp_path: Path) -> None:
+    """_answer used to index running trials outside its try: KeyError ended the run."""
+    c = coordinator(session, tmp_path, n_trials=2)
+    (a,) = connect_all(session, c, 1)
+    a.suggest(ticket=999)  # never issued
+    turn(c)
+    reply = next(m for m in a.messages() if isinstance(m, Reply))
+    assert isinstance(reply.value, RuntimeError) and "no longer running" in str(reply.value)
+    assert not c.stop_reason
+
+
+def test_an_unreadable_message_loses_that_agent_only(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=3)
+    bad, good = connect_all(session, c, 2)
+    turn(c)
+    bad.end.send_bytes(b"\x80\x05garbage")  # a pickle no one can read
+    for _ in range(20):
+        for task in good.assigns():
+            good.finish(task)
+        turn(c)
+    assert c.finished() and c.counts.complete == 3
+    assert bad.end.peer.closed  # type: ignore[union-attr]
+
+
+def test_after_a_stop_signal_waiting_trials_are_not_placed(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=8, ranks_per_trial=[1, 4])
+    agents = connect_all(session, c, 2)
+    turn(c, 3)
+    c._signal = "SIGTERM"
+    turn(c)
+    for a in agents:
+        a.messages()
+    assert c.stop_reason == "interrupted by SIGTERM"
+    for _ in range(5):  # agents come free: nothing more is placed
+        for a in agents:
+            a.end.send(Done(10**6, "complete", [0.0]))
+        turn(c)
+    assert all(not a.assigns() for a in agents)
+    assert c.finished() and c.session.ledger.live() == 0
+    requeued = [t for t in c.study.trials if t.state == TrialState.WAITING]
+    assert requeued and all(t.user_attrs["hpwf:retry_of"] is not None for t in requeued)
+
+
+def test_a_late_message_of_the_search_never_lands_on_an_ensemble_trial(session: FakeSession, tmp_path: Path) -> None:
+    first = coordinator(session, tmp_path / "search", n_trials=1)
+    (a,) = connect_all(session, first, 1)
+    turn(first)
+    old = a.assigns()[0]
+    a.finish(old)
+    while not first.finished():
+        turn(first)
+    first.end()
+    second = coordinator(session, tmp_path / "ensemble", n_trials=1)
+    turn(second, 2)
+    new = a.assigns()[0]
+    assert new.number == old.number == 0 and new.ticket != old.ticket
+    a.report(old.ticket, 123.0, 1)  # late, from the search
+    a.end.send(UserAttr(old.ticket, "late", True))
+    turn(second)
+    assert all(isinstance(m.value, RuntimeError) for m in a.messages() if isinstance(m, Reply))
+    a.finish(new, value=2.0)
+    while not second.finished():
+        turn(second)
+    trial = second.study.trials[0]
+    assert trial.value == 2.0 and not trial.intermediate_values and "late" not in trial.user_attrs
+
+
+def test_a_result_refused_by_the_study_is_a_failure_not_a_success(session: FakeSession, tmp_path: Path) -> None:
+    """Reproduction 5's engine side: the counts follow what the study stored."""
+    c = coordinator(session, tmp_path, n_trials=1, directions=2, max_failures=1)
+    (a,) = connect_all(session, c, 1)
+    turn(c)
+    task = a.assigns()[0]
+    a.end.send(Done(task.ticket, "complete", [1.0], None, 0.1))  # one value for two directions
+    turn(c, 2)
+    assert c.counts.complete == 0 and c.counts.fail == 1
+    assert c.study.trials[0].state == TrialState.FAIL
+    assert "refused" in c.study.trials[0].user_attrs["fail_reason"]
+
+
+def test_a_trial_past_its_timeout_is_failed_and_its_ranks_aborted(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=1, trial_timeout=30.0, retries=1)
+    (a,) = connect_all(session, c, 1)
+    turn(c)
+    task = a.assigns()[0]
+    for _ in range(40):
+        session.clock.advance(1.0)
+        a.beat(task.ticket)
+        turn(c)
+    messages = a.messages()
+    assert any(isinstance(m, Abort) and m.ticket == task.ticket for m in messages)
+    assert "trial_timeout" in c.study.trials[0].user_attrs["fail_reason"]
+    assert c.study.trials[1].user_attrs["hpwf:attempt"] == 1  # the retry
+
+
+def test_resume_tells_a_durable_result_instead_of_training_again(session: FakeSession, tmp_path: Path) -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("hpwf:run", "run-a")
+    folder = trial_folder(tmp_path, trial.number)
+    folder.mkdir(parents=True)
+    write_result(folder, trial.number, "COMPLETE", [0.25], trial.params, 3.0)
+    c = Coordinator(study, session.backend, Setup(str(tmp_path), None, None), tmp_path,
+                    Budget(n_trials=1, timeout=None, max_failures=5), run_id="run-a", seed=0)
+    c.begin(session)
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 0.25
+    assert len(study.trials) == 1 and c.finished()
+
+
+def test_stale_trials_are_judged_by_their_own_runs_interval_and_our_clock() -> None:
+    study = optuna.create_study()
+    slow = study.ask()
+    slow.set_user_attr("hpwf:run", "slow-run")
+    health.beat(study, "slow-run", every=60.0, wall=1.7e9 - 40.0)  # beats every minute; 40 s ago
+    skewed = study.ask()
+    skewed.set_user_attr("hpwf:run", "skewed-run")
+    health.beat(study, "skewed-run", every=1.0, wall=1.7e9 - 100.0)  # its clock is 100 s behind ours
+    watch = health.StaleWatch("us", fallback_every=1.0)
+    assert watch.stale(study, set(), now=0.0, wall=1.7e9) == []  # 1 s heartbeat here: neither is stale
+    health.beat(study, "skewed-run", every=1.0, wall=1.7e9 - 95.0)  # it goes on beating
+    assert watch.stale(study, set(), now=4.5, wall=1.7e9 + 4.5) == []
+    found = watch.stale(study, set(), now=9.0, wall=1.7e9 + 9.0)  # 4.5 s unchanged: 3 beats + 1 passed
+    assert [f.number for f, _ in found] == [skewed.number]
+    assert watch.stale(study, set(), now=200.0, wall=1.7e9 + 200.0)[0][0].number == skewed.number
+    assert [f.number for f, _ in watch.stale(study, set(), now=300.0, wall=1.7e9 + 300.0)] == [slow.number, skewed.number]
+
+
+def test_thousands_of_events_run_through_the_loop(tmp_path: Path) -> None:
+    with FakeSession(FakeBackend(slots=256), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=2000)
+        agents = connect_all(session, c, 256)
+        while not c.finished():
+            for a in agents:
+                for task in a.assigns():
+                    a.suggest(task.ticket)
+                    a.finish(task, value=0.5)
+            turn(c)
+        assert c.counts.complete == 2000 and len(c.study.trials) == 2000
+        assert session.ledger.agent_count(AgentState.IDLE) == 256
+
+
+def test_user_attrs_that_cannot_travel_are_refused_on_the_trial_side(tmp_path: Path) -> None:
+    from hpwf.trial import Trial
+
+    trial = Trial(0, {}, {}, seed=0, folder=tmp_path, request=lambda m: pytest.fail("must not be sent"))
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        trial.set_user_attr("loss", object())
+    assert pickle.loads(pickle.dumps(UserAttr(0, "k", [1.0]))).value == [1.0]
+
+
+def test_single_objective_refuses_a_tuple_and_multi_objective_checks_the_count() -> None:
+    from hpwf.agent import _as_values
+
+    assert _as_values(0.5) == [0.5] and _as_values((0.5,)) == [0.5]
+    with pytest.raises(ValueError, match="one direction"):
+        _as_values((0.5, 1.0))
+    with pytest.raises(ValueError, match="2 directions"):
+        _as_values(0.5, n_objectives=2)
+    assert _as_values([1, 2], n_objectives=2) == [1.0, 2.0]
+
+
+def test_placing_an_mpi_group_sends_every_rank_the_same_task(tmp_path: Path) -> None:
+    with FakeSession(FakeBackend(slots=4, group_mode="mpi"), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=1, ranks_per_trial=2)
+        agents = connect_all(session, c, 4)
+        turn(c)
+        tasks = {a.name: a.assigns() for a in agents}
+        got = [t[0] for t in tasks.values() if t]
+        assert len(got) == 2 and got[0] == got[1] and len(got[0].group) == 2
+        assert isinstance(got[0], Assign)
