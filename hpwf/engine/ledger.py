@@ -151,8 +151,13 @@ class Ledger:
         self._trials_in[record.state].pop(record.ticket, None)
 
     def in_state(self, *states: TrialState) -> Iterator[TrialRecord]:
+        """Trials in ``states``, oldest first in each (a copy: the caller may move them)."""
         for state in states:
             yield from list(self._trials_in[state].values())
+
+    def oldest(self, state: TrialState) -> Iterator[TrialRecord]:
+        """Trials in ``state``, oldest first, without a copy: stop before moving one."""
+        return iter(self._trials_in[state].values())
 
     def count(self, *states: TrialState) -> int:
         return sum(len(self._trials_in[s]) for s in states)

@@ -20,11 +20,13 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from hpwf._channel import send_quietly
-from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, UserAttr
+from hpwf._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health
-from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
+from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
+from hpwf.engine.receive import lose, receive
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
@@ -39,7 +41,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
 SHORT_TRIAL_S = 1.0  # trials shorter than this on average are asked ahead
 HOUSEKEEPING_S = 0.5
-STARVED_S = 60.0  # waiting trials that no set of live agents can hold, for this long, stop the run
 
 
 class Coordinator:
@@ -67,7 +68,8 @@ class Coordinator:
         self._mean_s: float | None = None  # moving average of trial durations
         self._attached: dict[Any, TrialRecord] = {}  # rank 0 of launched groups -> their trial
         self.session: Session = None  # type: ignore[assignment]  # set by `run`
-        self._ticks = {"housekeeping": -1e18, "beat": -1e18, "starved": None}
+        self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
+        self.starved_since: float | None = None  # waiting trials too big for the live agents since
 
     @property
     def counts(self) -> Any:
@@ -96,6 +98,7 @@ class Coordinator:
         self.session = session
         session.heartbeat = max(session.heartbeat, self.heartbeat)
         self._started = session.clock.now()
+        self.busy_before = session.busy_seconds()  # an earlier phase's busy time is not this one's
         for agent in session.ledger.agents_in(A.IDLE, A.BUSY, A.RESERVED):
             send_quietly(agent.conn, self.setup)
         self.outcomes.recover(self.own_store)
@@ -109,15 +112,15 @@ class Coordinator:
         spare = self._wants_spare()
         ready = self.session.poll(0.0 if spare else timeout)
         for conn in ready:
-            self._receive(conn)
+            receive(self, conn)
         if spare and not ready:
             self._ask(ahead=True)
         if self._signal and not self.stop_reason:
             self.interrupt(self._signal)
         now = self.session.clock.now()
-        if now - self._ticks["housekeeping"] >= HOUSEKEEPING_S:
-            self._ticks["housekeeping"] = now
-            self._housekeeping(now)
+        if now - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._last_housekeeping = now
+            housekeeping(self, now)
 
     def finished(self) -> bool:
         ledger = self.session.ledger
@@ -167,7 +170,7 @@ class Coordinator:
     def _next_waiting(self, free: int) -> TrialRecord | None:
         """The oldest waiting trial that fits; once the oldest has waited RESERVE_AFTER_S, only it."""
         now = self.session.clock.now()
-        for record in self.session.ledger.in_state(S.WAITING):
+        for record in self.session.ledger.oldest(S.WAITING):
             if record.size <= free:
                 return record
             if now - record.since > RESERVE_AFTER_S:
@@ -210,7 +213,7 @@ class Coordinator:
             ledger.move_agent(agent, A.BUSY, record.ticket)
         for agent in chosen:
             if (agent in record.working) and not send_quietly(agent.conn, task):
-                self._lose(agent, "could not be reached")
+                lose(self, agent, "could not be reached")
         return len(chosen)
 
     # --- tell ---------------------------------------------------------------------------------
@@ -243,187 +246,6 @@ class Coordinator:
         max_failures = self.budget.max_failures
         if self.counts.fail_here > max_failures and not self.stop_reason:
             self.stop_reason = f"more than {max_failures} trials failed"
-
-    # --- receive ------------------------------------------------------------------------------
-    def _receive(self, conn: Any) -> None:
-        agent = self.session.ledger.agents.get(conn)
-        try:
-            message = conn.recv()
-        except Exception as exc:  # noqa: BLE001 - a dead or broken peer must never end the run
-            why = "died mid-trial" if isinstance(exc, (EOFError, OSError)) else f"sent an unreadable message ({type(exc).__name__})"
-            self._lose(agent, why) if agent is not None else self._detach(conn, why)
-            return
-        if agent is not None:
-            agent.last_seen = self.session.clock.now()
-        if isinstance(message, Hello):
-            self._hello(conn, agent, message)
-        elif isinstance(message, Heartbeat):
-            self._started_running(message.ticket)
-        elif isinstance(message, Done):
-            self._done(conn, agent, message)
-        elif isinstance(message, (Suggest, Report, UserAttr)):
-            send_quietly(conn, Reply(message.ticket, self._answer(message)))
-
-    def _hello(self, conn: Any, agent: AgentRecord | None, hello: Hello) -> None:
-        ledger = self.session.ledger
-        if agent is None or agent.state != A.CONNECTING:
-            return  # a second Hello: ignored
-        if hello.attach is not None:  # rank 0 of a launched group carries its trial's requests
-            ledger.forget_agent(agent)
-            record = ledger.trials.get(hello.attach)
-            if record is None or record.state not in (S.PLACED, S.RUNNING):
-                send_quietly(conn, Stop("that trial is over"))
-                self.session.drop(conn)
-                return
-            self._attached[conn] = record
-            send_quietly(conn, self.setup)
-            return
-        agent.name, agent.host, agent.pid = hello.agent, hello.host, hello.pid
-        agent.rank = hello.rank if hello.rank is not None else self.session.agents_seen
-        self.session.agents_seen += 1
-        ledger.move_agent(agent, A.IDLE)
-        send_quietly(conn, self.setup)
-
-    def _started_running(self, ticket: int | None) -> TrialRecord | None:
-        record = self.session.ledger.trials.get(ticket) if ticket is not None else None
-        if record is not None and record.state == S.PLACED:
-            self.session.ledger.move(record, S.RUNNING)
-        return record
-
-    def _answer(self, message: Suggest | Report | UserAttr) -> Any:
-        record = self._started_running(message.ticket)
-        if record is None or record.state != S.RUNNING:
-            return RuntimeError("this trial is no longer running (it was stopped, failed or timed out)")
-        trial = record.trial
-        try:
-            if isinstance(message, Suggest):
-                return _suggest(trial, message.name, message.distribution)
-            if isinstance(message, Report):
-                if not self.outcomes.single:
-                    return False  # Optuna prunes single-objective studies only
-                trial.report(message.value, message.step)
-                return trial.should_prune()
-            trial.set_user_attr(message.key, message.value)
-            return None
-        except Exception as exc:  # noqa: BLE001 - the trial side raises it in the objective
-            return exc
-
-    def _done(self, conn: Any, agent: AgentRecord | None, done: Done) -> None:
-        ledger = self.session.ledger
-        record = ledger.trials.get(done.ticket)
-        if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
-            self._mean_s = done.duration if self._mean_s is None else 0.8 * self._mean_s + 0.2 * done.duration
-            record.result = done
-            if done.state in ("complete", "pruned"):
-                ledger.move(record, S.DONE)  # told once the agent has its next trial
-            else:
-                reason = (done.error or "failed").strip().splitlines()[-1]
-                self._fail(record, reason, done.error)
-        if agent is None or record is None or agent.ticket != done.ticket:
-            if agent is not None and agent.ticket == done.ticket:
-                ledger.move_agent(agent, A.IDLE)
-            return
-        launched = self.backend.group_mode != "mpi" and record.size > 1
-        record.working.discard(agent)
-        if launched or not record.working:
-            self._release(record)
-        else:
-            ledger.move_agent(agent, A.RESERVED, record.ticket)  # the group's ranks come back together
-
-    def _release(self, record: TrialRecord) -> None:
-        """The trial's ranks are all done: its agents are free again."""
-        ledger = self.session.ledger
-        record.working.clear()
-        for agent in record.agents:
-            if agent.ticket == record.ticket and agent.state in (A.BUSY, A.RESERVED):
-                ledger.move_agent(agent, A.IDLE)
-        if record.state in (S.PLACED, S.RUNNING) and record.result is None and not self._attached_to(record):
-            self._fail(record, "the trial's ranks ended without a result")
-        ledger.forget(record)
-
-    def _attached_to(self, record: TrialRecord) -> bool:
-        return any(r is record for r in self._attached.values())
-
-    # --- losses ---------------------------------------------------------------------------------
-    def _lose(self, agent: AgentRecord, why: str) -> None:
-        """An agent is gone: fail its trial; its group's other ranks are retired (MPI) or freed."""
-        ledger = self.session.ledger
-        record = ledger.trials.get(agent.ticket) if agent.ticket is not None else None
-        self.session.busy_ended += agent.busy_total + (self.session.clock.now() - agent.busy_since
-                                                       if agent.state == A.BUSY else 0.0)
-        ledger.move_agent(agent, A.LOST)
-        self.session.drop(agent.conn)
-        if record is None:
-            return
-        self._fail(record, f"{agent.where()} {why}")
-        record.working.discard(agent)
-        for other in record.agents:
-            if other.ticket != record.ticket or other.state not in (A.BUSY, A.RESERVED):
-                continue
-            if self.backend.group_mode == "mpi" and other in record.working:
-                # It may be blocked in a collective with the dead rank, and killing it would make
-                # some MPI launchers end the whole job: it gets no more work and exits at the end.
-                ledger.move_agent(other, A.RETIRED)
-                self.progress.note(f"rank {other.rank} retired: its group lost {agent.where()}")
-            elif other not in record.working:
-                ledger.move_agent(other, A.IDLE)
-        record.working = {a for a in record.working if a.state == A.BUSY}
-        if not record.working:
-            self._release(record)
-
-    def _detach(self, conn: Any, why: str) -> None:
-        record = self._attached.pop(conn, None)
-        self.session.drop(conn)
-        if record is not None and record.result is None:
-            self._fail(record, f"the trial's launched ranks ended without a result ({why})")
-
-    # --- housekeeping ---------------------------------------------------------------------------
-    def _housekeeping(self, now: float) -> None:
-        ledger = self.session.ledger
-        for agent, silent in health.silent_agents(ledger.agents_in(A.CONNECTING, A.IDLE, A.BUSY, A.RESERVED), now,
-                                                  self.session.heartbeat):
-            self._lose(agent, f"silent for {silent:.0f} s (no heartbeat)")
-        for record in health.overdue_trials(ledger.in_state(S.PLACED, S.RUNNING), now, self.trial_timeout):
-            self._fail(record, f"exceeded trial_timeout={self.trial_timeout:g} s; its workers were ended")
-        if now - self._ticks["beat"] >= self.heartbeat:
-            self._ticks["beat"] = now
-            health.beat(self.study, self.run_id, self.heartbeat, self.session.clock.wall())
-            ours = {r.number for r in ledger.trials.values()}
-            for frozen, reason in self._stale.stale(self.study, ours, now, self.session.clock.wall()):
-                self.outcomes.fail_stale(frozen, reason)
-        self._check_budget(now)
-        write_summary(self.run_dir, self.summary())
-        self.progress.update(progress_fields(self))
-
-    def _check_budget(self, now: float) -> None:
-        timeout = self.budget.timeout
-        if timeout is not None and self.elapsed() >= timeout and not self.stop_reason:
-            self.stop_reason = "time budget reached"
-        ledger = self.session.ledger
-        if not self.stop_reason:
-            working = ledger.working_agents()
-            self.backend.heal(working)
-            failure = self.backend.failure(working, self.session.agents_seen)
-            if failure and working < min(self._biggest, self.backend.slots):
-                self.stop_reason = f"backend failed: {failure}"
-        self._check_starved(now)
-        if self.stop_reason:
-            for record in ledger.in_state(S.ASKED, S.WAITING):
-                self._fail(record, f"not started: {self.stop_reason}", counts_as_failure=False)
-
-    def _check_starved(self, now: float) -> None:
-        """Waiting trials bigger than every live agent together, with nothing running: stop."""
-        ledger = self.session.ledger
-        waiting = list(ledger.in_state(S.WAITING))
-        starving = waiting and not ledger.count(S.PLACED, S.RUNNING) and \
-            min(r.size for r in waiting) > ledger.working_agents()
-        if not starving:
-            self._ticks["starved"] = None
-        elif self._ticks["starved"] is None:
-            self._ticks["starved"] = now
-        elif now - self._ticks["starved"] > STARVED_S + health.SILENT_BEATS * self.heartbeat and not self.stop_reason:
-            self.stop_reason = (f"backend failed: only {ledger.working_agents()} agents are left, "
-                                f"and the waiting trials need {min(r.size for r in waiting)} ranks")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
@@ -462,14 +284,3 @@ def _carried(attrs: dict[str, Any]) -> dict[str, Any]:
     """User attributes a trial carries to its agent (not the run's bookkeeping)."""
     skip = (health.RUN_ATTR, health.HEARTBEAT_ATTR, "fail_reason", "traceback", "hpwf:retry_of")
     return {k: v for k, v in attrs.items() if k not in skip}
-
-
-def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
-    """Sample with the public ``suggest_*`` API of the coordinator's Optuna trial."""
-    if isinstance(dist, optuna.distributions.FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, optuna.distributions.IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    raise TypeError(f"unsupported distribution {dist!r}")

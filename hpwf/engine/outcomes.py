@@ -8,7 +8,7 @@ a resume instead of being lost.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState

@@ -90,6 +90,12 @@ class Session:
             self.hub.close()
         self._selector.close()
 
+    def busy_seconds(self) -> float:
+        """Rank-seconds agents spent busy so far in this session (gone agents included)."""
+        now = self.clock.now()
+        return self.busy_ended + sum(a.busy_total + (now - a.busy_since if a.state == AgentState.BUSY else 0.0)
+                                     for a in self.ledger.agents.values())
+
     # --- connections -------------------------------------------------------------------------
     def accept(self) -> list[AgentRecord]:
         """Agents whose connections the hub accepted since the last call."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hpwf.engine.ledger import AgentState, TrialState
+from hpwf.engine.ledger import TrialState
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -24,10 +24,7 @@ def summarize(c: Coordinator) -> dict[str, Any]:
     session = c.session
     now = session.clock.now()
     wall = max(now - c._started, 1e-9)
-    busy = session.busy_ended + sum(
-        a.busy_total + (now - a.busy_since if a.state == AgentState.BUSY else 0.0)
-        for a in session.ledger.agents.values()
-    )
+    busy = session.busy_seconds() - c.busy_before
     slots = max(c.backend.slots, 1)
     counts = c.counts
     return {

@@ -1,0 +1,69 @@
+"""The housekeeping step (every half second): health, the budget, the summary and progress.
+
+A mixin of `hpwf.engine.loop.Coordinator`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpwf.engine import health
+from hpwf.engine.ledger import AgentState, TrialState
+from hpwf.engine.receive import lose
+from hpwf.engine.summary import progress_fields
+from hpwf.rundir import write_summary
+
+if TYPE_CHECKING:
+    from hpwf.engine.loop import Coordinator
+
+A, S = AgentState, TrialState
+STARVED_S = 60.0  # waiting trials that no set of live agents can hold, for this long, stop the run
+
+
+def housekeeping(c: Coordinator, now: float) -> None:
+    ledger = c.session.ledger
+    for agent, silent in health.silent_agents(ledger.agents_in(A.CONNECTING, A.IDLE, A.BUSY, A.RESERVED), now,
+                                              c.session.heartbeat):
+        lose(c, agent, f"silent for {silent:.0f} s (no heartbeat)")
+    for record in health.overdue_trials(ledger.in_state(S.PLACED, S.RUNNING), now, c.trial_timeout):
+        c._fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; its workers were ended")
+    if now - c.last_beat >= c.heartbeat:
+        c.last_beat = now
+        health.beat(c.study, c.run_id, c.heartbeat, c.session.clock.wall())
+        ours = {r.number for r in ledger.trials.values()}
+        for frozen, reason in c._stale.stale(c.study, ours, now, c.session.clock.wall()):
+            c.outcomes.fail_stale(frozen, reason)
+    _check_budget(c, now)
+    write_summary(c.run_dir, c.summary())
+    c.progress.update(progress_fields(c))
+
+
+def _check_budget(c: Coordinator, now: float) -> None:
+    timeout = c.budget.timeout
+    if timeout is not None and c.elapsed() >= timeout and not c.stop_reason:
+        c.stop_reason = "time budget reached"
+    ledger = c.session.ledger
+    if not c.stop_reason:
+        working = ledger.working_agents()
+        c.backend.heal(working)
+        failure = c.backend.failure(working, c.session.agents_seen)
+        if failure and working < min(c._biggest, c.backend.slots):
+            c.stop_reason = f"backend failed: {failure}"
+    _check_starved(c, now)
+    if c.stop_reason:
+        for record in ledger.in_state(S.ASKED, S.WAITING):
+            c._fail(record, f"not started: {c.stop_reason}", counts_as_failure=False)
+
+def _check_starved(c: Coordinator, now: float) -> None:
+    """Waiting trials bigger than every live agent together, with nothing running: stop."""
+    ledger = c.session.ledger
+    waiting = list(ledger.in_state(S.WAITING))
+    starving = waiting and not ledger.count(S.PLACED, S.RUNNING) and \
+        min(r.size for r in waiting) > ledger.working_agents()
+    if not starving:
+        c.starved_since = None
+    elif c.starved_since is None:
+        c.starved_since = now
+    elif now - c.starved_since > STARVED_S + health.SILENT_BEATS * c.heartbeat and not c.stop_reason:
+        c.stop_reason = (f"backend failed: only {ledger.working_agents()} agents are left, "
+                            f"and the waiting trials need {min(r.size for r in waiting)} ranks")

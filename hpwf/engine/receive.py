@@ -1,0 +1,164 @@
+"""The receive step: what each message from an agent does, and what losing an agent does.
+
+A mixin of `hpwf.engine.loop.Coordinator` (it uses the coordinator's session, ledger and
+`_fail`); kept apart so each step reads on its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+
+from hpwf._channel import send_quietly
+from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, UserAttr
+from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    from hpwf.engine.loop import Coordinator
+
+A, S = AgentState, TrialState
+
+
+def receive(c: Coordinator, conn: Any) -> None:
+    agent = c.session.ledger.agents.get(conn)
+    try:
+        message = conn.recv()
+    except Exception as exc:  # noqa: BLE001 - a dead or broken peer must never end the run
+        why = "died mid-trial" if isinstance(exc, (EOFError, OSError)) else f"sent an unreadable message ({type(exc).__name__})"
+        lose(c, agent, why) if agent is not None else _detach(c, conn, why)
+        return
+    if agent is not None:
+        agent.last_seen = c.session.clock.now()
+    if isinstance(message, Hello):
+        _hello(c, conn, agent, message)
+    elif isinstance(message, Heartbeat):
+        _started_running(c, message.ticket)
+    elif isinstance(message, Done):
+        _done(c, conn, agent, message)
+    elif isinstance(message, (Suggest, Report, UserAttr)):
+        send_quietly(conn, Reply(message.ticket, _answer(c, message)))
+
+def _hello(c: Coordinator, conn: Any, agent: AgentRecord | None, hello: Hello) -> None:
+    ledger = c.session.ledger
+    if agent is None or agent.state != A.CONNECTING:
+        return  # a second Hello: ignored
+    if hello.attach is not None:  # rank 0 of a launched group carries its trial's requests
+        ledger.forget_agent(agent)
+        record = ledger.trials.get(hello.attach)
+        if record is None or record.state not in (S.PLACED, S.RUNNING):
+            send_quietly(conn, Stop("that trial is over"))
+            c.session.drop(conn)
+            return
+        c._attached[conn] = record
+        send_quietly(conn, c.setup)
+        return
+    agent.name, agent.host, agent.pid = hello.agent, hello.host, hello.pid
+    agent.rank = hello.rank if hello.rank is not None else c.session.agents_seen
+    c.session.agents_seen += 1
+    ledger.move_agent(agent, A.IDLE)
+    send_quietly(conn, c.setup)
+
+def _started_running(c: Coordinator, ticket: int | None) -> TrialRecord | None:
+    record = c.session.ledger.trials.get(ticket) if ticket is not None else None
+    if record is not None and record.state == S.PLACED:
+        c.session.ledger.move(record, S.RUNNING)
+    return record
+
+def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
+    record = _started_running(c, message.ticket)
+    if record is None or record.state != S.RUNNING:
+        return RuntimeError("this trial is no longer running (it was stopped, failed or timed out)")
+    trial = record.trial
+    try:
+        if isinstance(message, Suggest):
+            return _suggest(trial, message.name, message.distribution)
+        if isinstance(message, Report):
+            if not c.outcomes.single:
+                return False  # Optuna prunes single-objective studies only
+            trial.report(message.value, message.step)
+            return trial.should_prune()
+        trial.set_user_attr(message.key, message.value)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the trial side raises it in the objective
+        return exc
+
+def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> None:
+    ledger = c.session.ledger
+    record = ledger.trials.get(done.ticket)
+    if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
+        c._mean_s = done.duration if c._mean_s is None else 0.8 * c._mean_s + 0.2 * done.duration
+        record.result = done
+        if done.state in ("complete", "pruned"):
+            ledger.move(record, S.DONE)  # told once the agent has its next trial
+        else:
+            reason = (done.error or "failed").strip().splitlines()[-1]
+            c._fail(record, reason, done.error)
+    if agent is None or record is None or agent.ticket != done.ticket:
+        if agent is not None and agent.ticket == done.ticket:
+            ledger.move_agent(agent, A.IDLE)
+        return
+    launched = c.backend.group_mode != "mpi" and record.size > 1
+    record.working.discard(agent)
+    if launched or not record.working:
+        _release(c, record)
+    else:
+        ledger.move_agent(agent, A.RESERVED, record.ticket)  # the group's ranks come back together
+
+def _release(c: Coordinator, record: TrialRecord) -> None:
+    """The trial's ranks are all done: its agents are free again."""
+    ledger = c.session.ledger
+    record.working.clear()
+    for agent in record.agents:
+        if agent.ticket == record.ticket and agent.state in (A.BUSY, A.RESERVED):
+            ledger.move_agent(agent, A.IDLE)
+    if record.state in (S.PLACED, S.RUNNING) and record.result is None and not _attached_to(c, record):
+        c._fail(record, "the trial's ranks ended without a result")
+    ledger.forget(record)
+
+def _attached_to(c: Coordinator, record: TrialRecord) -> bool:
+    return any(r is record for r in c._attached.values())
+
+def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
+    """An agent is gone: fail its trial; its group's other ranks are retired (MPI) or freed."""
+    ledger = c.session.ledger
+    record = ledger.trials.get(agent.ticket) if agent.ticket is not None else None
+    c.session.busy_ended += agent.busy_total + (c.session.clock.now() - agent.busy_since
+                                                   if agent.state == A.BUSY else 0.0)
+    ledger.move_agent(agent, A.LOST)
+    c.session.drop(agent.conn)
+    if record is None:
+        return
+    c._fail(record, f"{agent.where()} {why}")
+    record.working.discard(agent)
+    for other in record.agents:
+        if other.ticket != record.ticket or other.state not in (A.BUSY, A.RESERVED):
+            continue
+        if c.backend.group_mode == "mpi" and other in record.working:
+            # It may be blocked in a collective with the dead rank, and killing it would make
+            # some MPI launchers end the whole job: it gets no more work and exits at the end.
+            ledger.move_agent(other, A.RETIRED)
+            c.progress.note(f"rank {other.rank} retired: its group lost {agent.where()}")
+        elif other not in record.working:
+            ledger.move_agent(other, A.IDLE)
+    record.working = {a for a in record.working if a.state == A.BUSY}
+    if not record.working:
+        _release(c, record)
+
+def _detach(c: Coordinator, conn: Any, why: str) -> None:
+    record = c._attached.pop(conn, None)
+    c.session.drop(conn)
+    if record is not None and record.result is None:
+        c._fail(record, f"the trial's launched ranks ended without a result ({why})")
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Sample with the public ``suggest_*`` API of the coordinator's Optuna trial."""
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"unsupported distribution {dist!r}")
