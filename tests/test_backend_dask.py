@@ -86,3 +86,17 @@ def test_dask_mpi_backend_under_mpirun(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["complete"] + summary["pruned"] == 12 and summary["slots"] == 2  # ranks 2 and 3
     assert summary["agents_seen"] == 2
+
+
+@pytest.mark.slow
+def test_a_two_rank_trial_longer_than_three_heartbeats_completes_on_dask(dask_cluster: str, tmp_path: Path) -> None:
+    """The engine issue's reproduction 1 on a Dask cluster: the reserved rank beats while it waits."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpwf", "run", "tests/workflows/long_group.py", "--backend", "dask", "--scheduler",
+         dask_cluster, "--run-dir", str(run_dir), "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = hpwf.load_study(run_dir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] and trials[0].value == 4.5
