@@ -292,3 +292,51 @@ def test_placing_an_mpi_group_sends_every_rank_the_same_task(tmp_path: Path) -> 
         got = [t[0] for t in tasks.values() if t]
         assert len(got) == 2 and got[0] == got[1] and len(got[0].group) == 2
         assert isinstance(got[0], Assign)
+
+
+def test_a_failed_tell_leaves_the_result_done_and_a_resume_tells_it(session: FakeSession, tmp_path: Path) -> None:
+    """``told`` used to be set before ``study.tell`` succeeded, so a failed tell was never retried."""
+    c = coordinator(session, tmp_path, n_trials=1)
+    (a,) = connect_all(session, c, 1)
+    turn(c)
+    task = a.assigns()[0]
+    folder = trial_folder(tmp_path, task.number)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_result(folder, task.number, "COMPLETE", [0.75], {"x": 0.5}, 1.0)  # what the real agent writes first
+    real_tell = c.study.tell
+    c.study.tell = lambda *args, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # type: ignore[method-assign]
+    a.finish(task, value=0.75)
+    with pytest.raises(OSError):
+        turn(c, 2)
+    assert [r.state for r in session.ledger.trials.values()] == [S.DONE]  # not lost, not marked told
+    assert c.study.trials[0].state == TrialState.RUNNING
+    c.study.tell = real_tell  # type: ignore[method-assign]
+    resumed = Coordinator(c.study, session.backend, Setup(str(tmp_path), None, None), tmp_path,
+                          Budget(n_trials=1, timeout=None, max_failures=5), run_id="run-a", seed=0)
+    resumed.begin(FakeSession(FakeBackend(slots=1), FakeClock()))
+    assert c.study.trials[0].state == TrialState.COMPLETE and c.study.trials[0].value == 0.75
+
+
+def test_an_agent_that_beats_while_idle_is_not_lost_when_it_finally_gets_a_trial(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=2, heartbeat=1.0, retries=1)
+    busy = connect_all(session, c, 1)[0]
+    turn(c)
+    long_task = busy.assigns()[0]
+    waiting = session.connect("waiting", rank=1)
+    turn(c, 2)
+    waiting.finish(waiting.assigns()[0])
+    for _ in range(200):  # 100 s idle, beating, while the other trial runs on
+        session.clock.advance(0.5)
+        busy.beat(long_task.ticket)
+        waiting.beat(None)
+        turn(c)
+    assert session.ledger.agent_count(AgentState.LOST) == 0 and not waiting.end.peer.closed  # type: ignore[union-attr]
+    busy.end.send(Done(long_task.ticket, "fail", None, "boom", 100.0))  # its retry goes to the idle agent
+    turn(c, 3)
+    retry = waiting.assigns()[0]
+    session.clock.advance(0.5)
+    turn(c)
+    assert session.ledger.agent_count(AgentState.LOST) == 0
+    waiting.finish(retry)
+    turn(c, 3)
+    assert c.finished() and c.counts.complete == 2
