@@ -37,6 +37,7 @@ class Suggest:
     ticket: int
     name: str
     distribution: Any  # optuna.distributions.BaseDistribution
+    used: dict[str, Any] | None = None  # proposals the objective used since the last message
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Report:
     ticket: int
     step: int
     value: float
+    used: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class UserAttr:
     ticket: int
     key: str
     value: Any
+    used: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Done:
     values: list[float] | None = None
     error: str | None = None
     duration: float = 0.0
+    used: dict[str, Any] | None = None
 
 
 # coordinator -> agent
@@ -101,7 +105,8 @@ class Setup:
 
 @dataclass(frozen=True)
 class Assign:
-    """Run one trial. ``params`` were sampled at ask time (with their distributions).
+    """Run one trial. ``params``: values recorded at ask time, and values *proposed* for the
+    search space seen so far (recorded only once the objective uses them: `hpwf.engine.ahead`).
 
     ``group`` lists the agents' MPI world ranks that train this trial together (leader first);
     empty for a one-rank trial. ``ranks`` is the trial's size where the backend must launch

@@ -178,8 +178,8 @@ def run_trial(
     if error:
         write_atomically(folder / TRACEBACK, error)
     write_atomically(folder / PARAMS, json.dumps(trial.params, indent=1, default=str))
-    write_result(folder, task.number, state.upper(), values, trial.params, duration)
-    return Done(task.ticket, state, values, error, duration)
+    write_result(folder, task.number, state.upper(), values, trial.params, duration, trial.distributions)
+    return Done(task.ticket, state, values, error, duration, used=trial.take_used())
 
 
 def _as_values(result: Any, n_objectives: int = 1) -> list[float]:

@@ -297,7 +297,7 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
         coordinator = Coordinator(
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
             ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
-            heartbeat=search.heartbeat, own_store=search.storage is None,
+            heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
             progress=Progress(enabled=progress),
         )
         try:

@@ -57,6 +57,9 @@ class Search:
         heartbeat: seconds between heartbeats. A worker silent for 3 heartbeats is taken as
             lost; a RUNNING trial whose stored heartbeat is that old (its coordinator vanished)
             is failed and queued again, on every storage.
+        sample_ahead: propose values for the search space seen so far when a trial is handed
+            out, so a matching ``suggest_*`` costs no round trip (recorded only if used; a new
+            name or distribution still asks the coordinator). ``False``: every suggest asks.
 
     Example:
         >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
@@ -80,6 +83,7 @@ class Search:
     retries: int = 0
     trial_timeout: float | None = None
     heartbeat: float = 10.0
+    sample_ahead: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

@@ -69,6 +69,7 @@ class Trial:
         self.group = group
         self._prefetched = dict(params)
         self._prefetched_dists = dict(distributions)
+        self._unsent: dict[str, Any] = {}  # prefetched values used, not yet told to the coordinator
         self.params: dict[str, Any] = {}
         self.distributions: dict[str, BaseDistribution] = {}
         self.user_attrs: dict[str, Any] = {}
@@ -103,11 +104,12 @@ class Trial:
             return self.params[name]
         if self._prefetched_dists.get(name) == distribution:
             value = self._prefetched[name]
+            self._unsent[name] = value
         else:
             from hpwf._protocol import Suggest
 
             value = self._share(
-                self._request(Suggest(self._ticket, name, distribution)) if self.group.rank == 0 else None
+                self._request(Suggest(self._ticket, name, distribution, self.take_used())) if self.group.rank == 0 else None
             )
         self.params[name] = value
         self.distributions[name] = distribution
@@ -128,7 +130,7 @@ class Trial:
         if self.group.rank == 0:
             self._write_metric(step, value)
             if math.isfinite(value):
-                decision = bool(self._request(Report(self._ticket, step, value)))
+                decision = bool(self._request(Report(self._ticket, step, value, self.take_used())))
             else:
                 decision = False
         self._prune = bool(self._share(decision))
@@ -154,7 +156,12 @@ class Trial:
                             f"(a {type(value).__name__} is not): {exc}") from None
         self.user_attrs[key] = value
         if self.group.rank == 0:
-            self._request(UserAttr(self._ticket, str(key), value))
+            self._request(UserAttr(self._ticket, str(key), value, self.take_used()))
+
+    def take_used(self) -> dict[str, Any] | None:
+        """Prefetched parameters used since the last message (they travel with the next one)."""
+        used, self._unsent = self._unsent, {}
+        return used or None
 
     def _write_metric(self, step: int, value: float) -> None:
         new = not self._metrics.exists()

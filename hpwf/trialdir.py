@@ -46,9 +46,17 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def write_result(folder: Path, number: int, state: str, values: list[float] | None,
-                 params: dict[str, Any], duration: float) -> None:
-    """The trial's outcome (``state``: COMPLETE, PRUNED or FAIL), durable before it is reported."""
-    record = {"number": number, "state": state, "values": values, "params": params, "duration_s": round(duration, 3)}
+                 params: dict[str, Any], duration: float, distributions: dict[str, Any] | None = None) -> None:
+    """The trial's outcome (``state``: COMPLETE, PRUNED or FAIL), durable before it is reported.
+
+    ``distributions`` (Optuna's) are kept as JSON so a resume can record the parameters.
+    """
+    record: dict[str, Any] = {"number": number, "state": state, "values": values, "params": params,
+                              "duration_s": round(duration, 3)}
+    if distributions:
+        from optuna.distributions import distribution_to_json
+
+        record["distributions"] = {k: distribution_to_json(d) for k, d in distributions.items()}
     write_atomically(folder / RESULT, json.dumps(record, indent=1, default=str) + "\n")
 
 

@@ -340,3 +340,41 @@ def test_an_agent_that_beats_while_idle_is_not_lost_when_it_finally_gets_a_trial
     waiting.finish(retry)
     turn(c, 3)
     assert c.finished() and c.counts.complete == 2
+
+
+def test_sampled_ahead_values_are_answered_on_the_agent_and_recorded_only_when_used(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=4)
+    (a,) = connect_all(session, c, 1)
+    turn(c)
+    first = a.assigns()[0]
+    assert first.params == {}  # nothing seen yet: the objective's suggest makes the round trip
+    a.suggest(first.ticket, "x")
+    a.end.send(Done(first.ticket, "complete", [0.1], None, 0.1))
+    turn(c, 3)
+    second = [m for m in a.messages() if isinstance(m, Assign)][0]  # placed before the first was told
+    a.suggest(second.ticket, "x")
+    a.end.send(Done(second.ticket, "complete", [0.1], None, 0.1))
+    turn(c, 3)
+    third = [m for m in a.messages() if isinstance(m, Assign)][0]
+    assert set(third.params) == {"x"} and 0 <= third.params["x"] <= 1  # proposed from the seen space
+    assert "x" not in c.study.trials[third.number].params  # not recorded yet
+    a.end.send(Done(third.ticket, "complete", [0.2], None, 0.1, used={"x": third.params["x"]}))
+    turn(c, 3)
+    assert c.study.trials[third.number].params == {"x": third.params["x"]}  # exactly the proposal
+    fourth = a.assigns()[0]
+    assert "x" in fourth.params
+    a.end.send(Done(fourth.ticket, "complete", [0.3], None, 0.1))  # a conditional branch: x unused
+    while not c.finished():
+        turn(c)
+    assert c.study.trials[fourth.number].params == {}  # never recorded: define-by-run stays exact
+
+
+def test_sampling_ahead_can_be_switched_off(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=2, sample_ahead=False)
+    (a,) = connect_all(session, c, 1)
+    turn(c)
+    first = a.assigns()[0]
+    a.suggest(first.ticket, "x")
+    a.finish(first)
+    turn(c, 3)
+    assert [m.params for m in a.messages() if isinstance(m, Assign)] == [{}]

@@ -106,6 +106,7 @@ class TrialRecord:
     working: set[AgentRecord] = field(default_factory=set)  # agents whose rank has not finished
     attach: Any = None  # rank 0 of a group launched for it (local/Dask backends)
     result: Any = None  # the leader's Done, once it arrived
+    proposed: dict[str, Any] = field(default_factory=dict)  # distributions sampled ahead (engine/ahead.py)
 
     @property
     def number(self) -> int:

@@ -24,6 +24,7 @@ from hpwf._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health
 from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
+from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.receive import lose, receive
@@ -50,13 +51,14 @@ class Coordinator:
         self, study: optuna.Study, backend: Backend, setup: Setup, run_dir: Path, budget: Budget, *,
         run_id: str, seed: int | None, ranks_per_trial: int | Sequence[int] = 1, retries: int = 0,
         trial_timeout: float | None = None, heartbeat: float = 10.0, own_store: bool = False,
-        progress: Progress | None = None,
+        progress: Progress | None = None, sample_ahead: bool = True,
     ) -> None:
         self.study, self.backend, self.setup, self.run_dir, self.budget = study, backend, setup, run_dir, budget
         self.run_id, self.seed = run_id, seed
         self.trial_timeout, self.heartbeat, self.own_store = trial_timeout, heartbeat, own_store
         self.progress = progress or Progress(enabled=False)
         self.outcomes = Outcomes(study, run_dir, run_id, retries, self.progress.note)
+        self.ahead = SampleAhead(study) if sample_ahead else None
         self.stop_reason: str | None = None
         self._fixed: dict[str, BaseDistribution] = {}  # sampled at ask time: only a searched group size
         self._size = ranks_per_trial if isinstance(ranks_per_trial, int) else None
@@ -202,7 +204,12 @@ class Coordinator:
         assert chosen is not None
         mpi = self.backend.group_mode == "mpi" and record.size > 1
         trial = record.trial
-        task = Assign(record.ticket, trial.number, dict(trial.params), dict(trial.distributions),
+        params, dists = dict(trial.params), dict(trial.distributions)
+        if self.ahead is not None:
+            values, record.proposed = self.ahead.propose(trial)
+            params.update(values)
+            dists.update(record.proposed)
+        task = Assign(record.ticket, trial.number, params, dists,
                       self._trial_seed(trial.number), group=tuple(a.rank for a in chosen) if mpi else (),
                       ranks=record.size, attrs=_carried(trial.user_attrs))
         record.agents = chosen

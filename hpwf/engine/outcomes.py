@@ -8,7 +8,7 @@ a resume instead of being lost.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -119,6 +119,7 @@ class Outcomes:
         if result is not None and result.get("number") == frozen.number and result["state"] in ("COMPLETE", "PRUNED"):
             state = "complete" if result["state"] == "COMPLETE" else "pruned"
             try:
+                _record_params(trial, result)
                 self.tell(trial, Done(-1, state, result.get("values")))
                 self.note(f"trial {frozen.number}: its result, saved before the coordinator stopped, is kept")
                 return
@@ -133,3 +134,14 @@ class Outcomes:
         stale.set_user_attr("fail_reason", reason)
         self.study.tell(stale, state=TrialState.FAIL)
         self.requeue(frozen)
+
+
+def _record_params(trial: optuna.Trial, result: dict[str, Any]) -> None:
+    """Parameters a durable result used that the store does not have yet (sampled ahead)."""
+    from optuna.distributions import json_to_distribution
+
+    dists = result.get("distributions") or {}
+    for name, value in (result.get("params") or {}).items():
+        if name not in trial.params and name in dists:
+            trial._fixed_params[name] = value
+            trial._suggest(name, json_to_distribution(dists[name]))

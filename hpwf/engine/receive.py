@@ -13,6 +13,7 @@ from optuna.distributions import BaseDistribution
 
 from hpwf._channel import send_quietly
 from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, UserAttr
+from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
         return RuntimeError("this trial is no longer running (it was stopped, failed or timed out)")
     trial = record.trial
     try:
+        if message.used:
+            SampleAhead.record(trial, message.used, record.proposed)
         if isinstance(message, Suggest):
             return _suggest(trial, message.name, message.distribution)
         if isinstance(message, Report):
@@ -90,6 +93,8 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
     if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
         c._mean_s = done.duration if c._mean_s is None else 0.8 * c._mean_s + 0.2 * done.duration
         record.result = done
+        if done.used:
+            SampleAhead.record(record.trial, done.used, record.proposed)
         if done.state in ("complete", "pruned"):
             ledger.move(record, S.DONE)  # told once the agent has its next trial
         else:
