@@ -26,10 +26,16 @@ class Backend(ABC):
     listen_host: str = "127.0.0.1"
     advertise_host: str | None = None
     group_mode: str = "launch"  # "mpi": agents are MPI ranks and form a trial's group themselves
+    starts_slowly: bool = False  # True: `start` runs in a thread while the coordinator gets ready
 
     @abstractmethod
     def start(self, address: tuple[str, int], authkey: bytes) -> None:
-        """Launch the agents; they connect to ``address`` with ``authkey``. Must not block."""
+        """Launch the agents; they connect to ``address`` with ``authkey``.
+
+        Must not wait for the agents. A backend whose start takes seconds (a local Dask
+        cluster) sets ``starts_slowly``: then `start` runs in a thread of its own, and `close`
+        is called only after it returned.
+        """
 
     @property
     @abstractmethod

@@ -24,6 +24,7 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    starts_slowly = True  # the cluster's processes start while the store opens and trials are asked
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1

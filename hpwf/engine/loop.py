@@ -108,6 +108,7 @@ class Coordinator:
 
     def step(self, timeout: float = 0.25) -> None:
         """One turn: accept, place, tell, receive, and (every half second) housekeeping."""
+        self.session.check_started()
         self._accept()
         self._place()
         self._tell()
@@ -168,6 +169,9 @@ class Coordinator:
                 free -= self._send(record)
             else:
                 ledger.move(record, S.WAITING)
+        if not self.session.agents_seen:  # agents are starting: have their first trials ready
+            while self._can_ask() and ledger.count(S.WAITING) < self.backend.slots // self._smallest:
+                self._ask(ahead=True)
 
     def _next_waiting(self, free: int) -> TrialRecord | None:
         """The oldest waiting trial that fits; once the oldest has waited RESERVE_AFTER_S, only it."""

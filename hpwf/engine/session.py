@@ -8,6 +8,7 @@ message costs the same with 16 agents or 4,096.
 from __future__ import annotations
 
 import selectors
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -74,17 +75,37 @@ class Session:
         self.agents_seen = 0
         self.busy_ended = 0.0  # busy seconds of agents that are gone
         self.heartbeat = 0.0  # the longest heartbeat any phase asked for (agents may still use it)
+        self._starter: threading.Thread | None = None
+        self.start_error: BaseException | None = None
 
     def __enter__(self) -> Session:
         self.hub = self._hub_factory()
         self._selector.register(self.hub.wake_fd, selectors.EVENT_READ, None)
-        self.backend.start(self.hub.address, self.hub.authkey)
+        if self.backend.starts_slowly:  # the store opens and the first trials are asked meanwhile
+            self._starter = threading.Thread(target=self._start, name="hpwf-backend-start", daemon=True)
+            self._starter.start()
+        else:
+            self.backend.start(self.hub.address, self.hub.authkey)
         return self
+
+    def _start(self) -> None:
+        try:
+            self.backend.start(self.hub.address, self.hub.authkey)
+        except BaseException as exc:  # noqa: BLE001 - raised in the loop by `check_started`
+            self.start_error = exc
+
+    def check_started(self) -> None:
+        """Raise what starting the backend in the background raised, in the caller's thread."""
+        if self.start_error is not None:
+            error, self.start_error = self.start_error, None
+            raise error
 
     def __exit__(self, *exc: object) -> None:
         for agent in self.ledger.agents_in(*AgentState):
             send_quietly(agent.conn, Stop("done"))
             self.drop(agent.conn)
+        if self._starter is not None:
+            self._starter.join()
         self.backend.close()
         if self.hub is not None:
             self.hub.close()
