@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
 
 A, S = AgentState, TrialState
-STARVED_S = 60.0  # waiting trials that no set of live agents can hold, for this long, stop the run
+STARVED_S = 300.0  # waiting trials that no set of live agents can hold, for this long, stop the run
 
 
 def housekeeping(c: Coordinator, now: float) -> None:
@@ -58,8 +58,8 @@ def _check_starved(c: Coordinator, now: float) -> None:
     """Waiting trials bigger than every live agent together, with nothing running: stop."""
     ledger = c.session.ledger
     waiting = list(ledger.in_state(S.WAITING))
-    starving = waiting and not ledger.count(S.PLACED, S.RUNNING) and \
-        min(r.size for r in waiting) > ledger.working_agents()
+    starving = waiting and c.session.agents_seen and not ledger.count(S.PLACED, S.RUNNING) and \
+        min(r.size for r in waiting) > ledger.working_agents()  # (before any agent came: the backend's call)
     if not starving:
         c.starved_since = None
     elif c.starved_since is None:
