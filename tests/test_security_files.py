@@ -23,6 +23,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -392,6 +393,53 @@ def test_the_ranks_command_lines_hold_no_secret(tmp_path: Path) -> None:
     assert "--storage postgresql://alice@db/hpwf" in render_script(job)
     with pytest.raises(ConfigError):
         SiteConfig(scheduler="slurm", launcher="srun", storage=URL)
+
+
+def _processes_with(marker: bytes) -> dict[int, tuple[list[bytes], list[bytes]]]:
+    """``pid: (argv, environ)`` of every process whose environment holds ``marker``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(marker in item for item in environ):
+            found[int(entry.name)] = (argv, environ)
+    return found
+
+
+def test_ps_of_a_real_mpirun_job_shows_no_secret(tmp_path: Path) -> None:
+    """During a real run on ``--backend mpirun``: the password (given the right way, in
+    PGPASSWORD) and the hub's key reach the ranks' environment, never a command line."""
+    marker = f"hpwf-ps-check-{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PGPASSWORD": PASSWORD, "HPWF_PS_MARKER": marker,
+           "TOY_SLEEP": "0.3", "TOY_EPOCHS": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "hpwf", "run", str(TOY), "--backend", "mpirun", "--workers", "2",
+                             "--n-trials", "6", "--run-dir", str(tmp_path / "run"), "--quiet"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    ranks: set[int] = set()
+    try:
+        while proc.poll() is None:
+            found = _processes_with(marker.encode())
+            seen.update(found)
+            ranks |= {pid for pid, (argv, _) in found.items() if b"hpwf.backends.mpi" in argv}
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert len(ranks) >= 2, f"never saw the MPI job's ranks running: {sorted(seen)}"
+    keys = {item.split(b"=", 1)[1] for pid in ranks for item in seen[pid][1] if item.startswith(b"HPWF_AUTHKEY=")}
+    assert all(f"PGPASSWORD={PASSWORD}".encode() in seen[pid][1] for pid in ranks)
+    for pid, (argv, _) in seen.items():  # (the hub's key may travel some other way than HPWF_AUTHKEY)
+        line = b" ".join(argv)
+        assert PASSWORD.encode() not in line and not any(key in line for key in keys), (pid, line)
+    assert files_holding(tmp_path / "run", PASSWORD) == []
 
 
 RECORD_ARGV = """#!/bin/sh
