@@ -21,9 +21,9 @@ from hpwf.errors import ConfigError
 
 MASK = "***"
 # scheme://user:PASSWORD@host: the password runs to the last "@" before the host's end.
-_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s/?#:@'\"]*):([^\s/?#'\"]*)@")
+_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s/?#:@'\"]*):([^\s/?#'\"]+)@")
 # ...?password=PASSWORD&... (SQLAlchemy and libpq accept it as a query parameter too)
-_QUERY = re.compile(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&\s'\"#]*", re.IGNORECASE)
+_QUERY = re.compile(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&\s'\"#]+", re.IGNORECASE)
 _QUERY_KEYS = ("password", "passwd", "pwd", "sslpassword")
 
 

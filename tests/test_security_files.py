@@ -277,6 +277,8 @@ def test_urls_are_redacted_and_passwords_found() -> None:
     assert redact("sqlite:///a:b@c.db and journal:/x") == "sqlite:///a:b@c.db and journal:/x"
     assert has_password(URL) and has_password("postgresql+psycopg2://u@h/db?password=x")
     assert not has_password("postgresql://alice@h/db") and not has_password("sqlite:///x.db")
+    assert redact("postgresql://alice:@h/db?password=") == "postgresql://alice:@h/db?password="  # nothing to hide
+    assert not has_password("postgresql://alice:@h/db")
     assert strip_password(URL) == "postgresql://alice@127.0.0.1:9/hpwf"
     with pytest.raises(ConfigError) as info:
         refuse_password(URL, "--storage")
