@@ -15,7 +15,9 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
+from hpwf._perms import check_run_trusted, is_shared, make_run_dir, run_umask
 from hpwf._protocol import Setup
+from hpwf._secrets import refuse_password
 from hpwf.backends import Backend, make_backend
 from hpwf.engine import Budget, Coordinator, Session
 from hpwf.errors import ConfigError, RunError
@@ -61,6 +63,7 @@ def run(
     storage: str | None = None,
     seed: int | None = None,
     progress: bool = True,
+    shared_group: bool = False,
 ) -> RunResult:
     """Run a workflow's search to its budget in a new run directory, then its ensemble if any.
 
@@ -69,13 +72,21 @@ def run(
         backend: "local" (a Dask LocalCluster), another backend name, or a `Backend` object.
         workers: agents for the local backend (default: the machine's cores).
         n_trials, timeout, storage, seed: override the workflow's `Search`.
-        run_dir: where everything goes (default: ``runs/<name>-<time>``).
+        run_dir: where everything goes (default: ``runs/<name>-<time>``), created readable by
+            you only; with ``shared_group`` its group may read it too (never write).
+
+    Raises:
+        ConfigError: bad input, including a storage URL that holds a password (use
+            ``~/.pgpass`` or ``PGPASSWORD``) or a run directory someone else can write.
 
     Example:
         >>> result = hpwf.run("workflows/quickstart.py", workers=2)  # doctest: +SKIP
         >>> result.summary["complete"]  # doctest: +SKIP
     """
     wf = workflow if isinstance(workflow, Workflow) else load(workflow)
+    refuse_password(storage, "--storage")
+    if storage is None and wf.search is not None:
+        refuse_password(wf.search.storage, f"{wf.path or 'workflow'}: Search(storage=...)")
     chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
     folder = Path(run_dir) if run_dir else Path("runs") / f"{wf.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (folder / "run.json").exists():
@@ -87,12 +98,13 @@ def run(
         phases.append(_Phase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None:
         phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
-    _mkdir(folder)
-    if wf.search is None:  # the run dir's own record points at the members' study
-        root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
-        root.storage = storage
-        root.save(folder)
-    return _run_phases(phases, chosen, progress)
+    with run_umask(shared_group):
+        make_run_dir(folder, shared_group)
+        if wf.search is None:  # the run dir's own record points at the members' study
+            root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
+            root.storage = storage
+            root.save(folder)
+        return _run_phases(phases, chosen, progress)
 
 
 def resume(
@@ -109,8 +121,13 @@ def resume(
 
     Trials a killed coordinator left RUNNING are failed and run again; finished ensemble
     members are never retrained.
+
+    Raises:
+        ConfigError: the run directory or its ``run.json`` is someone else's or writable by
+            others (whoever can write them chooses the code that runs).
     """
     folder = Path(run_dir)
+    check_run_trusted(folder)
     record = RunRecord.load(folder)
     if workflow is None:
         if record.workflow is None:
@@ -132,7 +149,8 @@ def resume(
                                  workflow, "ensemble", fresh=False))
         else:
             phases.append(_ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
-    return _run_phases(phases, chosen, progress)
+    with run_umask(is_shared(folder)):
+        return _run_phases(phases, chosen, progress)
 
 
 def ensemble(
@@ -154,6 +172,7 @@ def ensemble(
         changes["params"] = None
     wf = dataclasses.replace(wf, ensemble=dataclasses.replace(wf.ensemble, **changes))
     folder = Path(source_run)
+    check_run_trusted(folder)
     record = RunRecord.load(folder)
     chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
     sub = folder / ENSEMBLE_DIR
@@ -163,7 +182,8 @@ def ensemble(
                        wf, "ensemble", fresh=False)
     else:
         phase = _ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name)
-    return _run_phases([phase], chosen, progress)
+    with run_umask(is_shared(folder)):
+        return _run_phases([phase], chosen, progress)
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="default: runs/<workflow>-<time>")
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--shared-group", action="store_true",
+                   help="the run dir's group may read it (2750, files 0640); default: you only (0700)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("resume", help="continue an interrupted run to its budget")
@@ -103,16 +105,35 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run_or_resume(args: argparse.Namespace) -> int:
-    """Every rank of an MPI job gets here; rank 0 coordinates, the others serve as agents."""
-    from hpwf import api
-    from hpwf.backends import make_backend
+    """Every rank of an MPI job gets here; rank 0 coordinates, the others serve as agents.
+
+    Every rank runs under the run directory's umask (`hpwf._perms`), and a run directory that
+    others can write is refused on every rank before MPI starts.
+    """
+    from hpwf._perms import check_run_trusted, is_shared, run_umask
+    from hpwf._secrets import refuse_password
     from hpwf.rundir import RunRecord
 
     workers = _positive("--workers", args.workers)
     name, recorded = args.backend or "local", None
+    if args.command == "run":
+        refuse_password(args.storage, "--storage")
+        shared = args.shared_group
+    else:
+        folder = args.run_dir if args.command == "resume" else args.source
+        check_run_trusted(folder)
+        shared = is_shared(folder)
     if args.command == "resume":
         recorded = RunRecord.load(args.run_dir)
         name, workers = args.backend or recorded.backend, workers or recorded.options.get("workers")
+    with run_umask(shared):
+        return _start(args, name, workers)
+
+
+def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
+    from hpwf import api
+    from hpwf.backends import make_backend
+
     backend = make_backend(name, workers=workers, scheduler=args.scheduler)
     if getattr(backend, "rank", 0) != 0:
         return backend.serve_rank()  # type: ignore[attr-defined]
@@ -122,7 +143,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
             result = api.run(
                 args.workflow, backend=backend,
                 n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
-                seed=args.seed, progress=not args.quiet,
+                seed=args.seed, progress=not args.quiet, shared_group=args.shared_group,
             )
         elif args.command == "ensemble":
             result = api.ensemble(

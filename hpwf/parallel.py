@@ -17,7 +17,6 @@ Example (inside an objective)::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -89,23 +88,33 @@ def average(value: float, trial: Trial) -> float:
 
 
 def checkpoint(trial: Trial, state: dict[str, Any], name: str = "checkpoint.pt") -> Path:
-    """Save ``state`` (e.g. model and optimizer state dicts) from the group's rank 0."""
+    """Save ``state`` (e.g. model and optimizer state dicts) from the group's rank 0.
+
+    The file is written under a fresh temporary name in the trial's folder, then renamed.
+    """
     import torch
+
+    from hpwf._perms import atomic_writer
 
     path = trial.folder / name
     if trial.group.rank == 0:
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_writer(path) as f:
+            torch.save(state, f)
     return path
 
 
 def restore(trial: Trial, name: str = "checkpoint.pt") -> dict[str, Any] | None:
-    """Load a checkpoint saved by `checkpoint` on rank 0 and hand it to every rank of the group."""
+    """Load a checkpoint saved by `checkpoint` on rank 0 and hand it to every rank of the group.
+
+    It is loaded with ``torch.load(weights_only=True)``: tensors, numbers, strings and the lists,
+    tuples and dicts of them (state dicts, optimizer state), never arbitrary pickled objects, so
+    a file planted in the trial's folder cannot run code. Register other types you trust with
+    ``torch.serialization.add_safe_globals``.
+    """
     import torch
 
     path = trial.folder / name
-    state = torch.load(path, weights_only=False) if trial.group.rank == 0 and path.exists() else None
+    state = torch.load(path, weights_only=True) if trial.group.rank == 0 and path.exists() else None
     if trial.group.size > 1:
         state = horovod(trial).broadcast_object(state, root_rank=0)
     return state

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from hpwf._secrets import redact
+
 
 class Progress:
     """Shows trials done / pruned / failed, running trials and the best value so far."""
@@ -35,7 +37,7 @@ class Progress:
         if not self.enabled:
             return
         prefix = "\r\x1b[2K" if self.tty else ""
-        self._write(f"{prefix}[hpwf] {message}\n" + (self._last_line if self.tty else ""))
+        self._write(f"{prefix}[hpwf] {redact(message)}\n" + (self._last_line if self.tty else ""))
 
     def close(self) -> None:
         if not self.enabled:
@@ -60,8 +62,8 @@ def write_quietly(stream: TextIO, text: str) -> bool:
 
 
 def say(text: str) -> None:
-    """One line to stderr that never raises."""
-    write_quietly(sys.stderr, text + "\n")
+    """One line to stderr that never raises; a URL's password is masked (`hpwf._secrets.redact`)."""
+    write_quietly(sys.stderr, redact(text) + "\n")
 
 
 def format_line(f: dict[str, Any]) -> str:

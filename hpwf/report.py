@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -183,7 +182,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then rename it over ``path``."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to a fresh temporary sibling, then rename it over ``path`` (`hpwf._perms`)."""
+    from hpwf._perms import atomic_write
+
+    atomic_write(path, text)

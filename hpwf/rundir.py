@@ -12,6 +12,8 @@ from typing import IO, Any
 
 import optuna
 
+from hpwf._perms import atomic_write, open_no_follow
+from hpwf._secrets import redact
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 
@@ -32,6 +34,7 @@ class RunRecord:
     created: float = field(default_factory=time.time)
 
     def save(self, run_dir: Path) -> None:
+        """Write ``run.json`` (a storage URL never holds a password here: `hpwf._secrets`)."""
         _write_json(run_dir / RUN_FILE, asdict(self))
 
     @classmethod
@@ -62,11 +65,12 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
     if url.endswith((".journal", ".log")) and "://" not in url:
         return journal_storage(Path(url))
     if "://" not in url:
-        raise ConfigError(f"storage {url!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
+        raise ConfigError(f"storage {redact(url)!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # SQLAlchemy raises many kinds
-        raise ConfigError(f"storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        first_line = (str(exc).splitlines() or [""])[0]
+        raise ConfigError(redact(f"storage {url!r}: {type(exc).__name__}: {first_line}")) from None
 
 
 def journal_storage(path: Path) -> optuna.storages.JournalStorage:
@@ -124,7 +128,7 @@ class RunLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        self._file = open(self._path, "a+")
+        self._file = open_no_follow(self._path)
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -157,6 +161,5 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    """Replace ``path`` through a fresh temporary file; any URL's password is masked."""
+    atomic_write(path, redact(json.dumps(data, indent=1, default=str)) + "\n")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hpwf._secrets import redact, refuse_password
 from hpwf.errors import ConfigError
 
 SCHEDULERS = ("slurm", "local")
@@ -32,9 +33,10 @@ REQUIRED = ("scheduler", "launcher")
 SLURM_ONLY = ("partition", "account", "qos", "constraint", "gpus_per_node", "memory", "sbatch",
               "warning_seconds", "max_requeues")
 
-_TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")
-_MEMORY = re.compile(r"^\d+[KMGT]?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Matched against whole strings (fullmatch): `$` alone would accept a trailing newline.
+_TIME = re.compile(r"(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)")
+_MEMORY = re.compile(r"\d+[KMGT]?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -57,11 +59,15 @@ class SiteConfig:
       cores are shared out as ``--cpus-per-task``, GPUs asked for with ``--gpus-per-node``.
     - ``time``: the default walltime, ``[D-]HH:MM:SS``.
     - ``python``: the Python inside the allocation (default: the one running ``hpwf submit``).
-    - ``modules``: ``module load`` each; ``env``: variables to export; ``setup``: shell lines run
-      before the launch, as written (the one key whose text is code, for what the others cannot
-      say, e.g. ``source /opt/conda/etc/profile.d/conda.sh``).
+    - ``modules``: ``module load`` each; ``env``: variables to export, each value kept exactly as
+      written (``1.10`` stays ``1.10``) and written to ``RUN_DIR/job.env`` (mode 0600), never into
+      ``job.sh``; ``setup``: shell lines run before the launch, as written (the one key whose
+      text is code, for what the others cannot say, e.g. ``source /opt/conda/etc/profile.d/conda.sh``).
     - ``storage``: the default Optuna storage: ``null`` (a journal file in the run directory,
-      on the shared filesystem), ``journal:PATH``, or ``postgresql://...`` / ``sqlite:///...``.
+      on the shared filesystem), ``journal:PATH``, or ``postgresql://USER@HOST/DB`` /
+      ``sqlite:///...``. A URL with a password is refused: the password goes in ``~/.pgpass``.
+    - ``shared_group``: ``true`` makes run directories readable by their group (``2750``, files
+      ``0640``) instead of by you only (``0700``); the group never gets to write.
     - ``sbatch``: extra ``#SBATCH`` options, one per item, e.g. ``--exclusive``.
     - ``warning_seconds``: Slurm sends USR1 this long before the walltime (the run stops
       and the job requeues); ``max_requeues``: how many times the job may requeue itself.
@@ -93,6 +99,7 @@ class SiteConfig:
     sbatch: tuple[str, ...] = ()
     warning_seconds: int = 300
     max_requeues: int = 3
+    shared_group: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
@@ -112,6 +119,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "env": ((dict,), "a mapping of NAME: value"), "setup": ((list,), "a list of strings"),
     "storage": ((str,), "a storage URL"), "sbatch": ((list,), "a list of strings"),
     "warning_seconds": ((int,), "an integer"), "max_requeues": ((int,), "an integer"),
+    "shared_group": ((bool,), "true or false"),
 }
 KEYS = tuple(_KINDS)
 
@@ -143,7 +151,35 @@ def load_site(path: str | Path) -> SiteConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the file must be a mapping of keys (scheduler: ..., launcher: ...)")
+    if isinstance(data.get("env"), dict):
+        data["env"] = _env_as_written(text, where)
     return site_from_mapping(data, where)
+
+
+def _env_as_written(text: str, where: str) -> dict[str, str]:
+    """The ``env`` mapping with every value exactly as the file writes it.
+
+    YAML would read ``1.10`` as the number 1.1 and ``yes`` as true; an environment variable
+    gets the text itself. A value that is not one scalar (a list, a mapping, nothing) is refused.
+    """
+    import yaml
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    env: dict[str, str] = {}
+    assert isinstance(root, yaml.MappingNode)  # safe_load gave a mapping with an env mapping
+    node = [v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "env"][-1]  # YAML: the last wins
+    assert isinstance(node, yaml.MappingNode)
+    for key, value in node.value:
+        name = str(key.value) if isinstance(key, yaml.ScalarNode) else repr(key.value)
+        if key.tag == "tag:yaml.org,2002:merge":
+            raise ConfigError(f"{where}: env: merge keys (<<) are not supported; write each variable")
+        if isinstance(value, yaml.SequenceNode) or isinstance(value, yaml.MappingNode):
+            what = "a list" if isinstance(value, yaml.SequenceNode) else "a mapping"
+            raise ConfigError(f"{where}: env.{_show_key(name)}: must be a string or a number, not {what}")
+        if value.tag == "tag:yaml.org,2002:null":
+            raise ConfigError(f"{where}: env.{_show_key(name)}: has no value (write '' for an empty one)")
+        env[name] = str(value.value)
+    return env
 
 
 def site_from_mapping(data: dict[Any, Any], where: str = "<site config>") -> SiteConfig:
@@ -162,7 +198,7 @@ def site_from_mapping(data: dict[Any, Any], where: str = "<site config>") -> Sit
         if value is None:
             continue  # `key:` with no value means the default
         kinds, what = _KINDS[key]
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise ConfigError(f"{where}: {key}: must be {what}, not {_type_name(value)}")
         values[key] = _convert(key, value, where)
     return SiteConfig(**values)
@@ -178,7 +214,8 @@ def _convert(key: str, value: Any, where: str) -> Any:
         pairs = []
         for name, item in value.items():
             if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                raise ConfigError(f"{where}: env.{name}: must be a string or a number, not {_type_name(item)}")
+                raise ConfigError(f"{where}: env.{_show_key(name)}: must be a string or a number, "
+                                  f"not {_type_name(item)}")
             pairs.append((str(name), str(item)))
         return tuple(pairs)
     if key == "memory":
@@ -226,8 +263,8 @@ def _check(site: SiteConfig) -> None:
         if "\n" in line or "\r" in line:
             raise bad(f"setup[{i}]", "must be one line (make each line its own item)")
     for name, _ in site.env:
-        if not _ENV_NAME.match(name):
-            raise bad(f"env.{name}", "is not a valid environment variable name")
+        if not _ENV_NAME.fullmatch(name):
+            raise bad(f"env.{_show_key(name)}", "is not a valid environment variable name")
     for key in ("mpi", "mpirun", "python", "storage"):
         value = getattr(site, key)
         if value is not None and not value.strip():
@@ -243,17 +280,18 @@ def _check(site: SiteConfig) -> None:
         raise bad("warning_seconds", f"must be at most 65535 (Slurm's limit for --signal), not {site.warning_seconds}")
     if site.gpus_per_node is not None and site.gpus_per_node < 0:
         raise bad("gpus_per_node", f"must be >= 0, not {site.gpus_per_node}")
-    if site.memory is not None and not _MEMORY.match(site.memory):
+    if site.memory is not None and not _MEMORY.fullmatch(site.memory):
         raise bad("memory", f"{site.memory!r} is not a size like 64G, 512M or 0 (all of it)")
     if walltime_seconds(site.time) is None:
         raise bad("time", f"{site.time!r} is not a walltime like 01:00:00 or 1-12:00:00")
     if site.storage is not None:
         check_storage(site.storage, f"{site.path}: storage")
+        refuse_password(site.storage, f"{site.path}: storage:")
 
 
 def walltime_seconds(text: str) -> int | None:
     """``[D-]HH:MM:SS`` in seconds, or None if it does not read like that."""
-    match = _TIME.match(text)
+    match = _TIME.fullmatch(text)
     if not match:
         return None
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
@@ -267,7 +305,7 @@ def check_storage(url: str, where: str) -> None:
     ok = url.startswith(("journal:", "sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+")) \
         or (url.endswith((".journal", ".log")) and "://" not in url)
     if not ok or _CONTROL.search(url):
-        raise ConfigError(f"{where}: {url!r} is not a storage URL (journal:PATH on the shared filesystem, "
+        raise ConfigError(f"{where}: {redact(url)!r} is not a storage URL (journal:PATH on the shared filesystem, "
                           "postgresql://USER@HOST/DB, sqlite:///PATH)")
 
 

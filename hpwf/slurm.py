@@ -12,6 +12,11 @@ counted twice.
 Every value reaches the script quoted: ``shlex.quote`` in the shell part, sbatch's own
 double-quote syntax on ``#SBATCH`` lines, whose values must be one line (`hpwf.sites`).
 
+No secret is written into the script: the site config's ``env`` values (tokens, often) go to
+``RUN_DIR/job.env`` (mode 0600), which the script sources; a storage URL never holds a
+password (`hpwf._secrets`). The script is ``0700`` in a run directory only its owner can enter
+(`hpwf._perms`), and it runs under umask ``077`` (``027`` with ``shared_group``).
+
 Example:
     >>> from hpwf.sites import load_site
     >>> job = resolve_job(load_site("site_configs/slurm-generic.yaml"), "wf.py", name="wf",
@@ -35,10 +40,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from hpwf._perms import (
+    PRIVATE_UMASK,
+    SHARED_UMASK,
+    atomic_write,
+    check_run_trusted,
+    make_run_dir,
+    run_umask,
+)
 from hpwf.errors import ConfigError
 from hpwf.sites import SiteConfig, load_site, walltime_seconds
 
 SCRIPT_NAME = "job.sh"
+ENV_FILE = "job.env"  # the site config's env values, readable by the user only
 LOCAL_LOG = "job.out"
 # States after which a job will not run again (a requeued job passes through PENDING instead).
 FINAL_STATES = frozenset({
@@ -63,6 +77,7 @@ class Job:
     time: str
     python: str
     storage: str | None
+    shared_group: bool = False  # the run dir's group may read it (2750) instead of the user only (0700)
 
     @property
     def ranks(self) -> int:
@@ -85,6 +100,7 @@ def resolve_job(
     run_dir: str | Path | None = None,
     python: str | None = None,
     workdir: str | Path | None = None,
+    shared_group: bool = False,
 ) -> Job:
     """Combine command-line values with the site config; check what only the two together say.
 
@@ -120,6 +136,7 @@ def resolve_job(
         name=name, run_dir=folder if folder.is_absolute() else where / folder, workdir=where,
         nodes=n_nodes, ntasks_per_node=per_node, time=walltime,
         python=python or site.python or sys.executable, storage=site.storage,
+        shared_group=shared_group or site.shared_group,
     )
 
 
@@ -129,9 +146,13 @@ def render_script(job: Job) -> str:
     q = shlex.quote
     run_args = ["run", str(job.workflow), "--backend", "mpi", "--run-dir", str(job.run_dir)]
     if job.storage:
-        run_args += ["--storage", job.storage]
+        run_args += ["--storage", job.storage]  # never with a password (refused by hpwf.sites)
+    if job.shared_group:
+        run_args.append("--shared-group")
     values = {
         "header": "\n".join(_header(job)),
+        "umask": (f"umask {SHARED_UMASK:03o}  # what the run writes: readable by you and your group (shared_group)"
+                  if job.shared_group else f"umask {PRIVATE_UMASK:03o}  # what the run writes: readable by you only"),
         "source": _comment(f"site config {site.path}" + (f": {site.description}" if site.description else "")),
         "environment": "\n".join(_environment(job)),
         "python": q(job.python),
@@ -172,10 +193,20 @@ def _header(job: Job) -> list[str]:
     return lines
 
 
+def render_env(job: Job) -> str:
+    """The text of ``RUN_DIR/job.env``: the site config's ``env``, one quoted ``export`` a line."""
+    lines = ["# Written by `hpwf submit`: the site config's env, kept out of job.sh (readable by you only)."]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in job.site.env]
+    return "\n".join(lines) + "\n"
+
+
 def _environment(job: Job) -> list[str]:
     site, q = job.site, shlex.quote
     lines = [f"module load {q(m)}" for m in site.modules]
-    lines += [f"export {name}={q(value)}" for name, value in site.env]
+    if site.env:
+        names = " ".join(name for name, _ in site.env)
+        lines += [f"# the site config's env ({names}): its values stay in {ENV_FILE}, readable by you only",
+                  f". {q(str(job.run_dir / ENV_FILE))} || exit 1"]
     if job.cpus_per_task and site.launcher == "srun":
         lines.append(f"export SRUN_CPUS_PER_TASK={job.cpus_per_task}")  # srun >= 22.05 does not inherit it
     lines += list(site.setup)  # code, as the site wrote it
@@ -232,14 +263,18 @@ def _now() -> str:
 
 # --- submit and watch ----------------------------------------------------------------------------
 def write_script(job: Job) -> Path:
-    """Write ``RUN_DIR/job.sh`` (the run directory is created) and return its path."""
-    try:
-        job.run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--run-dir {job.run_dir}: cannot create: {exc.strerror or exc}") from None
-    path = job.run_dir / SCRIPT_NAME
-    path.write_text(render_script(job), encoding="utf-8")
-    path.chmod(0o755)
+    """Write ``RUN_DIR/job.sh`` (``0700``) and ``RUN_DIR/job.env`` (``0600``); return the script's path.
+
+    The run directory is created ``0700`` (``2750`` with ``shared_group``); an existing one must
+    be the user's and writable by no one else (`hpwf._perms.check_run_trusted`).
+    """
+    with run_umask(job.shared_group):
+        make_run_dir(job.run_dir, job.shared_group)
+        check_run_trusted(job.run_dir)
+        if job.site.env:
+            atomic_write(job.run_dir / ENV_FILE, render_env(job), mode=0o600)
+        path = job.run_dir / SCRIPT_NAME
+        atomic_write(path, render_script(job), mode=0o700)
     return path
 
 
@@ -409,6 +444,8 @@ def add_submit_parser(subparsers: Any) -> None:
     p.add_argument("--ntasks-per-node", type=int, help="MPI ranks per node; rank 0 coordinates")
     p.add_argument("--time", help="walltime HH:MM:SS (default: the site config's)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<workflow>-<time>; an existing run is resumed")
+    p.add_argument("--shared-group", action="store_true",
+                   help="the run dir's group may read it (2750); default: you only (0700)")
     p.add_argument("--dry-run", action="store_true", help="print the job script; write and submit nothing")
 
 
@@ -418,18 +455,26 @@ def submit_command(args: argparse.Namespace) -> int:
     Prints the job id (the process id for ``scheduler: local``) on stdout. Bad input raises
     `ConfigError` (exit 2); a job the scheduler refuses prints one line and returns 1.
     """
-    from hpwf.progress import say
     from hpwf.workflow import load
 
     site = load_site(args.site)
     workflow = load(args.workflow)  # a bad workflow file fails here, not in the queue
     job = resolve_job(site, args.workflow, name=workflow.name, nodes=args.nodes,
-                      ntasks_per_node=args.ntasks_per_node, time=args.time, run_dir=args.run_dir)
+                      ntasks_per_node=args.ntasks_per_node, time=args.time, run_dir=args.run_dir,
+                      shared_group=args.shared_group)
     if args.dry_run:
         sys.stdout.write(render_script(job))
         return 0
     resuming = (job.run_dir / "run.json").exists()
     script = write_script(job)
+    with run_umask(job.shared_group):  # sbatch hands it to the job (SLURM_UMASK): its log file too
+        return _submit(job, script, resuming)
+
+
+def _submit(job: Job, script: Path, resuming: bool) -> int:
+    from hpwf.progress import say
+
+    site = job.site
     try:
         if site.scheduler == "local":
             pid = start_local(script, job.workdir)
@@ -440,7 +485,7 @@ def submit_command(args: argparse.Namespace) -> int:
     except SubmitError as exc:
         say(f"hpwf: error: {exc}")
         return 1
-    (job.run_dir / JOB_ID_FILE).write_text(job_id + "\n")  # for `hpwf status`
+    atomic_write(job.run_dir / JOB_ID_FILE, job_id + "\n")  # for `hpwf status`
     print(job_id)
     say(f"[hpwf] submitted job {job_id}: {job.nodes} node(s) x {job.ntasks_per_node} ranks, "
         f"{'resumes' if resuming else 'run dir'} {job.run_dir}; log {job.run_dir / ('slurm-' + job_id + '.out')}")

@@ -21,7 +21,15 @@ import pytest
 
 from hpwf.errors import ConfigError
 from hpwf.sites import SiteConfig, load_site
-from hpwf.slurm import clean_stale_shm, mpich_shm_names, render_script, resolve_job, sbatch_quote, signal_rank0
+from hpwf.slurm import (
+    clean_stale_shm,
+    mpich_shm_names,
+    render_script,
+    resolve_job,
+    sbatch_quote,
+    signal_rank0,
+    write_script,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "slurm" / "golden"
@@ -94,8 +102,8 @@ def test_hostile_values_reach_the_launch_verbatim_and_never_run(tmp_path: Path) 
     site = load_site(HOSTILE)
     job = resolve_job(site, f"wf {evil}.py", name=f"toy {evil}", run_dir=tmp_path / f"runs {evil}",
                       workdir=workdir, python=str(python))
-    script = tmp_path / "job.sh"
-    script.write_text(render_script(job))
+    script = write_script(job)  # job.sh, and job.env with the env values
+    assert "$(touch PWNED_ENV)" not in script.read_text()
     log = tmp_path / "calls.jsonl"
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(home), "HPWF_TEST_LOG": str(log),
            "HPWF_TEST_PYTHON": str(python)}
@@ -111,7 +119,7 @@ def test_hostile_values_reach_the_launch_verbatim_and_never_run(tmp_path: Path) 
         "--kill-on-bad-exit=1", "--mpi=pmi2", "--label; touch PWNED_ARG", "$(touch PWNED_ARG2)",
         "multi\nline `touch PWNED_ARG3`", str(python), "-m", "hpwf", "run", str(workdir / f"wf {evil}.py"),
         "--backend", "mpi", "--run-dir", str(tmp_path / f"runs {evil}"),
-        "--storage", "postgresql://user:p;a$(x)ss@db.example/hpwf",
+        "--storage", "postgresql://us;er$(x)@db.example/hpwf",
     ]
     assert calls[3]["argv"] == calls[2]["argv"][6:]
     assert calls[3]["cwd"] == str(workdir)

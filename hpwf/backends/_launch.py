@@ -31,6 +31,12 @@ def mpirun() -> str:
     return str(beside) if beside.exists() else (shutil.which("mpirun") or "mpirun")
 
 
+def group_command(ranks: int) -> list[str]:
+    """The launched group's command line. It holds no secret (anyone may read it with ``ps``):
+    the hub's address, key and the trial travel in the ranks' environment (`ENV`)."""
+    return [mpirun(), "-np", str(ranks), sys.executable, "-m", "hpwf.backends._launch"]
+
+
 def run_launched_group(agent: Agent, task: Assign) -> Done:
     """Launch the trial's ranks and wait for them; the result reaches the coordinator directly."""
     from hpwf.trialdir import trial_folder
@@ -38,7 +44,7 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
     folder = trial_folder(agent.run_dir, task.number)
     folder.mkdir(parents=True, exist_ok=True)
     payload = base64.b64encode(pickle.dumps((agent.address, agent.authkey, task))).decode()
-    command = [mpirun(), "-np", str(task.ranks), sys.executable, "-m", "hpwf.backends._launch"]
+    command = group_command(task.ranks)
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OUTER_MPI_VARS)}  # not the agent's own job
     with open(folder / "launch.log", "ab") as log:
         proc = subprocess.run(command, env={**env, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)

@@ -127,12 +127,18 @@ class MPIJobBackend(Backend):
         import subprocess
         import sys
 
-        flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
         env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL)
+
+    def command(self) -> list[str]:
+        """The agents' MPI job. Its command line holds no secret (anyone may read it with ``ps``):
+        the hub's key travels in the environment (``HPWF_AUTHKEY``)."""
+        import sys
+
+        flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
         host, port = self._address
-        command = [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
-                   f"{host}:{port}"]
-        self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        return [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
+                f"{host}:{port}"]
 
     def heal(self, live: int) -> None:
         """A rank that dies inside a collective ends the whole MPI job (MPI has no way back):

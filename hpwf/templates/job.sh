@@ -5,7 +5,9 @@
 # coordinates, the others run trials. On USR1 (Slurm's walltime warning) or TERM (preemption,
 # scancel) the run stops handing out trials and records the running ones. After USR1 the job
 # requeues itself (at most max_requeues times); a requeued job resumes the run from its storage.
-# Every value below is quoted for the shell; only the site's `setup` lines are code.
+# Every value below is quoted for the shell; only the site's `setup` lines are code. No secret
+# is written here: the site config's env values are in job.env beside this script (mode 0600).
+{{umask}}
 {{environment}}
 set -u  # after the site's environment: module and conda scripts often read unset variables
 hpwf_python={{python}}

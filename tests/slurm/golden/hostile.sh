@@ -20,13 +20,14 @@
 # coordinates, the others run trials. On USR1 (Slurm's walltime warning) or TERM (preemption,
 # scancel) the run stops handing out trials and records the running ones. After USR1 the job
 # requeues itself (at most max_requeues times); a requeued job resumes the run from its storage.
-# Every value below is quoted for the shell; only the site's `setup` lines are code.
+# Every value below is quoted for the shell; only the site's `setup` lines are code. No secret
+# is written here: the site config's env values are in job.env beside this script (mode 0600).
+umask 077  # what the run writes: readable by you only
 module load 'gcc; touch PWNED_MODULE'
 module load '$(touch PWNED_MODULE2)
 next'
-export HPWF_EVIL='$(touch PWNED_ENV); rm -rf ~
-second line '"'"'q'"'"' "dq" `x`'
-export OMP_NUM_THREADS=4
+# the site config's env (HPWF_EVIL OMP_NUM_THREADS): its values stay in job.env, readable by you only
+. /scratch/user/runs/toy/job.env || exit 1
 export SRUN_CPUS_PER_TASK=4
 set -u  # after the site's environment: module and conda scripts often read unset variables
 hpwf_python='/opt/py thon/$(touch PWNED_PY)/bin/python'
@@ -42,7 +43,7 @@ cd /home/user/project || exit 1
 if [ -e "$hpwf_run_dir/run.json" ]; then
     hpwf_args=(resume "$hpwf_run_dir" --backend mpi)
 else
-    hpwf_args=(run /home/user/project/workflows/toy.py --backend mpi --run-dir /scratch/user/runs/toy --storage 'postgresql://user:p;a$(x)ss@db.example/hpwf')
+    hpwf_args=(run /home/user/project/workflows/toy.py --backend mpi --run-dir /scratch/user/runs/toy --storage 'postgresql://us;er$(x)@db.example/hpwf')
 fi
 
 export HPWF_STEP_TOKEN="${SLURM_JOB_ID:-local}.${SLURM_RESTART_COUNT:-0}.$$"

@@ -1,0 +1,162 @@
+"""Who may read and write a run directory: its owner only by default, or its group when shared.
+
+- A run directory is created ``0700`` (files ``0600``): on a shared login node no one else can
+  read the study, the trial folders or ``run.json``. With ``shared_group`` it is ``2750``
+  (files ``0640``): the group of the directory it sits in (a project directory) may read,
+  never write. The process runs under the matching umask (`run_umask`), so that every file
+  the run and its agents create follows.
+- Whoever can write ``run.json`` (or the folder holding it) chooses the workflow file that
+  ``hpwf resume`` and every Slurm requeue run. `check_trusted` refuses a run directory owned by
+  someone else or writable by others (exit 2).
+- Files are replaced through a fresh temporary file in the same folder (`atomic_writer`), and
+  lock files are opened without following symbolic links, so a planted link cannot redirect a
+  write.
+
+Example:
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp()) / "run"
+    >>> make_run_dir(folder)
+    >>> oct(folder.stat().st_mode & 0o7777)
+    '0o700'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from hpwf.errors import ConfigError
+
+PRIVATE_UMASK, SHARED_UMASK = 0o077, 0o027
+PRIVATE_DIR, SHARED_DIR = 0o700, 0o2750  # setgid: files and folders inside keep the directory's group
+RUN_FILE = "run.json"
+
+
+def is_shared(folder: Path) -> bool:
+    """Whether ``folder`` is shared with its group (group may read and enter it)."""
+    try:
+        return folder.stat().st_mode & 0o050 == 0o050
+    except OSError:
+        return False
+
+
+def file_mode(folder: Path) -> int:
+    """The mode of a new file in ``folder``: ``0640`` in a group-shared folder, else ``0600``."""
+    return 0o640 if is_shared(folder) else 0o600
+
+
+@contextlib.contextmanager
+def run_umask(shared: bool = False) -> Iterator[None]:
+    """Run the body under umask ``077`` (``027`` when ``shared``); the old umask comes back after.
+
+    Processes started meanwhile (Dask workers, MPI ranks, launched groups) keep it.
+    """
+    old = os.umask(SHARED_UMASK if shared else PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def make_run_dir(folder: Path, shared: bool = False) -> None:
+    """Create the run directory ``0700`` (``2750`` with ``shared``); an existing one must be trusted.
+
+    A shared directory takes the group of the folder it is created in, when the user is a
+    member of it (a project directory).
+
+    Raises:
+        ConfigError: it cannot be created, or it exists and is someone else's or writable by others.
+    """
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            check_trusted(folder)
+        if shared:  # the project directory's group, where the system lets us (a member, or root)
+            with contextlib.suppress(PermissionError):
+                os.chown(folder, -1, folder.parent.stat().st_gid)
+        folder.chmod(SHARED_DIR if shared else PRIVATE_DIR)
+    except OSError as exc:
+        raise ConfigError(f"--run-dir {folder}: cannot create: {exc.strerror or exc}") from None
+
+
+def check_trusted(path: Path) -> None:
+    """Refuse ``path`` unless this user owns it and no one else can write it.
+
+    Raises:
+        ConfigError: ``"<path>: owned by <user> ..."`` or ``"<path>: others can write it ..."``.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot check who may write it: {exc.strerror or exc}") from None
+    why = "whoever can write a run directory chooses the code that `hpwf resume` (and a requeued job) runs"
+    if st.st_uid != os.geteuid():
+        raise ConfigError(f"{path}: owned by {_user(st.st_uid)}, not by you; {why}: copy the run into a "
+                          "folder of your own")
+    if st.st_mode & 0o022:
+        who = "anyone" if st.st_mode & 0o002 else "its group"
+        raise ConfigError(f"{path}: {who} can write it (mode {stat.S_IMODE(st.st_mode):04o}); {why}: check it, "
+                          f"then `chmod go-w {path}`")
+
+
+def check_run_trusted(run_dir: Path) -> None:
+    """`check_trusted` on a run directory, its ``run.json`` and its ensemble sub-run's."""
+    for path in (run_dir, run_dir / RUN_FILE, run_dir / "ensemble", run_dir / "ensemble" / RUN_FILE):
+        check_trusted(path)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int | None = None) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` when the block ends without an error.
+
+    It is a fresh file (``mkstemp``: a new name, ``O_EXCL``) in the same folder, made ``mode``
+    (default: ``0600``, or ``0640`` in a group-shared folder), so a link planted at a fixed
+    ``.tmp`` name cannot redirect the write.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode(path.parent) if mode is None else mode)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` (text is UTF-8) through `atomic_writer`."""
+    with atomic_writer(path, mode) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def open_no_follow(path: Path) -> IO[str]:
+    """Open (create ``0600``) a file for reading and writing; a symbolic link there is refused.
+
+    Raises:
+        ConfigError: ``path`` is a symbolic link (or cannot be opened).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        problem = "is a symbolic link; hpwf does not follow it" if path.is_symlink() else (exc.strerror or str(exc))
+        raise ConfigError(f"{path}: {problem}") from None
+    return os.fdopen(fd, "r+")
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
