@@ -10,12 +10,12 @@ reason for a failure it decided (a lost rank, a timeout, an interrupted run).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from hpwf._perms import atomic_writer
 
 RESULT = "result.json"
 PARAMS = "params.json"
@@ -31,18 +31,11 @@ def trial_folder(run_dir: Path, number: int) -> Path:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a fresh temporary file (no fixed name to hijack)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``text`` through a fresh temporary file, flushed to disk first."""
+    with atomic_writer(path) as f:
+        f.write(text.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_result(folder: Path, number: int, state: str, values: list[float] | None,
