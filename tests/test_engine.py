@@ -378,3 +378,16 @@ def test_sampling_ahead_can_be_switched_off(session: FakeSession, tmp_path: Path
     a.finish(first)
     turn(c, 3)
     assert [m.params for m in a.messages() if isinstance(m, Assign)] == [{}]
+
+
+def test_a_rank_lost_after_its_leader_reported_does_not_undo_the_result(tmp_path: Path) -> None:
+    with FakeSession(FakeBackend(slots=2, group_mode="mpi"), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=1, ranks_per_trial=2)
+        leader, member = connect_all(session, c, 2)
+        turn(c)
+        task = leader.assigns()[0]
+        leader.end.send(Done(task.ticket, "complete", [0.5], None, 1.0))
+        member.end.close()  # the other rank dies before it says it is done
+        while not c.finished():
+            turn(c)
+        assert c.study.trials[0].state == TrialState.COMPLETE and c.counts.fail == 0

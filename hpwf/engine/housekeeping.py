@@ -54,6 +54,7 @@ def _check_budget(c: Coordinator, now: float) -> None:
         for record in ledger.in_state(S.ASKED, S.WAITING):
             c._fail(record, f"not started: {c.stop_reason}", counts_as_failure=False)
 
+
 def _check_starved(c: Coordinator, now: float) -> None:
     """Waiting trials bigger than every live agent together, with nothing running: stop."""
     ledger = c.session.ledger

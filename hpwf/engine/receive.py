@@ -41,6 +41,7 @@ def receive(c: Coordinator, conn: Any) -> None:
     elif isinstance(message, (Suggest, Report, UserAttr)):
         send_quietly(conn, Reply(message.ticket, _answer(c, message)))
 
+
 def _hello(c: Coordinator, conn: Any, agent: AgentRecord | None, hello: Hello) -> None:
     ledger = c.session.ledger
     if agent is None or agent.state != A.CONNECTING:
@@ -61,11 +62,13 @@ def _hello(c: Coordinator, conn: Any, agent: AgentRecord | None, hello: Hello) -
     ledger.move_agent(agent, A.IDLE)
     send_quietly(conn, c.setup)
 
+
 def _started_running(c: Coordinator, ticket: int | None) -> TrialRecord | None:
     record = c.session.ledger.trials.get(ticket) if ticket is not None else None
     if record is not None and record.state == S.PLACED:
         c.session.ledger.move(record, S.RUNNING)
     return record
+
 
 def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
     record = _started_running(c, message.ticket)
@@ -86,6 +89,7 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
         return None
     except Exception as exc:  # noqa: BLE001 - the trial side raises it in the objective
         return exc
+
 
 def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> None:
     ledger = c.session.ledger
@@ -111,6 +115,7 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
     else:
         ledger.move_agent(agent, A.RESERVED, record.ticket)  # the group's ranks come back together
 
+
 def _release(c: Coordinator, record: TrialRecord) -> None:
     """The trial's ranks are all done: its agents are free again."""
     ledger = c.session.ledger
@@ -122,8 +127,10 @@ def _release(c: Coordinator, record: TrialRecord) -> None:
         c._fail(record, "the trial's ranks ended without a result")
     ledger.forget(record)
 
+
 def _attached_to(c: Coordinator, record: TrialRecord) -> bool:
     return any(r is record for r in c._attached.values())
+
 
 def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
     """An agent is gone: fail its trial; its group's other ranks are retired (MPI) or freed."""
@@ -135,7 +142,8 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
     c.session.drop(agent.conn)
     if record is None:
         return
-    c._fail(record, f"{agent.where()} {why}")
+    if record.state in (S.PLACED, S.RUNNING):  # a result already in hand (DONE) stands
+        c._fail(record, f"{agent.where()} {why}")
     record.working.discard(agent)
     for other in record.agents:
         if other.ticket != record.ticket or other.state not in (A.BUSY, A.RESERVED):
@@ -150,6 +158,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
     record.working = {a for a in record.working if a.state == A.BUSY}
     if not record.working:
         _release(c, record)
+
 
 def _detach(c: Coordinator, conn: Any, why: str) -> None:
     record = c._attached.pop(conn, None)
