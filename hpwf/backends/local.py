@@ -6,7 +6,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from hpwf.agent import serve_in_child
+from hpwf.agent import serve, serve_in_child
 from hpwf.backends._base import Backend
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, 
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve_in_child, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
+            serve_in_child, serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures
