@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpwf._protocol import Setup
+from hpwf._reach import fresh_report_dir
 from hpwf.backends import Backend, make_backend
 from hpwf.coordinator import Budget, Coordinator, Session
 from hpwf.errors import ConfigError, RunError
@@ -243,6 +244,7 @@ def _run_phases(phases: list[_Phase], backend: Backend, progress: bool) -> RunRe
     for phase in phases:
         _check_fits(phase.search, backend)
     results: list[RunResult] = []
+    backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
     with Session(backend) as session:
         for phase in phases:
             results.append(_run_phase(phase, backend, session, progress))
