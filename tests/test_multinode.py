@@ -207,6 +207,20 @@ def test_agents_that_cannot_connect_are_reported(nodes: Nodes, tmp_path: Path) -
     assert len(complete(run_dir)) == 6 and set(hosts_of_trials(run_dir).values()) == {"nodeA"}
 
 
+def test_mpi_ranks_that_cannot_connect_are_reported(nodes: Nodes, tmp_path: Path) -> None:
+    """--backend mpi forced onto loopback: nodeB's ranks report and leave without ending the MPI
+    job; the run finishes on nodeA's two worker ranks."""
+    run_dir = tmp_path / "run"
+    proc = nodes.run("nodeA", nodes.mpirun("nodeA:3,nodeB:2", 5, f"python -m hpwf run {WHERE} --backend mpi "
+                                                                  f"--interface lo --run-dir {run_dir} --quiet"),
+                     env={"WHERE_TRIALS": "4"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("2 of 4 agents never connected: rank 3 on nodeB: ConnectionRefusedError: [Errno 111] Connection refused"
+            in proc.stderr), proc.stderr[-3000:]
+    assert "rank 4 on nodeB: ConnectionRefusedError" in proc.stderr
+    assert len(complete(run_dir)) == 4 and set(hosts_of_trials(run_dir).values()) == {"nodeA"}
+
+
 def test_an_unknown_interface_is_refused(nodes: Nodes, tmp_path: Path) -> None:
     proc = nodes.run("nodeA", f"python -m hpwf run {WHERE} --backend mpirun --workers 2 --interface eth9 "
                               f"--run-dir {tmp_path / 'run'}", env=hydra_env(nodes, tmp_path, "nodeA,nodeB"))
@@ -249,6 +263,20 @@ def test_dask_scheduler_on_one_node_workers_on_another(nodes: Nodes, tmp_path: P
     assert len(complete(run_dir)) == 6
     assert set(hosts_of_trials(run_dir).values()) == {"nodeB"}
     assert json.loads((run_dir / "summary.json").read_text())["agents_seen"] == 2
+
+
+def test_dask_workers_that_cannot_reach_the_coordinator_stop_the_run_with_a_reason(nodes: Nodes,
+                                                                                  tmp_path: Path) -> None:
+    address = start_dask(nodes, tmp_path, {"nodeB": 2})
+    run_dir = tmp_path / "run"
+    try:
+        proc = nodes.run("nodeA", f"python -m hpwf run {WHERE} --backend dask --scheduler {address} "
+                                  f"--interface lo --run-dir {run_dir} --quiet", env={"WHERE_TRIALS": "2"})
+    finally:
+        nodes.stop_daemons()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "2 of 2 agents never connected: dask-0 on nodeB: ConnectionRefusedError" in proc.stderr
+    assert "hpwf: run stopped: backend failed: no agent could reach the coordinator" in proc.stderr
 
 
 def test_dask_mpi_across_nodes(nodes: Nodes, tmp_path: Path) -> None:
