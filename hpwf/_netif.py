@@ -25,7 +25,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from hpwf.errors import ConfigError
 
@@ -143,24 +143,43 @@ def job_hosts(launcher: Sequence[str], env: Mapping[str, str] | None = None) -> 
         ['n1', 'n2']
     """
     env = os.environ if env is None else env
-    args = list(launcher)
-    for i, arg in enumerate(args[:-1]):
-        value = args[i + 1]
-        if arg in ("-hosts", "-host", "--host", "-H"):
-            return [h.split(":")[0] for h in value.split(",") if h]
-        if arg in ("-f", "-hostfile", "--hostfile", "-machinefile", "--machinefile"):
-            return read_host_file(Path(value))
-    if env.get("HYDRA_HOST_FILE"):
-        return read_host_file(Path(env["HYDRA_HOST_FILE"]))
+    slots = job_slots(launcher, env)
+    if slots:
+        return [host for host, _ in slots]
     if env.get("SLURM_JOB_NODELIST"):
         return expand_nodelist(env["SLURM_JOB_NODELIST"])
     if env.get("PBS_NODEFILE"):
-        return read_host_file(Path(env["PBS_NODEFILE"]))
+        return [host for host, _ in read_host_file(Path(env["PBS_NODEFILE"]))]
     return []
 
 
-def read_host_file(path: Path) -> list[str]:
-    """Hosts of an MPICH (``host[:n]``), Open MPI (``host slots=n``) or PBS host file.
+HOSTS_FLAGS = ("-hosts", "-host", "--host", "-H")
+HOSTFILE_FLAGS = ("-f", "-hostfile", "--hostfile", "-machinefile", "--machinefile")
+
+
+def job_slots(launcher: Sequence[str], env: Mapping[str, str] | None = None) -> list[tuple[str, int]]:
+    """Hosts and their slots named by an ``mpirun`` command line or ``HYDRA_HOST_FILE`` (a host
+    without a count has 1 slot); empty when neither names hosts.
+
+    Example:
+        >>> job_slots(["mpirun", "-hosts", "n1:2,n2"], env={})
+        [('n1', 2), ('n2', 1)]
+    """
+    env = os.environ if env is None else env
+    args = list(launcher)
+    for i, arg in enumerate(args[:-1]):
+        if arg in HOSTS_FLAGS:
+            return _merge(_host_slots(h) for h in args[i + 1].split(",") if h)
+        if arg in HOSTFILE_FLAGS:
+            return read_host_file(Path(args[i + 1]))
+    if env.get("HYDRA_HOST_FILE"):
+        return read_host_file(Path(env["HYDRA_HOST_FILE"]))
+    return []
+
+
+def read_host_file(path: Path) -> list[tuple[str, int]]:
+    """Hosts and slots of an MPICH (``host[:n]``), Open MPI (``host slots=n``) or PBS host file
+    (a host on several lines has their slots added up).
 
     Raises:
         ConfigError: the file cannot be read.
@@ -169,12 +188,29 @@ def read_host_file(path: Path) -> list[str]:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise ConfigError(f"host file {path}: {exc.strerror or exc}") from None
-    hosts = []
+    entries = []
     for line in lines:
         words = shlex.split(line.split("#")[0])
-        if words:
-            hosts.append(words[0].split(":")[0])
-    return list(dict.fromkeys(hosts))
+        if not words:
+            continue
+        host, slots = _host_slots(words[0])
+        for word in words[1:]:
+            if word.startswith("slots=") and word[6:].isdigit():
+                slots = int(word[6:])
+        entries.append((host, slots))
+    return _merge(entries)
+
+
+def _host_slots(item: str) -> tuple[str, int]:
+    host, _, count = item.partition(":")
+    return host, int(count) if count.isdigit() else 1
+
+
+def _merge(entries: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    merged: dict[str, int] = {}
+    for host, slots in entries:
+        merged[host] = merged.get(host, 0) + slots
+    return list(merged.items())
 
 
 def expand_nodelist(nodelist: str) -> list[str]:

@@ -5,7 +5,8 @@ namespaces joined by a bridge, 10.77.0.1-3, hostnames nodeA-nodeC), each with an
 test key, sharing this machine's file system. Commands run on a node through its sshd, so they
 see its hostname; MPICH's ssh launcher starts ranks on the others. Needs root (as CI runs);
 nothing is skipped: a machine that cannot create namespaces fails these tests, saying why.
-The node-loss test kills nodeC and runs last. Select them with ``pytest -m multinode``.
+The node-loss tests kill nodeC and bring its sshd back afterwards. Select them with
+``pytest -m multinode``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class Nodes:
     def lose(self, node: str) -> None:
         """Every process of ``node`` is killed at once (the node is gone)."""
         subprocess.run([str(NODES_SH), "kill", str(self.state), node], check=True, capture_output=True, timeout=60)
+
+    def revive(self, node: str) -> None:
+        """A lost node comes back (its sshd; nothing else it ran)."""
+        subprocess.run([str(NODES_SH), "revive", str(self.state), node], check=True, capture_output=True, timeout=60)
 
     def mpirun(self, hosts: str, np: int, args: str) -> str:
         return f"mpirun -launcher ssh -launcher-exec {shlex.quote(self.ssh)} -hosts {hosts} -np {np} {args}"
@@ -292,34 +297,87 @@ def test_dask_mpi_across_nodes(nodes: Nodes, tmp_path: Path) -> None:
     assert json.loads((run_dir / "summary.json").read_text())["agents_seen"] == 3
 
 
-def test_a_node_lost_mid_run_its_trials_fail_and_run_again(nodes: Nodes, tmp_path: Path) -> None:
-    """Every process of nodeC is killed while it runs trials: those trials fail (their agents
-    died), run again on nodeB with the same parameters, and the budget is met exactly. Last test:
-    nodeC stays dead."""
-    address = start_dask(nodes, tmp_path, {"nodeB": 2, "nodeC": 2})
-    run_dir = tmp_path / "run"
-    argv = nodes._argv("nodeA", f"python -m hpwf run {WHERE} --backend dask --scheduler {address} "
-                                f"--run-dir {run_dir} --quiet",
-                       {"WHERE_TRIALS": "8", "WHERE_SLEEP": "3", "WHERE_RETRIES": "1", "WHERE_HEARTBEAT": "2"})
+LOSS_ENV = {"WHERE_TRIALS": "8", "WHERE_SLEEP": "3", "WHERE_RETRIES": "1", "WHERE_HEARTBEAT": "2"}
+
+
+def run_and_lose(nodes: Nodes, command: str, env: dict[str, str], run_dir: Path, victim: str) -> tuple[int, str]:
+    """Run ``command`` on nodeA; kill every process of ``victim`` once a trial runs there."""
+    coordinator = subprocess.Popen(nodes._argv("nodeA", command, env), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
     try:
-        coordinator = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while not ((run_dir / "trials").exists() and "nodeC" in hosts_of_trials(run_dir).values()):
-            assert time.time() < deadline and coordinator.poll() is None, "no trial ever ran on nodeC"
+        while not ((run_dir / "trials").exists() and victim in hosts_of_trials(run_dir).values()):
+            assert time.time() < deadline and coordinator.poll() is None, f"no trial ever ran on {victim}"
             time.sleep(0.2)
-        nodes.lose("nodeC")
+        nodes.lose(victim)
         _, stderr = coordinator.communicate(timeout=240)
     finally:
-        nodes.stop_daemons()
-    assert coordinator.returncode == 0, stderr[-3000:]
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.communicate()
+        nodes.revive(victim)
+    return coordinator.returncode, stderr
+
+
+def assert_failed_trials_ran_again(run_dir: Path, budget: int, survivors: set[str]) -> list:  # type: ignore[type-arg]
+    """Exactly ``budget`` trials complete; every failed one ran again, same parameters, on a survivor."""
     study = hpwf.load_study(run_dir)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(done) == 8, [(t.number, t.state) for t in study.trials]  # exactly the budget
-    assert failed and all("host nodeC" in t.user_attrs["fail_reason"] and "died mid-trial" in t.user_attrs["fail_reason"]
-                          for t in failed), [t.user_attrs["fail_reason"] for t in failed]
+    assert len(done) == budget, [(t.number, t.state) for t in study.trials]
+    assert failed and all("died mid-trial" in t.user_attrs["fail_reason"] for t in failed)
     hosts = hosts_of_trials(run_dir)
-    for t in failed:  # run again, same parameters, on a node that is still there
+    for t in failed:
         again = [d for d in done if d.user_attrs.get("hpwf:retry_of") == t.number]
-        assert len(again) == 1 and again[0].params == t.params and hosts[again[0].number] == "nodeB"
+        assert len(again) == 1 and again[0].params == t.params and hosts[again[0].number] in survivors
     assert all(t.state != TrialState.RUNNING for t in study.trials)
+    return failed
+
+
+def test_a_node_lost_under_the_mpirun_backend_the_job_restarts_on_the_others(nodes: Nodes, tmp_path: Path) -> None:
+    """nodeC dies: MPICH ends the whole job of agents, so every running trial fails; hpwf finds
+    that nodeC no longer answers and starts the job again on nodeA's slots; the failed trials run
+    again and the budget is met exactly."""
+    run_dir = tmp_path / "run"
+    env = {**hydra_env(nodes, tmp_path, "nodeA:2,nodeC:2"), **LOSS_ENV}
+    code, stderr = run_and_lose(nodes, f"python -m hpwf run {WHERE} --backend mpirun --workers 4 "
+                                       f"--run-dir {run_dir} --quiet", env, run_dir, "nodeC")
+    assert code == 0, stderr[-3000:]
+    assert "nodeC no longer answers: the job starts on the other hosts with 2 of 4 ranks" in stderr
+    failed = assert_failed_trials_ran_again(run_dir, 8, {"nodeA"})
+    assert any("host nodeC" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_a_node_lost_under_the_mpi_backend_ends_the_job_and_resume_finishes(nodes: Nodes, tmp_path: Path) -> None:
+    """Under ``mpirun ... --backend mpi`` the coordinator is rank 0 of the job that loses nodeC:
+    the job ends (no hang); `resume` on the nodes left finishes the budget exactly, re-running
+    the trials that were interrupted."""
+    run_dir = tmp_path / "run"
+    code, _ = run_and_lose(nodes, nodes.mpirun("nodeA:3,nodeC:2", 5, f"python -m hpwf run {WHERE} --backend mpi "
+                                                                     f"--run-dir {run_dir} --quiet"),
+                           LOSS_ENV, run_dir, "nodeC")
+    assert code != 0
+    proc = nodes.run("nodeA", nodes.mpirun("nodeA:3", 3, f"python -m hpwf resume {run_dir} --quiet"), env=LOSS_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = hpwf.load_study(run_dir)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 8
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    finished = [d.params for d in study.trials if d.state == TrialState.COMPLETE]
+    assert interrupted and all(t.params in finished for t in interrupted)  # (a re-run may itself be re-run)
+
+
+def test_a_node_lost_mid_run_its_trials_fail_and_run_again(nodes: Nodes, tmp_path: Path) -> None:
+    """Dask workers on nodeB and nodeC; every process of nodeC is killed while it runs trials:
+    those trials fail (their agents died), run again on nodeB with the same parameters, and the
+    budget is met exactly."""
+    address = start_dask(nodes, tmp_path, {"nodeB": 2, "nodeC": 2})
+    run_dir = tmp_path / "run"
+    try:
+        code, stderr = run_and_lose(nodes, f"python -m hpwf run {WHERE} --backend dask --scheduler {address} "
+                                           f"--run-dir {run_dir} --quiet", LOSS_ENV, run_dir, "nodeC")
+    finally:
+        nodes.stop_daemons()
+    assert code == 0, stderr[-3000:]
+    failed = assert_failed_trials_ran_again(run_dir, 8, {"nodeB"})
+    assert all("host nodeC" in t.user_attrs["fail_reason"] for t in failed)

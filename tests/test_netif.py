@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpwf import _netif
-from hpwf._netif import choose, expand_nodelist, job_hosts, read_host_file
+from hpwf._netif import choose, expand_nodelist, job_hosts, job_slots, read_host_file
 from hpwf._reach import Unreachable, connect_or_report, fresh_report_dir, read_reports, write_report
 from hpwf.errors import ConfigError
 
@@ -60,8 +60,9 @@ def test_hosts_of_an_mpirun_command_line(tmp_path: Path) -> None:
     hydra.write_text("# the job's nodes\nnodeA:2\nnodeB:2  # two each\n\nnodeA\n")
     ompi = tmp_path / "ompi"
     ompi.write_text("cn01 slots=4\ncn02 slots=4 max_slots=8\n")
-    assert read_host_file(hydra) == ["nodeA", "nodeB"]
-    assert read_host_file(ompi) == ["cn01", "cn02"]
+    assert read_host_file(hydra) == [("nodeA", 3), ("nodeB", 2)]
+    assert read_host_file(ompi) == [("cn01", 4), ("cn02", 4)]
+    assert job_slots(["mpirun", "-hosts", "a:2,b,a"], env={}) == [("a", 3), ("b", 1)]
     assert job_hosts(["mpirun", "-f", str(hydra)], env={}) == ["nodeA", "nodeB"]
     assert job_hosts(["mpirun", "--hostfile", str(ompi)], env={}) == ["cn01", "cn02"]
     assert job_hosts(["mpirun", "-hosts", "a:2,b"], env={"HYDRA_HOST_FILE": str(ompi)}) == ["a", "b"]

@@ -16,6 +16,9 @@ from hpwf.backends.local import agents_failure, submit_agents
 from hpwf.errors import ConfigError
 
 
+WORKERS_WAIT_S = 120.0
+
+
 class DaskBackend(Backend):
     """Agents on the workers of a running Dask cluster.
 
@@ -80,8 +83,19 @@ def dask_mpi_backend(interface: str | None = None) -> DaskBackend:
     import dask_mpi
     from distributed import Client
 
+    from mpi4py import MPI
+
     interface = interface or os.environ.get(INTERFACE_ENV) or os.environ.get("HPWF_DASK_INTERFACE")
     dask_mpi.initialize(nthreads=1, dashboard=False, interface=interface)
-    backend = DaskBackend(client=Client(), interface=interface)
+    client = Client()
+    workers = MPI.COMM_WORLD.Get_size() - 2
+    try:  # every worker rank, not just the first to register (on other nodes they come later)
+        client.wait_for_workers(max(workers, 1), timeout=WORKERS_WAIT_S)
+    except TimeoutError:
+        from hpwf.progress import say
+
+        say(f"[hpwf] only {len(client.scheduler_info()['workers'])} of {workers} dask-mpi workers "
+            f"registered within {WORKERS_WAIT_S:.0f} s; the run goes on with them")
+    backend = DaskBackend(client=client, interface=interface)
     backend.name = "dask-mpi"
     return backend

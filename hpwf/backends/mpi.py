@@ -206,7 +206,23 @@ class MPIJobBackend(Backend):
 
             say(f"[hpwf] the MPI job of agents ended (exit {self._proc.returncode}); "
                 f"starting it again ({self._restarts}/{self.max_restarts})")
+            if _is_hydra(self.launcher[0]):
+                self._drop_lost_hosts()
             self._launch()
+
+    def _drop_lost_hosts(self) -> None:
+        """A node that died would make every new job fail to launch: leave out the hosts that no
+        longer answer (`hpwf.backends._relaunch`), with the ranks they held."""
+        from hpwf.backends._relaunch import shrink, without_hosts
+        from hpwf.progress import say
+
+        shrunk = shrink(self.launcher, self.ranks)
+        if shrunk is None:
+            return
+        say(f"[hpwf] {', '.join(shrunk.lost)} no longer answer{'s' if len(shrunk.lost) == 1 else ''}: "
+            f"the job starts on the other hosts with {shrunk.ranks} of {self.ranks} ranks")
+        self.launcher = [*without_hosts(self.launcher), *shrunk.args]
+        self.ranks = shrunk.ranks
 
     def failure(self, live: int, seen: int) -> str | None:
         lost = self.check_unreachable()

@@ -3,6 +3,7 @@
 #
 #   tests/multinode/nodes.sh start STATE_DIR [N]   N nodes (2 or 3, default 3): nodeA, nodeB, nodeC
 #   tests/multinode/nodes.sh kill  STATE_DIR NODE  end every process of NODE (the node is lost)
+#   tests/multinode/nodes.sh revive STATE_DIR NODE start NODE's sshd again (after kill)
 #   tests/multinode/nodes.sh stop  STATE_DIR       end every process of every node, delete the namespaces
 #
 # Each node is a network namespace with its own address (10.77.0.1, .2, .3 on eth0), joined by a
@@ -75,6 +76,27 @@ stop() {
     done
 }
 
+start_sshd() {  # start_sshd NODE: its sshd, with its hostname and hosts file, in the background
+    local name=$1
+    setsid ip netns exec "$(ns_of "$name")" unshare --uts --mount sh -c \
+        "mount --bind '$P/hosts' /etc/hosts && hostname $name && exec /usr/sbin/sshd -D -e -f '$P/sshd_config.$name'" \
+        >>"$P/sshd.$name.log" 2>&1 </dev/null &
+    echo $! >"$P/sshd.$name.pid"
+}
+
+wait_for_ssh() {  # wait_for_ssh NODE ADDRESS: its sshd answers from nodeA with the right hostname
+    local name=$1 addr=$2 first_ns ok= seen
+    first_ns=$(ns_of nodeA)
+    for _ in $(seq 1 50); do
+        if probe "$first_ns" "$addr" 22; then ok=1; break; fi
+        sleep 0.2
+    done
+    [ -n "$ok" ] || die "sshd on $name ($addr) does not answer from nodeA: $(tail -5 "$P/sshd.$name.log")"
+    seen=$(ip netns exec "$first_ns" "$P/ssh" "$addr" hostname) \
+        || die "ssh from nodeA to $name ($addr) failed: $(tail -5 "$P/sshd.$name.log")"
+    [ "$seen" = "$name" ] || die "$name answers with hostname $seen"
+}
+
 probe() {  # probe FROM_NS ADDRESS PORT: a TCP connection from inside FROM_NS succeeds
     ip netns exec "$1" python3 - "$2" "$3" <<'PY' 2>/dev/null
 import socket, sys
@@ -134,10 +156,8 @@ SSH
 
     for i in $(seq 0 $((n - 1))); do
         name=${names[$i]}
-        ns=$(ns_of "$name")
-        addr=$SUBNET.$((i + 1))
         cat >"$P/sshd_config.$name" <<CONF
-ListenAddress $addr
+ListenAddress $SUBNET.$((i + 1))
 Port 22
 HostKey $P/host_key
 AuthorizedKeysFile $P/authorized_keys
@@ -152,27 +172,11 @@ PrintMotd no
 MaxStartups 200
 MaxSessions 200
 CONF
-        setsid ip netns exec "$ns" unshare --uts --mount sh -c \
-            "mount --bind '$P/hosts' /etc/hosts && hostname $name && exec /usr/sbin/sshd -D -e -f '$P/sshd_config.$name'" \
-            >"$P/sshd.$name.log" 2>&1 </dev/null &
-        echo $! >"$P/sshd.$name.pid"
+        start_sshd "$name"
     done
 
-    local first_ns
-    first_ns=$(ns_of nodeA)
     for i in $(seq 0 $((n - 1))); do
-        name=${names[$i]}
-        addr=$SUBNET.$((i + 1))
-        local ok=
-        for _ in $(seq 1 50); do
-            if probe "$first_ns" "$addr" 22; then ok=1; break; fi
-            sleep 0.2
-        done
-        [ -n "$ok" ] || die "sshd on $name ($addr) does not answer from nodeA: $(tail -5 "$P/sshd.$name.log")"
-        local seen
-        seen=$(ip netns exec "$first_ns" "$P/ssh" "$addr" hostname) \
-            || die "ssh from nodeA to $name ($addr) failed: $(tail -5 "$P/sshd.$name.log")"
-        [ "$seen" = "$name" ] || die "$name answers with hostname $seen"
+        wait_for_ssh "${names[$i]}" "$SUBNET.$((i + 1))"
     done
     trap - ERR
     log "$n nodes up: $(awk '{printf "%s=%s ", $1, $2}' "$P/nodes")(state in $P)"
@@ -180,6 +184,14 @@ CONF
 
 case "$ACTION" in
     start) start "${3:-3}" ;;
+    revive)  # a killed node comes back: its sshd again (nothing else it ran)
+        node=${3:?usage: nodes.sh revive STATE_DIR NODE}
+        address=$(awk -v n="$node" '$1 == n {print $2}' "$P/nodes")
+        [ -n "$address" ] || die "no node $node in $P/nodes"
+        start_sshd "$node"
+        wait_for_ssh "$node" "$address"
+        log "$node is back"
+        ;;
     kill)
         node=${3:?usage: nodes.sh kill STATE_DIR NODE}
         pids=$(ip netns pids "$(ns_of "$node")" 2>/dev/null || true)
