@@ -102,3 +102,20 @@ def test_an_agent_that_cannot_connect_reports_once_and_the_capacity_lost_is_told
                              f"[Errno 111] Connection refused (coordinator at 127.0.0.1:{port})")
     assert [r.name for r in read_reports(reports)] == ["dask-0", "rank-2"]
     assert fresh_report_dir(tmp_path) == reports and read_reports(reports) == []  # a new session starts clean
+
+
+def test_a_job_restarts_without_the_hosts_that_no_longer_answer(tmp_path: Path) -> None:
+    """`hpwf.backends._relaunch`: probe every host with the job's own launcher, keep the others
+    with the ranks Hydra had placed there (the live run is in tests/test_multinode.py)."""
+    from hpwf.backends._relaunch import ranks_per_host, shrink, without_hosts
+
+    fake = tmp_path / "mpirun"  # answers for every host but "dead"
+    fake.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -hosts ] && [ "$2" = dead ] && exit 255; shift; done\n')
+    fake.chmod(0o755)
+    launcher = [str(fake), "-launcher", "ssh", "-hosts", "a:2,dead:2,b"]
+    assert without_hosts(launcher) == [str(fake), "-launcher", "ssh"]
+    assert ranks_per_host([("a", 2), ("dead", 2), ("b", 1)], 7) == {"a": 4, "dead": 2, "b": 1}
+    shrunk = shrink(launcher, 5, env={})
+    assert shrunk is not None and (shrunk.args, shrunk.ranks, shrunk.lost) == (["-hosts", "a:2,b:1"], 3, ["dead"])
+    assert shrink([str(fake), "-hosts", "a,b"], 2, env={}) is None  # every host answers
+    assert shrink([str(fake)], 2, env={}) is None  # no host list: nothing to leave out
