@@ -35,6 +35,9 @@ TAG=$(printf %s "$P" | md5sum | cut -c1-6)
 BR=hpwf-$TAG-br
 
 ns_of() { echo "hpwf-$TAG-$1"; }  # ns_of nodeA -> hpwf-TAG-nodeA
+# Each session's tag is recorded with the pid of its owner (the test process that ran `start`),
+# so that a later `start` tears down the nodes of a session that was killed before its `stop`.
+OWNERS=/run/hpwf-nodes
 
 install_if_missing() {
     local want=()
@@ -66,13 +69,26 @@ end_processes_of() {  # end_processes_of NAMESPACE: TERM, then KILL what is left
     sleep 0.3
 }
 
-stop() {
-    local ns
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^hpwf-$TAG-" || true); do
+stop() {  # stop [TAG]: every node of this session (or of the session TAG)
+    local tag=${1:-$TAG} ns
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^hpwf-$tag-" || true); do
         end_processes_of "$ns"
     done
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^hpwf-$TAG-" || true); do
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^hpwf-$tag-" || true); do
         ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
+    done
+    rm -f "$OWNERS/$tag"
+}
+
+sweep_orphans() {  # the nodes of sessions whose owner is gone (killed before they could stop)
+    local f pid
+    for f in "$OWNERS"/*; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f" 2>/dev/null || echo 0)
+        if [ "$(basename "$f")" != "$TAG" ] && ! kill -0 "$pid" 2>/dev/null; then
+            log "removing the nodes of an ended session (tag $(basename "$f"), owner pid $pid)"
+            stop "$(basename "$f")"
+        fi
     done
 }
 
@@ -109,6 +125,9 @@ start() {
     case "$n" in 2|3) ;; *) die "N must be 2 or 3, not $n" ;; esac
     install_if_missing
     stop  # leftovers of an earlier session with this state dir
+    sweep_orphans
+    mkdir -p "$OWNERS"
+    echo "${HPWF_NODES_OWNER:-$PPID}" >"$OWNERS/$TAG"
     trap 'log "start failed; tearing down"; stop' ERR
 
     ip netns add "$BR" || die "cannot create a network namespace (ip netns add): this machine or container does not allow it (needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN)"
