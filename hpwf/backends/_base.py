@@ -67,6 +67,11 @@ class Backend(ABC):
             return f"no agent could reach the coordinator ({self._unreachable.count} reported in {self.report_dir})"
         return None
 
+    @property
+    def unreachable_agents(self) -> int:
+        """Agents that reported they could not reach the coordinator (for the run's summary)."""
+        return self._unreachable.count if self._unreachable else 0
+
     def heal(self, live: int) -> None:
         """Called every half second: restart agents that are gone, where the backend can."""
 

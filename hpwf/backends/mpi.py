@@ -82,7 +82,7 @@ class MPIBackend(Backend):
         lost = self.check_unreachable()
         if lost:
             return lost
-        expected = self.slots - (self._unreachable.count if self._unreachable else 0)
+        expected = self.slots - self.unreachable_agents
         if seen >= expected and live < expected:
             return f"{expected - live} of {expected} worker ranks are gone"
         if seen < expected and time.time() - self._started_at > 300:

@@ -17,7 +17,7 @@
 # STATE_DIR receives: ssh (a wrapper: `STATE_DIR/ssh HOST CMD` with the test key), hosts (the
 # hosts file every node sees), nodes (lines "NAME ADDRESS NAMESPACE"), hostfile (one line per
 # node, for HYDRA_HOST_FILE), and the sshd configuration, keys and logs.
-# Recipe: /work/shared/notes/multinode.md.
+# PYTHON (default python3) runs the reachability probe. Recipe: /work/shared/notes/multinode.md.
 set -euo pipefail
 
 ACTION=${1:?usage: nodes.sh start|kill|stop STATE_DIR [N|NODE]}
@@ -114,7 +114,7 @@ wait_for_ssh() {  # wait_for_ssh NODE ADDRESS: its sshd answers from nodeA with 
 }
 
 probe() {  # probe FROM_NS ADDRESS PORT: a TCP connection from inside FROM_NS succeeds
-    ip netns exec "$1" python3 - "$2" "$3" <<'PY' 2>/dev/null
+    ip netns exec "$1" "${PYTHON:-python3}" - "$2" "$3" <<'PY' 2>/dev/null
 import socket, sys
 socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
 PY
