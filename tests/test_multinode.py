@@ -105,7 +105,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     state = tmp_path_factory.mktemp("nodes")
     started = time.time()
     proc = subprocess.run([str(NODES_SH), "start", str(state), "3"], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HPWF_NODES_OWNER": str(os.getpid()), "PYTHON": sys.executable})  # a killed session's nodes go next time
+                          env={**os.environ, "PYTHON": sys.executable,
+                               "HPWF_NODES_OWNER": str(os.getpid())})  # if killed, the next start removes them
     try:
         if proc.returncode != 0:
             pytest.fail(f"cannot create the simulated nodes (tests/multinode/nodes.sh start):\n{proc.stderr[-3000:]}",

@@ -33,7 +33,8 @@ def test_the_mpi_stacks_interface_is_used_for_other_hosts(monkeypatch: pytest.Mo
     monkeypatch.setattr(_netif, "interface_addresses", lambda: {"lo": "127.0.0.1", "ib0": "10.9.0.4"})
     monkeypatch.setattr(_netif, "is_this_host", lambda host: False)
     endpoint = choose(["cn02"], env={"HYDRA_IFACE": "ib0"})
-    assert (endpoint.listen, endpoint.advertise, endpoint.why) == ("10.9.0.4", "10.9.0.4", "interface ib0 (HYDRA_IFACE)")
+    assert (endpoint.listen, endpoint.advertise) == ("10.9.0.4", "10.9.0.4")
+    assert endpoint.why == "interface ib0 (HYDRA_IFACE)"
 
 
 def test_other_hosts_get_the_address_on_the_route_to_them(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,7 +70,8 @@ def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, 
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve_or_report, address, authkey, f"{prefix}-{i}", reports=reports, key=f"hpwf-agent-{prefix}-{i}-{run}",
+            serve_or_report, address, authkey, f"{prefix}-{i}", reports=reports,
+            key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures
