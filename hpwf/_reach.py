@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPORT_DIR_ENV = "HPWF_AGENT_REPORTS"
 AGENTS_DIR = "agents"  # inside the run dir
@@ -57,9 +57,37 @@ def report_dir(run_dir: Path) -> Path:
 def fresh_report_dir(run_dir: Path) -> Path:
     """``RUN_DIR/agents`` without the reports of an earlier session (call before agents start)."""
     folder = report_dir(run_dir)
-    for old in folder.glob("unreachable-*.txt"):
-        old.unlink(missing_ok=True)
+    for pattern in ("unreachable-*.txt", "arrived-*"):
+        for old in folder.glob(pattern):
+            old.unlink(missing_ok=True)
     return folder
+
+
+def mark_arrival(reports: Path, launch: str, name: str) -> None:
+    """This agent said hello to the coordinator, or reported it cannot (one empty file per agent)."""
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / f"arrived-{_safe(launch)}-{_safe(socket.gethostname())}-{_safe(name)}").touch()
+
+
+def arrivals(reports: Path, launch: str) -> int:
+    """How many agents of launch ``launch`` have marked their arrival."""
+    return len(list(reports.glob(f"arrived-{_safe(launch)}-*")))
+
+
+class Announcing:
+    """An agent's connection that calls ``on_hello`` once its first message (the hello) is sent."""
+
+    def __init__(self, conn: Any, on_hello: Callable[[], None]) -> None:
+        self._conn, self._on_hello, self._told = conn, on_hello, False
+
+    def send(self, message: Any) -> None:
+        self._conn.send(message)
+        if not self._told:
+            self._told = True
+            self._on_hello()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 def connect_or_report(address: tuple[str, int], authkey: bytes, name: str, rank: int | None,

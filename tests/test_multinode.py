@@ -184,17 +184,25 @@ def hydra_env(nodes: Nodes, tmp_path: Path, layout: str) -> dict[str, str]:
 
 
 def test_mpirun_backend_agents_on_the_other_node_connect(nodes: Nodes, tmp_path: Path) -> None:
-    """The coordinator on nodeA listens on the interface that reaches nodeB, not on loopback."""
+    """The coordinator on nodeA listens on the interface that reaches nodeB, not on loopback; it
+    places trials once every rank has said hello, so 2-rank groups stay within a node."""
     run_dir = tmp_path / "run"
-    env = {**hydra_env(nodes, tmp_path, "nodeA:2,nodeB:2"), "WHERE_TRIALS": "8", "WHERE_SLEEP": "0.5"}
-    proc = nodes.run("nodeA", f"python -m hpwf run {WHERE} --backend mpirun --workers 4 --run-dir {run_dir} --quiet",
+    env = {**hydra_env(nodes, tmp_path, "nodeA:2,nodeB:2"), "HVD_TRIALS": "4", "HVD_RANKS": "2"}
+    proc = nodes.run("nodeA", f"python -m hpwf run {HVD} --backend mpirun --workers 4 --run-dir {run_dir} --quiet",
                      env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "never connected" not in proc.stderr and "cannot reach" not in proc.stderr
-    assert len(complete(run_dir)) == 8
+    trials = complete(run_dir)
+    assert len(trials) == 4
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["agents_seen"] == 4 and summary["slots"] == 4
-    assert set(hosts_of_trials(run_dir).values()) == {"nodeA", "nodeB"}
+    used = set()
+    for t in trials:
+        ranks = rank_records(run_dir, t.number)
+        assert [r["hvd_size"] for r in ranks] == [2, 2] and ranks[0]["weights"] == ranks[1]["weights"]
+        assert len({r["host"] for r in ranks}) == 1, f"trial {t.number} spans nodes: {ranks}"
+        used.update(r["host"] for r in ranks)
+    assert used == {"nodeA", "nodeB"}
 
 
 def test_agents_that_cannot_connect_are_reported(nodes: Nodes, tmp_path: Path) -> None:

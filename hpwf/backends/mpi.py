@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from hpwf._netif import choose, job_hosts
-from hpwf._reach import REPORT_DIR_ENV, UNREACHABLE_EXIT, connect_or_report, run_agent, serve_or_report
+from hpwf._reach import (REPORT_DIR_ENV, UNREACHABLE_EXIT, Announcing, arrivals, connect_or_report, mark_arrival,
+                         run_agent)
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
 
@@ -75,6 +76,7 @@ class MPIBackend(Backend):
                 pending -= 1
             else:
                 time.sleep(0.005)
+        time.sleep(SETTLE_S)
 
     def failure(self, live: int, seen: int) -> str | None:
         if self._started_at is None:
@@ -111,28 +113,19 @@ class MPIBackend(Backend):
         if conn is None:
             self.comm.send("unreachable", dest=0, tag=ARRIVAL_TAG)
             return UNREACHABLE_EXIT
-        run_agent(_Announcing(conn, self.comm), address, authkey, name, self.rank, self.comm)
+        def hello() -> None:
+            self.comm.send("hello", dest=0, tag=ARRIVAL_TAG)
+
+        run_agent(Announcing(conn, hello), address, authkey, name, self.rank, self.comm)
         return 0
 
 
 ARRIVAL_TAG = 7351  # worker rank -> rank 0: "my hello is sent" (or "I cannot connect")
 ARRIVAL_WAIT_S = 30.0
-
-
-class _Announcing:
-    """An agent's connection that tells rank 0, over MPI, once its first message (the hello) is sent."""
-
-    def __init__(self, conn: Any, comm: Any) -> None:
-        self._conn, self._comm, self._told = conn, comm, False
-
-    def send(self, message: Any) -> None:
-        self._conn.send(message)
-        if not self._told:
-            self._told = True
-            self._comm.send("hello", dest=0, tag=ARRIVAL_TAG)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+# A hello sent is not yet a hello received: on a loaded host the network stack may deliver it
+# later. The engine should hold multi-rank placement until every expected agent is ready; until
+# it does, this grace period makes a split group rare, not impossible.
+SETTLE_S = 0.5
 
 
 def _any_source() -> int:
@@ -169,6 +162,8 @@ class MPIJobBackend(Backend):
         self.listen_host, self.advertise_host = endpoint.listen, endpoint.advertise
         self.max_restarts = max_restarts
         self._restarts = 0
+        self._launches = 0
+        self._launch_id = ""
         self._proc: Any = None
         self._address: tuple[str, int] = ("127.0.0.1", 0)
         self._authkey = b""
@@ -181,18 +176,36 @@ class MPIJobBackend(Backend):
         self._address, self._authkey = address, authkey
         self._launch()
 
+    def _wait_for_arrivals(self) -> None:
+        """Up to ``ARRIVAL_WAIT_S``, until every rank of this launch has said hello (or reported it
+        cannot): trials are then placed knowing every rank's host. A group formed while its node's
+        ranks were still connecting would span nodes, and its ranks, given back together, would
+        keep forming that group."""
+        if self.report_dir is None:
+            return
+        deadline = time.monotonic() + ARRIVAL_WAIT_S
+        while time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            if arrivals(self.report_dir, self._launch_id) >= self.ranks:
+                time.sleep(SETTLE_S)
+                return
+            time.sleep(0.05)
+
     def _launch(self) -> None:
         import subprocess
         import sys
 
         flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
         env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._launches += 1
+        self._launch_id = f"{os.getpid()}.{self._launches}"
         if self.report_dir is not None:
             env[REPORT_DIR_ENV] = str(self.report_dir)
+            env[LAUNCH_ENV] = self._launch_id
         host, port = self._address
         command = [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
                    f"{host}:{port}"]
         self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        self._wait_for_arrivals()
 
     def heal(self, live: int) -> None:
         """A rank that dies inside a collective ends the whole MPI job (MPI has no way back):
@@ -248,6 +261,7 @@ class MPIJobBackend(Backend):
 
 
 AUTH_ENV = "HPWF_AUTHKEY"
+LAUNCH_ENV = "HPWF_LAUNCH_ID"  # which launch of the job of agents a rank belongs to (arrival marks)
 
 
 def _leave_stop_signals_to_the_coordinator() -> None:
@@ -277,9 +291,19 @@ def main(argv: list[str]) -> int:
     host, port = argv[0].rsplit(":", 1)
     world = MPI.COMM_WORLD
     _leave_stop_signals_to_the_coordinator()
-    reports = os.environ.get(REPORT_DIR_ENV)
-    serve_or_report((host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{world.Get_rank()}",
-                    world.Get_rank(), world, Path(reports) if reports else None)
+    reports = Path(os.environ[REPORT_DIR_ENV]) if os.environ.get(REPORT_DIR_ENV) else None
+    launch, rank = os.environ.get(LAUNCH_ENV, ""), world.Get_rank()
+    address, authkey, name = (host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{rank}"
+
+    def arrived() -> None:
+        if reports is not None and launch:
+            mark_arrival(reports, launch, name)
+
+    conn = connect_or_report(address, authkey, name, rank, reports)
+    if conn is None:
+        arrived()
+        return UNREACHABLE_EXIT
+    run_agent(Announcing(conn, arrived), address, authkey, name, rank, world)
     return 0
 
 
