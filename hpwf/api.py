@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from hpwf._perms import check_run_trusted, is_shared, make_run_dir, run_umask
 from hpwf._protocol import Setup
 from hpwf._secrets import refuse_password
+from hpwf._reach import fresh_report_dir
 from hpwf.backends import Backend, make_backend
 from hpwf.engine import Budget, Coordinator, Session
 from hpwf.errors import ConfigError, RunError
@@ -264,6 +265,7 @@ def _run_phases(phases: list[_Phase], backend: Backend, progress: bool) -> RunRe
     results: list[RunResult] = []
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
+    backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
     try:
         with Session(backend) as session:
             for phase in phases:

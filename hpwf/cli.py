@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", type=Path)
     p.add_argument("--backend", help="local (default) | mpi | mpirun | dask | dask-mpi")
     p.add_argument("--scheduler", help="the Dask scheduler address for --backend dask")
+    p.add_argument("--interface", help="network interface agents on other hosts reach the coordinator by "
+                   "(default: the one on the route to them; env HPWF_INTERFACE)")
     p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
     p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
     p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--backend")
     p.add_argument("--scheduler")
+    p.add_argument("--interface", help="network interface agents on other hosts reach the coordinator by "
+                   "(default: the one on the route to them; env HPWF_INTERFACE)")
     p.add_argument("--workers", type=int)
     p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
     p.add_argument("--timeout", type=float)
@@ -51,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=int, help="how many members")
     p.add_argument("--backend")
     p.add_argument("--scheduler")
+    p.add_argument("--interface", help="network interface agents on other hosts reach the coordinator by "
+                   "(default: the one on the route to them; env HPWF_INTERFACE)")
     p.add_argument("--workers", type=int)
     p.add_argument("--quiet", action="store_true")
 
@@ -134,7 +140,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
     from hpwf import api
     from hpwf.backends import make_backend
 
-    backend = make_backend(name, workers=workers, scheduler=args.scheduler)
+    backend = make_backend(name, workers=workers, scheduler=args.scheduler, interface=args.interface)
     if getattr(backend, "rank", 0) != 0:
         return backend.serve_rank()  # type: ignore[attr-defined]
     code = 2

@@ -78,8 +78,9 @@ def test_a_search_runs_to_its_budget(session: FakeSession, tmp_path: Path) -> No
     assert all(t.state == TrialState.COMPLETE for t in c.study.trials)
 
 
-def test_reserved_ranks_of_a_launched_group_stay_alive_past_three_heartbeats(session: FakeSession, tmp_path: Path) -> None:
+def test_reserved_ranks_of_a_launched_group_stay_alive_past_three_heartbeats(tmp_path: Path) -> None:
     """Reproduction 1: a 2-rank trial 4x its heartbeat long; its reserved rank beats while idle."""
+    session = FakeSession(FakeBackend(slots=2), FakeClock()).__enter__()
     c = coordinator(session, tmp_path, n_trials=1, ranks_per_trial=2, heartbeat=5.0)
     leader, other = connect_all(session, c, 2)
     turn(c)
@@ -281,6 +282,18 @@ def test_single_objective_refuses_a_tuple_and_multi_objective_checks_the_count()
     with pytest.raises(ValueError, match="2 directions"):
         _as_values(0.5, n_objectives=2)
     assert _as_values([1, 2], n_objectives=2) == [1.0, 2.0]
+
+
+def test_groups_wait_at_start_up_until_every_agent_could_arrive(session: FakeSession, tmp_path: Path) -> None:
+    """Placed on the first two of four agents, a 2-rank group could span two hosts."""
+    c = coordinator(session, tmp_path, n_trials=2, ranks_per_trial=2)
+    a = [session.connect("a0", rank=0, host="n1"), session.connect("b0", rank=1, host="n2")]
+    turn(c, 3)
+    assert not any(x.assigns() for x in a)  # 2 of 4 agents so far: wait
+    a += [session.connect("a1", rank=2, host="n1"), session.connect("b1", rank=3, host="n2")]
+    turn(c, 3)
+    groups = [{agent.host for agent in r.agents} for r in session.ledger.trials.values() if r.agents]
+    assert sorted(map(sorted, groups)) == [["n1"], ["n2"]]  # two groups, each inside one host
 
 
 def test_placing_an_mpi_group_sends_every_rank_the_same_task(tmp_path: Path) -> None:

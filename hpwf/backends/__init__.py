@@ -8,12 +8,14 @@ from hpwf.errors import ConfigError
 BACKENDS = ("local", "mpi", "mpirun", "dask", "dask-mpi")
 
 
-def make_backend(name: str, *, workers: int | None = None, scheduler: str | None = None) -> Backend:
+def make_backend(name: str, *, workers: int | None = None, scheduler: str | None = None,
+                 interface: str | None = None) -> Backend:
     """The backend called ``name`` on the command line.
 
     local: a LocalCluster of ``workers`` processes. mpi: under mpirun/srun, rank 0 coordinates.
     mpirun: hpwf starts ``mpirun -np workers`` agents. dask: the cluster at ``scheduler``.
-    dask-mpi: under mpirun, dask-mpi's scheduler/client/workers split.
+    dask-mpi: under mpirun, dask-mpi's scheduler/client/workers split. ``interface``: the network
+    interface agents on other hosts reach the coordinator by (`hpwf._netif`; local agents use loopback).
     """
     if name != "dask" and scheduler:
         raise ConfigError(f"--scheduler only goes with --backend dask, not {name!r}")
@@ -24,21 +26,21 @@ def make_backend(name: str, *, workers: int | None = None, scheduler: str | None
     if name == "mpi":
         from hpwf.backends.mpi import MPIBackend
 
-        return MPIBackend()
+        return MPIBackend(interface=interface)
     if name == "mpirun":
         from hpwf.backends.mpi import MPIJobBackend
 
-        return MPIJobBackend(ranks=workers)
+        return MPIJobBackend(ranks=workers, interface=interface)
     if name == "dask":
         if not scheduler:
             raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
         from hpwf.backends.dask import DaskBackend
 
-        return DaskBackend(scheduler=scheduler)
+        return DaskBackend(scheduler=scheduler, interface=interface)
     if name == "dask-mpi":
         from hpwf.backends.dask import dask_mpi_backend
 
-        return dask_mpi_backend()
+        return dask_mpi_backend(interface)
     raise ConfigError(f"--backend: unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -8,6 +8,9 @@ the coordinator, receives trials, and reports on them. A backend decides where a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
+
+from hpwf._reach import Unreachable
 
 
 class Backend(ABC):
@@ -17,6 +20,8 @@ class Backend(ABC):
         name: the name used on the command line (``--backend NAME``).
         listen_host: the interface the coordinator listens on for agents.
         advertise_host: the host name agents use to reach it (``None``: ``listen_host``).
+        report_dir: where agents that cannot reach the coordinator leave a one-line report
+            (``RUN_DIR/agents``, on the shared file system); set by the engine before `start`.
         group_mode: how a trial of k ranks runs on k agents: "mpi" (the agents are ranks of one
             MPI job and split off a communicator) or "launch" (the first agent launches k ranks
             with ``mpirun`` while the others hold their slots).
@@ -27,6 +32,8 @@ class Backend(ABC):
     advertise_host: str | None = None
     group_mode: str = "launch"  # "mpi": agents are MPI ranks and form a trial's group themselves
     starts_slowly: bool = False  # True: `start` runs in a thread while the coordinator gets ready
+    report_dir: Path | None = None
+    _unreachable: Unreachable | None = None
 
     @abstractmethod
     def start(self, address: tuple[str, int], authkey: bytes) -> None:
@@ -48,6 +55,28 @@ class Backend(ABC):
         ``live`` agents are connected now; ``seen`` have connected since the start.
         """
         return None
+
+    def check_unreachable(self) -> str | None:
+        """Print each new report of agents that never connected (which rank, host, why) and the
+        capacity left; once every agent has reported, the reason the run cannot go on."""
+        if self.report_dir is None:
+            return None
+        if self._unreachable is None:
+            self._unreachable = Unreachable(self.report_dir, self.slots)
+        message = self._unreachable.check()
+        if message:
+            from hpwf.progress import say
+
+            left = self.slots - self._unreachable.count
+            say(f"[hpwf] {message}" + (f"; the run goes on with {left} of {self.slots} agents" if left > 0 else ""))
+        if self._unreachable.all_lost:
+            return f"no agent could reach the coordinator ({self._unreachable.count} reported in {self.report_dir})"
+        return None
+
+    @property
+    def unreachable_agents(self) -> int:
+        """Agents that reported they could not reach the coordinator (for the run's summary)."""
+        return self._unreachable.count if self._unreachable else 0
 
     def heal(self, live: int) -> None:
         """Called every half second: restart agents that are gone, where the backend can."""

@@ -6,7 +6,10 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from hpwf.agent import serve, serve_in_child
+from pathlib import Path
+
+from hpwf._reach import serve_or_report
+from hpwf.agent import serve_in_child
 from hpwf.backends._base import Backend
 
 if TYPE_CHECKING:
@@ -57,15 +60,20 @@ class LocalBackend(Backend):
         self._client = self._cluster = None
 
 
-def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, prefix: str) -> list:  # type: ignore[no-untyped-def]
-    """Start ``count`` agents as long-running Dask tasks, one per worker where possible."""
+def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, prefix: str,  # type: ignore[no-untyped-def]
+                  reports: Path | None = None) -> list:
+    """Start ``count`` agents as long-running Dask tasks, one per worker where possible.
+
+    An agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf._reach`).
+    """
     workers = list(client.scheduler_info()["workers"]) or [None]
     run = authkey.hex()[:8]  # keys unique per run: a shared cluster may still know an older run's agents
     futures = []
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve_in_child, serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
+            serve_in_child, serve_or_report, address, authkey, f"{prefix}-{i}", reports=reports,
+            key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures

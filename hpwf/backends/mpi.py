@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
+from hpwf._netif import choose, job_hosts
+from hpwf._reach import (REPORT_DIR_ENV, UNREACHABLE_EXIT, Announcing, arrivals, connect_or_report, mark_arrival,
+                         run_agent)
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
 
@@ -28,7 +32,8 @@ class MPIBackend(Backend):
     name = "mpi"
     group_mode = "mpi"
 
-    def __init__(self, comm: Any = None) -> None:
+    def __init__(self, comm: Any = None, interface: str | None = None) -> None:
+        """``interface``: the network interface agents reach rank 0 by (default: `hpwf._netif.choose`)."""
         try:
             from mpi4py import MPI
         except ImportError as exc:  # pragma: no cover - mpi4py is part of the install
@@ -36,11 +41,14 @@ class MPIBackend(Backend):
         self.comm = comm or MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        hosts = self.comm.allgather(socket.gethostname())
-        one_host = len(set(hosts)) == 1
-        self.listen_host = "127.0.0.1" if one_host else "0.0.0.0"
-        self.advertise_host = os.environ.get("HPWF_ADVERTISE") or ("127.0.0.1" if one_host else hosts[0])
-        self.hosts = hosts
+        self.hosts = self.comm.allgather(socket.gethostname())
+        self._error: ConfigError | None = None
+        if self.rank == 0:
+            try:
+                endpoint = choose(self.hosts, interface)
+                self.listen_host, self.advertise_host = endpoint.listen, endpoint.advertise
+            except ConfigError as exc:  # raised by `check`, so that every rank is released
+                self._error = exc
         self._released = False
         self._started_at: float | None = None
 
@@ -50,25 +58,43 @@ class MPIBackend(Backend):
 
     def check(self) -> None:
         """Fail on rank 0 with a clear message when there is no rank to run trials."""
+        if self._error is not None:
+            raise self._error
         if self.size < 2:
             raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 coordinates): mpirun -np N ...")
 
     def start(self, address: tuple[str, int], authkey: bytes) -> None:
-        self._release(("go", address, authkey))
+        """Release the ranks, then wait (up to ``ARRIVAL_WAIT_S``) until each has said hello to the
+        coordinator or found it cannot: the first trials are then placed knowing every rank's host,
+        so that a group is not split across nodes only because its node's ranks were slower."""
+        self._release(("go", address, authkey, str(self.report_dir) if self.report_dir else None))
         self._started_at = time.time()
+        pending, deadline = self.size - 1, time.monotonic() + ARRIVAL_WAIT_S
+        while pending and time.monotonic() < deadline:
+            if self.comm.Iprobe(source=_any_source(), tag=ARRIVAL_TAG):
+                self.comm.recv(source=_any_source(), tag=ARRIVAL_TAG)
+                pending -= 1
+            else:
+                time.sleep(0.005)
+        time.sleep(SETTLE_S)
 
     def failure(self, live: int, seen: int) -> str | None:
         if self._started_at is None:
             return None
-        if seen >= self.slots and live < self.slots:
-            return f"{self.slots - live} of {self.slots} worker ranks are gone"
-        if seen < self.slots and time.time() - self._started_at > 300:
+        lost = self.check_unreachable()
+        if lost:
+            return lost
+        expected = self.slots - self.unreachable_agents
+        if seen >= expected and live < expected:
+            return f"{expected - live} of {expected} worker ranks are gone"
+        if seen < expected and time.time() - self._started_at > 300:
             return f"only {seen} of {self.slots} worker ranks connected within 300 s"
         return None
 
     def close(self, exit_code: int = 0) -> None:
         """Releases the waiting ranks if the run never started (they exit with ``exit_code``)."""
         self._release(("exit", exit_code or 1))
+        self.check_unreachable()  # reports that came after the run's last look
 
     def _release(self, message: tuple[Any, ...]) -> None:
         if not self._released and self.rank == 0:
@@ -77,15 +103,35 @@ class MPIBackend(Backend):
 
     def serve_rank(self) -> int:
         """Run as an agent until the coordinator stops (ranks other than 0)."""
-        from hpwf.agent import serve
-
         message = self.comm.bcast(None, root=0)
         if message[0] == "exit":
             return int(message[1])
-        _, address, authkey = message
+        _, address, authkey, reports = message
         _leave_stop_signals_to_the_coordinator()
-        serve(address, authkey, f"rank-{self.rank}", self.rank, self.comm)
+        name = f"rank-{self.rank}"
+        conn = connect_or_report(address, authkey, name, self.rank, Path(reports) if reports else None)
+        if conn is None:
+            self.comm.send("unreachable", dest=0, tag=ARRIVAL_TAG)
+            return UNREACHABLE_EXIT
+        def hello() -> None:
+            self.comm.send("hello", dest=0, tag=ARRIVAL_TAG)
+
+        run_agent(Announcing(conn, hello), address, authkey, name, self.rank, self.comm)
         return 0
+
+
+ARRIVAL_TAG = 7351  # worker rank -> rank 0: "my hello is sent" (or "I cannot connect")
+ARRIVAL_WAIT_S = 30.0
+# A hello sent is not yet a hello received: on a loaded host the network stack may deliver it
+# later. The engine should hold multi-rank placement until every expected agent is ready; until
+# it does, this grace period makes a split group rare, not impossible.
+SETTLE_S = 0.5
+
+
+def _any_source() -> int:
+    from mpi4py import MPI
+
+    return int(MPI.ANY_SOURCE)
 
 
 class MPIJobBackend(Backend):
@@ -104,13 +150,20 @@ class MPIJobBackend(Backend):
     name = "mpirun"
     group_mode = "mpi"
 
-    def __init__(self, ranks: int | None = None, launcher: list[str] | None = None, max_restarts: int = 3) -> None:
+    def __init__(self, ranks: int | None = None, launcher: list[str] | None = None, max_restarts: int = 3,
+                 interface: str | None = None) -> None:
+        """``interface``: the network interface agents reach the coordinator by (default: loopback
+        when the job's hosts are all this one, else the one on the route to them; `hpwf._netif`)."""
         from hpwf.backends._launch import mpirun
 
         self.ranks = ranks or os.cpu_count() or 1
         self.launcher = launcher or [mpirun()]
+        endpoint = choose(job_hosts(self.launcher), interface)
+        self.listen_host, self.advertise_host = endpoint.listen, endpoint.advertise
         self.max_restarts = max_restarts
         self._restarts = 0
+        self._launches = 0
+        self._launch_id = ""
         self._proc: Any = None
         self._address: tuple[str, int] = ("127.0.0.1", 0)
         self._authkey = b""
@@ -123,12 +176,32 @@ class MPIJobBackend(Backend):
         self._address, self._authkey = address, authkey
         self._launch()
 
+    def _wait_for_arrivals(self) -> None:
+        """Up to ``ARRIVAL_WAIT_S``, until every rank of this launch has said hello (or reported it
+        cannot): trials are then placed knowing every rank's host. A group formed while its node's
+        ranks were still connecting would span nodes, and its ranks, given back together, would
+        keep forming that group."""
+        if self.report_dir is None:
+            return
+        deadline = time.monotonic() + ARRIVAL_WAIT_S
+        while time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            if arrivals(self.report_dir, self._launch_id) >= self.ranks:
+                time.sleep(SETTLE_S)
+                return
+            time.sleep(0.05)
+
     def _launch(self) -> None:
         import subprocess
         import sys
 
         env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._launches += 1
+        self._launch_id = f"{os.getpid()}.{self._launches}"
+        if self.report_dir is not None:
+            env[REPORT_DIR_ENV] = str(self.report_dir)
+            env[LAUNCH_ENV] = self._launch_id
         self._proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL)
+        self._wait_for_arrivals()
 
     def command(self) -> list[str]:
         """The agents' MPI job. Its command line holds no secret (anyone may read it with ``ps``):
@@ -143,6 +216,8 @@ class MPIJobBackend(Backend):
     def heal(self, live: int) -> None:
         """A rank that dies inside a collective ends the whole MPI job (MPI has no way back):
         once every agent is gone, start a new job, up to ``max_restarts`` times."""
+        if self.check_unreachable():
+            return  # no agent can reach the coordinator: a new job would not either
         if self._proc is not None and self._proc.poll() is not None and live == 0 \
                 and self._restarts < self.max_restarts:
             self._restarts += 1
@@ -150,9 +225,28 @@ class MPIJobBackend(Backend):
 
             say(f"[hpwf] the MPI job of agents ended (exit {self._proc.returncode}); "
                 f"starting it again ({self._restarts}/{self.max_restarts})")
+            if _is_hydra(self.launcher[0]):
+                self._drop_lost_hosts()
             self._launch()
 
+    def _drop_lost_hosts(self) -> None:
+        """A node that died would make every new job fail to launch: leave out the hosts that no
+        longer answer (`hpwf.backends._relaunch`), with the ranks they held."""
+        from hpwf.backends._relaunch import shrink, without_hosts
+        from hpwf.progress import say
+
+        shrunk = shrink(self.launcher, self.ranks)
+        if shrunk is None:
+            return
+        say(f"[hpwf] {', '.join(shrunk.lost)} no longer answer{'s' if len(shrunk.lost) == 1 else ''}: "
+            f"the job starts on the other hosts with {shrunk.ranks} of {self.ranks} ranks")
+        self.launcher = [*without_hosts(self.launcher), *shrunk.args]
+        self.ranks = shrunk.ranks
+
     def failure(self, live: int, seen: int) -> str | None:
+        lost = self.check_unreachable()
+        if lost:
+            return lost
         if self._proc is not None and self._proc.poll() is not None and live == 0 \
                 and self._restarts >= self.max_restarts:
             return f"the MPI job of agents ended with exit code {self._proc.returncode} ({self._restarts} restarts)"
@@ -169,9 +263,11 @@ class MPIJobBackend(Backend):
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+        self.check_unreachable()  # reports that came after the run's last look
 
 
 AUTH_ENV = "HPWF_AUTHKEY"
+LAUNCH_ENV = "HPWF_LAUNCH_ID"  # which launch of the job of agents a rank belongs to (arrival marks)
 
 
 def _leave_stop_signals_to_the_coordinator() -> None:
@@ -198,12 +294,22 @@ def main(argv: list[str]) -> int:
     """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT``."""
     from mpi4py import MPI
 
-    from hpwf.agent import serve
-
     host, port = argv[0].rsplit(":", 1)
     world = MPI.COMM_WORLD
     _leave_stop_signals_to_the_coordinator()
-    serve((host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{world.Get_rank()}", world.Get_rank(), world)
+    reports = Path(os.environ[REPORT_DIR_ENV]) if os.environ.get(REPORT_DIR_ENV) else None
+    launch, rank = os.environ.get(LAUNCH_ENV, ""), world.Get_rank()
+    address, authkey, name = (host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{rank}"
+
+    def arrived() -> None:
+        if reports is not None and launch:
+            mark_arrival(reports, launch, name)
+
+    conn = connect_or_report(address, authkey, name, rank, reports)
+    if conn is None:
+        arrived()
+        return UNREACHABLE_EXIT
+    run_agent(Announcing(conn, arrived), address, authkey, name, rank, world)
     return 0
 
 

@@ -49,6 +49,8 @@ def _check_budget(c: Coordinator, now: float) -> None:
         failure = c.backend.failure(working, c.session.agents_seen)
         if failure and working < min(c._biggest, c.backend.slots):
             c.stop_reason = f"backend failed: {failure}"
+        elif c.backend.slots < c._biggest:  # e.g. an MPI job restarted without a lost host
+            c.stop_reason = f"backend failed: {c.backend.slots} ranks are left, and ranks_per_trial needs up to {c._biggest}"
     _check_starved(c, now)
     if c.stop_reason:
         for record in ledger.in_state(S.ASKED, S.WAITING):

@@ -41,6 +41,7 @@ RANKS_PARAM = "ranks_per_trial"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
 SHORT_TRIAL_S = 1.0  # trials shorter than this on average are asked ahead
+GATHER_S = 30.0  # groups of several ranks wait this long at most for every agent to arrive
 HOUSEKEEPING_S = 0.5
 
 
@@ -158,20 +159,29 @@ class Coordinator:
             return
         ledger = self.session.ledger
         free = ledger.agent_count(A.IDLE)
+        fits = 1 if self._gathering() else free  # groups wait until every host's agents could arrive
         while free >= self._smallest and ledger.count(S.WAITING):
-            record = self._next_waiting(free)
+            record = self._next_waiting(min(free, fits))
             if record is None:
                 break
             free -= self._send(record)
         while self._can_ask() and may_ask(free, self._smallest, ledger.count(S.WAITING), ledger.working_agents()):
             record = self._ask()
-            if record.size <= free:
+            if record.size <= min(free, fits):
                 free -= self._send(record)
             else:
                 ledger.move(record, S.WAITING)
         if not self.session.agents_seen:  # agents are starting: have their first trials ready
             while self._can_ask() and ledger.count(S.WAITING) < self.backend.slots // self._smallest:
                 self._ask(ahead=True)
+
+    def _gathering(self) -> bool:
+        """At start-up, while agents are still arriving (up to `GATHER_S`): a group placed now
+        could span hosts that would each have held it whole."""
+        if self._biggest == 1 or self.session.clock.now() - self._started > GATHER_S:
+            return False
+        arrived = self.session.ledger.working_agents() + self.backend.unreachable_agents
+        return arrived < self.backend.slots
 
     def _next_waiting(self, free: int) -> TrialRecord | None:
         """The oldest waiting trial that fits; once the oldest has waited RESERVE_AFTER_S, only it."""

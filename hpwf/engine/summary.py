@@ -34,6 +34,7 @@ def summarize(c: Coordinator) -> dict[str, Any]:
         "best_value": counts.best_value, "best_trial": counts.best_number, "best_params": counts.best_params,
         "elapsed_s": round(c.elapsed(), 3), "session_wall_s": round(wall, 3),
         "slots": c.backend.slots, "agents_seen": session.agents_seen,
+        "agents_unreachable": c.backend.unreachable_agents,
         "utilisation": round(min(busy / (slots * wall), 1.0), 4),
         "stop_reason": c.stop_reason,
     }

@@ -6,6 +6,7 @@ into its trial folder, so the tests can check group sizes and that the allreduce
 
 import json
 import os
+import socket
 
 import hpwf
 from hpwf import parallel
@@ -56,10 +57,12 @@ def record(trial, model, hvd, pruned_at=None):
     from hpwf._topology import placement
 
     weights = [round(float(v), 6) for v in model.weight.detach().flatten()]
+    where = placement()
     info = {
+        "host": socket.gethostname(), "local_rank": where.local_rank, "node": where.node,
         "group_rank": trial.group.rank, "group_size": trial.group.size,
         "hvd_rank": hvd.rank() if hvd else 0, "hvd_size": hvd.size() if hvd else 1,
-        "world_rank": placement().rank, "pid": os.getpid(), "weights": weights,
+        "world_rank": where.rank, "pid": os.getpid(), "weights": weights,
         "params": trial.params, "pruned_at": pruned_at,
     }
     (trial.folder / f"rank{trial.group.rank}.json").write_text(json.dumps(info))
