@@ -76,7 +76,11 @@ def dask_mpi_backend() -> DaskBackend:
     import dask_mpi
     from distributed import Client
 
-    dask_mpi.initialize(nthreads=1, dashboard=False, interface=os.environ.get("HPWF_DASK_INTERFACE"))
+    from hpwf.backends.local import DASHBOARD_ENV, QUIET_HTTP_ADDRESS
+
+    asked = os.environ.get(DASHBOARD_ENV)
+    dask_mpi.initialize(nthreads=1, dashboard=bool(asked), dashboard_address=asked or QUIET_HTTP_ADDRESS,
+                        interface=os.environ.get("HPWF_DASK_INTERFACE"))
     backend = DaskBackend(client=Client())
     backend.name = "dask-mpi"
     return backend
