@@ -309,7 +309,8 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
             ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
             heartbeat=search.heartbeat, own_store=search.storage is None,
-            progress=Progress(enabled=progress, elapsed_before=budget.elapsed_before, timeout=search.timeout),
+            progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
+                              timeout=search.timeout),
         )
         try:
             return RunResult(folder, study, coordinator.run(session))

@@ -32,10 +32,10 @@ class Progress:
     """
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None, every: float = 10.0, *,
-                 notes: bool = True, elapsed_before: float = 0.0, timeout: float | None = None,
+                 notes: bool | None = None, elapsed_before: float = 0.0, timeout: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = enabled  # the bar
-        self.notes = notes  # failure reasons and other notes, shown even without the bar
+        self.notes = enabled if notes is None else notes  # failure reasons: `--quiet` keeps them
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = every
