@@ -44,7 +44,7 @@ def status_json(run_dir: Path) -> dict:  # type: ignore[type-arg]
 
 
 # --- item 8: modules next to the workflow file ---------------------------------------------------
-@pytest.mark.parametrize("backend", ["local", "mpirun"])
+@pytest.mark.parametrize("backend", ["local", "mpirun", "mpi"])
 def test_a_workflow_imports_modules_next_to_it_through_the_console_script(tmp_path: Path, backend: str) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
@@ -59,8 +59,11 @@ def test_a_workflow_imports_modules_next_to_it_through_the_console_script(tmp_pa
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     run_dir = tmp_path / "run"
-    proc = cli("run", str(folder / "uses_helper.py"), "--backend", backend, "--workers", "2", "--run-dir",
-               str(run_dir), "--quiet", cwd=elsewhere, command=[str(BIN / "hpwf")])
+    script = [str(BIN / "hpwf")]
+    if backend == "mpi":  # every rank runs the script; ranks 1.. are the agents
+        script = [str(BIN / "mpirun"), "-np", "3", *script]
+    proc = cli("run", str(folder / "uses_helper.py"), "--backend", backend, "--run-dir", str(run_dir), "--quiet",
+               *([] if backend == "mpi" else ["--workers", "2"]), cwd=elsewhere, command=script)
     assert proc.returncode == 0, proc.stderr
     assert "ModuleNotFoundError" not in proc.stderr
     assert status_json(run_dir)["complete"] == 3
