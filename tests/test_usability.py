@@ -44,7 +44,8 @@ def status_json(run_dir: Path) -> dict:  # type: ignore[type-arg]
 
 
 # --- item 8: modules next to the workflow file ---------------------------------------------------
-@pytest.mark.parametrize("backend", ["local", "mpirun", "mpi"])
+@pytest.mark.parametrize("backend", ["local", pytest.param("mpirun", marks=pytest.mark.mpi),
+                                     pytest.param("mpi", marks=pytest.mark.mpi)])
 def test_a_workflow_imports_modules_next_to_it_through_the_console_script(tmp_path: Path, backend: str) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
