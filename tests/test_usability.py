@@ -262,7 +262,8 @@ def test_optuna_warnings_name_the_trial(tmp_path: Path) -> None:
                      proc.stderr), proc.stderr
 
 
-def test_no_dask_port_warning_when_8787_is_taken(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["local", pytest.param("dask-mpi", marks=pytest.mark.mpi)])
+def test_no_dask_port_warning_when_8787_is_taken(tmp_path: Path, backend: str) -> None:
     taken = socket.socket()
     taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     deadline = time.time() + 30
@@ -276,8 +277,13 @@ def test_no_dask_port_warning_when_8787_is_taken(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
     try:
-        proc = cli("run", str(TOY), "--run-dir", str(tmp_path / "run"), "--n-trials", "2", "--workers", "1",
-                   "--quiet")
+        if backend == "local":
+            proc = cli("run", str(TOY), "--run-dir", str(tmp_path / "run"), "--n-trials", "2", "--workers", "1",
+                       "--quiet")
+        else:  # rank 0 the scheduler, rank 1 the coordinator, rank 2 a worker
+            proc = cli("run", str(TOY), "--backend", "dask-mpi", "--run-dir", str(tmp_path / "run"), "--n-trials",
+                       "2", "--quiet", env={"HPWF_DASK_INTERFACE": "lo"},
+                       command=[str(BIN / "mpirun"), "-np", "3", sys.executable, "-m", "hpwf"])
     finally:
         taken.close()
     assert proc.returncode == 0, proc.stderr
