@@ -22,7 +22,7 @@ from hpwf._reach import fresh_report_dir
 from hpwf.backends import Backend, make_backend
 from hpwf.engine import Budget, Coordinator, Session
 from hpwf.errors import ConfigError, RunError
-from hpwf.progress import Progress, say
+from hpwf.progress import Progress, name_trials_in_optuna_warnings, say
 from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, load_study, open_storage, read_summary
 from hpwf.search import Search
 from hpwf.workflow import Workflow, load
@@ -99,13 +99,28 @@ def run(
         phases.append(_Phase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None:
         phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
+    for phase in phases:  # every check before anything is written: an error leaves no run dir
+        _check_fits(phase.search, chosen)
+        _check_storage(phase)
     with run_umask(shared_group):
+        created = not folder.exists()
         make_run_dir(folder, shared_group)
-        if wf.search is None:  # the run dir's own record points at the members' study
-            root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
-            root.storage = storage
-            root.save(folder)
-        return _run_phases(phases, chosen, progress)
+        try:
+            return _start(wf, phases, folder, chosen, storage, progress)
+        except ConfigError:
+            if created:
+                _remove_if_unused(folder)
+            raise
+
+
+def _start(wf: Workflow, phases: list[_Phase], folder: Path, chosen: Backend, storage: str | None,
+           progress: bool) -> RunResult:
+    """Run a new run's phases in its freshly made folder."""
+    if wf.search is None:  # the run dir's own record points at the members' study
+        root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
+        root.storage = storage
+        root.save(folder)
+    return _run_phases(phases, chosen, progress, checked=True)
 
 
 def resume(
@@ -209,7 +224,9 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         best = study.best_trial
         result.update(best_value=best.value, best_trial=best.number, best_params=best.params)
     elif count[TrialState.COMPLETE]:
-        result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
+        result["pareto_front"] = {"size": len(front), "trials": [t.number for t in front]}
     summary = read_summary(folder)
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")
@@ -259,8 +276,9 @@ def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int |
     return phase
 
 
-def _run_phases(phases: list[_Phase], backend: Backend, progress: bool) -> RunResult:
-    for phase in phases:
+def _run_phases(phases: list[_Phase], backend: Backend, progress: bool, checked: bool = False) -> RunResult:
+    name_trials_in_optuna_warnings()
+    for phase in phases if not checked else []:
         _check_fits(phase.search, backend)
     results: list[RunResult] = []
     verbosity = optuna.logging.get_verbosity()
@@ -300,8 +318,8 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
         if [d.name.lower() for d in study.directions] != search.study_directions:
             raise ConfigError(f"study {study.study_name!r} in that storage has directions "
                               f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
+        phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
         if phase.fresh:
-            phase.record.save(folder)
             if phase.members is not None and existing == 0:
                 _enqueue_members(phase, study)
         wf = phase.workflow
@@ -320,7 +338,8 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
             ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
             heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
-            progress=Progress(enabled=progress),
+            progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
+                              timeout=search.timeout),
         )
         try:
             return RunResult(folder, study, coordinator.run(session))
@@ -360,6 +379,39 @@ def _mkdir(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--run-dir {folder}: cannot create: {exc.strerror or exc}") from None
+
+
+def _check_storage(phase: _Phase) -> None:
+    """Open a named storage and compare an existing study's directions, before any file is written.
+
+    The default (a journal file in the run directory) has nothing to check yet.
+    """
+    url = phase.search.storage
+    if url is None or url == "memory":
+        return
+    journal = url.removeprefix("journal:").removeprefix("//") if url.startswith("journal:") else (
+        url if url.endswith((".journal", ".log")) and "://" not in url else None)
+    if journal is not None and not Path(journal).exists():
+        return  # a new journal file: opening it would create it (and its folder)
+    storage = open_storage(url, phase.folder)
+    try:
+        study_id = storage.get_study_id_from_name(phase.record.study_name)
+    except KeyError:
+        return
+    have = [d.name.lower() for d in storage.get_study_directions(study_id)]
+    if have != phase.search.study_directions:
+        raise ConfigError(f"study {phase.record.study_name!r} in that storage has directions {have}, "
+                          f"the workflow {phase.search.study_directions}")
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Remove a run directory this call made if it holds nothing but its lock (and empty folders)."""
+    leftovers = [p for p in folder.rglob("*") if not p.is_dir() and p.name != ".lock"]
+    if leftovers:
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    folder.rmdir()
 
 
 def _check_fits(search: Any, backend: Backend) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import say
@@ -19,6 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpwf", description="Hyperparameter search and ensemble workflows on HPC clusters.")
+    parser.add_argument("--version", action="version", version=f"hpwf {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="run a workflow file's search to its budget")
@@ -70,7 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write trials.csv and report.html into the run dir")
     p.add_argument("run_dir", type=Path)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the run's study (live while it runs)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--port", type=int, default=8080, help="default: 8080")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version, else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpwf")
+    except PackageNotFoundError:
+        from hpwf import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +125,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in paths:
             print(path)
         return 0
+    if args.command == "dashboard":
+        from hpwf.dashboard import serve_dashboard
+
+        return serve_dashboard(args.run_dir, host=args.host, port=args.port)
     raise AssertionError(args.command)
 
 
@@ -162,7 +184,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
                 progress=not args.quiet,
             )
         code = 0
-        _print_end(result.run_dir, result.summary)
+        _print_end(result.run_dir, result.summary, result.study)
         if result.uq_metrics:
             from hpwf.uq import summarize
 
@@ -181,15 +203,34 @@ def _positive(flag: str, value: int | None) -> int | None:
     return value
 
 
-def _print_end(run_dir: Path, summary: dict) -> None:  # type: ignore[type-arg]
-    best = summary.get("best_value")
+def _print_end(run_dir: Path, summary: dict, study: Any = None) -> None:  # type: ignore[type-arg]
     say(
         f"[hpwf] {summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed"
-        f" in {summary['session_wall_s']:.1f} s; best {best if best is not None else '-'}"
-        f" (trial {summary.get('best_trial')}); run dir {run_dir}"
+        f" in {summary['session_wall_s']:.1f} s; {_best_text(summary, study)}; run dir {run_dir}"
     )
-    if summary.get("stop_reason"):
-        say(f"[hpwf] stopped: {summary['stop_reason']}")
+    reason = summary.get("stop_reason")
+    if reason:
+        more = f"; continue with `hpwf resume {run_dir}`" if reason.startswith("interrupted") else ""
+        say(f"[hpwf] stopped: {reason}{more}")
+
+
+def _best_text(summary: dict, study: Any) -> str:  # type: ignore[type-arg]
+    """``best V (trial N)``, or the Pareto front of a multi-objective study, or ``no complete trial``."""
+    if study is not None and len(study.directions) > 1:
+        from optuna.trial import TrialState
+
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            return "no complete trial"
+        return _front_text(sorted(t.number for t in study.best_trials))
+    if summary.get("best_value") is None:
+        return "no complete trial"
+    return f"best {summary['best_value']:.6g} (trial {summary.get('best_trial')})"
+
+
+def _front_text(numbers: list[int], shown: int = 10) -> str:
+    """``Pareto front: 3 trials (#1, #4, #7)``, the list cut after ``shown`` numbers."""
+    listed = ", ".join(f"#{n}" for n in numbers[:shown]) + (f", ... {len(numbers) - shown} more" if len(numbers) > shown else "")
+    return f"Pareto front: {len(numbers)} trial{'s' if len(numbers) != 1 else ''} ({listed})"
 
 
 def _format_status(info: dict) -> str:  # type: ignore[type-arg]
@@ -201,8 +242,10 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
     if info.get("best_value") is not None:
         lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
         lines.extend(f"  {k} = {v}" for k, v in (info.get("best_params") or {}).items())
-    for t in info.get("best_trials", []):
-        lines.append(f"pareto     trial {t['number']}: {t['values']}")
+    if info.get("pareto_front"):
+        lines.append(f"best       {_front_text(info['pareto_front']['trials'])}")
+    for t in info.get("best_trials", [])[:10]:
+        lines.append(f"  trial {t['number']}: values {t['values']}")
     if info.get("elapsed_s") is not None:
         lines.append(f"elapsed    {info['elapsed_s']:.1f} s, utilisation {info.get('utilisation')}")
     if info.get("stop_reason"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import html
 import warnings
 from pathlib import Path
@@ -30,15 +31,23 @@ def write_report(run_dir: str | Path) -> list[Path]:
     study = load_study(run_dir)
     csv_path, html_path = run_dir / "trials.csv", run_dir / "report.html"
     with _quiet():
-        _atomic(csv_path, study.trials_dataframe().to_csv(index=False))
+        _atomic(csv_path, trials_table(study).to_csv(index=False))
         chunks = _sections(study, run_dir)
     _atomic(html_path, _page(f"hpwf report: {study.study_name}", chunks))
     return [csv_path, html_path]
 
 
+def trials_table(study: optuna.Study) -> Any:
+    """Optuna's trials dataframe without hpwf's bookkeeping (``hpwf:*`` attributes, system attributes)."""
+    frame = study.trials_dataframe()
+    internal = [c for c in frame.columns if c.startswith(("system_attrs_", "user_attrs_hpwf:"))]
+    return frame.drop(columns=internal)
+
+
 def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
     """The report's HTML chunks in order: header, figures, trial table, then ``EXTRA_SECTIONS``."""
-    chunks = [_header(study, read_summary(run_dir)), *_figures(study), _trial_table(study, run_dir)]
+    chunks = [_header(study, read_summary(run_dir)), *_figures(study), *_logged_metrics(study, run_dir),
+              _trial_table(study, run_dir)]
     for section in EXTRA_SECTIONS:
         try:
             chunk = section(study, run_dir)
@@ -125,6 +134,47 @@ def _figures(study: optuna.Study) -> list[str]:
             continue
         chunks.append(f"<h2>{title}</h2>\n" + figure_html(fig))
     return chunks
+
+
+def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """The named metrics a trial logged (``trial.log_metrics``): name -> [(step, value)], from its metrics.csv."""
+    path = folder / "metrics.csv"
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [c for c in (rows[0] if rows else {}) if c not in ("step", "value", "elapsed_s")]
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
+        if points:
+            out[name] = points
+    return out
+
+
+def _logged_metrics(study: optuna.Study, run_dir: Path, most: int = 8) -> list[str]:
+    """One subplot per metric the trials logged, a line per trial; nothing if none logged any."""
+    by_trial = {t.number: read_metrics(trial_folder(run_dir, t.number)) for t in study.get_trials(deepcopy=False)}
+    names = list(dict.fromkeys(n for m in by_trial.values() for n in m))
+    if not names:
+        return []
+    from plotly.subplots import make_subplots
+
+    shown = names[:most]
+    fig = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, subplot_titles=shown, vertical_spacing=0.08)
+    for number, metrics in by_trial.items():
+        first = True
+        for row, name in enumerate(shown, start=1):
+            if name in metrics:
+                steps, values = zip(*metrics[name])
+                fig.add_scatter(x=steps, y=values, mode="lines", name=f"trial {number}", legendgroup=str(number),
+                                showlegend=first, row=row, col=1)
+                first = False
+    fig.update_xaxes(title_text="step", row=len(shown), col=1)
+    fig.update_layout(height=max(320, 260 * len(shown)))
+    more = _note(f"{len(names) - most} more metrics are in the trials' metrics.csv: {', '.join(names[most:])}.") \
+        if len(names) > most else ""
+    return ["<h2>Logged metrics</h2>\n" + figure_html(fig) + more]
 
 
 def figure_html(fig: Any) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from optuna.distributions import (
     BaseDistribution,
@@ -78,7 +80,7 @@ class Trial:
         self._share = share  # rank 0's answer to every rank of the group
         self._prune = False
         self._started = time.time()
-        self._metrics = folder / "metrics.csv"
+        self._metrics = MetricsFile(folder / "metrics.csv")
 
     # --- sampling -------------------------------------------------------------------------
     def suggest_float(
@@ -96,6 +98,22 @@ class Trial:
     ) -> CategoricalChoiceType:
         """Sample one of ``choices``."""
         return self._suggest(name, CategoricalDistribution(choices))
+
+    # Optuna's older names, kept while the installed Optuna keeps them (it warns that they go).
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        """``suggest_float(name, low, high)`` (deprecated in Optuna)."""
+        _deprecated("suggest_uniform", "suggest_float(name, low, high)")
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        """``suggest_float(name, low, high, log=True)`` (deprecated in Optuna)."""
+        _deprecated("suggest_loguniform", "suggest_float(name, low, high, log=True)")
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        """``suggest_float(name, low, high, step=q)`` (deprecated in Optuna)."""
+        _deprecated("suggest_discrete_uniform", "suggest_float(name, low, high, step=q)")
+        return self.suggest_float(name, low, high, step=q)
 
     def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
         if name in self.params:
@@ -135,6 +153,29 @@ class Trial:
                 decision = False
         self._prune = bool(self._share(decision))
 
+    def log_metrics(self, step: int, metrics: Mapping[str, float] | None = None, /, **named: float) -> None:
+        """Log named metrics of one step (an epoch, a batch) into the trial's ``metrics.csv``.
+
+        ``trial.log_metrics(epoch, train_loss=0.31, lr=1e-3)`` or ``trial.log_metrics(epoch, {"train_loss": 0.31})``
+        (a dict, as Ray Tune's ``report`` takes). They go next to the value ``report`` gave for the
+        same step, one row per step, and the report draws them. Unlike ``report``, they do not
+        reach the pruner or the study. Only the group's rank 0 writes (average over the group first).
+        """
+        values = {**(metrics or {}), **named}
+        if not values:
+            raise ValueError("log_metrics: give at least one metric, e.g. log_metrics(step, train_loss=0.3)")
+        clean: dict[str, float] = {}
+        for key, value in values.items():
+            if not isinstance(key, str) or not key or key in MetricsFile.FIXED:
+                raise ValueError(f"log_metrics: metric names are non-empty strings other than "
+                                 f"{', '.join(MetricsFile.FIXED)}, not {key!r}")
+            try:
+                clean[key] = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"log_metrics: {key}={value!r} is not a number") from None
+        if self.group.rank == 0:
+            self._metrics.record(int(step), clean, time.time() - self._started)
+
     def should_prune(self) -> bool:
         """Whether the pruner wants this trial stopped; the same answer on every rank of the group."""
         return self._prune
@@ -164,12 +205,79 @@ class Trial:
         return used or None
 
     def _write_metric(self, step: int, value: float) -> None:
-        new = not self._metrics.exists()
-        with self._metrics.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "value", "elapsed_s"])
-            writer.writerow([step, repr(value), f"{time.time() - self._started:.3f}"])
+        self._metrics.record(step, {"value": value}, time.time() - self._started)
 
 
-__all__ = ["Trial", "Group", "TrialPruned"]
+class MetricsFile:
+    """A trial's ``metrics.csv``: ``step,value,elapsed_s`` then the named metrics, one row per step.
+
+    ``report`` fills ``value``, ``log_metrics`` the named columns; calls for the step of the last
+    row complete that row. Rows are appended; only a new metric name rewrites the file (with
+    the wider header), so per-batch logging stays cheap.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = MetricsFile(pathlib.Path(tempfile.mkdtemp()) / "metrics.csv")
+        >>> f.record(0, {"value": 0.5}, 1.0); f.record(0, {"loss": 0.7}, 1.2); f.record(1, {"loss": 0.6}, 2.0)
+        >>> print(f.path.read_text().strip())
+        step,value,elapsed_s,loss
+        0,0.5,1.200,0.7
+        1,,2.000,0.6
+    """
+
+    FIXED = ("step", "value", "elapsed_s")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] = list(self.FIXED)
+        self.rows: list[dict[str, float]] = []
+        self._last_row_at: int | None = None  # byte offset where the last row starts
+
+    def record(self, step: int, values: dict[str, float], elapsed: float) -> None:
+        """Add ``values`` to the row of ``step`` (the last row when it has that step, else a new one)."""
+        wider = [k for k in values if k not in self.columns]
+        self.columns += wider
+        same_row = bool(self.rows) and self.rows[-1]["step"] == step
+        if same_row:
+            self.rows[-1].update(values)
+        else:
+            self.rows.append({"step": step, **values})
+        self.rows[-1]["elapsed_s"] = elapsed
+        if wider or self._last_row_at is None:
+            self._rewrite()
+            return
+        with self.path.open("r+b") as f:
+            at = self._last_row_at if same_row else f.seek(0, 2)
+            f.seek(at)
+            f.truncate()
+            f.write(self._line(self.rows[-1]))
+            self._last_row_at = at
+
+    def _rewrite(self) -> None:
+        head = self._line({c: c for c in self.columns})
+        lines = [self._line(row) for row in self.rows]
+        with self.path.open("wb") as f:
+            f.write(head + b"".join(lines))
+        self._last_row_at = len(head) + sum(map(len, lines[:-1]))
+
+    def _line(self, row: dict[str, Any]) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow([_cell(c, row.get(c)) for c in self.columns])
+        return out.getvalue().encode()
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column == "elapsed_s" and isinstance(value, float):
+        return f"{value:.3f}"
+    if column == "step" or isinstance(value, str):
+        return str(value)
+    return repr(float(value))
+
+
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(f"{name} is deprecated in Optuna (v3.0.0); use {instead} instead", FutureWarning, stacklevel=3)
+
+
+__all__ = ["Trial", "Group", "MetricsFile", "TrialPruned"]

@@ -249,7 +249,7 @@ def summarize(metrics_by_model: dict[str, dict[str, float]]) -> str:
     """
     models = list(metrics_by_model)
     names = list(dict.fromkeys(k for m in metrics_by_model.values() for k in m))
-    cells = [[_fmt(k, metrics_by_model[m].get(k)) for m in models] for k in names]
+    cells = [[format_metric(k, metrics_by_model[m].get(k)) for m in models] for k in names]
     w0 = max([len("metric"), *map(len, names)])
     widths = [max([len(m), *(len(r[j]) for r in cells)]) for j, m in enumerate(models)]
     lines = ["  ".join(["metric".ljust(w0), *(m.rjust(w) for m, w in zip(models, widths))])]
@@ -258,7 +258,11 @@ def summarize(metrics_by_model: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(name: str, v: float | None) -> str:
+COUNT_KEYS = ("n", "members")  # counts, stored as numbers: printed as integers
+
+
+def format_metric(name: str, v: float | None) -> str:
+    """A metric for a table: counts as integers, anything else to 4 decimals, a missing one as ``-``."""
     if v is None:
         return "-"
-    return str(int(v)) if name == "n" else f"{v:.4f}"
+    return str(int(v)) if name in COUNT_KEYS or (isinstance(v, int) and not isinstance(v, bool)) else f"{v:.4f}"

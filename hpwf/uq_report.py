@@ -39,9 +39,9 @@ def _table(metrics: dict[str, dict[str, float]]) -> str:
     models = list(metrics)
     rows = [k for k in KEY_METRICS if any(k in m for m in metrics.values())]
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    rows += [k for k in uq.COUNT_KEYS if any(k in m for m in metrics.values())]
     body = "".join(
-        f"<tr><td>{k}</td>" + "".join(f"<td>{metrics[m][k]:.4f}</td>" if k in metrics[m] else "<td>-</td>"
-                                      for m in models) + "</tr>"
+        f"<tr><td>{k}</td>" + "".join(f"<td>{uq.format_metric(k, metrics[m].get(k))}</td>" for m in models) + "</tr>"
         for k in rows
     )
     return f"<h3>Held-out metrics</h3><table><tr><th>metric</th>{head}</tr>{body}</table>"

@@ -70,15 +70,26 @@ class Workflow:
 def load(path: str | Path) -> Workflow:
     """Load and validate a workflow file.
 
+    The file's folder goes first on ``sys.path``, as ``python script.py`` does, so modules next
+    to the workflow import (the coordinator and every agent load the file through here).
+
     Raises:
         ConfigError: one line naming the file and the line or option at fault.
     """
     path = Path(path)
+    add_to_import_path(path.resolve().parent)
     module = load_module(path)
     return Workflow(
         objective=getattr(module, "objective", None), search=getattr(module, "search", None),
         ensemble=getattr(module, "ensemble", None), path=path.resolve(),
     )
+
+
+def add_to_import_path(folder: Path) -> None:
+    """Put ``folder`` first on ``sys.path`` unless it is there already (``python script.py`` does so)."""
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
 
 
 def load_module(path: Path) -> Any:

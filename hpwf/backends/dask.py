@@ -85,8 +85,12 @@ def dask_mpi_backend(interface: str | None = None) -> DaskBackend:
 
     from mpi4py import MPI
 
+    from hpwf.backends.local import DASHBOARD_ENV, QUIET_HTTP_ADDRESS
+
     interface = interface or os.environ.get(INTERFACE_ENV) or os.environ.get("HPWF_DASK_INTERFACE")
-    dask_mpi.initialize(nthreads=1, dashboard=False, interface=interface)
+    asked = os.environ.get(DASHBOARD_ENV)
+    dask_mpi.initialize(nthreads=1, dashboard=bool(asked), dashboard_address=asked or QUIET_HTTP_ADDRESS,
+                        interface=interface)
     client = Client()
     workers = MPI.COMM_WORLD.Get_size() - 2
     try:  # every worker rank, not just the first to register (on other nodes they come later)

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
 
+# Without a dashboard a Dask scheduler still serves HTTP (health, metrics), by default on port
+# 8787, warning "Port 8787 is already in use" when another user's cluster has it: a free port on
+# the loopback interface instead. HPWF_DASK_DASHBOARD=ADDRESS (e.g. ":8787") asks for the dashboard.
+QUIET_HTTP_ADDRESS = "127.0.0.1:0"
+DASHBOARD_ENV = "HPWF_DASK_DASHBOARD"
+
+
 class LocalBackend(Backend):
     """One single-threaded Dask worker process per slot; a killed worker is restarted by its nanny
     and Dask starts its agent again.
@@ -42,9 +49,11 @@ class LocalBackend(Backend):
     def start(self, address: tuple[str, int], authkey: bytes) -> None:
         from distributed import Client, LocalCluster
 
+        asked = os.environ.get(DASHBOARD_ENV)  # Dask's dashboard only when asked for
         self._cluster = LocalCluster(
             n_workers=self.workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR,
+            dashboard_address=asked or None, silence_logs=logging.ERROR,
+            scheduler_kwargs={} if asked else {"dashboard_address": QUIET_HTTP_ADDRESS},
         )
         self._client = Client(self._cluster)
         self._futures = submit_agents(self._client, address, authkey, self.workers, "local")

@@ -15,7 +15,7 @@ def progress_fields(c: Coordinator) -> dict[str, Any]:
     return {
         "done": counts.finished_ok, "total": c.budget.n_trials, "pruned": counts.pruned, "failed": counts.fail,
         "running": ledger.count(TrialState.PLACED, TrialState.RUNNING), "best": counts.best_value,
-        "agents": ledger.working_agents(), "elapsed": c.elapsed(),
+        "agents": ledger.working_agents(), "elapsed": c.elapsed(), "timeout": c.budget.timeout,
     }
 
 

@@ -1,0 +1,167 @@
+"""report.html in a real browser: headless Chromium (Debian's ``chromium``, installed here when
+missing) opens it offline and every plot must draw, with no script error in the console.
+
+Four runs: single-objective (with logged metrics), multi-objective, pruned-heavy, and a search
+followed by a UQ ensemble. Chromium runs with no network at all (``--proxy-server`` to a closed
+port), so a report that fetched plotly.js from a CDN would show no plot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "tests" / "workflows" / "toy.py"
+
+SINGLE = """
+import hpwf
+search = hpwf.Search(direction="minimize", n_trials=8, sampler="tpe", seed=0, pruner="none")
+def objective(trial):
+    x, y = trial.suggest_float("x", -3, 3), trial.suggest_int("y", 1, 8, log=True)
+    kind = trial.suggest_categorical("kind", ["a", "b"])
+    for epoch in range(3):
+        trial.report((x - 1) ** 2 + y / (epoch + 1), epoch)
+        trial.log_metrics(epoch, train_loss=1.0 / (epoch + 1), lr=0.1 * 0.5 ** epoch)
+    return (x - 1) ** 2 + y + (kind == "b")
+"""
+
+MULTI = """
+import hpwf
+search = hpwf.Search(directions=["minimize", "maximize"], n_trials=8, sampler="nsga2", seed=0)
+def objective(trial):
+    x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
+    return x + y, x * (1 - y)
+"""
+
+UQ = """
+import numpy as np
+import hpwf
+search = hpwf.Search(direction="minimize", n_trials=3, sampler="random", seed=0, pruner="none")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, 120)
+    return x, np.sin(x) + rng.normal(0, 0.1 + 0.1 * np.abs(x))
+def objective(trial):
+    return (trial.suggest_float("degree_weight", 0.1, 1.0) - 0.5) ** 2
+def train_member(member):
+    x, y = data()
+    in_bag, _ = member.bootstrap(len(x))
+    coef = np.polyfit(x[in_bag], y[in_bag], 3)
+    mean = np.polyval(coef, x)
+    var = np.full_like(x, np.var(y[in_bag] - np.polyval(coef, x[in_bag])))
+    member.save_predictions(x=x, y=y, mean=mean, var=var)
+    return float(np.mean((y - mean) ** 2))
+ensemble = hpwf.Ensemble(members=4, train=train_member, top_k=1, seed=0)
+"""
+
+
+def chromium() -> str:
+    """The chromium binary, installed with apt when missing (as tests/slurm/localslurm.sh installs Slurm)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.fail("chromium is missing and this test is not root: apt-get install chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+        if proc.returncode != 0:
+            pytest.fail(f"cannot install chromium ({' '.join(command)}): {proc.stderr[-2000:]}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail("apt-get installed chromium but there is no `chromium` on PATH")
+    return found
+
+
+def open_in_chromium(page: Path) -> tuple[str, list[str]]:
+    """The DOM after the page's scripts ran, and the console messages Chromium logged."""
+    proc = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
+         "--enable-unsafe-swiftshader", "--proxy-server=127.0.0.1:9", "--no-first-run", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=20000", "--window-size=1280,2000", "--dump-dom", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return proc.stdout, console
+
+
+PLOT_DIV = re.compile(r'<div[^>]*class="plotly-graph-div[^"]*"')
+
+
+def rendered_plots(dom: str) -> list[dict[str, int]]:
+    """For each plotly figure div in a DOM: its ``main-svg`` elements and drawn traces (up to the next figure)."""
+    starts = [m.start() for m in PLOT_DIV.finditer(dom)] + [len(dom)]
+    chunks = [dom[a:b] for a, b in zip(starts, starts[1:])]
+    return [{"main-svg": len(re.findall(r'class="main-svg"', c)),
+             "traces": len(re.findall(r'class="(?:trace|parcoords)\b', c))} for c in chunks]
+
+
+def check_report_renders(run_dir: Path, expect_at_least: int) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hpwf", "report", str(run_dir)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    page = run_dir / "report.html"
+    source = page.read_text()
+    assert not re.search(r"<script[^>]+src=", source), "the report must not load scripts from elsewhere"
+    drawn = len(PLOT_DIV.findall(source))
+    assert drawn >= expect_at_least, f"{drawn} figures in the report, expected at least {expect_at_least}"
+    dom, console = open_in_chromium(page)
+    assert not console, "console messages while loading the report:\n" + "\n".join(console)
+    plots = rendered_plots(dom)
+    assert len(plots) == drawn
+    blank = [i for i, p in enumerate(plots) if not p["main-svg"] or not p["traces"]]
+    assert not blank, f"plots {blank} of {drawn} did not draw: {plots}"
+
+
+def _run(tmp_path: Path, workflow_text: str | None, *args: str, env: dict[str, str] | None = None) -> Path:
+    workflow = TOY
+    if workflow_text is not None:
+        workflow = tmp_path / "wf.py"
+        workflow.write_text(workflow_text)
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "hpwf", "run", str(workflow), "--run-dir", str(run_dir),
+                           "--workers", "2", "--quiet", *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr
+    return run_dir
+
+
+def test_the_browser_check_catches_a_script_error_and_a_blank_plot(tmp_path: Path) -> None:
+    """The check itself can fail: a console error and a figure div that never drew are both seen."""
+    page = tmp_path / "broken.html"
+    page.write_text('<html><body><div class="plotly-graph-div" id="p"></div><script>notDefined();</script></body></html>')
+    dom, console = open_in_chromium(page)
+    assert any("Uncaught ReferenceError: notDefined is not defined" in line for line in console), console
+    assert rendered_plots(dom) == [{"main-svg": 0, "traces": 0}]
+
+
+def test_single_objective_report_renders(tmp_path: Path) -> None:
+    check_report_renders(_run(tmp_path, SINGLE), expect_at_least=5)  # history, importances, coordinates,
+    # intermediate values, logged metrics
+
+
+def test_multi_objective_report_renders(tmp_path: Path) -> None:
+    check_report_renders(_run(tmp_path, MULTI), expect_at_least=2)  # Pareto front, parallel coordinates
+
+
+def test_pruned_heavy_report_renders(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path, None, "--n-trials", "16", env={"TOY_EPOCHS": "6"})
+    import hpwf
+
+    states = [t.state.name for t in hpwf.load_study(run_dir).trials]
+    assert states.count("PRUNED") >= states.count("COMPLETE"), states
+    check_report_renders(run_dir, expect_at_least=4)
+
+
+def test_uq_report_renders(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path, UQ)
+    assert (run_dir / "uq_predictions.npz").exists()
+    check_report_renders(run_dir, expect_at_least=2 + 3)  # history, coordinates; calibration, std vs error, band
