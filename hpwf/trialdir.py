@@ -31,11 +31,14 @@ def trial_folder(run_dir: Path, number: int) -> Path:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a fresh temporary file, flushed to disk first."""
+    """Replace ``path`` with ``text`` through a fresh temporary file (`hpwf._perms.atomic_writer`).
+
+    Written and closed by the agent's own process, the file outlives the coordinator, its
+    process or its node (a shared file system has it once it is closed); no ``fsync``, which
+    would cost every trial a disk flush.
+    """
     with atomic_writer(path) as f:
         f.write(text.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_result(folder: Path, number: int, state: str, values: list[float] | None,
