@@ -11,7 +11,6 @@ reason for a failure it decided (a lost rank, a timeout, an interrupted run).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
