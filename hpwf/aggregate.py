@@ -156,6 +156,10 @@ def _score_models(models: dict[str, list[Component]], mc: Path | None,
                 raise ConfigError(f"{folder}: its test targets y differ from the other models': "
                                   "every trial and member must predict the same test set")
         if "probs" in test[0]:
+            if conformal and name == "ensemble":
+                from hpwf.progress import say
+
+                say("[hpwf] note: calibrate='conformal' makes intervals for regression; classifiers are scored raw")
             probs = np.stack([p["probs"] for p in test])
             metrics[name] = uq.classification_metrics(y, probs, weights)
             if name == "ensemble":

@@ -173,15 +173,15 @@ def ensemble(
     planned = plan(spec, None if spec.params is not None else source, folder)
     sub = folder / ENSEMBLE_DIR
     todo = missing_members(planned, load_study(sub)) if (sub / "run.json").exists() else planned.members
+    _member_direction(wf)  # a missing direction is an error before anything is written
+    _write_plan(folder, planned, spec, record.study_name)
+    if not todo:
+        say(f"[hpwf] ensemble: all {len(planned.members)} members of the plan are trained already")
+        return _aggregate_only(folder, source, spec)
     chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
     phase = _ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name,
                             members=todo)
     phase.rebuild = True
-    _write_plan(folder, planned, spec, record.study_name)
-    if not todo:
-        say(f"[hpwf] ensemble: all {len(planned.members)} members of the plan are trained already")
-        chosen.close(0)
-        return _aggregate_only(folder, source, spec)
     kept = len(planned.members) - len(todo)
     say(f"[hpwf] ensemble: {len(todo)} members to train" + (f", {kept} kept from before" if kept else ""))
     return _run_phases([phase], chosen, progress, spec)
@@ -378,7 +378,6 @@ def _retire_old_plan(study: optuna.Study) -> None:
     """Fail the members an older plan left waiting or running (we hold the ensemble's run lock)."""
     reason = "superseded: the ensemble was planned again"
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
         study.tell(frozen.number, state=TrialState.FAIL)
     for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()

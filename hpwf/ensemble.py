@@ -132,9 +132,6 @@ class Ensemble:
         """How many trials select='topk' takes."""
         return self.top_k or (1 if self.retrains else DEFAULT_SIZE)
 
-    def metric_name(self) -> str:
-        return self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "custom")
-
 
 class Member:
     """What ``train(member)`` sees: its index, configuration, seed, group and folder.
