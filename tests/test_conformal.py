@@ -62,3 +62,12 @@ def test_raw_overconfident_model_is_fixed_by_calibration():
     assert m["q_90"] == pytest.approx(2 * 1.645, rel=0.08)
     assert m["ece"] < 0.02 and m["miscalibration_area"] < 0.02
     assert {"nll", "crps", "rmse", "width_90", "n_cal"} <= set(m)
+
+
+def test_docstring_examples_of_the_uq_modules() -> None:
+    import doctest
+
+    from hpwf import conformal, ensemble, predictions, selection, uq
+
+    for module in (uq, selection, conformal, predictions, ensemble):
+        assert doctest.testmod(module).failed == 0, module.__name__
