@@ -129,20 +129,54 @@ def greedy(candidates: Mapping[int, Arrays], size: int, metric: str | MetricFn =
     sign = -1.0 if higher else 1.0
     single = {k: fn(y, combine([candidates[k]])) for k in numbers}
     counts = dict.fromkeys(numbers, 0)
+    sums = _Sums(classification)
     trace: list[float] = []
-    for _ in range(size):
+    for _ in range(size):  # each round costs one pass over the candidates, O(K N)
         best_k, best_score = numbers[0], np.inf
         for k in numbers:
-            trial_counts = {**counts, k: counts[k] + 1}
-            chosen = [c for c in numbers if trial_counts[c]]
-            score = sign * fn(y, combine([candidates[c] for c in chosen], [trial_counts[c] for c in chosen]))
+            score = sign * fn(y, sums.with_one_more(candidates[k]))
             if score < best_score:
                 best_k, best_score = k, score
         counts[best_k] += 1
+        sums.add(candidates[best_k])
         trace.append(sign * best_score)
     weights = {k: c / size for k, c in counts.items() if c}
     name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
     return Selection("greedy", weights, name, trace, single)
+
+
+class _Sums:
+    """Running sums of the chosen candidates (repeats counted), so adding one more is O(N)."""
+
+    def __init__(self, classification: bool) -> None:
+        self.classification = classification
+        self.n = 0
+        self.first: Any = 0.0  # sum of means, or of probabilities
+        self.second: Any = 0.0  # sum of squared means
+        self.aleatoric: Any = 0.0  # sum of variances
+
+    def _terms(self, c: Arrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.classification:
+            return np.asarray(c["probs"], dtype=float), np.zeros(1), np.zeros(1)
+        mean = np.asarray(c["mean"], dtype=float)
+        var = np.asarray(c["var"], dtype=float) if "var" in c else np.zeros_like(mean)
+        return mean, mean**2, var
+
+    def add(self, c: Arrays) -> None:
+        first, second, var = self._terms(c)
+        self.n, self.first, self.second, self.aleatoric = (
+            self.n + 1, self.first + first, self.second + second, self.aleatoric + var)
+
+    def with_one_more(self, c: Arrays) -> dict[str, np.ndarray]:
+        """The combination of the chosen candidates plus ``c`` (as `combine` gives it)."""
+        first, second, var = self._terms(c)
+        n = self.n + 1
+        if self.classification:
+            return {"probs": (self.first + first) / n}
+        mean = (self.first + first) / n
+        epistemic = np.maximum((self.second + second) / n - mean**2, 0.0)
+        aleatoric = (self.aleatoric + var) / n
+        return {"mean": mean, "var": aleatoric + epistemic, "aleatoric": aleatoric, "epistemic": epistemic}
 
 
 def top_k(values: Mapping[int, float], k: int, maximize: bool) -> Selection:

@@ -136,3 +136,17 @@ def test_trial_saves_predictions_per_split(tmp_path: Path) -> None:
         trial.save_predictions("cal", y=y, mean=y, var=np.ones(4))
     with pytest.raises(ValueError, match="mean= .regression. or probs="):
         trial.save_predictions("cal", y=y)
+
+
+def test_greedy_trace_is_the_score_of_the_weighted_mixture() -> None:
+    from hpwf import uq
+
+    y, cands = planted()
+    rng = np.random.default_rng(3)
+    for k in range(6, 12):  # more candidates with random biases and spreads
+        cands[k] = {"y": y, "mean": y + rng.normal(0, 0.7, 400), "var": np.full(400, rng.uniform(0.1, 1.0))}
+    sel = greedy(cands, size=7)
+    chosen = sorted(sel.weights)
+    c = combine([cands[k] for k in chosen], [sel.weights[k] for k in chosen])
+    assert sel.trace[-1] == pytest.approx(uq.gaussian_nll(y, c["mean"], c["var"]), rel=1e-9)
+    assert sel.trace[0] == pytest.approx(min(sel.single.values()), rel=1e-12)
