@@ -51,6 +51,7 @@ class _Phase:
     entry: str = "objective"
     fresh: bool = True
     members: list[dict[str, Any]] | None = None  # ensemble members to enqueue on a fresh study
+    rebuild: bool = False  # enqueue ``members`` into an existing members' study (a new plan)
 
 
 def run(
@@ -97,7 +98,7 @@ def run(
         search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
         wf = dataclasses.replace(wf, search=search)
         phases.append(_Phase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
-    if wf.ensemble is not None:
+    if wf.ensemble is not None and wf.ensemble.retrains:
         phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
     for phase in phases:  # every check before anything is written: an error leaves no run dir
         _check_fits(phase.search, chosen)
@@ -120,7 +121,7 @@ def _start(wf: Workflow, phases: list[_Phase], folder: Path, chosen: Backend, st
         root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
         root.storage = storage
         root.save(folder)
-    return _run_phases(phases, chosen, progress, checked=True)
+    return _run_phases(phases, chosen, progress, wf.ensemble, checked=True)
 
 
 def resume(
@@ -157,16 +158,17 @@ def resume(
         search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
         record.options = options
         phases.append(_Phase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
-    if workflow.ensemble is not None:
+    if workflow.ensemble is not None and workflow.ensemble.retrains:
         sub = folder / ENSEMBLE_DIR
-        if (sub / "run.json").exists():
+        if (sub / "run.json").exists():  # the current plan's members; a stale plan is warned about
             sub_record = RunRecord.load(sub)
-            phases.append(_Phase(sub, sub_record, _member_search(workflow, sub_record.storage, sub_record.study_name),
-                                 workflow, "ensemble", fresh=False))
+            search = _member_search(workflow, sub_record.storage, sub_record.study_name,
+                                    sub_record.options.get("n_trials"))
+            phases.append(_Phase(sub, sub_record, search, workflow, "ensemble", fresh=False))
         else:
             phases.append(_ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
     with run_umask(is_shared(folder)):
-        return _run_phases(phases, chosen, progress)
+        return _run_phases(phases, chosen, progress, workflow.ensemble)
 
 
 def ensemble(
@@ -179,27 +181,62 @@ def ensemble(
     workers: int | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Train the workflow's ensemble from the top-k configurations of an existing search run."""
+    """Build (or rebuild) the workflow's ensemble from the search run's current results.
+
+    The selection is made again from the search as it is now (after ``hpwf resume`` added
+    trials, too). Members already trained with the same configuration, source trial and seed
+    are kept; the others train now. An ensemble without ``train=`` only selects and scores.
+    """
+    from hpwf.ensemble import missing_members, plan
+
     wf = workflow if isinstance(workflow, Workflow) else load(workflow)
     if wf.ensemble is None:
         raise ConfigError(f"{wf.path or 'workflow'}: no `ensemble = hpwf.Ensemble(...)` defined")
+    if members is not None and not wf.ensemble.retrains:
+        raise ConfigError(f"--members: the ensemble in {wf.path or 'workflow'} trains no members (no train=)")
     changes: dict[str, Any] = {k: v for k, v in {"top_k": top_k, "members": members}.items() if v is not None}
     if top_k is not None:
-        changes["params"] = None
-    wf = dataclasses.replace(wf, ensemble=dataclasses.replace(wf.ensemble, **changes))
+        changes.update(params=None, select="topk", size=None)
+    spec = dataclasses.replace(wf.ensemble, **changes)
+    wf = dataclasses.replace(wf, ensemble=spec)
     folder = Path(source_run)
     check_run_trusted(folder)
     record = RunRecord.load(folder)
-    chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
+    source = load_study(folder)
+    if not spec.retrains:
+        return _aggregate_only(folder, source, spec)
+    planned = plan(spec, None if spec.params is not None else source, folder)
     sub = folder / ENSEMBLE_DIR
-    if (sub / "run.json").exists():  # finished members are kept; the rest run now
-        sub_record = RunRecord.load(sub)
-        phase = _Phase(sub, sub_record, _member_search(wf, sub_record.storage, sub_record.study_name),
-                       wf, "ensemble", fresh=False)
-    else:
-        phase = _ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name)
+    todo = missing_members(planned, load_study(sub)) if (sub / "run.json").exists() else planned.members
+    _member_direction(wf)  # a missing direction is an error before anything is written
+    _write_plan(folder, planned, spec, record.study_name)
+    if not todo:
+        say(f"[hpwf] ensemble: all {len(planned.members)} members of the plan are trained already")
+        return _aggregate_only(folder, source, spec)
+    chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
+    phase = _ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name,
+                            members=todo)
+    phase.rebuild = True
+    kept = len(planned.members) - len(todo)
+    say(f"[hpwf] ensemble: {len(todo)} members to train" + (f", {kept} kept from before" if kept else ""))
     with run_umask(is_shared(folder)):
-        return _run_phases([phase], chosen, progress)
+        return _run_phases([phase], chosen, progress, spec)
+
+
+def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
+    """Select and score without training anything (an ensemble of trials, or nothing left to train)."""
+    from hpwf.ensemble import aggregate
+
+    done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    summary = {"complete": done, "pruned": 0, "fail": 0, "session_wall_s": 0.0, "stop_reason": None,
+               **{k: v for k, v in read_summary(folder).items() if k in ("best_value", "best_trial")}}
+    return RunResult(folder, study, summary, aggregate(folder, spec))
+
+
+def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None) -> None:
+    from hpwf.ensemble import write_selection
+
+    write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
 
 
 def status(run_dir: str | Path) -> dict[str, Any]:
@@ -249,38 +286,54 @@ def _record(name: str, search: Search, wf: Workflow, backend: Backend, workers: 
     )
 
 
-def _member_search(wf: Workflow, storage: str | None, name: str) -> Search:
+def _member_search(wf: Workflow, storage: str | None, name: str, n: int | None = None) -> Search:
     e = wf.ensemble
-    return Search(direction=e.direction, n_trials=e.members, sampler="random", pruner="none",
+    n = n or e.members
+    return Search(direction=_member_direction(wf), n_trials=n, sampler="random", pruner="none",
                   ranks_per_trial=e.ranks_per_trial, seed=e.seed, name=name, storage=storage,
-                  max_failures=e.members * e.max_retries, retries=e.max_retries)
+                  max_failures=max(n * e.max_retries, 1), retries=e.max_retries)
+
+
+def _member_direction(wf: Workflow, announce: bool = False) -> str:
+    """The ensemble's direction, or the search's when it gives none (said once, on ``announce``)."""
+    e = wf.ensemble
+    if e.direction is not None:
+        return str(e.direction)
+    where = wf.path or "workflow"
+    if wf.search is None or wf.search.direction is None:
+        raise ConfigError(f"{where}: Ensemble(direction=...) is needed: there is no single-objective search "
+                          "to take it from (is a lower or a higher member score better?)")
+    if announce:
+        say(f"[hpwf] ensemble: members' scores are to {wf.search.direction}, as the search's "
+            f"(Ensemble(direction=...) to change)")
+    return str(wf.search.direction)
 
 
 def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
-                    source_name: str | None = None) -> _Phase:
-    """The members' sub-run in RUN_DIR/ensemble, sharing the search's storage."""
-    from hpwf.ensemble import plan
+                    source_name: str | None = None, members: list[dict[str, Any]] | None = None) -> _Phase:
+    """The members' sub-run in RUN_DIR/ensemble, sharing the search's storage.
 
+    ``members``: the plan entries to train; default: planned once the search phase has
+    finished (a selection needs its results), or now for a fixed ``params=`` configuration.
+    """
     shared = storage or f"journal:{(folder / DEFAULT_JOURNAL).resolve()}"
     name = f"{source_name or wf.name}-ensemble"
-    search = _member_search(wf, shared, name)
+    search = _member_search(wf, shared, name, len(members) if members else None)
     sub = folder / ENSEMBLE_DIR
     record = _record(name, search, wf, backend, workers)
-    record.options["direction"] = wf.ensemble.direction
-    phase = _Phase(sub, record, search, wf, "ensemble")
-    if wf.ensemble.params is None:
-        phase.members = []  # planned once the search phase has finished (top-k needs its results)
-        phase.record.options["source_study"] = source_name or wf.name
-    else:
-        phase.members = plan(wf.ensemble, None)
+    record.options["direction"] = _member_direction(wf, announce=True)
+    phase = _Phase(sub, record, search, wf, "ensemble", members=members or [])
+    phase.record.options["source_study"] = source_name or wf.name
     return phase
 
 
-def _run_phases(phases: list[_Phase], backend: Backend, progress: bool, checked: bool = False) -> RunResult:
+def _run_phases(phases: list[_Phase], backend: Backend, progress: bool, ensemble: Any = None,
+                checked: bool = False) -> RunResult:
     name_trials_in_optuna_warnings()
     for phase in phases if not checked else []:
         _check_fits(phase.search, backend)
     results: list[RunResult] = []
+    interrupted = False
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
     backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
@@ -288,18 +341,19 @@ def _run_phases(phases: list[_Phase], backend: Backend, progress: bool, checked:
         with Session(backend) as session:
             for phase in phases:
                 results.append(_run_phase(phase, backend, session, progress))
-                if str(results[-1].summary.get("stop_reason") or "").startswith("interrupted"):
+                interrupted = str(results[-1].summary.get("stop_reason") or "").startswith("interrupted")
+                if interrupted:
                     break  # a signal (Ctrl-C, preemption, the walltime warning) starts no later phase
     finally:
         optuna.logging.set_verbosity(verbosity)
+    first = results[0]
+    root = phases[0].folder.parent if phases[0].entry == "ensemble" else first.run_dir
     uq = None
-    if phases[-1].entry == "ensemble" and len(results) == len(phases):
+    if ensemble is not None and not interrupted:
         from hpwf.ensemble import aggregate
 
-        uq = aggregate(phases[-1].folder.parent)
-    first = results[0]
-    return RunResult(phases[0].folder.parent if phases[0].entry == "ensemble" else first.run_dir,
-                     first.study, first.summary, uq)
+        uq = aggregate(root, ensemble)
+    return RunResult(root, first.study, first.summary, uq)
 
 
 def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool) -> RunResult:
@@ -320,7 +374,7 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
                               f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
         phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
         if phase.fresh:
-            if phase.members is not None and existing == 0:
+            if phase.members is not None and (existing == 0 or phase.rebuild):
                 _enqueue_members(phase, study)
         wf = phase.workflow
         payload = None if wf.path else _pickle(wf.objective if phase.entry == "objective" else _member_objective(wf))
@@ -352,15 +406,34 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
 
 
 def _enqueue_members(phase: _Phase, study: optuna.Study) -> None:
+    """Queue the members to train; a rebuild first retires what an older plan left queued or running."""
     from hpwf.ensemble import plan
 
     members = phase.members
-    if not members:
-        source = optuna.load_study(study_name=phase.record.options["source_study"],
-                                   storage=open_storage(phase.search.storage, phase.folder))
-        members = plan(phase.workflow.ensemble, source)
+    if phase.rebuild:
+        _retire_old_plan(study)
+    if not members:  # planned now that the search has finished
+        spec = phase.workflow.ensemble
+        source = None
+        if spec.params is None:
+            source = optuna.load_study(study_name=phase.record.options["source_study"],
+                                       storage=open_storage(phase.search.storage, phase.folder))
+        planned = plan(spec, source, phase.folder.parent)
+        _write_plan(phase.folder.parent, planned, spec, phase.record.options["source_study"])
+        members = planned.members
     for attrs in members:
         study.enqueue_trial({}, user_attrs=attrs)
+
+
+def _retire_old_plan(study: optuna.Study) -> None:
+    """Fail the members an older plan left waiting or running (we hold the ensemble's run lock)."""
+    reason = "superseded: the ensemble was planned again"
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(frozen.number, state=TrialState.FAIL)
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def _member_objective(wf: Workflow) -> Any:

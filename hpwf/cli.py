@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("ensemble", help="train a workflow's ensemble from an existing search run")
+    p = sub.add_parser("ensemble", help="build (or rebuild) a workflow's ensemble from a search run's current results")
     p.add_argument("workflow", type=Path)
     p.add_argument("--from", dest="source", type=Path, required=True, help="the search's run dir")
     p.add_argument("--top-k", type=int, help="members cycle over the k best configurations")

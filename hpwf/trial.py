@@ -180,6 +180,35 @@ class Trial:
         """Whether the pruner wants this trial stopped; the same answer on every rank of the group."""
         return self._prune
 
+    # --- outputs ----------------------------------------------------------------------------
+    def save_predictions(self, split: str = "test", **arrays: Any) -> Path:
+        """Save this trial's predictions on one split, for ensembles built from the search.
+
+        Args:
+            split: "val" (what greedy selection scores), "cal" (calibration set for conformal
+                intervals) or "test" (the held-out set ``uq_metrics.json`` scores).
+            **arrays: ``y`` plus ``mean`` (and ``var``) for regression, or ``probs`` (N, C);
+                optionally ``x`` and ``mc_mean``/``mc_var`` (T, N). The same arrays as
+                ``member.save_predictions``.
+
+        Returns:
+            The file (``predictions_val.npz``, ``predictions_cal.npz`` or ``predictions.npz``
+            in the trial folder), written by the group's rank 0.
+
+        Example (inside an objective)::
+
+            trial.save_predictions("val", y=y_val, mean=mu, var=var)
+        """
+        from hpwf import predictions
+
+        return predictions.save(self.folder, self.group.rank, split, arrays)
+
+    def save_weights(self, state: Any) -> Path:
+        """Save the trial's weights (e.g. ``model.state_dict()``) as ``weights.pt``; rank 0 writes."""
+        from hpwf import predictions
+
+        return predictions.save_weights(self.folder, self.group.rank, state)
+
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable value to the trial in the study.
 

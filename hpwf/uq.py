@@ -1,12 +1,16 @@
-"""Uncertainty quantification for bootstrap ensembles: aggregation and metrics (plain numpy).
+"""Uncertainty quantification for ensembles: aggregation and metrics (plain numpy).
 
-Regression members are Gaussians (mean, variance) aggregated as a uniform mixture; classification
-members are probability vectors. Metrics take arrays and return a float (or a per-sample array).
+Regression members are Gaussians (mean, variance) aggregated as a (weighted) mixture;
+classification members are probability vectors. Metrics take arrays and return a float (or a
+per-sample array). Scores are averages over the points (never sums), and the calibration
+metrics follow uncertainty-toolbox's definitions (central intervals, 100 expected proportions
+``np.linspace(0, 1, 100)``), checked against its reference values in tests/test_uq.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -15,7 +19,7 @@ from scipy.special import erf, ndtri
 _VAR_FLOOR = 1e-12
 _PROB_FLOOR = 1e-12
 _DEFAULT_LEVELS = np.linspace(0.05, 0.95, 19)
-_FINE_LEVELS = np.linspace(0.01, 0.99, 99)
+_TOOLBOX_PROPORTIONS = np.linspace(0.0, 1.0, 100)
 
 
 @dataclass(frozen=True)
@@ -37,16 +41,17 @@ class Predictive:
         return np.sqrt(self.total)
 
 
-def mixture(means: ArrayLike, variances: ArrayLike | None = None) -> Predictive:
-    """Aggregate K members' Gaussian predictions as a uniform mixture.
+def mixture(means: ArrayLike, variances: ArrayLike | None = None, weights: ArrayLike | None = None) -> Predictive:
+    """Aggregate K members' Gaussian predictions as a mixture (uniform unless ``weights``).
 
     Args:
         means: member means, shape (K, N).
         variances: member variances, shape (K, N), or None for mean-only members (aleatoric 0).
+        weights: K non-negative member weights (normalised here); default uniform.
 
     Returns:
-        Predictive with mean = mean of means, aleatoric = mean of variances,
-        epistemic = population variance (ddof=0) of means.
+        Predictive with mean = weighted mean of means, aleatoric = weighted mean of variances,
+        epistemic = weighted population variance (ddof=0) of means.
 
     Example:
         >>> p = mixture([[0.0], [2.0]], [[1.0], [3.0]])
@@ -54,14 +59,26 @@ def mixture(means: ArrayLike, variances: ArrayLike | None = None) -> Predictive:
         (1.0, 2.0, 1.0, 3.0)
     """
     m = np.atleast_2d(np.asarray(means, dtype=float))
+    w = normalised_weights(weights, m.shape[0])
     if variances is None:
         alea = np.zeros(m.shape[1])
     else:
         v = np.atleast_2d(np.asarray(variances, dtype=float))
         if v.shape != m.shape:
             raise ValueError(f"variances shape {v.shape} != means shape {m.shape}")
-        alea = v.mean(axis=0)
-    return Predictive(mean=m.mean(axis=0), aleatoric=alea, epistemic=m.var(axis=0))
+        alea = w @ v
+    mean = w @ m
+    return Predictive(mean=mean, aleatoric=alea, epistemic=w @ (m - mean) ** 2)
+
+
+def normalised_weights(weights: ArrayLike | None, k: int) -> np.ndarray:
+    """K weights summing to one (uniform when None); raises ValueError on negative or zero sums."""
+    if weights is None:
+        return np.full(k, 1.0 / k)
+    w = np.asarray(weights, dtype=float).ravel()
+    if w.shape != (k,) or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, not {w.tolist()}")
+    return w / w.sum()
 
 
 def _arrays(*xs: ArrayLike) -> tuple[np.ndarray, ...]:
@@ -73,7 +90,10 @@ def _z(level: float) -> float:  # two-sided standard-normal quantile of a centra
 
 
 def gaussian_nll(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> float:
-    """Average negative log-likelihood of y under N(mean, var), var floored at 1e-12.
+    """Negative log-likelihood of y under N(mean, var), averaged over the points (not summed).
+
+    The same convention as uncertainty-toolbox's ``nll_gaussian`` (``scaled=True``, its
+    default); var is floored at 1e-12.
 
     Example:
         >>> round(gaussian_nll([0.0], [0.0], [1.0]), 6)  # 0.5 * log(2 pi)
@@ -138,23 +158,62 @@ def calibration_curve(
     return expected, observed
 
 
+def interval_proportions(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """uncertainty-toolbox's expected and observed proportions of central intervals.
+
+    Expected: ``np.linspace(0, 1, 100)``; observed: the fraction of points whose normalised
+    residual lies in [Phi^-1(0.5 - p/2), Phi^-1(0.5 + p/2)] (ends included).
+    """
+    y, mean, std = _arrays(y, mean, std)
+    expected = _TOOLBOX_PROPORTIONS.copy()
+    zq = ndtri(0.5 + expected / 2.0)
+    az = _abs_z(y, mean, std).ravel()
+    return expected, (az[None, :] <= zq[:, None]).mean(axis=1)
+
+
+def area_between(expected: ArrayLike, observed: ArrayLike) -> float:
+    """Area between the piecewise-linear curve (expected, observed) and the diagonal.
+
+    Segments that cross the diagonal are split where they cross, so this is the area of the
+    regions between the two curves (what uncertainty-toolbox computes with polygons).
+
+    Example:
+        >>> area_between([0.0, 1.0], [1.0, 0.0])  # two triangles of area 1/4
+        0.5
+    """
+    x = np.asarray(expected, dtype=float)
+    d = np.asarray(observed, dtype=float) - x
+    dx, d0, d1 = np.diff(x), d[:-1], d[1:]
+    same = d0 * d1 >= 0
+    span = np.abs(d0) + np.abs(d1)
+    crossing = np.where(span > 0, (d0**2 + d1**2) / (2 * np.where(span > 0, span, 1.0)), 0.0)
+    return float(np.sum(dx * np.where(same, span / 2.0, crossing)))
+
+
 def miscalibration_area(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:
-    """Mean |observed - expected| coverage over levels np.linspace(0.01, 0.99, 99)."""
-    exp, obs = calibration_curve(y, mean, std, _FINE_LEVELS)
-    return float(np.mean(np.abs(obs - exp)))
+    """uncertainty-toolbox's miscalibration area: between the interval calibration curve and the diagonal."""
+    return area_between(*interval_proportions(y, mean, std))
 
 
 def mace(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:
-    """Mean absolute calibration error over the default 19 levels (0.05..0.95)."""
-    exp, obs = calibration_curve(y, mean, std)
+    """Mean absolute calibration error (uncertainty-toolbox's, = its ECE for regression):
+    mean |observed - expected| over the 100 central-interval proportions."""
+    exp, obs = interval_proportions(y, mean, std)
     return float(np.mean(np.abs(obs - exp)))
+
+
+def rmsce(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:
+    """Root mean squared calibration error over the same 100 proportions (uncertainty-toolbox's)."""
+    exp, obs = interval_proportions(y, mean, std)
+    return float(np.sqrt(np.mean((obs - exp) ** 2)))
 
 
 def regression_metrics(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> dict[str, float]:
     """Accuracy, proper scores, coverage, sharpness and calibration of Gaussian predictions.
 
-    Keys: rmse, mae, nll, crps, picp_68/90/95, width_68/90/95, miscalibration_area, mace, n
-    (68 is level 0.6827, i.e. +/-1 sigma).
+    Keys: rmse, mae, nll, crps, picp_68/90/95, width_68/90/95, miscalibration_area, mace,
+    ece (= mace: the regression calibration error to read), rmsce, n (68 is level 0.6827, i.e.
+    +/-1 sigma). nll and crps are averages over the points.
 
     Example:
         >>> p = mixture([[0.0, 1.0], [0.2, 1.2]], [[1.0, 1.0], [1.0, 1.0]])
@@ -175,7 +234,8 @@ def regression_metrics(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> dict[st
     out.update({f"picp_{k}": picp(y, mean, std, lv) for k, lv in levels.items()})
     out.update({f"width_{k}": interval_width(std, lv) for k, lv in levels.items()})
     out["miscalibration_area"] = miscalibration_area(y, mean, std)
-    out["mace"] = mace(y, mean, std)
+    out["mace"] = out["ece"] = mace(y, mean, std)
+    out["rmsce"] = rmsce(y, mean, std)
     out["n"] = float(y.size)
     return out
 
@@ -186,15 +246,16 @@ def predictive_entropy(probs: ArrayLike) -> np.ndarray:
     return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
 
 
-def mutual_information(member_probs: ArrayLike) -> np.ndarray:
-    """Per-sample epistemic uncertainty (BALD): H(mean_k p_k) - mean_k H(p_k), clipped at 0.
+def mutual_information(member_probs: ArrayLike, weights: ArrayLike | None = None) -> np.ndarray:
+    """Per-sample epistemic uncertainty (BALD): H(sum_k w_k p_k) - sum_k w_k H(p_k), clipped at 0.
 
     Example:
         >>> round(float(mutual_information([[[1.0, 0.0]], [[0.0, 1.0]]])[0]), 6)  # log 2
         0.693147
     """
     p = np.asarray(member_probs, dtype=float)
-    mi = predictive_entropy(p.mean(axis=0)) - predictive_entropy(p).mean(axis=0)
+    w = normalised_weights(weights, p.shape[0])
+    mi = predictive_entropy(np.tensordot(w, p, axes=1)) - w @ predictive_entropy(p)
     return np.maximum(mi, 0.0)
 
 
@@ -210,8 +271,8 @@ def expected_calibration_error(y: ArrayLike, probs: ArrayLike, bins: int = 15) -
     return float(gap.sum() / max(count.sum(), 1))
 
 
-def classification_metrics(y: ArrayLike, member_probs: ArrayLike) -> dict[str, float]:
-    """Metrics of the ensemble-mean classifier; member_probs (K, N, C) or (N, C) (K=1).
+def classification_metrics(y: ArrayLike, member_probs: ArrayLike, weights: ArrayLike | None = None) -> dict[str, float]:
+    """Metrics of the (weighted) ensemble-mean classifier; member_probs (K, N, C) or (N, C) (K=1).
 
     Keys: accuracy, nll, brier, ece, entropy, mutual_information, n.
 
@@ -224,7 +285,8 @@ def classification_metrics(y: ArrayLike, member_probs: ArrayLike) -> dict[str, f
     if mp.ndim == 2:
         mp = mp[None]
     y = np.asarray(y).astype(int)
-    p = mp.mean(axis=0)
+    w = normalised_weights(weights, mp.shape[0])
+    p = np.tensordot(w, mp, axes=1)
     n = p.shape[0]
     onehot = np.zeros_like(p)
     onehot[np.arange(n), y] = 1.0
@@ -234,12 +296,21 @@ def classification_metrics(y: ArrayLike, member_probs: ArrayLike) -> dict[str, f
         "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
         "ece": expected_calibration_error(y, p),
         "entropy": float(np.mean(predictive_entropy(p))),
-        "mutual_information": float(np.mean(mutual_information(mp))),
+        "mutual_information": float(np.mean(mutual_information(mp, w))),
         "n": float(n),
     }
 
 
-def summarize(metrics_by_model: dict[str, dict[str, float]]) -> str:
+def model_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The entries of a ``uq_metrics.json`` object that are models (flat name -> number maps).
+
+    Other entries (``"selection"``: which trials or members, with which weights) are left out.
+    """
+    return {name: m for name, m in metrics.items()
+            if isinstance(m, dict) and all(isinstance(v, (int, float)) for v in m.values())}
+
+
+def summarize(metrics_by_model: dict[str, Any]) -> str:
     """Fixed-width text table: rows = metric names (first-seen order), columns = models.
 
     Example:
@@ -247,6 +318,7 @@ def summarize(metrics_by_model: dict[str, dict[str, float]]) -> str:
         metric       a
         rmse    0.5000
     """
+    metrics_by_model = model_metrics(metrics_by_model)
     models = list(metrics_by_model)
     names = list(dict.fromkeys(k for m in metrics_by_model.values() for k in m))
     cells = [[format_metric(k, metrics_by_model[m].get(k)) for m in models] for k in names]

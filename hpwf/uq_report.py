@@ -1,4 +1,4 @@
-"""The UQ section of ``report.html``: metrics table, calibration, std vs error, predictive band."""
+"""The UQ section of ``report.html``: metrics, members, calibration before and after, std vs error, band."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import optuna
 from hpwf import uq
 from hpwf.report import EXTRA_SECTIONS, figure_html
 
-KEY_METRICS = ("rmse", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_90", "miscalibration_area",
-               "accuracy", "brier", "ece", "entropy", "mutual_information")
+KEY_METRICS = ("rmse", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_90", "miscalibration_area", "ece",
+               "q_90", "accuracy", "brier", "entropy", "mutual_information")
 
 
 def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
@@ -22,8 +22,11 @@ def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
     metrics_path, preds_path = run_dir / "uq_metrics.json", run_dir / "uq_predictions.npz"
     if not metrics_path.exists():
         return None
-    metrics: dict[str, dict[str, float]] = json.loads(metrics_path.read_text())
+    everything: dict[str, Any] = json.loads(metrics_path.read_text())
+    metrics = uq.model_metrics(everything)
     chunks = ["<h2>Uncertainty quantification</h2>", _table(metrics)]
+    if isinstance(everything.get("selection"), dict):
+        chunks.append(_members(everything["selection"]))
     if preds_path.exists():
         p = dict(np.load(preds_path))
         if "mean" in p:
@@ -36,6 +39,7 @@ def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
 
 
 def _table(metrics: dict[str, dict[str, float]]) -> str:
+    """Held-out metrics, one column per model (raw and +conformal side by side)."""
     models = list(metrics)
     rows = [k for k in KEY_METRICS if any(k in m for m in metrics.values())]
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
@@ -47,26 +51,56 @@ def _table(metrics: dict[str, dict[str, float]]) -> str:
     return f"<h3>Held-out metrics</h3><table><tr><th>metric</th>{head}</tr>{body}</table>"
 
 
+def _members(selection: dict[str, Any]) -> str:
+    """Who is in the ensemble: member or trial, source trial, weight, score."""
+    rows = selection.get("members") or []
+    method = html.escape(str(selection.get("method")))
+    metric = f" on validation {html.escape(str(selection['metric']))}" if selection.get("metric") else ""
+    stale = f"<p><b>warning:</b> {html.escape(selection['stale'])}</p>" if selection.get("stale") else ""
+    body = "".join(
+        f"<tr><td>{r.get('member', '-')}</td><td>{r.get('trial', r.get('source_trial'))}</td>"
+        f"<td>{r.get('weight', 0):.3f}</td><td>{_number(r.get('score'))}</td></tr>" for r in rows)
+    return (f"<h3>Ensemble: {method} selection{metric}, {len(rows)} rows</h3>{stale}"
+            "<table><tr><th>member</th><th>trial (source)</th><th>weight</th><th>score</th></tr>"
+            f"{body}</table>")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+
+
 def _models(p: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Model name -> (mean, std) on the held-out set."""
     out = {"ensemble": (p["mean"], np.sqrt(p["aleatoric"] + p["epistemic"]))}
     if "best_mean" in p:
-        out["best member"] = (p["best_mean"], np.sqrt(p["best_var"]))
+        out["best single model"] = (p["best_mean"], np.sqrt(p["best_var"]))
     if "mc_mean" in p:
         out["MC dropout"] = (p["mc_mean"], np.sqrt(p["mc_total"]))
     return out
 
 
 def _calibration(p: dict[str, np.ndarray]) -> str:
+    """Expected vs observed coverage: raw (solid) and after conformal calibration (dashed)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="ideal", line={"dash": "dash", "color": "gray"}))
-    for name, (mean, std) in _models(p).items():
-        expected, observed = uq.calibration_curve(p["y"], mean, std)
-        fig.add_trace(go.Scatter(x=expected, y=observed, mode="lines+markers", name=name))
+    raw = {k.removeprefix("curve_raw__"): v for k, v in p.items() if k.startswith("curve_raw__")}
+    if raw:
+        for name, observed in raw.items():
+            fig.add_trace(go.Scatter(x=p["curve_expected"], y=observed, mode="lines+markers", name=f"{name} (raw)"))
+            after = p.get(f"curve_conformal__{name}")
+            if after is not None:
+                fig.add_trace(go.Scatter(x=p["curve_expected"], y=after, mode="lines+markers",
+                                         name=f"{name} (conformal)", line={"dash": "dot"}))
+    else:  # a run aggregated before the curves were saved
+        for name, (mean, std) in _models(p).items():
+            expected, observed = uq.calibration_curve(p["y"], mean, std)
+            fig.add_trace(go.Scatter(x=expected, y=observed, mode="lines+markers", name=name))
     fig.update_layout(xaxis_title="expected coverage (central interval)", yaxis_title="observed coverage")
-    return "<h3>Calibration</h3>" + figure_html(fig)
+    title = "Calibration, before and after conformal" if any(k.startswith("curve_conformal__") for k in p) \
+        else "Calibration"
+    return f"<h3>{title}</h3>" + figure_html(fig)
 
 
 def _std_vs_error(p: dict[str, np.ndarray]) -> str:

@@ -35,21 +35,24 @@ def test_uq_regression_search_then_ensemble_is_calibrated(tmp_path: Path) -> Non
     proc = cli("run", "workflows/uq_regression.py", "--run-dir", str(run_dir), "--workers", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "uq_metrics.json").read_text())
-    assert set(metrics) == {"ensemble", "best_member", "mc_dropout"}
-    ens, best = metrics["ensemble"], metrics["best_member"]
-    assert 0.85 <= ens["picp_90"] <= 0.95, ens
-    assert ens["nll"] < best["nll"], (ens["nll"], best["nll"])
-    assert {"picp_68", "picp_95", "crps", "rmse", "miscalibration_area", "mace", "width_90"} <= set(ens)
-    # Eight members, all from the search's best configuration, on different bootstrap resamples.
+    models = {"ensemble", "best_member", "best_trial", "mc_dropout"}
+    assert set(metrics) == models | {f"{m}+conformal" for m in models} | {"selection"}
+    ens, cal = metrics["ensemble"], metrics["ensemble+conformal"]
+    assert 0.85 <= ens["picp_90"] <= 0.96, ens
+    assert 0.87 <= cal["picp_90"] <= 0.93, cal  # 1,000 test points, 400 calibration points
+    assert {"picp_68", "picp_95", "crps", "rmse", "miscalibration_area", "mace", "ece", "width_90"} <= set(ens)
+    # Eight members, from the configurations greedy selection chose, on different bootstrap resamples.
     study, search = members_study(run_dir), hpwf.load_study(run_dir)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert sorted(t.user_attrs["member"] for t in done) == list(range(8))
-    assert all(t.user_attrs["config"] == {k: v for k, v in search.best_params.items()} for t in done)
+    chosen = {int(k) for k in metrics["selection"]["weights"]}
+    assert all(t.user_attrs["config"] == search.trials[t.user_attrs["source_trial"]].params for t in done)
+    assert {t.user_attrs["source_trial"] for t in done} <= chosen
     bags = [np.load(run_dir / "ensemble" / "trials" / f"{t.number:05d}" / "bootstrap.npz")["in_bag"] for t in done]
     assert all(not np.array_equal(bags[0], b) for b in bags[1:])
     proc = cli("report", str(run_dir))
     page = (run_dir / "report.html").read_text()
-    assert proc.returncode == 0 and "Uncertainty quantification" in page and "Calibration" in page
+    assert proc.returncode == 0 and "Uncertainty quantification" in page and "before and after conformal" in page
     assert "Predictive band" in page and page.count("plotly.js v") == 1
 
 

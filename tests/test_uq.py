@@ -11,8 +11,46 @@ from scipy import stats
 from hpwf import uq
 
 REG_KEYS = {"rmse", "mae", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_68", "width_90",
-            "width_95", "miscalibration_area", "mace", "n"}
+            "width_95", "miscalibration_area", "mace", "ece", "rmsce", "n"}
 CLS_KEYS = {"accuracy", "nll", "brier", "ece", "entropy", "mutual_information", "n"}
+
+
+# uncertainty-toolbox's reference arrays (tests/test_metrics_*.py there) and its figures
+TOOLBOX = dict(y_pred=np.array([1.0, 2.0, 3.0]), y_std=np.array([0.1, 0.5, 1.0]), y_true=np.array([1.5, 3.0, 2.0]))
+
+
+def test_metrics_equal_uncertainty_toolbox_reference_values():
+    y, mu, sd = TOOLBOX["y_true"], TOOLBOX["y_pred"], TOOLBOX["y_std"]
+    assert abs(uq.gaussian_nll(y, mu, sd**2) - 4.920361108686675) < 1e-6  # the MEAN over points
+    assert abs(uq.gaussian_crps(y, mu, sd) - 0.59080610693) < 1e-6
+    assert abs(uq.miscalibration_area(y, mu, sd) - 0.37710437710437716) < 1e-6
+    assert abs(uq.mace(y, mu, sd) - 0.3733333333333335) < 1e-6
+    assert abs(uq.rmsce(y, mu, sd) - 0.4165757476562379) < 1e-6
+    m = uq.regression_metrics(y, mu, sd**2)
+    assert m["ece"] == m["mace"] and abs(m["nll"] - 4.920361108686675) < 1e-6
+    exp, obs = uq.interval_proportions(y, mu, sd)
+    np.testing.assert_allclose(exp, np.linspace(0, 1, 100))
+    assert sorted(set(np.round(obs, 8))) == [0.0, 0.33333333, 0.66666667, 1.0]
+
+
+def test_nll_is_a_mean_not_a_sum():
+    per_point = -stats.norm.logpdf(TOOLBOX["y_true"], TOOLBOX["y_pred"], TOOLBOX["y_std"])
+    assert uq.gaussian_nll(TOOLBOX["y_true"], TOOLBOX["y_pred"], TOOLBOX["y_std"] ** 2) == pytest.approx(per_point.mean())
+    assert per_point.sum() == pytest.approx(3 * 4.920361108686675)
+
+
+def test_area_between_splits_crossing_segments():
+    assert uq.area_between([0.0, 1.0], [0.0, 1.0]) == 0.0
+    assert uq.area_between([0.0, 0.5, 1.0], [0.5, 0.5, 0.5]) == pytest.approx(0.25)
+    assert uq.area_between([0.0, 1.0], [1.0, 0.0]) == pytest.approx(0.5)
+
+
+def test_weighted_mixture():
+    p = uq.mixture([[0.0], [3.0]], [[1.0], [1.0]], weights=[2, 1])
+    assert p.mean[0] == pytest.approx(1.0)
+    assert p.epistemic[0] == pytest.approx((2 * 1.0 + 1 * 4.0) / 3)
+    with pytest.raises(ValueError):
+        uq.mixture([[0.0], [3.0]], weights=[-1, 2])
 
 
 def test_mixture_hand_computed():

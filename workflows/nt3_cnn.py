@@ -104,19 +104,15 @@ def train_member(member: hpwf.Member) -> float:
     (x_all, y_all), (x_val, y_val) = expression_data()
     in_bag, out_of_bag = member.bootstrap(len(x_all))
     torch.manual_seed(member.seed)
-
-    class Fixed:  # replays the member's configuration through the same model builder
-        def __getattr__(self, name):
-            return lambda key, *a, **k: member.params[key]
-
-    model = build_cnn(Fixed())
-    optimizer = parallel.distributed_optimizer(
-        torch.optim.Adam(model.parameters(), lr=member.params["lr"]), model, member.trial)
+    model = build_cnn(member)  # the objective's own builder: member.suggest_* replay its configuration
+    lr = member.suggest_float("lr", 1e-4, 1e-2, log=True)
+    batch = member.suggest_categorical("batch_size", [16, 32, 64])
+    optimizer = parallel.distributed_optimizer(torch.optim.Adam(model.parameters(), lr=lr), model, member.trial)
     mine = parallel.shard(len(in_bag), member.trial)
     x_train, y_train = x_all[in_bag[mine.start:mine.stop]], y_all[in_bag[mine.start:mine.stop]]
     for _ in range(EPOCHS):
         model.train()
-        for idx in torch.randperm(len(x_train)).split(member.params["batch_size"]):
+        for idx in torch.randperm(len(x_train)).split(batch):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
             optimizer.step()
@@ -128,4 +124,5 @@ def train_member(member: hpwf.Member) -> float:
     return parallel.average(oob, member.trial)
 
 
-ensemble = hpwf.Ensemble(members=4, train=train_member, top_k=2, direction="maximize", ranks_per_trial=2)
+# Members' scores (out-of-bag accuracy) are maximised, like the search's: the direction is inherited.
+ensemble = hpwf.Ensemble(members=4, train=train_member, top_k=2, ranks_per_trial=2)

@@ -1,10 +1,13 @@
-"""Heteroscedastic 1-D regression with known noise: search, then a bootstrap ensemble for UQ.
+"""Heteroscedastic 1-D regression with known noise: search, greedy ensemble, conformal intervals.
 
 y = sin(x) + ε, ε ~ N(0, (0.01 + |x − 5| / 10)²), x ∈ [0, 10] (seeded). Each model is an MLP
 with a Gaussian head (mean and variance, trained with the Gaussian NLL). The search tunes it;
-then K = 8 members of the best configuration train on bootstrap resamples, and hpwf combines
-them as a mixture: total variance = aleatoric (mean of member variances) + epistemic (variance
-of member means). Member 0 also runs MC dropout (30 stochastic passes) for comparison.
+every trial saves its validation, calibration and test predictions (and 30 MC-dropout passes).
+Greedy selection (Caruana, with replacement) then picks the trials whose mixture has the best
+validation NLL; K = 8 members retrain those configurations on bootstrap resamples (in
+proportion to their weights), and hpwf combines them as a mixture: total variance = aleatoric
+(mean of member variances) + epistemic (variance of member means). Split-conformal
+calibration on the calibration set gives intervals with finite-sample coverage.
 
     hpwf run workflows/uq_regression.py && hpwf report runs/<its run dir>
 """
@@ -30,7 +33,7 @@ def data(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     draw = lambda n: rng.uniform(0, 10, n)  # noqa: E731
     sets = {}
-    for name, n in (("train", 1200), ("val", 400), ("test", 1000)):
+    for name, n in (("train", 1200), ("val", 400), ("cal", 400), ("test", 1000)):
         x = np.sort(draw(n))
         sets[f"x_{name}"], sets[f"y_{name}"] = x, np.sin(x) + rng.normal(0, noise_std(x))
     return sets
@@ -83,30 +86,45 @@ def gaussian_nll(y, mean, var) -> float:
     return float(np.mean(0.5 * np.log(2 * np.pi * var) + (y - mean) ** 2 / (2 * var)))
 
 
-def objective(trial: hpwf.Trial) -> float:
-    params = {
+def hyperparameters(trial) -> dict:
+    """The model's configuration; members replay it (``member.suggest_*`` return their values)."""
+    return {
         "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
         "hidden": trial.suggest_int("hidden", 16, 96, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
         "dropout": 0.1,
     }
+
+
+def save_predictions(who, model, mc: bool) -> None:
+    """Validation (for selection), calibration (for conformal) and test predictions (scored)."""
     d = data()
-    model = fit(params, d["x_train"], d["y_train"], trial.seed, report=trial.report)
+    for split in ("val", "cal", "test"):
+        x = d[f"x_{split}"]
+        mean, var = predict(model, x)
+        extra = {}
+        if mc and split != "val":  # MC dropout of this model, for comparison
+            extra["mc_mean"], extra["mc_var"] = predict(model, x, passes=30)
+        who.save_predictions(split, x=x, y=d[f"y_{split}"], mean=mean, var=var, **extra)
+
+
+def objective(trial: hpwf.Trial) -> float:
+    d = data()
+    model = fit(hyperparameters(trial), d["x_train"], d["y_train"], trial.seed, report=trial.report)
+    save_predictions(trial, model, mc=True)
     return gaussian_nll(d["y_val"], *predict(model, d["x_val"]))
 
 
 def train_member(member: hpwf.Member) -> float:
     d = data()
     in_bag, out_of_bag = member.bootstrap(len(d["x_train"]))
-    model = fit(member.params, d["x_train"][in_bag], d["y_train"][in_bag], member.seed)
-    mean, var = predict(model, d["x_test"])
-    extra = {}
-    if member.index == 0:  # MC dropout on one trained model, for comparison
-        extra["mc_mean"], extra["mc_var"] = predict(model, d["x_test"], passes=30)
-    member.save_predictions(x=d["x_test"], y=d["y_test"], mean=mean, var=var, **extra)
+    model = fit(hyperparameters(member), d["x_train"][in_bag], d["y_train"][in_bag], member.seed)
+    save_predictions(member, model, mc=member.index == 0)
     member.save_weights(model.state_dict())
     oob = out_of_bag if len(out_of_bag) else in_bag
     return gaussian_nll(d["y_train"][oob], *predict(model, d["x_train"][oob]))
 
 
-ensemble = hpwf.Ensemble(members=8, train=train_member, top_k=1, seed=0)
+# Greedy selection of 8 rounds over the trials, 8 bootstrap members of the chosen configurations,
+# conformal intervals. Without members=/train= the selected trials themselves form the ensemble.
+ensemble = hpwf.Ensemble(select="greedy", size=8, members=8, train=train_member, calibrate="conformal", seed=0)

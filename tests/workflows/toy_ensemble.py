@@ -23,4 +23,5 @@ def train_member(member: hpwf.Member) -> float:
 
 
 ensemble = hpwf.Ensemble(members=int(os.environ.get("MEMBERS", "6")), train=train_member,
-                         params={"scale": float(os.environ.get("MEMBER_SCALE", "1.0"))}, seed=3)
+                         params={"scale": float(os.environ.get("MEMBER_SCALE", "1.0"))}, seed=3,
+                         direction="minimize")
