@@ -8,6 +8,10 @@ the coordinator, receives trials, and reports on them. A backend decides where a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hpwf._channel import Address
 
 
 class Backend(ABC):
@@ -28,8 +32,14 @@ class Backend(ABC):
     group_mode: str = "launch"  # "mpi": agents are MPI ranks and form a trial's group themselves
 
     @abstractmethod
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
-        """Launch the agents; they connect to ``address`` with ``authkey``. Must not block."""
+    def start(self, address: Address, authkey: bytes) -> None:
+        """Launch the agents; they connect to ``address`` with ``authkey``. Must not block.
+
+        ``address`` is a Unix socket's path when ``listen_host`` is a loopback address (agents on
+        this host only), else ``(host, port)``. ``authkey`` must reach agents only through
+        channels no other user can read (MPI, the environment, a 0600 file): never in a
+        command line or in a Dask task.
+        """
 
     @property
     @abstractmethod

@@ -1,16 +1,27 @@
-"""The embedded default: a `distributed.LocalCluster` whose worker processes each run one agent."""
+"""The embedded default: a `distributed.LocalCluster` whose worker processes each run one agent.
+
+The cluster speaks TLS with a certificate made for this run and kept in memory: a process of
+another user (or any process without the certificate) that connects to the scheduler, a nanny
+or a worker is refused before it can send a task. Dask's HTTP pages are off.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.agent import serve
 from hpwf.backends._base import Backend
+from hpwf.backends._dask_security import (
+    LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
+)
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
+
+    from hpwf._channel import Address
 
 
 class LocalBackend(Backend):
@@ -30,20 +41,26 @@ class LocalBackend(Backend):
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._futures: list = []
+        self._key_file: Path | None = None
 
     @property
     def slots(self) -> int:
         return self.workers
 
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
+        import dask
         from distributed import Client, LocalCluster
+        from distributed.security import Security
 
-        self._cluster = LocalCluster(
-            n_workers=self.workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR,
-        )
+        with dask.config.set(NO_HTTP_PAGES):  # the nannies hand this config on to their workers
+            self._cluster = LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                security=Security.temporary(), dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": LOOPBACK_HTTP}, silence_logs=logging.ERROR,
+            )
         self._client = Client(self._cluster)
-        self._futures = submit_agents(self._client, address, authkey, self.workers, "local")
+        self._key_file = write_key_file(authkey, address)
+        self._futures = submit_agents(self._client, address, self._key_file, self.workers, "local")
 
     def failure(self, live: int, seen: int) -> str | None:
         return agents_failure(self._futures)
@@ -54,17 +71,22 @@ class LocalBackend(Backend):
         if self._cluster is not None:
             self._cluster.close()
         self._client = self._cluster = None
+        remove_key_file(self._key_file)
+        self._key_file = None
 
 
-def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, prefix: str) -> list:  # type: ignore[no-untyped-def]
-    """Start ``count`` agents as long-running Dask tasks, one per worker where possible."""
+def submit_agents(client, address: Address, key_file: Path, count: int, prefix: str) -> list:  # type: ignore[no-untyped-def]
+    """Start ``count`` agents as long-running Dask tasks, one per worker where possible.
+
+    A task carries the hub's address and the path of the key file, never the key itself.
+    """
     workers = list(client.scheduler_info()["workers"]) or [None]
-    run = authkey.hex()[:8]  # keys unique per run: a shared cluster may still know an older run's agents
+    run = secrets.token_hex(4)  # keys unique per run: a shared cluster may still know an older run's agents
     futures = []
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
+            serve_with_key_file, address, str(key_file), f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures

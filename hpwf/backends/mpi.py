@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hpwf._channel import Address
 
 
 class MPIBackend(Backend):
@@ -53,7 +56,7 @@ class MPIBackend(Backend):
         if self.size < 2:
             raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 coordinates): mpirun -np N ...")
 
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
         self._release(("go", address, authkey))
         self._started_at = time.time()
 
@@ -112,14 +115,14 @@ class MPIJobBackend(Backend):
         self.max_restarts = max_restarts
         self._restarts = 0
         self._proc: Any = None
-        self._address: tuple[str, int] = ("127.0.0.1", 0)
+        self._address: Address = ("127.0.0.1", 0)
         self._authkey = b""
 
     @property
     def slots(self) -> int:
         return self.ranks
 
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
         self._address, self._authkey = address, authkey
         self._launch()
 
@@ -127,11 +130,12 @@ class MPIJobBackend(Backend):
         import subprocess
         import sys
 
+        from hpwf._channel import format_address
+
         flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
         env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        host, port = self._address
         command = [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
-                   f"{host}:{port}"]
+                   format_address(self._address)]
         self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
     def heal(self, live: int) -> None:
@@ -189,15 +193,16 @@ def _is_hydra(launcher: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT``."""
+    """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT|unix:PATH``."""
     from mpi4py import MPI
 
+    from hpwf._channel import parse_address
     from hpwf.agent import serve
 
-    host, port = argv[0].rsplit(":", 1)
     world = MPI.COMM_WORLD
     _leave_stop_signals_to_the_coordinator()
-    serve((host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{world.Get_rank()}", world.Get_rank(), world)
+    serve(parse_address(argv[0]), bytes.fromhex(os.environ[AUTH_ENV]),  # type: ignore[arg-type]
+          f"rank-{world.Get_rank()}", world.Get_rank(), world)
     return 0
 
 
