@@ -158,15 +158,24 @@ class Hub:
             new, self._new = self._new, []
         return new
 
+    @property
+    def wake_fd(self) -> int:
+        """Readable whenever a new agent was accepted (poll it beside the agents' connections)."""
+        return self._wake_r
+
+    def clear_wake(self) -> None:
+        """Empty the wake pipe after `wake_fd` was readable; a no-op once closed."""
+        with self._lock, contextlib.suppress(OSError):
+            if not self._closed:
+                os.read(self._wake_r, 4096)
+
     def wait(self, conns: list[Connection], timeout: float) -> list[Connection]:
         """The connections with something to read (or that closed); wakes early on a new agent."""
         with self._lock:
             wake = None if self._closed else self._wake_r
         ready = wait([*conns, *([wake] if wake is not None else [])], timeout)
         if wake is not None and wake in ready:
-            with self._lock, contextlib.suppress(OSError):
-                if not self._closed:
-                    os.read(self._wake_r, 4096)
+            self.clear_wake()
         return [c for c in ready if c is not wake]  # type: ignore[misc]
 
     def close(self) -> None:

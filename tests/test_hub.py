@@ -190,3 +190,18 @@ def test_a_second_user_cannot_reach_the_hub(hub: Hub) -> None:
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused PermissionError"), f"{user} could open a connection to the hub: {out.stdout}"
+
+
+def test_the_wake_fd_turns_readable_when_an_agent_is_accepted(hub: Hub) -> None:
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(hub.wake_fd, selectors.EVENT_READ)
+        assert selector.select(0) == []
+        conn = connect(hub.address, hub.authkey)
+        assert selector.select(AGENT_LIMIT_S), "no wake-up for a new agent"
+        hub.clear_wake()
+        assert selector.select(0) == [] and len(hub.take_new()) == 1
+        conn.close()
+    hub.close()
+    hub.clear_wake()  # harmless once closed
