@@ -187,7 +187,7 @@ def test_a_tls_scheduler_without_certificates_exits_2(tls_cluster: str, tmp_path
 
 
 @pytest.mark.mpi
-def test_dask_mpi_speaks_tls(tmp_path: Path) -> None:
+def test_dask_mpi_refuses_a_plain_client(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [str(BIN / "mpirun"), "-np", "4", sys.executable, "-m", "hpwf", "run", "tests/workflows/dask_probe.py",
@@ -195,6 +195,6 @@ def test_dask_mpi_speaks_tls(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "HPWF_DASK_INTERFACE": "lo"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line for log in run_dir.glob("trials/*/log.txt") for line in log.read_text().splitlines()
-             if line.startswith("dask worker")]
-    assert len(lines) == 2 and all(line.count("tls://") == 2 for line in lines), lines
+    logs = [log.read_text() for log in run_dir.glob("trials/*/log.txt")]
+    assert len(logs) == 2 and all("plain client refused" in log for log in logs), logs
+    assert not any("got in" in log for log in logs) and not list(run_dir.glob("trials/*/pwned")), logs
