@@ -42,6 +42,7 @@ CONNECT_TIMEOUT_S = 120.0  # how long an agent keeps trying to reach the hub
 MAX_HANDSHAKES = 128  # handshakes in flight at once; more connections are hung up on at once
 TCP_ENV = "HPWF_HUB_TCP"  # set to 1 to listen on TCP even when every agent is on this host
 
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _MAX_UNIX_PATH = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
 _MAGIC = b"hpwf-hub/1\n"
 _NONCE = 32
@@ -117,8 +118,8 @@ class Hub:
                         return
                     self._accept_one()
                 except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a client does
-                    if getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        time.sleep(0.1)  # out of descriptors: let handshakes finish, then go on
+                    out_of_files = getattr(exc, "errno", None) in _OUT_OF_FILES
+                    time.sleep(0.1 if out_of_files else 0.01)  # let handshakes finish; never spin
 
     def _accept_one(self) -> None:
         try:
