@@ -39,6 +39,7 @@ Address = Union[str, tuple[str, int]]  # a Unix socket's path, or (host, port)
 
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection that has not proved the key by then is hung up on
 CONNECT_TIMEOUT_S = 120.0  # how long an agent keeps trying to reach the hub
+GONE_AFTER_S = 5.0  # nobody listening for this long: the hub has closed, the agent gives up
 MAX_HANDSHAKES = 128  # handshakes in flight at once; more connections are hung up on at once
 TCP_ENV = "HPWF_HUB_TCP"  # set to 1 to listen on TCP even when every agent is on this host
 
@@ -207,15 +208,18 @@ class Hub:
 def connect(address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S) -> Connection:
     """The agent's end of the channel: reach the hub at ``address`` and prove ``authkey``.
 
-    Retries, with growing pauses, while the hub is not (yet) there or hangs up during the
-    handshake (it may be busy), for at most ``timeout`` seconds in all.
+    Retries, with growing pauses, while the hub does not answer or hangs up during the
+    handshake (it may be busy), for at most ``timeout`` seconds in all. Nobody listening at
+    ``address`` (refused, or no socket file) for `GONE_AFTER_S` means the hub has closed:
+    it gives up then.
 
     Raises:
         multiprocessing.AuthenticationError: the hub refused the key, or the peer is not this
             run's hub.
         ConnectionError: no hub answered within ``timeout`` seconds.
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline, gone_since = start + timeout, None
     pause = 0.05
     while True:
         try:
@@ -223,10 +227,16 @@ def connect(address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S
         except AuthenticationError:
             raise
         except (OSError, EOFError) as exc:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):  # nobody listens there
+                gone_since = gone_since or now
+                deadline = min(deadline, gone_since + GONE_AFTER_S)
+            else:
+                gone_since = None
+            left = deadline - now
             if left <= 0:
                 raise ConnectionError(f"cannot reach the hpwf coordinator at {format_address(address)} "
-                                      f"within {timeout:g} s: {exc}") from None
+                                      f"within {now - start:.0f} s: {exc}") from None
             time.sleep(min(pause, left))
             pause = min(pause * 2, 2.0)
 

@@ -147,6 +147,16 @@ def test_a_late_agent_gives_up_within_its_timeout() -> None:
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.parametrize("unix", [True, False])
+def test_an_agent_gives_up_soon_once_nobody_listens(unix: bool) -> None:
+    hub = Hub("127.0.0.1", unix=unix)
+    hub.close()
+    start = time.monotonic()
+    with pytest.raises(ConnectionError):
+        connect(hub.address, hub.authkey)  # the default timeout is far longer
+    assert time.monotonic() - start < 60
+
+
 def test_agents_on_this_host_use_a_unix_socket_only_the_user_can_enter(hub: Hub) -> None:
     assert isinstance(hub.address, str), f"the hub listens on TCP {hub.address}, open to every local user"
     folder = Path(hub.address).parent
