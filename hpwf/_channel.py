@@ -1,97 +1,350 @@
-"""The control channel: authenticated pickled messages over TCP (stdlib multiprocessing)."""
+"""The control channel between the coordinator (the `Hub`) and its agents (`connect`).
+
+Contract:
+    * The hub listens on a Unix socket in a directory only the user can enter when every agent
+      runs on this host (the listen host is a loopback address), else on TCP.
+    * Every connection proves it holds the run's key before the hub reads a single pickle: a
+      mutual HMAC-SHA256 challenge (`_prove`, `_check`), done in a thread of its own with a
+      deadline of `HANDSHAKE_TIMEOUT_S`. A wrong key, silence, random bytes or a flood of
+      connections costs the hub a short-lived thread each; the accept loop goes on.
+    * After `Hub.close` nothing is accepted: the listener is closed (the Unix socket removed),
+      and a connection still in its handshake is hung up on.
+    * `connect` retries (bounded by its ``timeout``) while the hub is not there yet or is busy,
+      and gives up at once on a wrong key.
+
+Messages after the handshake are pickles over `multiprocessing.connection.Connection`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import hmac
+import ipaddress
 import os
 import secrets
+import selectors
+import shutil
 import socket
+import tempfile
 import threading
-from multiprocessing.connection import Client, Connection, Listener, wait
-from typing import Any
+import time
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Union
+
+Address = Union[str, tuple[str, int]]  # a Unix socket's path, or (host, port)
+
+HANDSHAKE_TIMEOUT_S = 10.0  # a connection that has not proved the key by then is hung up on
+CONNECT_TIMEOUT_S = 120.0  # how long an agent keeps trying to reach the hub
+GONE_AFTER_S = 5.0  # nobody listening for this long: the hub has closed, the agent gives up
+MAX_HANDSHAKES = 128  # handshakes in flight at once; more connections are hung up on at once
+TCP_ENV = "HPWF_HUB_TCP"  # set to 1 to listen on TCP even when every agent is on this host
+
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_MAX_UNIX_PATH = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
+_MAGIC = b"hpwf-hub/1\n"
+_NONCE = 32
+_MAC = hashlib.sha256().digest_size
+_REFUSED = bytes(_MAC)  # the hub's answer to a wrong proof (a hang-up means "busy": retry)
 
 
 class Hub:
-    """The coordinator's end: accepts agents in a thread, multiplexes their messages.
+    """The coordinator's end: accepts agents, multiplexes their messages.
+
+    Args:
+        host: the interface to listen on; a loopback address means "agents on this host only",
+            and then the hub listens on a Unix socket instead (unless ``unix=False``).
+        advertise: the host name agents use to reach a TCP hub (default: ``host``).
+        unix: force (True) or forbid (False) the Unix socket; ``None`` decides from ``host``.
+        socket_dir: where to make the hub's private directory (default: the temp directory).
 
     Example:
         >>> hub = Hub("127.0.0.1")
-        >>> hub.address[0]
-        '127.0.0.1'
+        >>> isinstance(hub.address, str) and hub.address.endswith("hub.sock")
+        True
         >>> hub.close()
     """
 
-    def __init__(self, host: str = "127.0.0.1", advertise: str | None = None) -> None:
-        self.authkey = secrets.token_bytes(16)
-        self._listener = Listener((host, 0), authkey=self.authkey, backlog=256)
-        port = self._listener.address[1]
-        self.address: tuple[str, int] = (advertise or host, port)
+    def __init__(self, host: str = "127.0.0.1", advertise: str | None = None, *,
+                 unix: bool | None = None, socket_dir: str | Path | None = None) -> None:
+        self.authkey = secrets.token_bytes(32)
+        self.private_dir: Path | None = None
+        if unix is None:
+            unix = _prefers_unix(host, advertise)
+        self._sock = self._listen_unix(socket_dir) if unix else _listen_tcp(host)
+        self.address: Address = str(self.private_dir / "hub.sock") if self.private_dir \
+            else (advertise or host, self._sock.getsockname()[1])
         self._new: list[Connection] = []
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
         self._closed = False
-        threading.Thread(target=self._accept_forever, name="hpwf-accept", daemon=True).start()
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop_r, self._stop_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
+            os.set_blocking(fd, False)
+        self._thread = threading.Thread(target=self._accept_forever, name="hpwf-accept", daemon=True)
+        self._thread.start()
 
+    def _listen_unix(self, socket_dir: str | Path | None) -> socket.socket:
+        self.private_dir = Path(tempfile.mkdtemp(prefix="hpwf-", dir=socket_dir))  # mode 0700
+        path = str(self.private_dir / "hub.sock")
+        if len(path) > _MAX_UNIX_PATH and socket_dir is None:  # a long $TMPDIR: /tmp will do
+            self.private_dir.rmdir()
+            self.private_dir = Path(tempfile.mkdtemp(prefix="hpwf-", dir="/tmp"))
+            path = str(self.private_dir / "hub.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            sock.listen(256)
+        except OSError:
+            sock.close()
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+            raise
+        return sock
+
+    # --- the accept loop: never blocks on a client, never dies ------------------------------
     def _accept_forever(self) -> None:
-        while not self._closed:
-            try:
-                conn = self._listener.accept()
-            except (OSError, EOFError):
-                if self._closed:
-                    return
-                continue  # a client that failed authentication or hung up
-            with self._lock:
-                self._new.append(conn)
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass  # the pipe is full: the poller is awake anyway
+        self._sock.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._sock, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while not self._closed:
+                try:
+                    events = selector.select()
+                    if self._closed or any(key.fileobj == self._stop_r for key, _ in events):
+                        return
+                    self._accept_one()
+                except Exception as exc:  # noqa: BLE001 - the loop must outlive anything a client does
+                    out_of_files = getattr(exc, "errno", None) in _OUT_OF_FILES
+                    time.sleep(0.1 if out_of_files else 0.01)  # let handshakes finish; never spin
 
+    def _accept_one(self) -> None:
+        try:
+            sock, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # the client left between select and accept
+        if not self._handshakes.acquire(blocking=False):
+            sock.close()  # too many handshakes in flight: an agent retries, a flood is dropped
+            return
+        try:
+            threading.Thread(target=self._handshake, args=(sock,), name="hpwf-handshake", daemon=True).start()
+        except RuntimeError:  # no thread to be had
+            self._handshakes.release()
+            sock.close()
+
+    def _handshake(self, sock: socket.socket) -> None:
+        try:
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
+            _check(sock, self.authkey, deadline)
+            sock.settimeout(None)
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return
+                self._new.append(Connection(sock.detach()))
+                with contextlib.suppress(OSError):  # full pipe: the loop is awake anyway
+                    os.write(self._wake_w, b"x")
+        except Exception:  # noqa: BLE001 - a wrong key, silence, garbage, a hang-up: drop it
+            sock.close()
+        finally:
+            self._handshakes.release()
+
+    # --- what the coordinator calls ----------------------------------------------------------
     def take_new(self) -> list[Connection]:
-        """Connections accepted since the last call."""
+        """Connections that proved the key since the last call."""
         with self._lock:
             new, self._new = self._new, []
         return new
 
     @property
     def wake_fd(self) -> int:
-        """Readable whenever a new connection was accepted (poll it beside the agents')."""
+        """Readable whenever a new agent was accepted (poll it beside the agents' connections)."""
         return self._wake_r
 
     def clear_wake(self) -> None:
-        """Empty the wake pipe after `wake_fd` was readable."""
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
+        """Empty the wake pipe after `wake_fd` was readable; a no-op once closed."""
+        with self._lock, contextlib.suppress(OSError):
+            if not self._closed:
+                os.read(self._wake_r, 4096)
 
     def wait(self, conns: list[Connection], timeout: float) -> list[Connection]:
         """The connections with something to read (or that closed); wakes early on a new agent."""
-        ready = wait([*conns, self._wake_r], timeout)
-        if self._wake_r in ready:
-            os.read(self._wake_r, 4096)
-        return [c for c in ready if c is not self._wake_r]  # type: ignore[misc]
+        with self._lock:
+            wake = None if self._closed else self._wake_r
+        ready = wait([*conns, *([wake] if wake is not None else [])], timeout)
+        if wake is not None and wake in ready:
+            self.clear_wake()
+        return [c for c in ready if c is not wake]  # type: ignore[misc]
 
     def close(self) -> None:
-        """Stop accepting, and hang up on agents that connected too late to be served."""
-        self._closed = True
-        try:
-            self._listener.close()
-        except OSError:
-            pass
+        """Stop listening (a late agent is refused), and hang up on agents not yet taken.
+
+        Safe to call twice.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
         for conn in self.take_new():
             conn.close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
-def connect(address: tuple[str, int], authkey: bytes) -> Connection:
-    """The agent's end of the channel."""
-    return Client(address, authkey=authkey)
+def connect(address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S) -> Connection:
+    """The agent's end of the channel: reach the hub at ``address`` and prove ``authkey``.
+
+    Retries, with growing pauses, while the hub does not answer or hangs up during the
+    handshake (it may be busy), for at most ``timeout`` seconds in all. Nobody listening at
+    ``address`` (refused, or no socket file) for `GONE_AFTER_S` means the hub has closed:
+    it gives up then.
+
+    Raises:
+        multiprocessing.AuthenticationError: the hub refused the key, or the peer is not this
+            run's hub.
+        ConnectionError: no hub answered within ``timeout`` seconds.
+    """
+    start = time.monotonic()
+    deadline, gone_since = start + timeout, None
+    pause = 0.05
+    while True:
+        try:
+            return _connect_once(address, authkey, min(deadline, time.monotonic() + HANDSHAKE_TIMEOUT_S))
+        except AuthenticationError:
+            raise
+        except (OSError, EOFError) as exc:
+            now = time.monotonic()
+            if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):  # nobody listens there
+                gone_since = gone_since or now
+                deadline = min(deadline, gone_since + GONE_AFTER_S)
+            else:
+                gone_since = None
+            left = deadline - now
+            if left <= 0:
+                raise ConnectionError(f"cannot reach the hpwf coordinator at {format_address(address)} "
+                                      f"within {now - start:.0f} s: {exc}") from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 2.0)
+
+
+def _connect_once(address: Address, authkey: bytes, deadline: float) -> Connection:
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        sock.connect(address)
+        _prove(sock, authkey, deadline)
+        sock.settimeout(None)
+        return Connection(sock.detach())
+    finally:
+        sock.close()  # a no-op once detached
+
+
+# --- the handshake -------------------------------------------------------------------------
+# hub -> agent: MAGIC + hub nonce; agent -> hub: agent nonce + HMAC(key, "agent" + both nonces);
+# hub -> agent: HMAC(key, "hub" + both nonces), sent only if the agent's proof was right.
+def _check(sock: socket.socket, key: bytes, deadline: float) -> None:
+    """The hub's side: the peer must prove ``key``; then prove it back."""
+    ours = secrets.token_bytes(_NONCE)
+    _send(sock, _MAGIC + ours, deadline)
+    reply = _recv(sock, _NONCE + _MAC, deadline)
+    theirs, proof = reply[:_NONCE], reply[_NONCE:]
+    if not hmac.compare_digest(proof, _mac(key, b"agent", ours, theirs)):
+        _send(sock, _REFUSED, deadline)
+        raise AuthenticationError("wrong key")
+    _send(sock, _mac(key, b"hub", ours, theirs), deadline)
+
+
+def _prove(sock: socket.socket, key: bytes, deadline: float) -> None:
+    """The agent's side: prove ``key``, and check that the peer knows it too."""
+    hello = _recv(sock, len(_MAGIC) + _NONCE, deadline)
+    if not hello.startswith(_MAGIC):
+        raise AuthenticationError("the peer is not an hpwf coordinator")
+    theirs, ours = hello[len(_MAGIC):], secrets.token_bytes(_NONCE)
+    _send(sock, ours + _mac(key, b"agent", theirs, ours), deadline)
+    answer = _recv(sock, _MAC, deadline)
+    if answer == _REFUSED:
+        raise AuthenticationError("the hpwf coordinator refused the key")
+    if not hmac.compare_digest(answer, _mac(key, b"hub", theirs, ours)):
+        raise AuthenticationError("the peer does not know this run's key")
+
+
+def _mac(key: bytes, role: bytes, hub_nonce: bytes, agent_nonce: bytes) -> bytes:
+    return hmac.new(key, role + hub_nonce + agent_nonce, hashlib.sha256).digest()
+
+
+def _send(sock: socket.socket, data: bytes, deadline: float) -> None:
+    sock.settimeout(_left(deadline))
+    sock.sendall(data)
+
+
+def _recv(sock: socket.socket, size: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < size:
+        sock.settimeout(_left(deadline))
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the peer hung up during the handshake")
+        data += chunk
+    return data
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("handshake timed out")
+    return left
+
+
+# --- addresses -----------------------------------------------------------------------------
+def _prefers_unix(host: str, advertise: str | None) -> bool:
+    """A Unix socket when every agent is on this host (a loopback listen address)."""
+    if not hasattr(socket, "AF_UNIX") or os.environ.get(TCP_ENV, "") not in ("", "0"):
+        return False
+    return _is_loopback(host) and (advertise is None or _is_loopback(advertise))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen_tcp(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, 0), family=family, backlog=256)
+
+
+def format_address(address: Address) -> str:
+    """``unix:PATH`` or ``HOST:PORT``: one string for a command line (see `parse_address`)."""
+    return f"unix:{address}" if isinstance(address, str) else f"{address[0]}:{address[1]}"
+
+
+def parse_address(text: str) -> Address:
+    """The inverse of `format_address`."""
+    if text.startswith("unix:"):
+        return text[len("unix:"):]
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
 
 
 def default_advertise_host() -> str:

@@ -27,6 +27,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable
 
+from hpwf._channel import Address, format_address
+
 REPORT_DIR_ENV = "HPWF_AGENT_REPORTS"
 AGENTS_DIR = "agents"  # inside the run dir
 UNREACHABLE_EXIT = 0  # an MPI launcher would end the whole job on a non-zero exit: the rest runs on
@@ -90,7 +92,7 @@ class Announcing:
         return getattr(self._conn, name)
 
 
-def connect_or_report(address: tuple[str, int], authkey: bytes, name: str, rank: int | None,
+def connect_or_report(address: Address, authkey: bytes, name: str, rank: int | None,
                       reports: Path | None) -> Connection | None:
     """Connect to the coordinator; after a few tries write a report and return ``None``."""
     from hpwf._channel import connect
@@ -110,7 +112,7 @@ def connect_or_report(address: tuple[str, int], authkey: bytes, name: str, rank:
     return None  # pragma: no cover - the loop returns
 
 
-def serve_or_report(address: tuple[str, int], authkey: bytes, name: str, rank: int | None = None,
+def serve_or_report(address: Address, authkey: bytes, name: str, rank: int | None = None,
                     world: Any = None, reports: Path | None = None) -> int:
     """`hpwf.agent.serve`, except that an agent that cannot connect reports it and exits quietly."""
     conn = connect_or_report(address, authkey, name, rank, reports)
@@ -119,7 +121,7 @@ def serve_or_report(address: tuple[str, int], authkey: bytes, name: str, rank: i
     return run_agent(conn, address, authkey, name, rank, world)
 
 
-def run_agent(conn: Any, address: tuple[str, int], authkey: bytes, name: str, rank: int | None = None,
+def run_agent(conn: Any, address: Address, authkey: bytes, name: str, rank: int | None = None,
               world: Any = None) -> int:
     """Run trials over an open connection to the coordinator until told to stop."""
     from hpwf.agent import Agent
@@ -132,10 +134,10 @@ def run_agent(conn: Any, address: tuple[str, int], authkey: bytes, name: str, ra
 
 
 def write_report(reports: Path, name: str, rank: int | None, error: BaseException,
-                 address: tuple[str, int]) -> Path:
+                 address: Address) -> Path:
     """Write this agent's one-line report (JSON) into ``reports``; returns its path."""
     host = socket.gethostname()
-    report = Report(name, rank, host, f"{type(error).__name__}: {error}".strip(), f"{address[0]}:{address[1]}")
+    report = Report(name, rank, host, f"{type(error).__name__}: {error}".strip(), format_address(address))
     reports.mkdir(parents=True, exist_ok=True)
     path = reports / f"unreachable-{_safe(host)}-{_safe(name)}.txt"
     path.write_text(json.dumps(report.__dict__) + "\n")
@@ -182,7 +184,7 @@ class Unreachable:
         return self.count >= self.slots > 0
 
 
-def _say(name: str, rank: int | None, error: BaseException, address: tuple[str, int]) -> None:
+def _say(name: str, rank: int | None, error: BaseException, address: Address) -> None:
     import sys
 
     from hpwf.progress import write_quietly
@@ -190,7 +192,7 @@ def _say(name: str, rank: int | None, error: BaseException, address: tuple[str, 
     who = f"rank {rank}" if rank is not None else name
     if sys.__stderr__ is not None:
         write_quietly(sys.__stderr__, f"[hpwf agent] {who} on {socket.gethostname()} cannot reach the coordinator "
-                                      f"at {address[0]}:{address[1]}: {type(error).__name__}: {error}\n")
+                                      f"at {format_address(address)}: {type(error).__name__}: {error}\n")
 
 
 def _safe(text: str) -> str:

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable
 
-from hpwf._channel import connect
+from hpwf._channel import Address, connect
 from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop
 from hpwf.trial import Group, Trial, TrialPruned
 from hpwf.trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
@@ -39,7 +39,7 @@ class Agent:
     """One agent: a connection, the workflow's objective, and the trials it is handed."""
 
     def __init__(self, conn: Connection, name: str, rank: int | None = None, world: Any = None,
-                 attach: int | None = None, address: tuple[str, int] | None = None, authkey: bytes = b"") -> None:
+                 attach: int | None = None, address: Address | None = None, authkey: bytes = b"") -> None:
         self.conn = conn
         self.address, self.authkey = address, authkey  # handed on to ranks launched for a trial
         self.name = name
@@ -223,7 +223,7 @@ def _give_up(reason: str) -> None:
     os._exit(ABORT_EXIT)
 
 
-def serve(address: tuple[str, int], authkey: bytes, name: str, rank: int | None = None, world: Any = None) -> int:
+def serve(address: Address, authkey: bytes, name: str, rank: int | None = None, world: Any = None) -> int:
     """Connect to the coordinator at ``address`` and run trials until told to stop."""
     agent = Agent(connect(address, authkey), name, rank, world, address=address, authkey=authkey)
     try:

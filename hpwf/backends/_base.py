@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpwf._reach import Unreachable
+
+if TYPE_CHECKING:
+    from hpwf._channel import Address
 
 
 class Backend(ABC):
@@ -36,12 +40,15 @@ class Backend(ABC):
     _unreachable: Unreachable | None = None
 
     @abstractmethod
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
         """Launch the agents; they connect to ``address`` with ``authkey``.
 
         Must not wait for the agents. A backend whose start takes seconds (a local Dask
         cluster) sets ``starts_slowly``: then `start` runs in a thread of its own, and `close`
-        is called only after it returned.
+        is called only after it returned. ``address`` is a Unix socket's path when
+        ``listen_host`` is a loopback address (agents on this host only), else ``(host, port)``.
+        ``authkey`` must reach agents only through channels no other user can read (MPI, the
+        environment, a 0600 file): never in a command line or in a Dask task.
         """
 
     @property

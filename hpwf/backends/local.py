@@ -1,31 +1,35 @@
-"""The embedded default: a `distributed.LocalCluster` whose worker processes each run one agent."""
+"""The embedded default: a `distributed.LocalCluster` whose worker processes each run one agent.
+
+The cluster speaks TLS with a certificate made for this run and kept in memory: a process of
+another user (or any process without the certificate) that connects to the scheduler, a nanny
+or a worker is refused before it can send a task. Dask's HTTP pages are off.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pathlib import Path
-
-from hpwf._reach import serve_or_report
 from hpwf.agent import serve_in_child
 from hpwf.backends._base import Backend
+from hpwf.backends._dask_security import (
+    LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
+)
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
-
-# Without a dashboard a Dask scheduler still serves HTTP (health, metrics), by default on port
-# 8787, warning "Port 8787 is already in use" when another user's cluster has it: a free port on
-# the loopback interface instead. HPWF_DASK_DASHBOARD=ADDRESS (e.g. ":8787") asks for the dashboard.
-QUIET_HTTP_ADDRESS = "127.0.0.1:0"
-DASHBOARD_ENV = "HPWF_DASK_DASHBOARD"
+    from hpwf._channel import Address
 
 
 class LocalBackend(Backend):
-    """One single-threaded Dask worker process per slot; a killed worker is restarted by its nanny
-    and Dask starts its agent again.
+    """One single-threaded Dask worker process per slot, its agent in a child process that the
+    task starts again after an abort; a killed worker is restarted by its nanny and Dask starts
+    its agent again. Without a dashboard, Dask's (emptied) HTTP server sits on a free loopback
+    port, so another user's cluster on port 8787 brings no warning.
 
     Example:
         >>> backend = LocalBackend(workers=2)
@@ -41,22 +45,26 @@ class LocalBackend(Backend):
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._futures: list = []
+        self._key_file: Path | None = None
 
     @property
     def slots(self) -> int:
         return self.workers
 
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
+        import dask
         from distributed import Client, LocalCluster
+        from distributed.security import Security
 
-        asked = os.environ.get(DASHBOARD_ENV)  # Dask's dashboard only when asked for
-        self._cluster = LocalCluster(
-            n_workers=self.workers, threads_per_worker=1, processes=True,
-            dashboard_address=asked or None, silence_logs=logging.ERROR,
-            scheduler_kwargs={} if asked else {"dashboard_address": QUIET_HTTP_ADDRESS},
-        )
+        with dask.config.set(NO_HTTP_PAGES):  # the nannies hand this config on to their workers
+            self._cluster = LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                security=Security.temporary(), dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": LOOPBACK_HTTP}, silence_logs=logging.ERROR,
+            )
         self._client = Client(self._cluster)
-        self._futures = submit_agents(self._client, address, authkey, self.workers, "local")
+        self._key_file = write_key_file(authkey, address)
+        self._futures = submit_agents(self._client, address, self._key_file, self.workers, "local")
 
     def failure(self, live: int, seen: int) -> str | None:
         return agents_failure(self._futures)
@@ -67,21 +75,24 @@ class LocalBackend(Backend):
         if self._cluster is not None:
             self._cluster.close()
         self._client = self._cluster = None
+        remove_key_file(self._key_file)
+        self._key_file = None
 
 
-def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, prefix: str,  # type: ignore[no-untyped-def]
+def submit_agents(client, address: Address, key_file: Path, count: int, prefix: str,  # type: ignore[no-untyped-def]
                   reports: Path | None = None) -> list:
     """Start ``count`` agents as long-running Dask tasks, one per worker where possible.
 
-    An agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf._reach`).
+    A task carries the hub's address and the path of the key file, never the key itself. An
+    agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf._reach`).
     """
     workers = list(client.scheduler_info()["workers"]) or [None]
-    run = authkey.hex()[:8]  # keys unique per run: a shared cluster may still know an older run's agents
+    run = secrets.token_hex(4)  # keys unique per run: a shared cluster may still know an older run's agents
     futures = []
     for i in range(count):
         where = workers[i % len(workers)]
         futures.append(client.submit(
-            serve_in_child, serve_or_report, address, authkey, f"{prefix}-{i}", reports=reports,
+            serve_in_child, serve_with_key_file, address, str(key_file), f"{prefix}-{i}", reports=reports,
             key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))

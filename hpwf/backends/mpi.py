@@ -10,13 +10,16 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpwf._netif import choose, job_hosts
 from hpwf._reach import (REPORT_DIR_ENV, UNREACHABLE_EXIT, Announcing, arrivals, connect_or_report, mark_arrival,
                          run_agent)
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hpwf._channel import Address
 
 
 class MPIBackend(Backend):
@@ -63,7 +66,7 @@ class MPIBackend(Backend):
         if self.size < 2:
             raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 coordinates): mpirun -np N ...")
 
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
         """Release the ranks, then wait (up to ``ARRIVAL_WAIT_S``) until each has said hello to the
         coordinator or found it cannot: the first trials are then placed knowing every rank's host,
         so that a group is not split across nodes only because its node's ranks were slower."""
@@ -165,14 +168,14 @@ class MPIJobBackend(Backend):
         self._launches = 0
         self._launch_id = ""
         self._proc: Any = None
-        self._address: tuple[str, int] = ("127.0.0.1", 0)
+        self._address: Address = ("127.0.0.1", 0)
         self._authkey = b""
 
     @property
     def slots(self) -> int:
         return self.ranks
 
-    def start(self, address: tuple[str, int], authkey: bytes) -> None:
+    def start(self, address: Address, authkey: bytes) -> None:
         self._address, self._authkey = address, authkey
         self._launch()
 
@@ -209,9 +212,10 @@ class MPIJobBackend(Backend):
         import sys
 
         flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
-        host, port = self._address
+        from hpwf._channel import format_address
+
         return [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
-                f"{host}:{port}"]
+                format_address(self._address)]
 
     def heal(self, live: int) -> None:
         """A rank that dies inside a collective ends the whole MPI job (MPI has no way back):
@@ -291,15 +295,16 @@ def _is_hydra(launcher: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT``."""
+    """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT|unix:PATH``."""
     from mpi4py import MPI
 
-    host, port = argv[0].rsplit(":", 1)
+    from hpwf._channel import parse_address
+
     world = MPI.COMM_WORLD
     _leave_stop_signals_to_the_coordinator()
     reports = Path(os.environ[REPORT_DIR_ENV]) if os.environ.get(REPORT_DIR_ENV) else None
     launch, rank = os.environ.get(LAUNCH_ENV, ""), world.Get_rank()
-    address, authkey, name = (host, int(port)), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{rank}"
+    address, authkey, name = parse_address(argv[0]), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{rank}"
 
     def arrived() -> None:
         if reports is not None and launch:
