@@ -236,21 +236,21 @@ CHILD_ENV = "HPWF_AGENT_CHILD"
 QUICK_EXIT_S = 5.0  # a child that ends sooner than this, three times in a row, is not restarted
 
 
-def serve_in_child(target: Callable[..., Any], *args: Any) -> int:
+def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Run ``target(*args)`` (`serve`, or a function that calls it) in a child process, started
     again whenever it ends abnormally.
 
     For agents that live inside a Dask worker: a trial that is aborted (a lost peer, a
     timeout) ends its agent process with `ABORT_EXIT`; in a child, that leaves the Dask worker
     alive, so a long search never exhausts Dask's ``allowed-failures`` and loses its slots.
-    Returns how many children ran. ``target`` (a module-level function) and ``args`` reach the
-    child pickled in its environment (readable by this user only).
+    Returns how many children ran. ``target`` (a module-level function) and its arguments reach
+    the child pickled in its environment (readable by this user only).
     """
     import base64
     import pickle
     import subprocess
 
-    env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps((target, args))).decode(),
+    env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     runs, quick = 0, 0
     while True:
@@ -281,9 +281,9 @@ def _child_main() -> int:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
-    target, args = pickle.loads(base64.b64decode(os.environ.pop(CHILD_ENV)))
+    target, args, kwargs = pickle.loads(base64.b64decode(os.environ.pop(CHILD_ENV)))
     try:
-        target(*args)
+        target(*args, **kwargs)
     except (OSError, EOFError):
         return 0  # the coordinator is gone: nothing left to serve
     return 0

@@ -94,7 +94,7 @@ def submit_agents(client, address: Address, key_file: Path, count: int, prefix: 
         futures.append(client.submit(
             serve_in_child, serve_with_key_file, address, str(key_file), f"{prefix}-{i}", reports=reports,
             key=f"hpwf-agent-{prefix}-{i}-{run}",
-            pure=False, workers=[where] if where else None, allow_other_workers=True,
+            pure=False, workers=[where] if where else None, allow_other_workers=where is not None,
         ))
     return futures
 
