@@ -61,6 +61,7 @@ def run(
     storage: str | None = None,
     seed: int | None = None,
     progress: bool = True,
+    ensemble: bool = True,
 ) -> RunResult:
     """Run a workflow's search to its budget in a new run directory, then its ensemble if any.
 
@@ -70,6 +71,8 @@ def run(
         workers: agents for the local backend (default: the machine's cores).
         n_trials, timeout, storage, seed: override the workflow's `Search`.
         run_dir: where everything goes (default: ``runs/<name>-<time>``).
+        ensemble: False runs the search only (the members run elsewhere, e.g. as a Slurm
+            job array: `hpwf.ensemble_array`).
 
     Example:
         >>> result = hpwf.run("workflows/quickstart.py", workers=2)  # doctest: +SKIP
@@ -85,8 +88,10 @@ def run(
         search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
         wf = dataclasses.replace(wf, search=search)
         phases.append(_Phase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
-    if wf.ensemble is not None:
+    if wf.ensemble is not None and ensemble:
         phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
+    if not phases:
+        raise ConfigError(f"{wf.path or 'workflow'}: no search to run (the ensemble runs elsewhere)")
     _mkdir(folder)
     if wf.search is None:  # the run dir's own record points at the members' study
         root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
@@ -104,11 +109,12 @@ def resume(
     n_trials: int | None = None,
     timeout: float | None = None,
     progress: bool = True,
+    ensemble: bool = True,
 ) -> RunResult:
     """Continue an interrupted (or finished) run to its budget; completed trials are kept.
 
     Trials a killed coordinator left RUNNING are failed and run again; finished ensemble
-    members are never retrained.
+    members are never retrained. ``ensemble=False`` resumes the search only.
     """
     folder = Path(run_dir)
     record = RunRecord.load(folder)
@@ -124,7 +130,7 @@ def resume(
         search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
         record.options = options
         phases.append(_Phase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
-    if workflow.ensemble is not None:
+    if workflow.ensemble is not None and (ensemble or workflow.search is None):
         sub = folder / ENSEMBLE_DIR
         if (sub / "run.json").exists():
             sub_record = RunRecord.load(sub)

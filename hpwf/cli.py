@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-ensemble", action="store_true", help="run the search only (members run as a Slurm job array)")
 
     p = sub.add_parser("resume", help="continue an interrupted run to its budget")
     p.add_argument("run_dir", type=Path)
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
     p.add_argument("--timeout", type=float)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-ensemble", action="store_true", help="resume the search only")
 
     p = sub.add_parser("ensemble", help="train a workflow's ensemble from an existing search run")
     p.add_argument("workflow", type=Path)
@@ -52,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--quiet", action="store_true")
 
+    from hpwf.ensemble_array import add_member_parser
     from hpwf.slurm import add_submit_parser
 
     add_submit_parser(sub)
+    add_member_parser(sub)
 
     p = sub.add_parser("status", help="counts by state, best trial and params")
     p.add_argument("run_dir", type=Path)
@@ -87,6 +91,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hpwf.slurm import submit_command
 
         return submit_command(args)
+    if args.command == "ensemble-member":
+        from hpwf.ensemble_array import member_command
+
+        return member_command(args)
     if args.command == "status":
         info = api.status(args.run_dir)
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
@@ -122,7 +130,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
             result = api.run(
                 args.workflow, backend=backend,
                 n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
-                seed=args.seed, progress=not args.quiet,
+                seed=args.seed, progress=not args.quiet, ensemble=not args.no_ensemble,
             )
         elif args.command == "ensemble":
             result = api.ensemble(
@@ -132,7 +140,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
         else:
             result = api.resume(
                 args.run_dir, backend=backend, n_trials=args.n_trials, timeout=args.timeout,
-                progress=not args.quiet,
+                progress=not args.quiet, ensemble=not args.no_ensemble,
             )
         code = 0
         _print_end(result.run_dir, result.summary)
