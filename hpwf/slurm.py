@@ -615,9 +615,9 @@ def _search_done(run_dir: Path) -> bool:
     if not (run_dir / "run.json").exists():
         return False
     summary = read_summary(run_dir)
-    budget = summary.get("n_trials")
+    budget = int(summary.get("n_trials") or 0)
     finished = int(summary.get("complete") or 0) + int(summary.get("pruned") or 0)
-    return bool(budget) and finished >= int(budget) and not summary.get("stop_reason")
+    return budget > 0 and finished >= budget and not summary.get("stop_reason")
 
 
 def _check_array(args: argparse.Namespace, site: SiteConfig, workflow: Any, throttle: int | None) -> None:
