@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a workflow file's search to its budget")
     p.add_argument("workflow", type=Path)
-    p.add_argument("--backend", help="local (default) | mpi | mpirun | dask | dask-mpi")
+    p.add_argument("--backend", help="local (default) | mpi | mpirun | dask | dask-mpi | dask-slurm")
     p.add_argument("--scheduler", help="the Dask scheduler address for --backend dask")
+    p.add_argument("--site", type=Path, help="the site config for --backend dask-slurm (worker jobs' shape)")
     p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
     p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
     p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--backend")
     p.add_argument("--scheduler")
+    p.add_argument("--site", type=Path, help="the site config for --backend dask-slurm")
     p.add_argument("--workers", type=int)
     p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
     p.add_argument("--timeout", type=float)
@@ -121,7 +123,8 @@ def _run_or_resume(args: argparse.Namespace) -> int:
     if args.command == "resume":
         recorded = RunRecord.load(args.run_dir)
         name, workers = args.backend or recorded.backend, workers or recorded.options.get("workers")
-    backend = make_backend(name, workers=workers, scheduler=args.scheduler)
+    backend = make_backend(name, workers=workers, scheduler=args.scheduler, site=getattr(args, "site", None),
+                           run_dir=getattr(args, "run_dir", None))
     if getattr(backend, "rank", 0) != 0:
         return backend.serve_rank()  # type: ignore[attr-defined]
     code = 2
