@@ -26,10 +26,10 @@ WF = ROOT / "tests" / "workflows" / "toy_search_ensemble.py"
 MEMBERS = 4
 
 
-def submit_array(run_dir: Path, env: dict[str, str]) -> list[str]:
+def submit_array(run_dir: Path, env: dict[str, str], *extra: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-m", "hpwf", "submit", str(WF), "--site", str(GENERIC), "--ntasks-per-node", "3",
-         "--time", "10", "--run-dir", str(run_dir), "--ensemble-array", "--array-throttle", "2"],
+         "--time", "10", "--run-dir", str(run_dir), "--ensemble-array", *extra],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
@@ -58,7 +58,7 @@ def member_trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
 def test_ensemble_as_a_job_array_after_the_search(slurm: str, tmp_path: Path) -> None:  # noqa: F811
     run_dir = tmp_path / "run"
     env = {"MEMBER_FAIL_ONCE": str(tmp_path / "failed-once"), "MEMBER_SLEEP": "1"}
-    search_job, array_job = submit_array(run_dir, env)
+    search_job, array_job = submit_array(run_dir, env, "--array-throttle", "2")
     shown = subprocess.run(["scontrol", "show", "job", array_job], capture_output=True, text=True).stdout
     assert f"Dependency=afterok:{search_job}" in shown, shown  # still waiting for the search
     assert re.search(r"ArrayTaskThrottle=2\b", shown), shown
@@ -94,7 +94,7 @@ def test_ensemble_as_a_job_array_after_the_search(slurm: str, tmp_path: Path) ->
     assert (run_dir / "uq_metrics.json").exists()
 
     # Submitting again trains no member again (and runs no search job: the search is done).
-    [array_job] = submit_array(run_dir, env)
+    [array_job] = submit_array(run_dir, env, "--array-throttle", "2")
     wait_for_array(array_job, run_dir)
     assert len(member_trials(run_dir)) == MEMBERS + 1, array_logs(run_dir)
     again = array_logs(run_dir)
@@ -110,3 +110,20 @@ def _journal(run_dir: Path) -> optuna.storages.BaseStorage:
     from hpwf.rundir import open_storage
 
     return open_storage(None, run_dir)
+
+
+def test_a_member_of_two_ranks_trains_on_two_tasks_of_its_array_task(slurm: str, tmp_path: Path) -> None:  # noqa: F811
+    from hpwf.agent import trial_folder
+
+    run_dir = tmp_path / "run"
+    search_job, array_job = submit_array(run_dir, {"MEMBER_RANKS": "2"})
+    assert "#SBATCH --ntasks=2\n" in (run_dir / "ensemble_array.sh").read_text()
+    assert finish(search_job, run_dir) == "COMPLETED", log_of(run_dir, search_job)
+    wait_for_array(array_job, run_dir)
+    trials = member_trials(run_dir)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * MEMBERS, array_logs(run_dir)
+    for t in trials:  # both ranks of the member's group ran it, in the same array task
+        folder = trial_folder(run_dir / "ensemble", t.number)
+        ranks = sorted(p.name for p in folder.glob("rank*-of-*"))
+        assert ranks == ["rank0-of-2", "rank1-of-2"], ranks
+        assert len({(folder / r).read_text() for r in ranks}) == 1

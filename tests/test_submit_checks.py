@@ -44,7 +44,7 @@ def workflow_with_ranks(tmp_path: Path, search_ranks: int, member_ranks: int = 1
     path = tmp_path / "wf.py"
     path.write_text(SEARCH_ENSEMBLE.read_text()
                     .replace('seed=2)', f'seed=2, ranks_per_trial={search_ranks})')
-                    .replace('top_k=2, seed=5)', f'top_k=2, seed=5, ranks_per_trial={member_ranks})'))
+                    .replace('int(os.environ.get("MEMBER_RANKS", "1"))', str(member_ranks)))
     return path
 
 

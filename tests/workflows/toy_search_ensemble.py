@@ -1,7 +1,8 @@
 """A fast search-then-ensemble workflow for the job-array tests: members take the top-2 configurations.
 
 ``MEMBER_FAIL_ONCE=PATH`` makes member 1 fail on its first attempt (it creates PATH);
-``MEMBER_SLEEP`` slows every member down.
+``MEMBER_SLEEP`` slows every member down; ``MEMBER_RANKS=K`` trains each member on K MPI ranks
+(each rank leaves a file ``rank<R>-of-<K>`` holding its Slurm job id in the member's folder).
 """
 
 import os
@@ -23,6 +24,7 @@ def train_member(member: hpwf.Member) -> float:
     rng = np.random.default_rng(7)
     y = rng.normal(member.params["x"], 0.5, 200)
     in_bag, out_of_bag = member.bootstrap(len(y))
+    (member.folder / f"rank{member.group.rank}-of-{member.group.size}").write_text(os.environ.get("SLURM_JOB_ID", ""))
     time.sleep(float(os.environ.get("MEMBER_SLEEP", "0")))
     marker = os.environ.get("MEMBER_FAIL_ONCE")
     if marker and member.index == 1 and not os.path.exists(marker):
@@ -35,4 +37,5 @@ def train_member(member: hpwf.Member) -> float:
     return float(((y[out_of_bag] - mu) ** 2).mean())
 
 
-ensemble = hpwf.Ensemble(members=4, train=train_member, top_k=2, seed=5)
+ensemble = hpwf.Ensemble(members=4, train=train_member, top_k=2, seed=5,
+                         ranks_per_trial=int(os.environ.get("MEMBER_RANKS", "1")))
