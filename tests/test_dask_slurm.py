@@ -125,3 +125,29 @@ def test_dask_slurm_needs_a_site_config() -> None:
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "hpwf: error: --backend dask-slurm needs --site SITE.yaml (the worker jobs' shape)"
+
+
+@pytest.mark.slurm
+def test_workers_leave_before_the_walltime_and_new_jobs_replace_them(slurm: str, tmp_path: Path) -> None:  # noqa: F811
+    """A 1-minute walltime: workers retire after 30 s +- 15 s (before Slurm's kill at 60 s);
+    the cluster submits new jobs, and a run longer than one walltime reaches its budget."""
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.replace('time: "00:10:00"', "time: 1"))
+    workflow = tmp_path / "toy.py"
+    workflow.write_text(TOY.read_text().replace("seed=1)", "seed=1, retries=3)"))
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "hpwf", "run", str(workflow), "--backend", "dask-slurm",
+                           "--site", str(site), "--run-dir", str(run_dir), "--n-trials", "30"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=170,
+                          env={**os.environ, "TOY_SLEEP": "2", "TOY_EPOCHS": "4"})
+    subprocess.run(["scancel", "-n", JOB_NAME])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["complete"] + summary["pruned"] == 30 and summary["stop_reason"] is None, summary
+    assert summary["elapsed_s"] > 50, summary  # longer than the first workers live (30 +- 15 s)
+    errs = {p: p.read_text() for p in (run_dir / "workers").glob(f"{JOB_NAME}-*.err")}
+    retired = [p.name for p, text in errs.items() if "worker-lifetime-reached" in text]
+    assert retired, "\n".join(t[-1500:] for t in errs.values())
+    assert len(errs) >= 3, sorted(p.name for p in errs)  # jobs that left were replaced
+    assert "DUE TO TIME LIMIT" not in "".join(errs.values())  # none was killed by Slurm at its walltime
+    assert "--lifetime 30s --lifetime-stagger 15s" in (run_dir / "workers" / "dask-worker-job.sh").read_text()

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from hpwf.backends.dask import DaskBackend
 from hpwf.backends.local import agents_failure, submit_agents
 from hpwf.errors import ConfigError
@@ -103,6 +105,7 @@ class DaskSlurmBackend(DaskBackend):
         self._cluster.adapt(minimum_jobs=self.min_jobs, maximum_jobs=self.max_jobs, target_duration="10ms",
                             wait_count=2, interval="1s")
         self._client = Client(self._cluster)
+        self._client.register_plugin(LeaveWithWorker(), name=LeaveWithWorker.name)
         self._futures = submit_agents(self._client, address, authkey, self._slots, "dask-slurm")
 
     def failure(self, live: int, seen: int) -> str | None:
@@ -140,6 +143,26 @@ class DaskSlurmBackend(DaskBackend):
         if self._cluster is not None:
             self._cluster.close()  # scancels the worker jobs
             self._cluster = None
+
+
+class LeaveWithWorker(WorkerPlugin):
+    """A Dask worker plugin: when the worker closes (its ``--lifetime``, or the run's end), the
+    process ends at once, agent included.
+
+    A closing worker cannot stop the agent thread it runs, and waits for it: without this the
+    process, and with it the Slurm job, would stay until the walltime kills it. The trial the
+    agent held fails ("died mid-trial") and runs again elsewhere.
+    """
+
+    name = "hpwf-leave-with-worker"
+
+    def teardown(self, worker: Any) -> None:
+        import logging
+
+        logging.getLogger("distributed.worker").info("hpwf: worker closing: its agent leaves with it")
+        for handler in logging.getLogger().handlers + logging.getLogger("distributed").handlers:
+            handler.flush()
+        os._exit(0)
 
 
 def ended_jobs(job_ids: list[str]) -> set[str]:
