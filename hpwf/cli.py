@@ -194,6 +194,9 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
     if info.get("ensemble"):
         e = info["ensemble"]
         lines.append(f"ensemble   {e['complete']} of {e['n_trials']} members done, {e['fail']} failed attempts")
-    if info.get("slurm"):
-        lines.append(f"slurm      job {info['slurm']['job_id']}: {info['slurm']['state'] or 'no longer known to Slurm'}")
+    slurm = info.get("slurm") or {}
+    if slurm.get("job_id"):
+        lines.append(f"slurm      job {slurm['job_id']}: {slurm['state'] or 'no longer known to Slurm'}")
+    if slurm.get("array_job_id"):
+        lines.append(f"slurm      array {slurm['array_job_id']}: {slurm['array_state'] or 'done (no longer in the queue)'}")
     return "\n".join(lines)

@@ -400,15 +400,30 @@ JOB_ID_FILE = "slurm_job_id"
 
 
 def run_job_state(run_dir: Path) -> dict[str, str | None] | None:
-    """``{"job_id", "state"}`` of the Slurm job that `hpwf submit` started for ``run_dir``."""
-    path = Path(run_dir) / JOB_ID_FILE
-    if not path.exists():
+    """``{"job_id", "state"}`` of the Slurm job that `hpwf submit` started for ``run_dir``, with
+    ``"array_job_id"`` and ``"array_state"`` (e.g. ``"RUNNING 2, PENDING 2"``) for an ensemble array."""
+    paths = [Path(run_dir) / name for name in (JOB_ID_FILE, ARRAY_JOB_ID_FILE)]
+    if not any(p.exists() for p in paths):
         return None
-    job_id = path.read_text().strip()
+    job_id, array_id = (p.read_text().strip() if p.exists() else None for p in paths)
+    result: dict[str, str | None] = {"job_id": job_id, "state": None}
     try:
-        return {"job_id": job_id, "state": job_state(job_id)}
+        if job_id:
+            result["state"] = job_state(job_id)
+        if array_id:
+            result.update(array_job_id=array_id, array_state=array_state(array_id))
     except OSError:  # no Slurm client on this machine
-        return {"job_id": job_id, "state": None}
+        pass
+    return result
+
+
+def array_state(array_id: str) -> str | None:
+    """How many tasks of a job array are in each state (squeue), or None once Slurm forgot them."""
+    done = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%T"], capture_output=True, text=True)
+    states = done.stdout.split() if done.returncode == 0 else []
+    if not states:
+        return None
+    return ", ".join(f"{state} {states.count(state)}" for state in sorted(set(states)))
 
 
 def job_state(job_id: str) -> str | None:

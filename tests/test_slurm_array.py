@@ -103,7 +103,13 @@ def test_ensemble_as_a_job_array_after_the_search(slurm: str, tmp_path: Path) ->
                             capture_output=True, text=True, timeout=60)
     import json
 
-    assert json.loads(status.stdout)["ensemble"] == {"complete": MEMBERS, "fail": 1, "running": 0, "n_trials": MEMBERS}
+    info = json.loads(status.stdout)
+    assert info["ensemble"] == {"complete": MEMBERS, "fail": 1, "running": 0, "n_trials": MEMBERS}
+    assert info["slurm"]["array_job_id"] == array_job
+    text = subprocess.run([sys.executable, "-m", "hpwf", "status", str(run_dir)], capture_output=True, text=True,
+                          timeout=60).stdout
+    assert f"ensemble   {MEMBERS} of {MEMBERS} members done, 1 failed attempts" in text
+    assert f"slurm      array {array_job}: " in text, text
 
 
 def _journal(run_dir: Path) -> optuna.storages.BaseStorage:
