@@ -45,7 +45,7 @@ from hpwf.errors import ConfigError
 from hpwf.workflow import Workflow
 
 LOCK_FILE = "ensemble-plan.lock"
-# Attribute names the coordinator uses too (`hpwf.coordinator`): a run's own trials, liveness, attempts.
+# Attribute names the engine uses too: a run's own trials, liveness, attempts, retries.
 RUN_ATTR, HEARTBEAT_ATTR, ATTEMPT_ATTR, RETRY_ATTR = "hpwf:run", "hpwf:heartbeat", "hpwf:attempt", "hpwf:retry_of"
 HEARTBEAT_S = 10.0
 
@@ -184,7 +184,10 @@ def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: in
             trial.set_user_attr(RUN_ATTR, run_id)
             trial.set_user_attr(HEARTBEAT_ATTR, time.time())
             attrs = {k: v for k, v in t.user_attrs.items() if k in (MEMBER, CONFIG, SOURCE, SEED)}
-            task = Assign(t.number, {}, {}, _trial_seed(seed, t.number), attrs=attrs)
+            fields = {f.name for f in dataclasses.fields(Assign)}
+            extra: dict[str, Any] = {"ticket": t.number} if "ticket" in fields else {}  # messages' key, where used
+            task = Assign(number=t.number, params={}, distributions={}, seed=_trial_seed(seed, t.number),
+                          attrs=attrs, **extra)
             return Claimed(task, t._trial_id)
     raise ConfigError(f"--member {member}: another process took its trial; is a second task of this member running?")
 
@@ -209,7 +212,6 @@ def _train(wf: Workflow, folder: Path, claimed: Claimed, study: optuna.Study | N
 
 def _answerer(trial: optuna.Trial | None) -> Any:
     """What the coordinator would answer a trial's requests, done here against the storage."""
-    from hpwf.coordinator import _suggest
 
     def answer(message: Any) -> Any:
         assert trial is not None, "only rank 0 of a member talks to the storage"
@@ -224,6 +226,19 @@ def _answerer(trial: optuna.Trial | None) -> Any:
         raise TypeError(f"unexpected request {message!r}")
 
     return answer
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
+    """Sample with the public ``suggest_*`` API, as the coordinator does."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"unsupported distribution {dist!r}")
 
 
 def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bool:
@@ -245,9 +260,10 @@ def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bo
         _say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) failed: {reason}")
     out = trial_folder(folder / ENSEMBLE_DIR, frozen.number)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"number": frozen.number, "state": frozen.state.name, "values": frozen.values,
-              "params": frozen.params, "duration_s": round(done.duration, 3)}
-    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    if not (out / "result.json").exists():  # (an agent that writes its own durable result.json keeps it)
+        result = {"number": frozen.number, "state": frozen.state.name, "values": frozen.values,
+                  "params": frozen.params, "duration_s": round(done.duration, 3)}
+        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
     if frozen.state != TrialState.FAIL:
         _say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) "
              f"{frozen.state.name.lower()}: {frozen.value} in {done.duration:.1f} s")
