@@ -106,7 +106,7 @@ class DaskSlurmBackend(DaskBackend):
                             wait_count=2, interval="1s")
         self._client = Client(self._cluster)
         self._client.register_plugin(LeaveWithWorker(), name=LeaveWithWorker.name)
-        self._futures = submit_agents(self._client, address, authkey, self._slots, "dask-slurm")
+        self._futures = submit_agents(_NoWorkerYet(self._client), address, authkey, self._slots, "dask-slurm")
 
     def failure(self, live: int, seen: int) -> str | None:
         return agents_failure(self._futures)
@@ -143,6 +143,25 @@ class DaskSlurmBackend(DaskBackend):
         if self._cluster is not None:
             self._cluster.close()  # scancels the worker jobs
             self._cluster = None
+
+
+class _NoWorkerYet:
+    """The client as `submit_agents` sees it while the adaptive cluster has no worker yet.
+
+    Agents are then submitted with no worker named, and Dask refuses ``allow_other_workers``
+    without ``workers=``: it is dropped there. Unplaced agents are what the adaptive cluster
+    counts to decide how many jobs to submit.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def scheduler_info(self, **kwargs: Any) -> Any:
+        return self._client.scheduler_info(**kwargs)
+
+    def submit(self, *args: Any, workers: Any = None, allow_other_workers: bool = False, **kwargs: Any) -> Any:
+        return self._client.submit(*args, workers=workers, allow_other_workers=allow_other_workers and bool(workers),
+                                   **kwargs)
 
 
 class LeaveWithWorker(WorkerPlugin):

@@ -65,7 +65,7 @@ def submit_agents(client, address: tuple[str, int], authkey: bytes, count: int, 
         where = workers[i % len(workers)]
         futures.append(client.submit(
             serve, address, authkey, f"{prefix}-{i}", key=f"hpwf-agent-{prefix}-{i}-{run}",
-            pure=False, workers=[where] if where else None, allow_other_workers=where is not None,
+            pure=False, workers=[where] if where else None, allow_other_workers=True,
         ))
     return futures
 
