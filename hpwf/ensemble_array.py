@@ -126,6 +126,8 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
 
     assert wf.ensemble is not None
     sub = folder / ENSEMBLE_DIR
+    if wf.search is not None and not (folder / RUN_FILE).exists():  # checked before anything is written
+        raise ConfigError(f"{folder}: no search run here yet; the ensemble takes its top-k from it")
     with _locked(folder / LOCK_FILE):
         if (sub / RUN_FILE).exists():
             return RunRecord.load(sub)

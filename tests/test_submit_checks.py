@@ -159,7 +159,8 @@ def test_array_is_submitted_after_the_search_with_a_throttle(tmp_path: Path) -> 
 def test_site_config_turns_the_array_on_and_an_ensemble_only_workflow_has_no_search_job(tmp_path: Path) -> None:
     env = fake_sbatch(tmp_path / "bin", ["77"])
     site = tmp_path / "site.yaml"
-    site.write_text(GENERIC.read_text() + "ensemble_array: true\narray_throttle: 3\n")
+    site.write_text(GENERIC.read_text().replace("ensemble_array: false", "ensemble_array: true")
+                    .replace("array_throttle: null", "array_throttle: 3"))
     run_dir = tmp_path / "run"
     done = hpwf("submit", ROOT / "tests" / "workflows" / "toy_ensemble.py", "--site", site, "--run-dir", run_dir, env=env)
     assert done.returncode == 0, done.stderr
