@@ -35,12 +35,12 @@ SLURM_ONLY = ("partition", "account", "qos", "constraint", "gpus_per_node", "mem
 
 # Every form sbatch's --time accepts: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
 _TIME_FORMS = (
-    (re.compile(r"^(\d+)$"), ("minutes",)),
-    (re.compile(r"^(\d+):(\d+)$"), ("minutes", "seconds")),
-    (re.compile(r"^(\d+):(\d+):(\d+)$"), ("hours", "minutes", "seconds")),
-    (re.compile(r"^(\d+)-(\d+)$"), ("days", "hours")),
-    (re.compile(r"^(\d+)-(\d+):(\d+)$"), ("days", "hours", "minutes")),
-    (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), ("days", "hours", "minutes", "seconds")),
+    (re.compile(r"(\d+)"), ("minutes",)),  # matched against whole strings (fullmatch)
+    (re.compile(r"(\d+):(\d+)"), ("minutes", "seconds")),
+    (re.compile(r"(\d+):(\d+):(\d+)"), ("hours", "minutes", "seconds")),
+    (re.compile(r"(\d+)-(\d+)"), ("days", "hours")),
+    (re.compile(r"(\d+)-(\d+):(\d+)"), ("days", "hours", "minutes")),
+    (re.compile(r"(\d+)-(\d+):(\d+):(\d+)"), ("days", "hours", "minutes", "seconds")),
 )
 _UNIT_S = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 _MEMORY = re.compile(r"^\d+[KMGT]?$")
@@ -286,12 +286,11 @@ def walltime_seconds(text: str) -> int | None:
     Zero is no walltime (sbatch reads it as "no limit"), so it is refused too.
 
     Example:
-        >>> [walltime_seconds(t) for t in ("30", "5:30", "01:00:00", "1-12", "1-0:30", "2-00:00:01", "1h")]
-        [1800, 330, 3600, 129600, 88200, 172801, None]
+        >>> [walltime_seconds(t) for t in ("30", "5:30", "01:00:00", "1-12", "1-0:30", "2-00:00:01", "1h", "30\\n")]
+        [1800, 330, 3600, 129600, 88200, 172801, None, None]
     """
-    text = text.strip()
     for pattern, units in _TIME_FORMS:
-        match = pattern.match(text)
+        match = pattern.fullmatch(text)
         if match:
             seconds = sum(int(value) * _UNIT_S[unit] for value, unit in zip(match.groups(), units))
             return seconds or None
