@@ -30,6 +30,7 @@ time: "00:10:00"
 warning_seconds: 60
 dask_min_jobs: 1
 dask_max_jobs: 2
+env: {HPWF_TEST_SECRETISH: "s3cr3t value"}
 """
 
 
@@ -97,6 +98,9 @@ def test_trials_run_on_worker_jobs_and_survive_a_scancelled_job(slurm: str, tmp_
     assert worker_jobs() == []
     script = (run_dir / "workers" / "dask-worker-job.sh").read_text()
     assert "--lifetime 540s --lifetime-stagger 30s" in script and "#SBATCH -t 00:10:00" in script
+    env_file = run_dir / "workers" / "job.env"  # the site's env reached the jobs through a private file
+    assert "s3cr3t" not in script and env_file.stat().st_mode & 0o777 == 0o600
+    assert "export HPWF_TEST_SECRETISH='s3cr3t value'" in env_file.read_text()
 
 
 def test_worker_jobs_are_sized_from_the_site_config(tmp_path: Path) -> None:
@@ -113,10 +117,11 @@ def test_worker_jobs_are_sized_from_the_site_config(tmp_path: Path) -> None:
         script = cluster.job_script()
     for line in ("#SBATCH -p gpu", "#SBATCH -A abc", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=16G",
                  "#SBATCH -t 48:00:00", "#SBATCH --qos=high", "#SBATCH --exclusive", f"#SBATCH -J {JOB_NAME}",
-                 "module load python/3.11", "export OMP_NUM_THREADS=2", "source /opt/env.sh"):
+                 "module load python/3.11", f". {tmp_path}/job.env || exit 1", "source /opt/env.sh"):
         assert line + "\n" in script, (line, script)
     assert "/shared/venv/bin/python -m distributed.cli.dask_worker" in script
     assert "--nthreads 1" in script and "--nworkers 4" in script
+    assert "OMP_NUM_THREADS" not in script  # the env's values stay in job.env
     # Workers leave 5-15 min before the 48 h walltime: lifetime 47:50, +-5 min.
     assert f"--lifetime {48 * 3600 - 600}s --lifetime-stagger 300s" in script
 

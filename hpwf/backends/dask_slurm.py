@@ -3,8 +3,9 @@
 The coordinator runs where ``hpwf run`` runs (a login node, or a small job), with the Dask
 scheduler beside it. Worker jobs are sized from the site config: ``dask_processes`` worker
 processes per job (one agent each), ``cpus_per_node``, ``memory``, ``time``, ``partition``,
-``account``, ``qos``, ``constraint``, extra ``sbatch`` lines; ``modules``, ``env`` and ``setup``
-lines run in each job before the workers start (``job_script_prologue``).
+``account``, ``qos``, ``constraint``, extra ``sbatch`` lines; ``modules`` and ``setup`` lines run
+in each job before the workers start (``job_script_prologue``), and the ``env`` values are read
+there from ``RUN_DIR/workers/job.env`` (mode 0600), never written into the job script.
 
 The cluster is adaptive between ``dask_min_jobs`` and ``dask_max_jobs`` jobs: it asks for as
 many workers as there are agents still to place (each agent is one long Dask task), so it
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from hpwf.progress import say
 from hpwf.sites import SiteConfig, load_site, walltime_seconds
 
 JOB_SCRIPT = "dask-worker-job.sh"
+ENV_FILE = "job.env"  # the site config's env for the worker jobs
 JOB_NAME = "hpwf-dask-worker"
 CHECK_JOBS_S = 3.0
 
@@ -95,12 +98,15 @@ class DaskSlurmBackend(DaskBackend):
         from dask_jobqueue import SLURMCluster
         from distributed import Client
 
-        self.log_directory.mkdir(parents=True, exist_ok=True)
+        self.log_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.site.env:  # values stay out of the job script, in a file only you can read
+            _write_private(self.log_directory / ENV_FILE, "".join(
+                f"export {name}={shlex.quote(value)}\n" for name, value in self.site.env))
         # An agent's worker may be retired or killed many times in a long run; Dask must not
         # give up on the agent's task after 3 (its default): the coordinator judges failures.
         dask.config.set({"distributed.scheduler.allowed-failures": 1000})
         self._cluster = SLURMCluster(**cluster_options(self.site, self.processes, self.log_directory))
-        (self.log_directory / JOB_SCRIPT).write_text(self._cluster.job_script())
+        _write_private(self.log_directory / JOB_SCRIPT, self._cluster.job_script())
         # A tiny target duration: the cluster asks for one worker per agent task not yet done.
         self._cluster.adapt(minimum_jobs=self.min_jobs, maximum_jobs=self.max_jobs, target_duration="10ms",
                             wait_count=2, interval="1s")
@@ -207,13 +213,12 @@ def worker_processes(site: SiteConfig) -> int:
 
 def cluster_options(site: SiteConfig, processes: int, log_directory: Path) -> dict[str, Any]:
     """``SLURMCluster`` keyword arguments from a site config (one job = one node's worth of workers)."""
-    import shlex
-
     walltime = walltime_seconds(site.time) or 3600
     margin = min(site.warning_seconds, walltime // 2)
     lifetime, stagger = walltime - margin, margin // 2
     prologue = [f"module load {shlex.quote(m)}" for m in site.modules]
-    prologue += [f"export {name}={shlex.quote(value)}" for name, value in site.env]
+    if site.env:  # written by `DaskSlurmBackend.start`, mode 0600
+        prologue.append(f". {shlex.quote(str(log_directory / ENV_FILE))} || exit 1")
     prologue += list(site.setup)
     extra = [f"--{key}={value}" for key, value in (("qos", site.qos), ("constraint", site.constraint)) if value]
     if site.gpus_per_node:
@@ -234,6 +239,14 @@ def cluster_options(site: SiteConfig, processes: int, log_directory: Path) -> di
         "scheduler_options": {"dashboard_address": ":0"},  # no fixed port 8787 on a shared login node
         "job_name": JOB_NAME,
     }
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (``0600``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 def _hms(seconds: int) -> str:
