@@ -124,13 +124,9 @@ def serve_or_report(address: Address, authkey: bytes, name: str, rank: int | Non
 def run_agent(conn: Any, address: Address, authkey: bytes, name: str, rank: int | None = None,
               world: Any = None) -> int:
     """Run trials over an open connection to the coordinator until told to stop."""
-    from hpwf.agent import Agent
+    from hpwf.agent import serve_on
 
-    agent = Agent(conn, name, rank, world, address=address, authkey=authkey)
-    try:
-        return agent.serve()
-    finally:
-        agent.conn.close()
+    return serve_on(conn, address, authkey, name, rank, world)
 
 
 def write_report(reports: Path, name: str, rank: int | None, error: BaseException,

@@ -225,7 +225,21 @@ def _give_up(reason: str) -> None:
 
 def serve(address: Address, authkey: bytes, name: str, rank: int | None = None, world: Any = None) -> int:
     """Connect to the coordinator at ``address`` and run trials until told to stop."""
-    agent = Agent(connect(address, authkey), name, rank, world, address=address, authkey=authkey)
+    return serve_on(connect(address, authkey), address, authkey, name, rank, world)
+
+
+def serve_on(conn: Connection, address: Address, authkey: bytes, name: str, rank: int | None = None,
+             world: Any = None) -> int:
+    """Run trials over an open connection until told to stop; return how many.
+
+    A coordinator that finished before this agent said hello (a resumed run with nothing left
+    to do) closes the connection: that is a normal end, not an error (exit 0 under MPI).
+    """
+    try:
+        agent = Agent(conn, name, rank, world, address=address, authkey=authkey)
+    except (EOFError, ConnectionError):
+        conn.close()
+        return 0
     try:
         return agent.serve()
     finally:

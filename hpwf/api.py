@@ -66,6 +66,7 @@ def run(
     seed: int | None = None,
     progress: bool = True,
     shared_group: bool = False,
+    ensemble: bool = True,
 ) -> RunResult:
     """Run a workflow's search to its budget in a new run directory, then its ensemble if any.
 
@@ -76,6 +77,8 @@ def run(
         n_trials, timeout, storage, seed: override the workflow's `Search`.
         run_dir: where everything goes (default: ``runs/<name>-<time>``), created readable by
             you only; with ``shared_group`` its group may read it too (never write).
+        ensemble: False runs the search only (the members run elsewhere, e.g. as a Slurm
+            job array: `hpwf.ensemble_array`).
 
     Raises:
         ConfigError: bad input, including a storage URL that holds a password (use
@@ -98,8 +101,10 @@ def run(
         search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
         wf = dataclasses.replace(wf, search=search)
         phases.append(_Phase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
-    if wf.ensemble is not None and wf.ensemble.retrains:
+    if wf.ensemble is not None and wf.ensemble.retrains and ensemble:
         phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
+    if not phases:
+        raise ConfigError(f"{wf.path or 'workflow'}: no search to run (the ensemble runs elsewhere)")
     for phase in phases:  # every check before anything is written: an error leaves no run dir
         _check_fits(phase.search, chosen)
         _check_storage(phase)
@@ -133,11 +138,12 @@ def resume(
     n_trials: int | None = None,
     timeout: float | None = None,
     progress: bool = True,
+    ensemble: bool = True,
 ) -> RunResult:
     """Continue an interrupted (or finished) run to its budget; completed trials are kept.
 
     Trials a killed coordinator left RUNNING are failed and run again; finished ensemble
-    members are never retrained.
+    members are never retrained. ``ensemble=False`` resumes the search only.
 
     Raises:
         ConfigError: the run directory or its ``run.json`` is someone else's or writable by
@@ -158,7 +164,7 @@ def resume(
         search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
         record.options = options
         phases.append(_Phase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
-    if workflow.ensemble is not None and workflow.ensemble.retrains:
+    if workflow.ensemble is not None and workflow.ensemble.retrains and (ensemble or workflow.search is None):
         sub = folder / ENSEMBLE_DIR
         if (sub / "run.json").exists():  # the current plan's members; a stale plan is warned about
             sub_record = RunRecord.load(sub)

@@ -24,10 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a workflow file's search to its budget")
     p.add_argument("workflow", type=Path)
-    p.add_argument("--backend", help="local (default) | mpi | mpirun | dask | dask-mpi")
+    p.add_argument("--backend", help="local (default) | mpi | mpirun | dask | dask-mpi | dask-slurm")
     p.add_argument("--scheduler", help="the Dask scheduler address for --backend dask")
     p.add_argument("--interface", help="network interface agents on other hosts reach the coordinator by "
                    "(default: the one on the route to them; env HPWF_INTERFACE)")
+    p.add_argument("--site", type=Path, help="the site config for --backend dask-slurm (worker jobs' shape)")
     p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
     p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
     p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-group", action="store_true",
                    help="the run dir's group may read it (2750, files 0640); default: you only (0700)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-ensemble", action="store_true", help="run the search only (members run as a Slurm job array)")
 
     p = sub.add_parser("resume", help="continue an interrupted run to its budget")
     p.add_argument("run_dir", type=Path)
@@ -44,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler")
     p.add_argument("--interface", help="network interface agents on other hosts reach the coordinator by "
                    "(default: the one on the route to them; env HPWF_INTERFACE)")
+    p.add_argument("--site", type=Path, help="the site config for --backend dask-slurm")
     p.add_argument("--workers", type=int)
     p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
     p.add_argument("--timeout", type=float)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-ensemble", action="store_true", help="resume the search only")
 
     p = sub.add_parser("ensemble", help="build (or rebuild) a workflow's ensemble from a search run's current results")
     p.add_argument("workflow", type=Path)
@@ -61,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--quiet", action="store_true")
 
+    from hpwf.ensemble_array import add_member_parser
     from hpwf.slurm import add_submit_parser
 
     add_submit_parser(sub)
+    add_member_parser(sub)
 
     p = sub.add_parser("status", help="counts by state, best trial and params")
     p.add_argument("run_dir", type=Path)
@@ -113,6 +119,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hpwf.slurm import submit_command
 
         return submit_command(args)
+    if args.command == "ensemble-member":
+        from hpwf.ensemble_array import member_command
+
+        return member_command(args)
     if args.command == "status":
         info = api.status(args.run_dir)
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
@@ -162,7 +172,8 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
     from hpwf import api
     from hpwf.backends import make_backend
 
-    backend = make_backend(name, workers=workers, scheduler=args.scheduler, interface=args.interface)
+    backend = make_backend(name, workers=workers, scheduler=args.scheduler, interface=args.interface,
+                           site=getattr(args, "site", None), run_dir=getattr(args, "run_dir", None))
     if getattr(backend, "rank", 0) != 0:
         return backend.serve_rank()  # type: ignore[attr-defined]
     code = 2
@@ -171,7 +182,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
             result = api.run(
                 args.workflow, backend=backend,
                 n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
-                seed=args.seed, progress=not args.quiet, shared_group=args.shared_group,
+                seed=args.seed, progress=not args.quiet, shared_group=args.shared_group, ensemble=not args.no_ensemble,
             )
         elif args.command == "ensemble":
             result = api.ensemble(
@@ -181,7 +192,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
         else:
             result = api.resume(
                 args.run_dir, backend=backend, n_trials=args.n_trials, timeout=args.timeout,
-                progress=not args.quiet,
+                progress=not args.quiet, ensemble=not args.no_ensemble,
             )
         code = 0
         _print_end(result.run_dir, result.summary, result.study)
@@ -253,6 +264,9 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
     if info.get("ensemble"):
         e = info["ensemble"]
         lines.append(f"ensemble   {e['complete']} of {e['n_trials']} members done, {e['fail']} failed attempts")
-    if info.get("slurm"):
-        lines.append(f"slurm      job {info['slurm']['job_id']}: {info['slurm']['state'] or 'no longer known to Slurm'}")
+    slurm = info.get("slurm") or {}
+    if slurm.get("job_id"):
+        lines.append(f"slurm      job {slurm['job_id']}: {slurm['state'] or 'no longer known to Slurm'}")
+    if slurm.get("array_job_id"):
+        lines.append(f"slurm      array {slurm['array_job_id']}: {slurm['array_state'] or 'done (no longer in the queue)'}")
     return "\n".join(lines)

@@ -31,10 +31,19 @@ SCHEDULERS = ("slurm", "local")
 LAUNCHERS = ("srun", "mpirun")
 REQUIRED = ("scheduler", "launcher")
 SLURM_ONLY = ("partition", "account", "qos", "constraint", "gpus_per_node", "memory", "sbatch",
-              "warning_seconds", "max_requeues")
+              "warning_seconds", "max_requeues", "ensemble_array", "array_throttle", "dask_min_jobs", "dask_max_jobs",
+              "dask_processes")
 
-# Matched against whole strings (fullmatch): `$` alone would accept a trailing newline.
-_TIME = re.compile(r"(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)")
+# Every form sbatch's --time accepts: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+_TIME_FORMS = (
+    (re.compile(r"(\d+)"), ("minutes",)),  # matched against whole strings (fullmatch)
+    (re.compile(r"(\d+):(\d+)"), ("minutes", "seconds")),
+    (re.compile(r"(\d+):(\d+):(\d+)"), ("hours", "minutes", "seconds")),
+    (re.compile(r"(\d+)-(\d+)"), ("days", "hours")),
+    (re.compile(r"(\d+)-(\d+):(\d+)"), ("days", "hours", "minutes")),
+    (re.compile(r"(\d+)-(\d+):(\d+):(\d+)"), ("days", "hours", "minutes", "seconds")),
+)
+_UNIT_S = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 _MEMORY = re.compile(r"\d+[KMGT]?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -57,7 +66,8 @@ class SiteConfig:
       (``ntasks_per_node`` defaults to ``gpus_per_node``, else ``cpus_per_node``).
     - ``cpus_per_node``, ``gpus_per_node``, ``memory`` (``64G``, ``0`` = all of it): the node shape;
       cores are shared out as ``--cpus-per-task``, GPUs asked for with ``--gpus-per-node``.
-    - ``time``: the default walltime, ``[D-]HH:MM:SS``.
+    - ``time``: the default walltime, in any form sbatch takes (``30`` minutes, ``MM:SS``,
+      ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``).
     - ``python``: the Python inside the allocation (default: the one running ``hpwf submit``).
     - ``modules``: ``module load`` each; ``env``: variables to export, each value kept exactly as
       written (``1.10`` stays ``1.10``) and written to ``RUN_DIR/job.env`` (mode 0600), never into
@@ -71,6 +81,12 @@ class SiteConfig:
     - ``sbatch``: extra ``#SBATCH`` options, one per item, e.g. ``--exclusive``.
     - ``warning_seconds``: Slurm sends USR1 this long before the walltime (the run stops
       and the job requeues); ``max_requeues``: how many times the job may requeue itself.
+    - ``ensemble_array``: ``hpwf submit`` trains the ensemble's members as a Slurm job array
+      (one member per task, after the search job) instead of inside the search job;
+      ``array_throttle``: at most this many members run at once (sbatch's ``--array=0-K%N``).
+    - ``dask_min_jobs``, ``dask_max_jobs``: ``--backend dask-slurm`` keeps between this many
+      Slurm jobs of Dask workers; ``dask_processes``: worker processes (agents) per job
+      (default ``ntasks_per_node``, else ``cpus_per_node``, else 1).
     - ``description``: free text.
     """
 
@@ -100,6 +116,11 @@ class SiteConfig:
     warning_seconds: int = 300
     max_requeues: int = 3
     shared_group: bool = False
+    ensemble_array: bool = False
+    array_throttle: int | None = None
+    dask_min_jobs: int = 1
+    dask_max_jobs: int = 1
+    dask_processes: int | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -114,12 +135,15 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "constraint": ((str,), "a string"),
     "nodes": ((int,), "an integer"), "ntasks_per_node": ((int,), "an integer"),
     "cpus_per_node": ((int,), "an integer"), "gpus_per_node": ((int,), "an integer"),
-    "memory": ((str, int), "a size like 64G"), "time": ((str,), "a walltime like 01:00:00"),
+    "memory": ((str, int), "a size like 64G"), "time": ((str, int), "a walltime like 01:00:00"),
     "python": ((str,), "a string"), "modules": ((list,), "a list of strings"),
     "env": ((dict,), "a mapping of NAME: value"), "setup": ((list,), "a list of strings"),
     "storage": ((str,), "a storage URL"), "sbatch": ((list,), "a list of strings"),
     "warning_seconds": ((int,), "an integer"), "max_requeues": ((int,), "an integer"),
     "shared_group": ((bool,), "true or false"),
+    "ensemble_array": ((bool,), "true or false"), "array_throttle": ((int,), "an integer"),
+    "dask_min_jobs": ((int,), "an integer"), "dask_max_jobs": ((int,), "an integer"),
+    "dask_processes": ((int,), "an integer"),
 }
 KEYS = tuple(_KINDS)
 
@@ -218,7 +242,7 @@ def _convert(key: str, value: Any, where: str) -> Any:
                                   f"not {_type_name(item)}")
             pairs.append((str(name), str(item)))
         return tuple(pairs)
-    if key == "memory":
+    if key in ("memory", "time"):
         return str(value)
     return value
 
@@ -271,11 +295,14 @@ def _check(site: SiteConfig) -> None:
             raise bad(key, "is empty")
     if site.mpi is not None and not re.fullmatch(r"[A-Za-z0-9_]+", site.mpi):
         raise bad("mpi", f"{site.mpi!r} is not an MPI plugin type like pmi2, pmix or cray_shasta")
-    for key in ("nodes", "ntasks_per_node", "cpus_per_node", "max_requeues", "warning_seconds"):
+    for key in ("nodes", "ntasks_per_node", "cpus_per_node", "max_requeues", "warning_seconds", "array_throttle",
+                "dask_min_jobs", "dask_max_jobs", "dask_processes"):
         value = getattr(site, key)
-        minimum = 0 if key in ("max_requeues", "warning_seconds") else 1
+        minimum = 0 if key in ("max_requeues", "warning_seconds", "dask_min_jobs") else 1
         if value is not None and value < minimum:
             raise bad(key, f"must be >= {minimum}, not {value}")
+    if site.dask_max_jobs < site.dask_min_jobs:
+        raise bad("dask_max_jobs", f"must be >= dask_min_jobs ({site.dask_min_jobs}), not {site.dask_max_jobs}")
     if site.warning_seconds > 65535:
         raise bad("warning_seconds", f"must be at most 65535 (Slurm's limit for --signal), not {site.warning_seconds}")
     if site.gpus_per_node is not None and site.gpus_per_node < 0:
@@ -283,19 +310,28 @@ def _check(site: SiteConfig) -> None:
     if site.memory is not None and not _MEMORY.fullmatch(site.memory):
         raise bad("memory", f"{site.memory!r} is not a size like 64G, 512M or 0 (all of it)")
     if walltime_seconds(site.time) is None:
-        raise bad("time", f"{site.time!r} is not a walltime like 01:00:00 or 1-12:00:00")
+        raise bad("time", f"{site.time!r} is not a walltime sbatch takes (30, 30:00, 01:00:00, 1-12, 1-12:00:00)")
     if site.storage is not None:
         check_storage(site.storage, f"{site.path}: storage")
         refuse_password(site.storage, f"{site.path}: storage:")
 
 
 def walltime_seconds(text: str) -> int | None:
-    """``[D-]HH:MM:SS`` in seconds, or None if it does not read like that."""
-    match = _TIME.fullmatch(text)
-    if not match:
-        return None
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    """A walltime in seconds, in any form sbatch's ``--time`` takes; None if it reads like none.
+
+    The forms: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``.
+    Zero is no walltime (sbatch reads it as "no limit"), so it is refused too.
+
+    Example:
+        >>> [walltime_seconds(t) for t in ("30", "5:30", "01:00:00", "1-12", "1-0:30", "2-00:00:01", "1h", "30\\n")]
+        [1800, 330, 3600, 129600, 88200, 172801, None, None]
+    """
+    for pattern, units in _TIME_FORMS:
+        match = pattern.fullmatch(text)
+        if match:
+            seconds = sum(int(value) * _UNIT_S[unit] for value, unit in zip(match.groups(), units))
+            return seconds or None
+    return None
 
 
 def check_storage(url: str, where: str) -> None:

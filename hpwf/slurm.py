@@ -49,6 +49,7 @@ from hpwf._perms import (
     run_umask,
 )
 from hpwf.errors import ConfigError
+from hpwf.progress import say
 from hpwf.sites import SiteConfig, load_site, walltime_seconds
 
 SCRIPT_NAME = "job.sh"
@@ -123,7 +124,7 @@ def resolve_job(
     walltime = time or site.time
     seconds = walltime_seconds(walltime)
     if seconds is None:
-        raise ConfigError(f"--time {walltime!r}: not a walltime like 01:00:00 or 1-12:00:00")
+        raise ConfigError(f"--time {walltime!r}: not a walltime sbatch takes (30, 30:00, 01:00:00, 1-12, 1-12:00:00)")
     if site.scheduler == "slurm" and site.warning_seconds and seconds <= site.warning_seconds:
         raise ConfigError(f"--time {walltime}: must be longer than the {site.warning_seconds} s warning "
                           f"that {site.path} asks for before the walltime (warning_seconds)")
@@ -140,19 +141,25 @@ def resolve_job(
     )
 
 
-def render_script(job: Job) -> str:
-    """The job script's text: the packaged template filled in, every value quoted."""
+def render_script(job: Job, search_only: bool = False) -> str:
+    """The job script's text: the packaged template filled in, every value quoted.
+
+    ``search_only``: the job runs the search and leaves the ensemble to a job array.
+    """
     site = job.site
     q = shlex.quote
     run_args = ["run", str(job.workflow), "--backend", "mpi", "--run-dir", str(job.run_dir)]
+    resume_args = ["resume", "$hpwf_run_dir", "--backend", "mpi"]
     if job.storage:
         run_args += ["--storage", job.storage]  # never with a password (refused by hpwf.sites)
     if job.shared_group:
         run_args.append("--shared-group")
+    if search_only:
+        run_args.append("--no-ensemble")
+        resume_args.append("--no-ensemble")
     values = {
         "header": "\n".join(_header(job)),
-        "umask": (f"umask {SHARED_UMASK:03o}  # what the run writes: readable by you and your group (shared_group)"
-                  if job.shared_group else f"umask {PRIVATE_UMASK:03o}  # what the run writes: readable by you only"),
+        "umask": _umask_line(job),
         "source": _comment(f"site config {site.path}" + (f": {site.description}" if site.description else "")),
         "environment": "\n".join(_environment(job)),
         "python": q(job.python),
@@ -161,14 +168,139 @@ def render_script(job: Job) -> str:
         "launch": "\n".join(_launch(job)),
         "workdir": q(str(job.workdir)),
         "run_args": " ".join(q(a) for a in run_args),
+        "resume_args": " ".join('"$hpwf_run_dir"' if a == "$hpwf_run_dir" else q(a) for a in resume_args),
     }
-    template = resources.files("hpwf").joinpath("templates").joinpath(SCRIPT_NAME).read_text(encoding="utf-8")
+    return _fill(SCRIPT_NAME, values)
+
+
+def _umask_line(job: Job) -> str:
+    return (f"umask {SHARED_UMASK:03o}  # what the run writes: readable by you and your group (shared_group)"
+            if job.shared_group else f"umask {PRIVATE_UMASK:03o}  # what the run writes: readable by you only")
+
+
+def _fill(template_name: str, values: dict[str, str]) -> str:
+    template = resources.files("hpwf").joinpath("templates").joinpath(template_name).read_text(encoding="utf-8")
 
     def fill(match: re.Match[str]) -> str:
         return values[match.group(1)]
 
     text = re.sub(r"\{\{(\w+)\}\}", fill, template)
     return re.sub(r"\n{3,}", "\n\n", text.replace("#!/bin/bash\n\n", "#!/bin/bash\n"))
+
+
+# --- the ensemble as a job array ---------------------------------------------------------------
+ARRAY_SCRIPT_NAME = "ensemble_array.sh"
+ARRAY_JOB_ID_FILE = "ensemble_array_job_id"
+
+
+def render_array_script(job: Job, members: int, ranks: int = 1, throttle: int | None = None) -> str:
+    """The job array of an ensemble: task I runs ``hpwf ensemble-member RUN_DIR --member I``.
+
+    Each task asks for ``ranks`` tasks on one node (the member's ``ranks_per_trial``); at most
+    ``throttle`` tasks run at once (``--array=0-K%N``). A task whose member fails requeues itself.
+    """
+    site, q = job.site, shlex.quote
+    member_args = [str(job.run_dir), "--workflow", str(job.workflow)]
+    if job.storage:
+        member_args += ["--storage", job.storage]
+    values = {
+        "header": "\n".join(_array_header(job, members, ranks, throttle)),
+        "umask": _umask_line(job),
+        "source": _comment(f"site config {site.path}" + (f": {site.description}" if site.description else "")),
+        "environment": "\n".join(_environment(job)),
+        "python": q(job.python),
+        "max_requeues": str(site.max_requeues if site.scheduler == "slurm" else 0),
+        "launch": "\n".join(_member_launch(job, ranks)),
+        "workdir": q(str(job.workdir)),
+        "member_args": " ".join(q(a) for a in member_args),
+        "script": q(str(job.run_dir / ARRAY_SCRIPT_NAME)),
+    }
+    return _fill(ARRAY_SCRIPT_NAME, values)
+
+
+def _array_header(job: Job, members: int, ranks: int, throttle: int | None) -> list[str]:
+    site, s = job.site, sbatch_quote
+    cpus = job.cpus_per_task
+    options = [
+        ("job-name", f"hpwf-{job.name}-ensemble"), ("array", f"0-{members - 1}" + (f"%{throttle}" if throttle else "")),
+        ("nodes", "1"), ("ntasks", str(ranks)), ("cpus-per-task", cpus and str(cpus)),
+        ("gpus-per-task", site.gpus_per_node and "1"), ("mem", site.memory),
+        ("time", job.time), ("partition", site.partition), ("account", site.account), ("qos", site.qos),
+        ("constraint", site.constraint),
+        ("output", str(job.run_dir).replace("%", "%%") + "/ensemble/slurm-%A_%a.out"),
+        ("open-mode", "append"),
+    ]
+    lines = [f"#SBATCH --{key}={s(value)}" for key, value in options if value]
+    lines.append("#SBATCH --requeue")
+    lines += [f"#SBATCH {line}" for line in site.sbatch]
+    return lines
+
+
+def _member_launch(job: Job, ranks: int) -> list[str]:
+    """One rank: plain Python. More: the site's launcher starts the member's ranks."""
+    site, q = job.site, shlex.quote
+    if ranks == 1:
+        return ["hpwf_launch=()"]
+    extra = "".join(f" {q(a)}" for a in site.launcher_args)
+    if site.launcher == "srun":
+        mpi = f" --mpi={q(site.mpi)}" if site.mpi else ""
+        return [f"hpwf_launch=(srun --kill-on-bad-exit=1{mpi}{extra})"]
+    mpirun = q(site.mpirun) if site.mpirun else '"${hpwf_python%/*}/mpirun"'
+    return [f"hpwf_launch=({mpirun} -np {ranks}{extra})"]
+
+
+# --- checks before sbatch ----------------------------------------------------------------------
+NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def check_ranks_fit(job: Job, workflow: Any, array: bool = False) -> None:
+    """Refuse a job whose ranks cannot hold the workflow's biggest trial (it would exit 2 in the queue).
+
+    Rank 0 coordinates, so ``job.ranks - 1`` agents run trials; with ``array`` the ensemble's
+    members run in their own array tasks and need not fit the search job.
+
+    Raises:
+        ConfigError: one line naming ``ranks_per_trial`` and the job's shape.
+    """
+    needs = []
+    if workflow.search is not None:
+        needs.append(("ranks_per_trial", max(workflow.search.rank_choices)))
+    if workflow.ensemble is not None and not array:
+        needs.append(("the ensemble's ranks_per_trial", workflow.ensemble.ranks_per_trial))
+    agents = job.ranks - 1
+    for what, k in needs:
+        if k > agents:
+            raise ConfigError(
+                f"{job.workflow}: {what}={k} cannot fit: {job.nodes} node(s) x {job.ntasks_per_node} task(s) "
+                f"= {job.ranks} ranks leave {agents} for trials (rank 0 coordinates); ask for at least "
+                f"{k + 1} ranks (--nodes/--ntasks-per-node)")
+
+
+def node_local_warnings(job: Job) -> list[str]:
+    """Warnings for paths the job needs that lie on node-local storage, which compute nodes cannot see."""
+    if job.site.scheduler != "slurm":
+        return []
+    python = Path(job.python)
+    venv = python.parent.parent if python.parent.name == "bin" else python.parent
+    checks = [("the run directory (and the job's output)", job.run_dir), ("the Python environment", venv),
+              ("the workflow file", job.workflow)]
+    if job.storage and job.storage.startswith("journal:"):
+        checks.append(("the storage", Path(job.storage.removeprefix("journal:"))))
+    warnings = []
+    for what, path in checks:
+        local = _node_local(path)
+        if local:
+            warnings.append(f"[hpwf] warning: {what} {path} is on node-local storage ({local}): compute nodes "
+                            "see their own, not this machine's; put it on a shared filesystem")
+    return warnings
+
+
+def _node_local(path: Path) -> str | None:
+    for candidate in {str(path.absolute()), os.path.realpath(path)}:
+        for root in NODE_LOCAL:
+            if candidate == root or candidate.startswith(root + "/"):
+                return root
+    return None
 
 
 def _header(job: Job) -> list[str]:
@@ -262,8 +394,9 @@ def _now() -> str:
 
 
 # --- submit and watch ----------------------------------------------------------------------------
-def write_script(job: Job) -> Path:
-    """Write ``RUN_DIR/job.sh`` (``0700``) and ``RUN_DIR/job.env`` (``0600``); return the script's path.
+def write_script(job: Job, text: str | None = None, name: str = SCRIPT_NAME) -> Path:
+    """Write ``RUN_DIR/job.sh`` (or ``name``; ``0700``) and ``RUN_DIR/job.env`` (``0600``); return
+    the script's path.
 
     The run directory is created ``0700`` (``2750`` with ``shared_group``); an existing one must
     be the user's and writable by no one else (`hpwf._perms.check_run_trusted`).
@@ -273,13 +406,13 @@ def write_script(job: Job) -> Path:
         check_run_trusted(job.run_dir)
         if job.site.env:
             atomic_write(job.run_dir / ENV_FILE, render_env(job), mode=0o600)
-        path = job.run_dir / SCRIPT_NAME
-        atomic_write(path, render_script(job), mode=0o700)
+        path = job.run_dir / name
+        atomic_write(path, render_script(job) if text is None else text, mode=0o700)
     return path
 
 
-def sbatch(script: Path, workdir: Path) -> str:
-    """Submit ``script`` with ``sbatch --parsable`` and return the job id.
+def sbatch(script: Path, workdir: Path, options: Sequence[str] = ()) -> str:
+    """Submit ``script`` with ``sbatch --parsable [options]`` and return the job id.
 
     Raises:
         SubmitError: no ``sbatch`` here, or sbatch refused the job (its message, one line).
@@ -287,7 +420,7 @@ def sbatch(script: Path, workdir: Path) -> str:
     command = shutil.which("sbatch")
     if command is None:
         raise SubmitError("sbatch not found: this is not a Slurm login node (site_configs/local.yaml runs here)")
-    done = subprocess.run([command, "--parsable", str(script)], cwd=workdir, capture_output=True, text=True)
+    done = subprocess.run([command, "--parsable", *options, str(script)], cwd=workdir, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit code {done.returncode}"]
         raise SubmitError(f"sbatch refused the job: {lines[-1].strip()}")
@@ -309,15 +442,30 @@ JOB_ID_FILE = "slurm_job_id"
 
 
 def run_job_state(run_dir: Path) -> dict[str, str | None] | None:
-    """``{"job_id", "state"}`` of the Slurm job that `hpwf submit` started for ``run_dir``."""
-    path = Path(run_dir) / JOB_ID_FILE
-    if not path.exists():
+    """``{"job_id", "state"}`` of the Slurm job that `hpwf submit` started for ``run_dir``, with
+    ``"array_job_id"`` and ``"array_state"`` (e.g. ``"RUNNING 2, PENDING 2"``) for an ensemble array."""
+    paths = [Path(run_dir) / name for name in (JOB_ID_FILE, ARRAY_JOB_ID_FILE)]
+    if not any(p.exists() for p in paths):
         return None
-    job_id = path.read_text().strip()
+    job_id, array_id = (p.read_text().strip() if p.exists() else None for p in paths)
+    result: dict[str, str | None] = {"job_id": job_id, "state": None}
     try:
-        return {"job_id": job_id, "state": job_state(job_id)}
+        if job_id:
+            result["state"] = job_state(job_id)
+        if array_id:
+            result.update(array_job_id=array_id, array_state=array_state(array_id))
     except OSError:  # no Slurm client on this machine
-        return {"job_id": job_id, "state": None}
+        pass
+    return result
+
+
+def array_state(array_id: str) -> str | None:
+    """How many tasks of a job array are in each state (squeue), or None once Slurm forgot them."""
+    done = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%T"], capture_output=True, text=True)
+    states = done.stdout.split() if done.returncode == 0 else []
+    if not states:
+        return None
+    return ", ".join(f"{state} {states.count(state)}" for state in sorted(set(states)))
 
 
 def job_state(job_id: str) -> str | None:
@@ -447,49 +595,107 @@ def add_submit_parser(subparsers: Any) -> None:
     p.add_argument("--shared-group", action="store_true",
                    help="the run dir's group may read it (2750); default: you only (0700)")
     p.add_argument("--dry-run", action="store_true", help="print the job script; write and submit nothing")
+    p.add_argument("--ensemble-array", action="store_true",
+                   help="train the ensemble's members as a job array, one member per task, after the search job")
+    p.add_argument("--array-throttle", type=int, metavar="N",
+                   help="at most N members at once (sbatch --array=0-K%%N; implies --ensemble-array)")
 
 
 def submit_command(args: argparse.Namespace) -> int:
     """``hpwf submit``: print the script (``--dry-run``), or write it into the run dir and submit it.
 
-    Prints the job id (the process id for ``scheduler: local``) on stdout. Bad input raises
-    `ConfigError` (exit 2); a job the scheduler refuses prints one line and returns 1.
+    Prints the job id (the process id for ``scheduler: local``) on stdout; with an ensemble
+    array, the search job's id and then the array's (the array waits for the search:
+    ``--dependency=afterok``). Bad input raises `ConfigError` (exit 2) before anything is
+    written; a job the scheduler refuses prints one line and returns 1.
     """
     from hpwf.workflow import load
 
     site = load_site(args.site)
     workflow = load(args.workflow)  # a bad workflow file fails here, not in the queue
+    array = bool(args.ensemble_array or args.array_throttle is not None or site.ensemble_array)
+    throttle = args.array_throttle if args.array_throttle is not None else site.array_throttle
+    if array:
+        _check_array(args, site, workflow, throttle)
     job = resolve_job(site, args.workflow, name=workflow.name, nodes=args.nodes,
                       ntasks_per_node=args.ntasks_per_node, time=args.time, run_dir=args.run_dir,
                       shared_group=args.shared_group)
+    search = workflow.search is not None and not (array and _search_done(job.run_dir))
+    if search or not array:
+        check_ranks_fit(job, workflow, array)
+    for warning in node_local_warnings(job):
+        say(warning)
+    scripts: list[tuple[str, str]] = []
+    if search or not array:
+        scripts.append((SCRIPT_NAME, render_script(job, search_only=array)))
+    if array:
+        assert workflow.ensemble is not None
+        scripts.append((ARRAY_SCRIPT_NAME, render_array_script(job, workflow.ensemble.members,
+                                                               workflow.ensemble.ranks_per_trial, throttle)))
     if args.dry_run:
-        sys.stdout.write(render_script(job))
+        sys.stdout.write("\n".join(text for _, text in scripts))
         return 0
     resuming = (job.run_dir / "run.json").exists()
-    script = write_script(job)
+    paths = [write_script(job, text, name) for name, text in scripts]
+    if array:  # sbatch does not create the folder of a task's --output
+        with run_umask(job.shared_group):
+            (job.run_dir / "ensemble").mkdir(exist_ok=True)
     with run_umask(job.shared_group):  # sbatch hands it to the job (SLURM_UMASK): its log file too
-        return _submit(job, script, resuming)
+        return _submit(job, workflow, paths, search, array, throttle, resuming)
 
 
-def _submit(job: Job, script: Path, resuming: bool) -> int:
-    from hpwf.progress import say
-
+def _submit(job: Job, workflow: Any, paths: list[Path], search: bool, array: bool, throttle: int | None,
+            resuming: bool) -> int:
     site = job.site
     try:
         if site.scheduler == "local":
-            pid = start_local(script, job.workdir)
+            pid = start_local(paths[0], job.workdir)
             print(pid)
-            say(f"[hpwf] started {script} as process {pid} with {job.ranks} ranks; log {script.parent / LOCAL_LOG}")
+            say(f"[hpwf] started {paths[0]} as process {pid} with {job.ranks} ranks; log {paths[0].parent / LOCAL_LOG}")
             return 0
-        job_id = sbatch(script, job.workdir)
+        job_id = sbatch(paths[0], job.workdir) if search or not array else None
+        if job_id is not None:
+            atomic_write(job.run_dir / JOB_ID_FILE, job_id + "\n")  # for `hpwf status`
+            print(job_id, flush=True)
+            say(f"[hpwf] submitted job {job_id}: {job.nodes} node(s) x {job.ntasks_per_node} ranks, "
+                f"{'resumes' if resuming else 'run dir'} {job.run_dir}; log {job.run_dir / ('slurm-' + job_id + '.out')}")
+        if array:
+            after = [f"--dependency=afterok:{job_id}"] if job_id else []
+            array_id = sbatch(paths[-1], job.workdir, after)
+            atomic_write(job.run_dir / ARRAY_JOB_ID_FILE, array_id + "\n")
+            print(array_id)
+            assert workflow.ensemble is not None
+            say(f"[hpwf] submitted job array {array_id}: {workflow.ensemble.members} members"
+                + (f", at most {throttle} at once" if throttle else "")
+                + (f", after job {job_id} (the search)" if job_id else "")
+                + f"; logs {job.run_dir / 'ensemble' / ('slurm-' + array_id + '_*.out')}")
     except SubmitError as exc:
         say(f"hpwf: error: {exc}")
         return 1
-    atomic_write(job.run_dir / JOB_ID_FILE, job_id + "\n")  # for `hpwf status`
-    print(job_id)
-    say(f"[hpwf] submitted job {job_id}: {job.nodes} node(s) x {job.ntasks_per_node} ranks, "
-        f"{'resumes' if resuming else 'run dir'} {job.run_dir}; log {job.run_dir / ('slurm-' + job_id + '.out')}")
     return 0
+
+
+def _search_done(run_dir: Path) -> bool:
+    """The run's search reached its trial budget (a resubmitted ensemble array needs no search job)."""
+    from hpwf.rundir import read_summary
+
+    if not (run_dir / "run.json").exists():
+        return False
+    summary = read_summary(run_dir)
+    budget = int(summary.get("n_trials") or 0)
+    finished = int(summary.get("complete") or 0) + int(summary.get("pruned") or 0)
+    return budget > 0 and finished >= budget and not summary.get("stop_reason")
+
+
+def _check_array(args: argparse.Namespace, site: SiteConfig, workflow: Any, throttle: int | None) -> None:
+    if workflow.ensemble is None:
+        raise ConfigError(f"--ensemble-array: {args.workflow} defines no `ensemble = hpwf.Ensemble(...)`")
+    if site.scheduler != "slurm":
+        raise ConfigError(f"--ensemble-array: {site.path} has scheduler: {site.scheduler}; a job array needs Slurm")
+    if throttle is not None and throttle < 1:
+        raise ConfigError(f"--array-throttle must be >= 1, not {throttle}")
+    if workflow.path is None:  # pragma: no cover - `hpwf submit` always loads a file
+        raise ConfigError("--ensemble-array needs a workflow file")
 
 
 def main(argv: Sequence[str]) -> int:

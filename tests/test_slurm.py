@@ -148,7 +148,9 @@ def test_interrupted_job_requeues_and_finishes_the_budget(slurm: str, tmp_path: 
     assert all(f"interrupted by {signal_name}" in t.user_attrs["fail_reason"] for t in failed), \
         [t.user_attrs["fail_reason"] for t in failed]
     by_origin = {t.user_attrs.get("hpwf:retry_of"): t for t in trials}
-    assert all(by_origin[t.number].params == t.params for t in failed)
+    # (a trial stopped before it drew a parameter has none yet: its retry draws them)
+    assert all(t.params.items() <= by_origin[t.number].params.items() for t in failed), \
+        [(t.number, t.params, t.user_attrs.get("hpwf:retry_of")) for t in trials]
 
 
 def test_requeue_limit_then_resubmit_resumes(slurm: str, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ hpwf_max_requeues={{max_requeues}}
 cd {{workdir}} || exit 1
 
 if [ -e "$hpwf_run_dir/run.json" ]; then
-    hpwf_args=(resume "$hpwf_run_dir" --backend mpi)
+    hpwf_args=({{resume_args}})
 else
     hpwf_args=({{run_args}})
 fi
