@@ -10,20 +10,18 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from hpwf._perms import check_run_trusted, is_shared, make_run_dir, run_umask
-from hpwf._protocol import Setup
 from hpwf._secrets import refuse_password
-from hpwf._reach import fresh_report_dir
 from hpwf.backends import Backend, make_backend
-from hpwf.engine import Budget, Coordinator, Session
-from hpwf.errors import ConfigError, RunError
-from hpwf.progress import Progress, name_trials_in_optuna_warnings, say
-from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, load_study, open_storage, read_summary
+from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
+from hpwf.errors import ConfigError
+from hpwf.progress import say
+from hpwf.rundir import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
 from hpwf.search import Search
 from hpwf.workflow import Workflow, load
 
@@ -38,20 +36,6 @@ class RunResult:
     study: optuna.Study
     summary: dict[str, Any]
     uq_metrics: dict[str, Any] | None = None
-
-
-@dataclass
-class _Phase:
-    """One coordinator's work: a study in a (sub-)run directory, its budget and its agents' entry."""
-
-    folder: Path
-    record: RunRecord
-    search: Search
-    workflow: Workflow
-    entry: str = "objective"
-    fresh: bool = True
-    members: list[dict[str, Any]] | None = None  # ensemble members to enqueue on a fresh study
-    rebuild: bool = False  # enqueue ``members`` into an existing members' study (a new plan)
 
 
 def run(
@@ -96,11 +80,11 @@ def run(
     folder = Path(run_dir) if run_dir else Path("runs") / f"{wf.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (folder / "run.json").exists():
         raise ConfigError(f"{folder}: already holds a run; continue it with `hpwf resume {folder}`")
-    phases = []
+    phases: list[Phase] = []
     if wf.search is not None:
         search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
         wf = dataclasses.replace(wf, search=search)
-        phases.append(_Phase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
+        phases.append(SearchPhase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None and wf.ensemble.retrains and ensemble:
         phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
     if not phases:
@@ -119,7 +103,7 @@ def run(
             raise
 
 
-def _start(wf: Workflow, phases: list[_Phase], folder: Path, chosen: Backend, storage: str | None,
+def _start(wf: Workflow, phases: list[Phase], folder: Path, chosen: Backend, storage: str | None,
            progress: bool) -> RunResult:
     """Run a new run's phases in its freshly made folder."""
     if wf.search is None:  # the run dir's own record points at the members' study
@@ -159,18 +143,18 @@ def resume(
     options = dict(record.options)
     options.update({k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "workers": workers}.items() if v is not None})
     chosen = backend if isinstance(backend, Backend) else make_backend(backend or record.backend, workers=options.get("workers"))
-    phases = []
+    phases: list[Phase] = []
     if workflow.search is not None:
         search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
         record.options = options
-        phases.append(_Phase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
+        phases.append(SearchPhase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
     if workflow.ensemble is not None and workflow.ensemble.retrains and (ensemble or workflow.search is None):
         sub = folder / ENSEMBLE_DIR
         if (sub / "run.json").exists():  # the current plan's members; a stale plan is warned about
             sub_record = RunRecord.load(sub)
             search = _member_search(workflow, sub_record.storage, sub_record.study_name,
                                     sub_record.options.get("n_trials"))
-            phases.append(_Phase(sub, sub_record, search, workflow, "ensemble", fresh=False))
+            phases.append(EnsemblePhase(sub, sub_record, search, workflow, fresh=False))
         else:
             phases.append(_ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
     with run_umask(is_shared(folder)):
@@ -316,7 +300,7 @@ def _member_direction(wf: Workflow, announce: bool = False) -> str:
 
 
 def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
-                    source_name: str | None = None, members: list[dict[str, Any]] | None = None) -> _Phase:
+                    source_name: str | None = None, members: list[dict[str, Any]] | None = None) -> EnsemblePhase:
     """The members' sub-run in RUN_DIR/ensemble, sharing the search's storage.
 
     ``members``: the plan entries to train; default: planned once the search phase has
@@ -328,32 +312,18 @@ def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int |
     sub = folder / ENSEMBLE_DIR
     record = _record(name, search, wf, backend, workers)
     record.options["direction"] = _member_direction(wf, announce=True)
-    phase = _Phase(sub, record, search, wf, "ensemble", members=members or [])
+    phase = EnsemblePhase(sub, record, search, wf, members=members or [])
     phase.record.options["source_study"] = source_name or wf.name
     return phase
 
 
-def _run_phases(phases: list[_Phase], backend: Backend, progress: bool, ensemble: Any = None,
+def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble: Any = None,
                 checked: bool = False) -> RunResult:
-    name_trials_in_optuna_warnings()
+    """Run the phases on one session; then score the ensemble (unless a signal stopped the run)."""
     for phase in phases if not checked else []:
         _check_fits(phase.search, backend)
-    results: list[RunResult] = []
-    interrupted = False
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
-    backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
-    try:
-        with Session(backend) as session:
-            for phase in phases:
-                results.append(_run_phase(phase, backend, session, progress))
-                interrupted = str(results[-1].summary.get("stop_reason") or "").startswith("interrupted")
-                if interrupted:
-                    break  # a signal (Ctrl-C, preemption, the walltime warning) starts no later phase
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    first = results[0]
-    root = phases[0].folder.parent if phases[0].entry == "ensemble" else first.run_dir
+    results, interrupted = run_phases(phases, backend, progress)
+    first, root = results[0], phases[0].run_dir
     uq = None
     if ensemble is not None and not interrupted:
         from hpwf.ensemble import aggregate
@@ -362,105 +332,14 @@ def _run_phases(phases: list[_Phase], backend: Backend, progress: bool, ensemble
     return RunResult(root, first.study, first.summary, uq)
 
 
-def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool) -> RunResult:
-    search, folder = phase.search, phase.folder
-    _mkdir(folder)
-    lock = RunLock(folder)
-    lock.acquire()
-    try:
-        storage = open_storage(search.storage, folder)
-        existing = _existing_trials(storage, phase.record.study_name)
-        study = optuna.create_study(
-            study_name=phase.record.study_name, storage=storage, directions=cast(Any, search.study_directions),
-            sampler=search.make_sampler(None if search.seed is None else search.seed + existing),
-            pruner=search.make_pruner(), load_if_exists=True,
-        )
-        if [d.name.lower() for d in study.directions] != search.study_directions:
-            raise ConfigError(f"study {study.study_name!r} in that storage has directions "
-                              f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
-        phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
-        if phase.fresh:
-            if phase.members is not None and (existing == 0 or phase.rebuild):
-                _enqueue_members(phase, study)
-        wf = phase.workflow
-        payload = None if wf.path else _pickle(wf.objective if phase.entry == "objective" else _member_objective(wf))
-        setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
-                      n_objectives=len(search.study_directions))
-        before = read_summary(folder) if not phase.fresh else {}
-        budget = Budget(
-            n_trials=search.n_trials, timeout=search.timeout,
-            max_failures=search.max_failures if search.max_failures is not None else (search.n_trials or 100),
-            elapsed_before=float(before.get("elapsed_s") or 0.0),
-        )
-        if phase.entry == "ensemble":
-            say(f"[hpwf] ensemble: {search.n_trials} members in {folder}")
-        coordinator = Coordinator(
-            study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
-            ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
-            heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
-            progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
-                              timeout=search.timeout),
-        )
-        try:
-            return RunResult(folder, study, coordinator.run(session))
-        except OSError as exc:  # a full disk or quota: the store keeps what was told before
-            where = exc.filename or search.storage or folder / DEFAULT_JOURNAL
-            raise RunError(f"cannot write {where}: {exc.strerror or exc}; finished trials are kept, "
-                           f"`hpwf resume {folder}` goes on once there is room") from None
-    finally:
-        lock.release()
-
-
-def _enqueue_members(phase: _Phase, study: optuna.Study) -> None:
-    """Queue the members to train; a rebuild first retires what an older plan left queued or running."""
-    from hpwf.ensemble import plan
-
-    members = phase.members
-    if phase.rebuild:
-        _retire_old_plan(study)
-    if not members:  # planned now that the search has finished
-        spec = phase.workflow.ensemble
-        source = None
-        if spec.params is None:
-            source = optuna.load_study(study_name=phase.record.options["source_study"],
-                                       storage=open_storage(phase.search.storage, phase.folder))
-        planned = plan(spec, source, phase.folder.parent)
-        _write_plan(phase.folder.parent, planned, spec, phase.record.options["source_study"])
-        members = planned.members
-    for attrs in members:
-        study.enqueue_trial({}, user_attrs=attrs)
-
-
-def _retire_old_plan(study: optuna.Study) -> None:
-    """Fail the members an older plan left waiting or running (we hold the ensemble's run lock)."""
-    reason = "superseded: the ensemble was planned again"
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(frozen.number, state=TrialState.FAIL)
-    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial = study.ask()
-        trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
-
-
-def _member_objective(wf: Workflow) -> Any:
-    from hpwf.ensemble import MemberObjective
-
-    return MemberObjective(wf.ensemble.train)
-
-
 def _override(search: Any, overrides: dict[str, Any]) -> Any:
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(search, **changes) if changes else search
 
 
-def _mkdir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--run-dir {folder}: cannot create: {exc.strerror or exc}") from None
 
 
-def _check_storage(phase: _Phase) -> None:
+def _check_storage(phase: Phase) -> None:
     """Open a named storage and compare an existing study's directions, before any file is written.
 
     The default (a journal file in the run directory) has nothing to check yet.
@@ -507,15 +386,4 @@ def _check_fits(search: Any, backend: Backend) -> None:
             f"{backend.slots} is not a multiple of ranks_per_trial={biggest}")
 
 
-def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False))
 
-
-def _pickle(objective: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(objective)

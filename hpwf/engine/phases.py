@@ -1,0 +1,216 @@
+"""The phases of a run, as objects: the search, then the ensemble's members; and running them.
+
+A phase is one coordinator's work: a study in a (sub-)run directory, its budget, and what its
+agents run (`Phase.entry`, the name the wire carries). `run_phases` runs them in order on one
+`Session`, so the agents connect once; a phase stopped by a signal starts no later phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import optuna
+from optuna.trial import TrialState
+
+from hpwf._protocol import Setup
+from hpwf.backends import Backend
+from hpwf.engine.loop import Coordinator
+from hpwf.engine.session import Budget, Session
+from hpwf.errors import ConfigError, RunError
+from hpwf.progress import Progress, say
+from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, open_storage, read_summary
+from hpwf.search import Search
+from hpwf.workflow import Workflow
+
+
+@dataclass
+class PhaseResult:
+    """A phase's study and summary."""
+
+    folder: Path
+    study: optuna.Study
+    summary: dict[str, Any]
+
+
+@dataclass
+class Phase:
+    """One coordinator's work. Subclasses say what the agents run and how the study starts."""
+
+    folder: Path
+    record: RunRecord
+    search: Search
+    workflow: Workflow
+    fresh: bool = True  # a new study in a new (sub-)run directory, not a resume
+
+    entry = "objective"  # what the agents load from the workflow file (the wire's name)
+
+    @property
+    def run_dir(self) -> Path:
+        """The whole run's directory (a sub-run's parent)."""
+        return self.folder
+
+    def objective(self) -> Any:
+        """What agents run when the workflow is made of Python objects (it is pickled)."""
+        return self.workflow.objective
+
+    def prepare(self, study: optuna.Study, existing: int) -> None:
+        """Before the coordinator starts: queue what must run (nothing, for a search)."""
+
+    def announce(self) -> None:
+        """A line when the phase begins (none, for a search: the progress bar speaks)."""
+
+
+class SearchPhase(Phase):
+    """The hyperparameter search."""
+
+
+@dataclass
+class EnsemblePhase(Phase):
+    """The ensemble's members, trials of a sibling study in ``RUN_DIR/ensemble``.
+
+    ``members``: the plan entries to train; empty: planned once the search has finished (a
+    selection needs its results). ``rebuild``: queue them into an existing members' study.
+    """
+
+    members: list[dict[str, Any]] | None = None
+    rebuild: bool = False
+
+    entry = "ensemble"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.parent
+
+    def objective(self) -> Any:
+        from hpwf.ensemble import MemberObjective
+
+        return MemberObjective(self.workflow.ensemble.train)  # type: ignore[union-attr]
+
+    def announce(self) -> None:
+        say(f"[hpwf] ensemble: {self.search.n_trials} members in {self.folder}")
+
+    def prepare(self, study: optuna.Study, existing: int) -> None:
+        """Queue the members to train; a rebuild first retires what an older plan left queued."""
+        if not self.fresh or self.members is None or (existing and not self.rebuild):
+            return
+        from hpwf.ensemble import plan, write_selection
+
+        members = self.members
+        if self.rebuild:
+            _retire_old_plan(study)
+        if not members:  # planned now that the search has finished
+            spec = self.workflow.ensemble
+            assert spec is not None
+            source_name = self.record.options["source_study"]
+            source = None if spec.params is not None else optuna.load_study(
+                study_name=source_name, storage=open_storage(self.search.storage, self.folder))
+            planned = plan(spec, source, self.run_dir)
+            write_selection(self.run_dir, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_name})
+            members = planned.members
+        for attrs in members:
+            study.enqueue_trial({}, user_attrs=attrs)
+
+
+def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[list[PhaseResult], bool]:
+    """Run ``phases`` on one session; return their results and whether a signal stopped the run."""
+    from hpwf._reach import fresh_report_dir
+    from hpwf.progress import name_trials_in_optuna_warnings
+
+    name_trials_in_optuna_warnings()
+    results: list[PhaseResult] = []
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
+    backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
+    try:
+        with Session(backend) as session:
+            for phase in phases:
+                results.append(run_phase(phase, backend, session, progress))
+                if str(results[-1].summary.get("stop_reason") or "").startswith("interrupted"):
+                    return results, True  # Ctrl-C, preemption, the walltime warning: no later phase
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return results, False
+
+
+def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) -> PhaseResult:
+    """Open (or create) the phase's study under its run lock and run its coordinator."""
+    search, folder = phase.search, phase.folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--run-dir {folder}: cannot create: {exc.strerror or exc}") from None
+    lock = RunLock(folder)
+    lock.acquire()
+    try:
+        study, existing = _open_study(phase)
+        phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
+        phase.prepare(study, existing)
+        wf = phase.workflow
+        payload = None if wf.path else _pickle(phase.objective())
+        setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
+                      n_objectives=len(search.study_directions))
+        before = read_summary(folder) if not phase.fresh else {}
+        budget = Budget(
+            n_trials=search.n_trials, timeout=search.timeout,
+            max_failures=search.max_failures if search.max_failures is not None else (search.n_trials or 100),
+            elapsed_before=float(before.get("elapsed_s") or 0.0),
+        )
+        phase.announce()
+        coordinator = Coordinator(
+            study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
+            ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
+            heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
+            progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
+                              timeout=search.timeout),
+        )
+        try:
+            return PhaseResult(folder, study, coordinator.run(session))
+        except OSError as exc:  # a full disk or quota: the store keeps what was told before
+            where = exc.filename or search.storage or folder / DEFAULT_JOURNAL
+            raise RunError(f"cannot write {where}: {exc.strerror or exc}; finished trials are kept, "
+                           f"`hpwf resume {folder}` goes on once there is room") from None
+    finally:
+        lock.release()
+
+
+def _open_study(phase: Phase) -> tuple[optuna.Study, int]:
+    """The phase's study and how many trials it held before."""
+    search = phase.search
+    storage = open_storage(search.storage, phase.folder)
+    existing = existing_trials(storage, phase.record.study_name)
+    study = optuna.create_study(
+        study_name=phase.record.study_name, storage=storage, directions=cast(Any, search.study_directions),
+        sampler=search.make_sampler(None if search.seed is None else search.seed + existing),
+        pruner=search.make_pruner(), load_if_exists=True,
+    )
+    if [d.name.lower() for d in study.directions] != search.study_directions:
+        raise ConfigError(f"study {study.study_name!r} in that storage has directions "
+                          f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
+    return study, existing
+
+
+def existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+def _retire_old_plan(study: optuna.Study) -> None:
+    """Fail the members an older plan left waiting or running (we hold the ensemble's run lock)."""
+    reason = "superseded: the ensemble was planned again"
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(frozen.number, state=TrialState.FAIL)
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def _pickle(objective: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(objective)
