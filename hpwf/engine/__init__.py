@@ -2,10 +2,14 @@
 
 - `ledger`: trial and agent records; the one transition function each; counts.
 - `loop`: the coordinator's named steps (accept, place, tell, receive, housekeeping).
+- `receive`, `housekeeping`: those two steps (messages and losses; health, budget, summary).
 - `placement`: which free agents form a group, which waiting trial goes next.
 - `health`: silent agents, trial timeouts, stale trials of vanished runs.
 - `outcomes`: what reaches the study (tell, fail, requeue, recovery on resume).
+- `ahead`: parameters sampled ahead of the round trip, recorded only when used.
 - `session`: the hub, backend, agents and clock that phases share.
+- `phases`: the search and the ensemble as objects, and running them on one session.
+- `summary`: the progress line's fields and ``summary.json``.
 """
 
 from __future__ import annotations
