@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 HPWF := $(VENV)/bin/hpwf
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-gpu bench clean
 
 install:  ## create .venv and install the whole stack (Horovod compiled); a no-op when up to date
 	@bash scripts/install.sh
@@ -16,8 +16,11 @@ demo: install  ## run the quickstart search end to end, then show its status and
 	$(HPWF) report runs/quickstart
 	@echo "report: runs/quickstart/report.html"
 
-test: install  ## the whole test suite, real parts included
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+test: install  ## the whole test suite, real parts included (the GPU check is `make test-gpu`)
+	$(PY) -m pytest $(PYTEST_ARGS) --ignore=tests/gpu tests
+
+test-gpu: install  ## the GPU check: NT3 on CUDA with Horovod groups; fails on a machine without CUDA
+	$(PY) -m pytest $(PYTEST_ARGS) tests/gpu
 
 bench: install  ## benchmarks, printed as side-by-side ratios
 	$(PY) -m bench

@@ -70,9 +70,10 @@ def objective(trial: hpwf.Trial) -> float:
     lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     batch = trial.suggest_categorical("batch_size", [16, 32, 64])
     torch.manual_seed(trial.seed)
-    model = build_cnn(trial).to(parallel.device(trial))
+    device = parallel.device(trial)  # cuda:<local rank> on a GPU node, else the CPU
+    model = build_cnn(trial).to(device)
     optimizer = parallel.distributed_optimizer(torch.optim.Adam(model.parameters(), lr=lr), model, trial)
-    (x_train, y_train), (x_val, y_val) = expression_data()
+    (x_train, y_train), (x_val, y_val) = (tuple(t.to(device) for t in part) for part in expression_data())
     mine = parallel.shard(len(x_train), trial)  # this rank's part of the training set
     x_train, y_train = x_train[mine.start:mine.stop], y_train[mine.start:mine.stop]
     accuracy = 0.0
