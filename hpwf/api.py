@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from hpwf._protocol import Setup
 from hpwf.backends import Backend, make_backend
 from hpwf.engine import Budget, Coordinator, Session
+from hpwf.engine.pbt import lineage as pbt_lineage
+from hpwf.engine.schedulers import PAUSED_ATTR
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
 from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, load_study, open_storage, read_summary
@@ -177,10 +179,11 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     study = load_study(folder)
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    paused = sum(t.state == TrialState.RUNNING and t.user_attrs.get(PAUSED_ATTR) not in (None, False) for t in trials)
     result: dict[str, Any] = {
         "study": study.study_name, "run_dir": str(folder),
         "complete": count[TrialState.COMPLETE], "pruned": count[TrialState.PRUNED],
-        "fail": count[TrialState.FAIL], "running": count[TrialState.RUNNING],
+        "fail": count[TrialState.FAIL], "running": count[TrialState.RUNNING] - paused, "paused": paused,
         "waiting": count[TrialState.WAITING], "n_trials": RunRecord.load(folder).options.get("n_trials"),
         "best_value": None, "best_trial": None, "best_params": None,
     }
@@ -189,6 +192,9 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         result.update(best_value=best.value, best_trial=best.number, best_params=best.params)
     elif count[TrialState.COMPLETE]:
         result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
+    lineage = pbt_lineage(study)
+    if lineage:
+        result["pbt"] = lineage
     summary = read_summary(folder)
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")
@@ -298,7 +304,7 @@ def _run_phase(phase: _Phase, backend: Backend, session: Session, progress: bool
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
             ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
             heartbeat=search.heartbeat, own_store=search.storage is None,
-            progress=Progress(enabled=progress),
+            progress=Progress(enabled=progress), scheduler=search.make_scheduler(study),
         )
         try:
             return RunResult(folder, study, coordinator.run(session))

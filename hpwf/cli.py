@@ -169,13 +169,18 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
     lines = [
         f"study      {info['study']}  ({info['run_dir']})",
         f"trials     {info['complete']} complete, {info['pruned']} pruned, {info['fail']} failed, "
-        f"{info['running']} running, {info['waiting']} waiting  (budget: {info.get('n_trials')})",
+        f"{info['running']} running, {info.get('paused', 0)} paused, {info['waiting']} waiting  "
+        f"(budget: {info.get('n_trials')})",
     ]
     if info.get("best_value") is not None:
         lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
         lines.extend(f"  {k} = {v}" for k, v in (info.get("best_params") or {}).items())
     for t in info.get("best_trials", []):
         lines.append(f"pareto     trial {t['number']}: {t['values']}")
+    if info.get("pbt"):
+        p = info["pbt"]
+        lines.append(f"pbt        {p['segments']} segments of {p['members']} members; best lineage: "
+                     + " -> ".join(str(s["trial"]) for s in p["best_schedule"]))
     if info.get("elapsed_s") is not None:
         lines.append(f"elapsed    {info['elapsed_s']:.1f} s, utilisation {info.get('utilisation')}")
     if info.get("stop_reason"):

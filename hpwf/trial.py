@@ -1,4 +1,22 @@
-"""What an objective sees: ``suggest_*``, ``report``, ``should_prune``, its folder and its group."""
+"""What an objective sees: ``suggest_*``, ``report``, ``should_prune``, its folder and its group.
+
+With a scheduler that pauses trials (``Search(scheduler="asha-resume" | "hyperband-resume" |
+"pbt")``) it also sees ``should_pause``, ``pause`` and ``restore``::
+
+    def objective(trial):
+        model = Net()
+        start = 0
+        restored = trial.restore()          # None on a fresh trial
+        if restored is not None:
+            model.load_state_dict(restored.state["model"])
+            start = restored.step           # the step after the last one reported
+        for epoch in range(start, EPOCHS):
+            accuracy = train_one_epoch(model)
+            trial.report(accuracy, epoch)
+            if trial.should_pause():
+                trial.pause({"model": model.state_dict()})  # saves, then ends the trial for now
+        return accuracy
+"""
 
 from __future__ import annotations
 
@@ -7,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, NoReturn, Sequence
 
 from optuna.distributions import (
     BaseDistribution,
@@ -17,6 +35,21 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.exceptions import TrialPruned
+
+PAUSE_CHECKPOINT = "pause.pt"  # in the trial folder: the state saved by `Trial.pause`
+RESTORE_ATTR = "hpwf:restore"  # set by the coordinator: {"from": trial number, "step": next step}
+
+
+class TrialPaused(Exception):
+    """Raised by `Trial.pause` once the trial's state is saved: the trial ends for now."""
+
+
+class Restored(NamedTuple):
+    """What `Trial.restore` gives back: the state passed to `Trial.pause` and the step to continue from."""
+
+    state: Any
+    step: int
+
 
 Request = Callable[[Any], Any]  # send a message to the coordinator and return its reply value
 
@@ -76,6 +109,7 @@ class Trial:
         self._request = request
         self._share = share  # rank 0's answer to every rank of the group
         self._prune = False
+        self._pause = False
         self._started = time.time()
         self._metrics = folder / "metrics.csv"
 
@@ -124,18 +158,65 @@ class Trial:
         value = float(value)
         step = int(step)
         self.intermediate_values[step] = value
-        decision = None
+        decision: Any = None
         if self.group.rank == 0:
             self._write_metric(step, value)
             if math.isfinite(value):
-                decision = bool(self._request(Report(self._ticket, step, value)))
+                decision = self._request(Report(self._ticket, step, value))
+                decision = decision if decision == "pause" else bool(decision)
             else:
                 decision = False
-        self._prune = bool(self._share(decision))
+        decision = self._share(decision)
+        self._pause = decision == "pause"
+        self._prune = decision is True
 
     def should_prune(self) -> bool:
         """Whether the pruner wants this trial stopped; the same answer on every rank of the group."""
         return self._prune
+
+    def should_pause(self) -> bool:
+        """Whether the scheduler wants this trial paused now (then call `pause`); same on every rank."""
+        return self._pause
+
+    def pause(self, state: Any) -> NoReturn:
+        """Save ``state`` (rank 0 of the group writes it) and end the trial until it is resumed.
+
+        The trial resumes later, maybe on other ranks, with the same number and its earlier
+        reports; `restore` then returns ``state`` and the step after the last one reported.
+
+        Raises:
+            TrialPaused: always (let it propagate out of the objective).
+        """
+        step = max(self.intermediate_values) + 1 if self.intermediate_values else 0
+        if self.group.rank == 0:
+            import torch
+
+            path = self.folder / PAUSE_CHECKPOINT
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save({"step": step, "state": state}, tmp)
+            import os
+
+            os.replace(tmp, path)
+        self._share(None)  # every rank leaves once rank 0 has written
+        raise TrialPaused(step)
+
+    def restore(self) -> Restored | None:
+        """The state saved by the last `pause` this trial continues from, or None (a fresh start).
+
+        Rank 0 reads the checkpoint file as it was written (bit for bit) and hands it to every
+        rank of the group. In PBT the checkpoint may be another member's (an exploit).
+        """
+        where = self.user_attrs.get(RESTORE_ATTR)
+        if not where:
+            return None
+        loaded = None
+        if self.group.rank == 0:
+            import torch
+
+            path = self.folder.parent / f"{int(where['from']):05d}" / PAUSE_CHECKPOINT
+            loaded = torch.load(path, weights_only=False)
+        loaded = self._share(loaded)
+        return Restored(loaded["state"], int(loaded["step"]))
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable value to the trial in the study.
@@ -165,4 +246,4 @@ class Trial:
             writer.writerow([step, repr(value), f"{time.time() - self._started:.3f}"])
 
 
-__all__ = ["Trial", "Group", "TrialPruned"]
+__all__ = ["Trial", "Group", "TrialPaused", "TrialPruned", "Restored"]
