@@ -32,7 +32,7 @@ SCHEDULERS = ("none", "asha-resume", "hyperband-resume", "pbt")
 _SCHEDULER_OPTIONS = {
     "asha-resume": {"min_resource", "reduction_factor", "max_resource"},
     "hyperband-resume": {"min_resource", "reduction_factor", "max_resource"},
-    "pbt": {"quantile", "perturb", "resample_probability"},
+    "pbt": {"quantile", "perturb", "resample_probability", "explore"},
 }
 
 
@@ -69,7 +69,8 @@ class Search:
             "hyperband-resume" (the same in Hyperband brackets; ``max_resource`` required); or
             "pbt" (population-based training: ``population`` and ``interval`` required,
             ``scheduler_options``: ``quantile`` (0.25), ``perturb`` ((0.8, 1.2)),
-            ``resample_probability`` (0.25)). With "pbt", ``n_trials`` counts segments:
+            ``resample_probability`` (0.25), ``explore`` (the params PBT may change; default:
+            the float ones)). With "pbt", ``n_trials`` counts segments:
             population x generations (it must be a multiple of ``population``).
             The objective uses ``trial.restore()``, ``trial.should_pause()`` and ``trial.pause(state)``.
         population: PBT's number of members.
@@ -179,6 +180,10 @@ class Search:
                               f"a multiple of population={self.population}, not {self.n_trials}")
         _check_number("quantile", options.get("quantile"), integer=False, low=0, strict=True, high=0.5)
         _check_number("resample_probability", options.get("resample_probability"), integer=False, low=0, high=1)
+        explore = options.get("explore", [])
+        if isinstance(explore, str) or not isinstance(explore, (list, tuple)) or \
+                not all(isinstance(name, str) for name in explore):
+            raise ConfigError(f"scheduler_options explore must be a list of parameter names, not {explore!r}")
         perturb = options.get("perturb", (0.8, 1.2))
         if not isinstance(perturb, (list, tuple)) or not perturb or \
                 not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in perturb):
@@ -202,7 +207,8 @@ class Search:
             return PopulationBasedTraining(
                 study, self.population, self.interval, self.n_trials // self.population,
                 quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
-                resample_probability=float(options.get("resample_probability", 0.25)), seed=self.seed)
+                resample_probability=float(options.get("resample_probability", 0.25)),
+                explore=list(options["explore"]) if "explore" in options else None, seed=self.seed)
         return None
 
     @property

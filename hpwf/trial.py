@@ -242,8 +242,9 @@ class Trial:
         with self._metrics.open("a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(["step", "value", "elapsed_s"])
-            writer.writerow([step, repr(value), f"{time.time() - self._started:.3f}"])
+                writer.writerow(["step", "value", "elapsed_s", "time"])
+            now = time.time()  # elapsed_s: in this attempt; time: the clock (attempts of a resumed trial append)
+            writer.writerow([step, repr(value), f"{now - self._started:.3f}", f"{now:.3f}"])
 
 
 __all__ = ["Trial", "Group", "TrialPaused", "TrialPruned", "Restored"]

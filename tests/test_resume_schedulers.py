@@ -100,7 +100,7 @@ def test_a_killed_coordinator_leaves_paused_trials_that_resume_from_their_checkp
     deadline, paused = time.time() + 240, 0
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.3)
-        if (run_dir / "run.json").exists() and (run_dir / "journal.log").exists():
+        if (run_dir / "run.json").exists() and (run_dir / "study.journal").exists():
             info = hpwf.status(run_dir)
             paused = info["paused"]
             if paused >= 2:

@@ -178,24 +178,26 @@ def test_pbt_exploits_the_top_quantile_and_explores_its_params(session: FakeSess
     first = [d.take() for d in ds]
     assert sorted(t.number for t in first) == [0, 1, 2, 3] and len(c.study.trials) == 4  # may_ask stops at the population
     x = {}
-    for d, task in zip(ds, first):
+    value = {0: 1.0, 1: 0.0, 2: 2.0, 3: 3.0}  # minimize: member 1 is the best
+    for d, task in zip(ds, first):  # they finish in member order: 1 ranks among two, 2 and 3 among three, four
         x[task.number] = d.ask(c, lambda: d.agent.suggest(task.ticket, "x"))
-        assert d.ask(c, lambda: d.agent.report(task.ticket, float(task.number), 0)) is False
-        assert d.ask(c, lambda: d.agent.report(task.ticket, float(task.number), 1)) == PAUSE  # the segment ends
+        assert d.ask(c, lambda: d.agent.report(task.ticket, value[task.number], 0)) is False
+        assert d.ask(c, lambda: d.agent.report(task.ticket, value[task.number], 1)) == PAUSE  # the segment ends
         d.agent.pause(task)
         turn(c, 2)
     trials = c.study.trials
-    assert [t.state for t in trials[:4]] == [TrialState.COMPLETE] * 4 and [t.value for t in trials[:4]] == [0, 1, 2, 3]
+    assert [t.state for t in trials[:4]] == [TrialState.COMPLETE] * 4 and [t.value for t in trials[:4]] == [1, 0, 2, 3]
     nxt = {t.user_attrs[MEMBER]: t for t in trials[4:]}
     assert sorted(nxt) == [0, 1, 2, 3] and all(t.user_attrs[GENERATION] == 1 for t in nxt.values())
-    worst = nxt[3]  # minimize: member 3 is the bottom quarter, member 0 the top one
-    assert worst.user_attrs[EXPLOITED] is True and worst.user_attrs[PARENT] == 0
-    assert worst.user_attrs[RESTORE_ATTR] == {"from": 0, "step": 2}
     fixed = {m: t.system_attrs["fixed_params"] for m, t in nxt.items()}  # what the next segments will suggest
-    assert fixed[3]["x"] != x[0] and 0.0 <= fixed[3]["x"] <= 1.0  # explored from member 0's params
-    for member in (0, 1, 2):  # the others go on from their own checkpoint with their own params
+    for member in (2, 3):  # the bottom quarter when they finished: they copy member 1 (the top one)
+        attrs = nxt[member].user_attrs
+        assert attrs[EXPLOITED] is True and attrs[PARENT] == 1 and attrs[RESTORE_ATTR] == {"from": 1, "step": 2}
+        assert fixed[member]["x"] != x[1] and 0.0 <= fixed[member]["x"] <= 1.0  # explored from member 1's params
+    for member in (0, 1):  # too few to rank (0), or the best (1): they go on from their own checkpoint
         assert nxt[member].user_attrs[PARENT] == member and nxt[member].user_attrs[EXPLOITED] is False
         assert fixed[member]["x"] == x[member]
+    worst = nxt[3]
     second = [d.take() for d in ds]
     for d, task in zip(ds, second):
         assert d.ask(c, lambda: d.agent.suggest(task.ticket, "x")) == fixed[task.attrs[MEMBER]]["x"]  # type: ignore[index]
@@ -206,7 +208,7 @@ def test_pbt_exploits_the_top_quantile_and_explores_its_params(session: FakeSess
     assert c.finished() and len(c.study.trials) == 8 and c.counts.complete == 8  # population x generations
     info = lineage(c.study)
     assert info is not None and info["segments"] == 8 and info["members"] == 4
-    assert [s["trial"] for s in info["best_schedule"]] == [0, worst.number]  # member 3's line, exploited from 0
+    assert [s["trial"] for s in info["best_schedule"]] == [1, worst.number]  # member 3's line, exploited from 1
     assert schedule(c.study, worst.number)[1]["start_step"] == 2
 
 
@@ -218,11 +220,10 @@ def test_pbt_resume_rebuilds_members_and_queued_segments(tmp_path: Path) -> None
         first.on_asked(trial)
         trial.report(float(member), 1)
         study.tell(trial, float(member))
-    first.latest.clear()
     again = pbt(study)
     again.recover(study.get_trials())
-    assert again.members == 4 and not again.may_ask() and sorted(again.latest) == [0, 1, 2, 3]
-    assert again.latest[2].step == 2 and again.latest[2].number == 2
+    assert again.members == 4 and not again.may_ask() and sorted(again.scores[0]) == [0, 1, 2, 3]
+    assert again.scores[0][2].step == 2 and again.scores[0][2].number == 2
 
 
 @pytest.mark.parametrize("bad, why", [

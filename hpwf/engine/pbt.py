@@ -6,16 +6,21 @@ its last reported value). At the end of a segment (its report at step ``(generat
 interval - 1``) the trial pauses: it saves its state (`hpwf.Trial.pause`) and the coordinator
 tells the segment COMPLETE with that value. Then the member's next segment is queued:
 
-- exploit: a member whose latest value is in the bottom ``quantile`` of the population (once
-  every member has a value; members are compared by their latest segment's value) continues
-  from the checkpoint of a member in the top ``quantile`` (the file is read as it is: bit for bit),
+- exploit: a member whose value is in the bottom ``quantile`` of the members that finished the
+  same generation (compared at the same step; at least half the population, and two) continues
+  from that generation's checkpoint of a member in the top ``quantile`` (the file is read as it
+  is: bit for bit),
 - explore: with the copied params perturbed (floats and ints times one of ``perturb``,
-  categoricals one choice over) or, with ``resample_probability``, sampled afresh;
+  categoricals one choice over) or, with ``resample_probability``, sampled afresh. Only the
+  params named in ``explore`` change (default: the float ones, e.g. a learning rate: an int or a
+  categorical often shapes the model, and the copied checkpoint must still fit it);
 - the others continue from their own checkpoint with their own params.
 
 The next segment's user attrs record the lineage: ``pbt:member``, ``pbt:generation``,
 ``pbt:parent`` (the segment whose checkpoint it starts from), ``pbt:exploited``. The last
-generation does not pause: it runs the objective to its end.
+generation does not pause: it runs the objective to its end. Generation ``g`` always starts at
+step ``g * interval``. Until every member has started, members' next segments are held back (a
+member runs ahead of the others only when there are more ranks than members).
 """
 
 from __future__ import annotations
@@ -54,15 +59,18 @@ class PopulationBasedTraining:
 
     def __init__(self, study: optuna.Study, population: int, interval: int, generations: int, *,
                  quantile: float = 0.25, perturb: tuple[float, float] = (0.8, 1.2),
-                 resample_probability: float = 0.25, seed: int | None = None) -> None:
+                 resample_probability: float = 0.25, explore: list[str] | None = None,
+                 seed: int | None = None) -> None:
         self.study = study
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         self.population, self.interval, self.generations = population, interval, generations
         self.quantile, self.perturb, self.resample_probability = quantile, perturb, resample_probability
+        self.explore = None if explore is None else set(explore)
         self.rng = random.Random(seed)
         self.members = 0  # generation-0 members asked so far
         self.pending = 0  # next segments queued in the study, not asked yet
-        self.latest: dict[int, _Latest] = {}
+        self.scores: dict[int, dict[int, _Latest]] = {}  # generation -> member -> its segment
+        self._held: list[tuple[int, int]] = []  # members whose next segment waits until every member started
         self._last: dict[int, tuple[int, float]] = {}  # ticket -> (step, value) of its last report
 
     # --- asking ---------------------------------------------------------------------------
@@ -77,6 +85,10 @@ class PopulationBasedTraining:
         trial.set_user_attr(MEMBER, self.members)
         trial.set_user_attr(GENERATION, 0)
         self.members += 1
+        if self.members == self.population:
+            held, self._held = self._held, []
+            for member, generation in held:
+                self.queue_next(member, generation)
 
     # --- segments ---------------------------------------------------------------------------
     def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
@@ -98,17 +110,20 @@ class PopulationBasedTraining:
             return  # nothing to continue from: the tell fails it
         attrs = trial.user_attrs
         member, generation = int(attrs[MEMBER]), int(attrs.get(GENERATION, 0))
-        self.latest[member] = _Latest(generation, value, trial.number, step + 1, dict(trial.params),
-                                      dict(trial.distributions))
-        self.queue_next(member)
+        self.scores.setdefault(generation, {})[member] = _Latest(
+            generation, value, trial.number, step + 1, dict(trial.params), dict(trial.distributions))
+        if self.members < self.population:
+            self._held.append((member, generation))
+        else:
+            self.queue_next(member, generation)
 
-    def queue_next(self, member: int) -> None:
+    def queue_next(self, member: int, generation: int) -> None:
         """Enqueue the member's next segment: exploit and explore, or go on as it is."""
-        own = self.latest[member]
-        source, exploited = self._exploit(member), False
+        own = self.scores[generation][member]
+        source, exploited = self._exploit(member, generation), False
         params = dict(own.params)
         if source is not None:
-            parent = self.latest[source]
+            parent = self.scores[generation][source]
             params, exploited = self._explore(parent.params, parent.distributions), True
         else:
             parent = own
@@ -118,12 +133,13 @@ class PopulationBasedTraining:
         }, skip_if_exists=False)
         self.pending += 1
 
-    def _exploit(self, member: int) -> int | None:
+    def _exploit(self, member: int, generation: int) -> int | None:
         """A top-quantile member to copy, when ``member`` is in the bottom quantile; else None."""
-        if len(self.latest) < self.population:
-            return None  # until every member has a value, the ranking is too partial to act on
+        scored = self.scores[generation]
+        if len(scored) < max(2, math.ceil(self.population / 2)):
+            return None  # too few members at this step to rank
         sign = -1.0 if self.maximize else 1.0
-        order = sorted(self.latest, key=lambda m: (sign * self.latest[m].value, m))  # best first
+        order = sorted(scored, key=lambda m: (sign * scored[m].value, m))  # best first
         cut = max(1, int(math.ceil(self.quantile * len(order))))
         if member not in order[-cut:]:
             return None
@@ -134,7 +150,8 @@ class PopulationBasedTraining:
         out = {}
         for name, value in params.items():
             dist = distributions.get(name)
-            if name in FIXED or dist is None:
+            chosen = isinstance(dist, FloatDistribution) if self.explore is None else name in self.explore
+            if name in FIXED or dist is None or not chosen:
                 out[name] = value
             elif self.rng.random() < self.resample_probability:
                 out[name] = _sample(dist, self.rng)
@@ -160,11 +177,9 @@ class PopulationBasedTraining:
             if frozen.state == TrialState.WAITING and generation > 0:
                 self.pending += 1
             if frozen.state == TrialState.COMPLETE and frozen.value is not None and frozen.intermediate_values:
-                known = self.latest.get(member)
-                if known is None or known.generation <= generation:
-                    self.latest[member] = _Latest(generation, frozen.value, frozen.number,
-                                                  max(frozen.intermediate_values) + 1, dict(frozen.params),
-                                                  dict(frozen.distributions))
+                self.scores.setdefault(generation, {})[member] = _Latest(
+                    generation, frozen.value, frozen.number, max(frozen.intermediate_values) + 1,
+                    dict(frozen.params), dict(frozen.distributions))
 
 
 def _sample(dist: BaseDistribution, rng: random.Random) -> Any:
