@@ -92,6 +92,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
         return 0
     if args.command == "report":
+        import hpwf.schedule_report  # noqa: F401 - adds the schedulers' section
         import hpwf.uq_report  # noqa: F401 - adds the UQ section
         from hpwf.report import write_report
 

@@ -51,6 +51,11 @@ def test_schedulers_on_the_local_backend(scheduler: str, ranks: int, tmp_path: P
                     env=env_for(scheduler, ranks))
     assert proc.returncode == 0, proc.stderr[-3000:]
     check(run_dir, scheduler, ranks)
+    if scheduler == "pbt" and ranks == 1:  # the report draws the lineage
+        report = hpwf_cli("report", str(run_dir), env=env_for(scheduler, ranks))
+        assert report.returncode == 0, report.stderr[-2000:]
+        page = (run_dir / "report.html").read_text()
+        assert "PBT lineage" in page and "Best final configuration as a schedule" in page
 
 
 def test_hyperband_brackets_resume_on_the_local_backend(tmp_path: Path) -> None:
