@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpwf._protocol import Assign, Reply
+from hpwf._protocol import Assign, Done, Reply
 from hpwf.engine.ledger import AgentState, TrialState as S
 from hpwf.engine.pbt import EXPLOITED, GENERATION, MEMBER, PARENT, PopulationBasedTraining, lineage, schedule
 from hpwf.engine.schedulers import PAUSE, PAUSED_ATTR, RESTORE_ATTR, SuccessiveHalving, hyperband_brackets
@@ -237,3 +237,27 @@ def test_pbt_resume_rebuilds_members_and_queued_segments(tmp_path: Path) -> None
 def test_bad_scheduler_options_name_the_key(bad: dict[str, Any], why: str) -> None:
     with pytest.raises(ConfigError, match=why.replace("(", r"\(").replace(".", r"\.")):
         Search(direction="minimize", **bad)
+
+
+def test_a_failed_pbt_segment_ends_its_line_and_the_run_still_ends(session: FakeSession, tmp_path: Path) -> None:
+    c = coordinator(session, tmp_path, n_trials=4, scheduler=lambda s: PopulationBasedTraining(
+        s, population=2, interval=1, generations=2, seed=0))
+    ds = drivers(session, c, 2)
+    good, bad = ds[0].take(), ds[1].take()
+    assert ds[0].ask(c, lambda: ds[0].agent.report(good.ticket, 0.5, 0)) == PAUSE
+    ds[0].agent.pause(good)
+    ds[1].agent.end.send(Done(bad.ticket, "fail", None, "boom", 0.1))
+    turn(c, 3)
+    nxt = ds[0].take()
+    ds[0].agent.finish(nxt, 0.4)
+    for _ in range(5):
+        turn(c)
+    assert c.finished() and c.counts.complete == 2 and c.counts.fail == 1  # member 1's line ended with its failure
+
+
+def test_status_shows_paused_trials_as_their_own_count() -> None:
+    from hpwf.cli import _format_status
+
+    text = _format_status({"study": "s", "run_dir": "r", "complete": 1, "pruned": 2, "fail": 0, "running": 1,
+                           "paused": 3, "waiting": 0, "n_trials": 8})
+    assert "1 running, 3 paused, 0 waiting" in text

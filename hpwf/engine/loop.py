@@ -131,6 +131,8 @@ class Coordinator:
         if ledger.live() - (ledger.count(S.PAUSED) if self.stop_reason else 0):
             return False  # a stopped run leaves paused trials paused in the study, for a resume
         n = self.budget.n_trials
+        if self.scheduler is not None and not self.scheduler.may_ask():
+            return True  # e.g. a PBT member whose segment failed has no next segment: the budget is out of reach
         return bool(self.stop_reason) or (n is not None and self.counts.finished_ok >= n)
 
     def end(self) -> None:

@@ -75,12 +75,15 @@ class PopulationBasedTraining:
 
     # --- asking ---------------------------------------------------------------------------
     def may_ask(self) -> bool:
-        return self.members < self.population or self.pending > 0
+        if self.members < self.population or self.pending > 0:
+            return True  # (below: a failed segment queued again by a retry or an interrupt)
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def on_asked(self, trial: Any) -> None:
         attrs = trial.user_attrs
         if MEMBER in attrs:
-            self.pending -= int(attrs.get(GENERATION, 0)) > 0
+            if int(attrs.get(GENERATION, 0)) > 0:
+                self.pending = max(0, self.pending - 1)
             return
         trial.set_user_attr(MEMBER, self.members)
         trial.set_user_attr(GENERATION, 0)
