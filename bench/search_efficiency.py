@@ -18,6 +18,8 @@ and restores when a scheduler asks).
   resumed trial or a PBT segment never repeats an epoch, so epochs are counted once.
 - target = the best accuracy of the random search (a completed trial's value; for PBT a segment's
   value is its model's accuracy at the segment's end, a checkpoint that exists).
+- The four searches of a seed run at the same time, each ``hpwf.run`` in its own process (so a
+  loaded machine gives them the same share); the epochs they count do not depend on it.
 - epochs to target = the epochs trained by the whole run (all trials, all ranks' work counted per
   epoch) up to the moment the first trial reaching the target completed, in clock order. A search
   that never reaches it is counted with its whole run's epochs and marked.
@@ -27,11 +29,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import ROOT, quiet_optuna, rnd, scratch
+from bench._common import ROOT, env, quiet_optuna, rnd, scratch
 
 WORKFLOW = ROOT / "workflows" / "mnist1d_mlp.py"
 WORKERS = 2
@@ -47,17 +51,28 @@ def _epoch_times(run_dir: Path) -> list[float]:
     return sorted(times)
 
 
-def _one(wf: Any, search: Any, run_dir: Path) -> dict[str, Any]:
+def _one(wf_path: Path, method: str, seed: int, n_trials: int, quick: bool, run_dir: Path) -> None:
+    """Run one search (in its own process: ``python -m bench.search_efficiency METHOD SEED ...``)."""
     import hpwf
 
+    quiet_optuna()
+    wf = hpwf.load(wf_path)
+    search = dataclasses.replace(searches(wf, n_trials, quick)[method], seed=seed)
     start = time.perf_counter()
-    result = hpwf.run(dataclasses.replace(wf, search=search), workers=WORKERS, run_dir=run_dir, progress=False)
-    wall = time.perf_counter() - start
-    trials = [t for t in result.study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    hpwf.run(dataclasses.replace(wf, search=search), workers=WORKERS, run_dir=run_dir, progress=False)
+    (run_dir / "bench_wall_s").write_text(f"{time.perf_counter() - start:.1f}")
+
+
+def _load(run_dir: Path) -> dict[str, Any]:
+    import hpwf
+
+    study = hpwf.load_study(run_dir)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    times = _epoch_times(run_dir)
     return {
-        "trials": trials, "best": result.summary["best_value"], "wall_s": rnd(wall, 1), "times": _epoch_times(run_dir),
-        "epochs_total": len(_epoch_times(run_dir)), "pruned": sum(t.state.name == "PRUNED" for t in trials),
-        "n_trials": len(trials),
+        "trials": trials, "best": study.best_value, "times": times, "epochs_total": len(times),
+        "pruned": sum(t.state.name == "PRUNED" for t in trials), "n_trials": len(trials),
+        "wall_s": float((run_dir / "bench_wall_s").read_text()),
     }
 
 
@@ -97,14 +112,21 @@ def run(quick: bool = False, seeds: list[int] | None = None) -> dict[str, Any]:
     plans = searches(wf, n_trials, quick)
     rows: list[dict[str, Any]] = []
     with scratch("search") as folder:
-        for seed in seeds:
-            runs = {name: _one(wf, dataclasses.replace(search, seed=seed), folder / f"{name}-{seed}")
-                    for name, search in plans.items()}
+        for seed in seeds:  # the four searches of a seed run side by side, each in its own process
+            procs = {name: subprocess.Popen(
+                [sys.executable, "-m", "bench.search_efficiency", name, str(seed), str(n_trials), str(int(quick)),
+                 str(folder / f"{name}-{seed}")], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True) for name in plans}
+            for name, proc in procs.items():
+                _, err = proc.communicate()
+                if proc.returncode:
+                    raise RuntimeError(f"search {name} (seed {seed}) exited {proc.returncode}: {err[-2000:]}")
+            runs = {name: _load(folder / f"{name}-{seed}") for name in plans}
             target = runs["random"]["best"]
             row: dict[str, Any] = {"seed": seed, "target_accuracy": rnd(target)}
             for name, r in runs.items():
-                epochs, reached = _epochs_to(r, target)
-                row[name] = {"best": rnd(r["best"]), "epochs_to_target": epochs, "reached": reached,
+                epochs, hit = _epochs_to(r, target)
+                row[name] = {"best": rnd(r["best"]), "epochs_to_target": epochs, "reached": hit,
                              "epochs_total": r["epochs_total"], "pruned": r["pruned"], "trials": r["n_trials"],
                              "wall_s": r["wall_s"]}
             rows.append(row)
@@ -129,3 +151,8 @@ def run(quick: bool = False, seeds: list[int] | None = None) -> dict[str, Any]:
                 + ", ".join(f"{m} {ratio[m]:.2f}x ({mean[m]:.0f} epochs, {reached[m]}/{len(rows)} reached)" for m in METHODS)
                 + "; whole runs " + ", ".join(f"{m} {total[m]:.0f}" for m in METHODS),
     }
+
+
+if __name__ == "__main__":
+    _method, _seed, _n, _quick, _dir = sys.argv[1:6]
+    _one(WORKFLOW, _method, int(_seed), int(_n), bool(int(_quick)), Path(_dir))
