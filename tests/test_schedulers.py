@@ -261,3 +261,23 @@ def test_status_shows_paused_trials_as_their_own_count() -> None:
     text = _format_status({"study": "s", "run_dir": "r", "complete": 1, "pruned": 2, "fail": 0, "running": 1,
                            "paused": 3, "waiting": 0, "n_trials": 8})
     assert "1 running, 3 paused, 0 waiting" in text
+
+
+def test_a_stop_signal_leaves_paused_trials_paused_for_the_requeued_job(session: FakeSession, tmp_path: Path) -> None:
+    """Slurm's walltime warning (USR1) or a preemption stops the run; the requeued job resumes it."""
+    make = lambda s: SuccessiveHalving(False, 1, 2)  # noqa: E731
+    c = coordinator(session, tmp_path, n_trials=4, scheduler=make)
+    (d,) = drivers(session, c, 1)
+    task = d.take()
+    assert d.ask(c, lambda: d.agent.report(task.ticket, 0.3, 1)) == PAUSE
+    d.agent.pause(task)
+    turn(c, 2)
+    running = d.take()
+    c.interrupt("SIGUSR1")
+    assert c.finished()  # it does not wait for the paused trial
+    trials = c.study.trials
+    assert trials[0].state == TrialState.RUNNING and trials[0].user_attrs[PAUSED_ATTR] == 2
+    assert trials[running.number].state == TrialState.FAIL  # running: queued again, as before
+    with FakeSession(FakeBackend(slots=4), FakeClock()) as fresh:
+        coordinator(fresh, tmp_path, n_trials=4, scheduler=make, study=c.study)
+        assert [r.number for r in fresh.ledger.in_state(S.PAUSED)] == [0]
