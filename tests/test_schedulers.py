@@ -179,7 +179,7 @@ def test_pbt_exploits_the_top_quantile_and_explores_its_params(session: FakeSess
     assert sorted(t.number for t in first) == [0, 1, 2, 3] and len(c.study.trials) == 4  # may_ask stops at the population
     x = {}
     value = {0: 1.0, 1: 0.0, 2: 2.0, 3: 3.0}  # minimize: member 1 is the best
-    for d, task in zip(ds, first):  # they finish in member order: 1 ranks among two, 2 and 3 among three, four
+    for d, task in zip(ds, first):  # they finish in member order; 0 waits until 1 is in (a quorum of two)
         x[task.number] = d.ask(c, lambda: d.agent.suggest(task.ticket, "x"))
         assert d.ask(c, lambda: d.agent.report(task.ticket, value[task.number], 0)) is False
         assert d.ask(c, lambda: d.agent.report(task.ticket, value[task.number], 1)) == PAUSE  # the segment ends
@@ -190,13 +190,12 @@ def test_pbt_exploits_the_top_quantile_and_explores_its_params(session: FakeSess
     nxt = {t.user_attrs[MEMBER]: t for t in trials[4:]}
     assert sorted(nxt) == [0, 1, 2, 3] and all(t.user_attrs[GENERATION] == 1 for t in nxt.values())
     fixed = {m: t.system_attrs["fixed_params"] for m, t in nxt.items()}  # what the next segments will suggest
-    for member in (2, 3):  # the bottom quarter when they finished: they copy member 1 (the top one)
+    for member in (0, 2, 3):  # ranked once two had finished: the bottom quarter copies member 1 (the top one)
         attrs = nxt[member].user_attrs
         assert attrs[EXPLOITED] is True and attrs[PARENT] == 1 and attrs[RESTORE_ATTR] == {"from": 1, "step": 2}
         assert fixed[member]["x"] != x[1] and 0.0 <= fixed[member]["x"] <= 1.0  # explored from member 1's params
-    for member in (0, 1):  # too few to rank (0), or the best (1): they go on from their own checkpoint
-        assert nxt[member].user_attrs[PARENT] == member and nxt[member].user_attrs[EXPLOITED] is False
-        assert fixed[member]["x"] == x[member]
+    assert nxt[1].user_attrs[PARENT] == 1 and nxt[1].user_attrs[EXPLOITED] is False  # the best goes on as it is
+    assert fixed[1]["x"] == x[1]
     worst = nxt[3]
     second = [d.take() for d in ds]
     for d, task in zip(ds, second):
@@ -212,7 +211,7 @@ def test_pbt_exploits_the_top_quantile_and_explores_its_params(session: FakeSess
     assert schedule(c.study, worst.number)[1]["start_step"] == 2
 
 
-def test_pbt_resume_rebuilds_members_and_queued_segments(tmp_path: Path) -> None:
+def test_pbt_resume_rebuilds_members_and_queues_the_segments_it_held(tmp_path: Path) -> None:
     study = optuna.create_study()
     first = pbt(study)
     for member in range(4):
@@ -222,8 +221,14 @@ def test_pbt_resume_rebuilds_members_and_queued_segments(tmp_path: Path) -> None
         study.tell(trial, float(member))
     again = pbt(study)
     again.recover(study.get_trials())
-    assert again.members == 4 and not again.may_ask() and sorted(again.scores[0]) == [0, 1, 2, 3]
+    assert again.members == 4 and sorted(again.scores[0]) == [0, 1, 2, 3]
     assert again.scores[0][2].step == 2 and again.scores[0][2].number == 2
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]  # the next segments, never queued before
+    assert again.pending == 4 and again.may_ask() and sorted(t.user_attrs[MEMBER] for t in queued) == [0, 1, 2, 3]
+    assert {t.user_attrs[GENERATION] for t in queued} == {1}
+    third = pbt(study)
+    third.recover(study.get_trials())
+    assert third.pending == 4 and len([t for t in study.trials if t.state == TrialState.WAITING]) == 4  # not twice
 
 
 @pytest.mark.parametrize("bad, why", [

@@ -132,7 +132,9 @@ class Coordinator:
             return False  # a stopped run leaves paused trials paused in the study, for a resume
         n = self.budget.n_trials
         if self.scheduler is not None and not self.scheduler.may_ask():
-            return True  # e.g. a PBT member whose segment failed has no next segment: the budget is out of reach
+            pausing.drain(self)  # PBT: members held for a quorum that will not come go on now
+            if not self.scheduler.may_ask():
+                return True  # e.g. a PBT member whose segment failed has no next segment
         return bool(self.stop_reason) or (n is not None and self.counts.finished_ok >= n)
 
     def end(self) -> None:

@@ -72,7 +72,7 @@ def _wake(c: Coordinator, record: TrialRecord) -> None:
 def drain(c: Coordinator) -> None:
     """Nothing runs, waits or can be asked: the scheduler promotes paused trials or prunes them."""
     ledger = c.session.ledger
-    if c.scheduler is None or not ledger.count(S.PAUSED) or c.stop_reason:
+    if c.scheduler is None or c.stop_reason:
         return
     if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c._can_ask():
         return

@@ -19,8 +19,9 @@ tells the segment COMPLETE with that value. Then the member's next segment is qu
 The next segment's user attrs record the lineage: ``pbt:member``, ``pbt:generation``,
 ``pbt:parent`` (the segment whose checkpoint it starts from), ``pbt:exploited``. The last
 generation does not pause: it runs the objective to its end. Generation ``g`` always starts at
-step ``g * interval``. Until every member has started, members' next segments are held back (a
-member runs ahead of the others only when there are more ranks than members).
+step ``g * interval``. A member's next segment is held back (its ranks serve others meanwhile)
+until every member has started and a quorum (half the population, at least two) has finished
+its generation, so that every member is ranked at the same step.
 """
 
 from __future__ import annotations
@@ -88,10 +89,7 @@ class PopulationBasedTraining:
         trial.set_user_attr(MEMBER, self.members)
         trial.set_user_attr(GENERATION, 0)
         self.members += 1
-        if self.members == self.population:
-            held, self._held = self._held, []
-            for member, generation in held:
-                self.queue_next(member, generation)
+        self._release()
 
     # --- segments ---------------------------------------------------------------------------
     def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
@@ -115,9 +113,19 @@ class PopulationBasedTraining:
         member, generation = int(attrs[MEMBER]), int(attrs.get(GENERATION, 0))
         self.scores.setdefault(generation, {})[member] = _Latest(
             generation, value, trial.number, step + 1, dict(trial.params), dict(trial.distributions))
+        self._held.append((member, generation))
+        self._release()
+
+    def _quorum(self) -> int:
+        return max(2, math.ceil(self.population / 2))
+
+    def _release(self) -> None:
+        """Queue the held members whose generation can be ranked now."""
         if self.members < self.population:
-            self._held.append((member, generation))
-        else:
+            return
+        ready = [(m, g) for m, g in self._held if len(self.scores.get(g, {})) >= self._quorum()]
+        self._held = [h for h in self._held if h not in ready]
+        for member, generation in ready:
             self.queue_next(member, generation)
 
     def queue_next(self, member: int, generation: int) -> None:
@@ -139,8 +147,8 @@ class PopulationBasedTraining:
     def _exploit(self, member: int, generation: int) -> int | None:
         """A top-quantile member to copy, when ``member`` is in the bottom quantile; else None."""
         scored = self.scores[generation]
-        if len(scored) < max(2, math.ceil(self.population / 2)):
-            return None  # too few members at this step to rank
+        if len(scored) < 2:
+            return None  # nobody to compare with
         sign = -1.0 if self.maximize else 1.0
         order = sorted(scored, key=lambda m: (sign * scored[m].value, m))  # best first
         cut = max(1, int(math.ceil(self.quantile * len(order))))
@@ -167,10 +175,18 @@ class PopulationBasedTraining:
         return []
 
     def drain(self, paused: list[TrialRecord]) -> tuple[list[TrialRecord], list[TrialRecord]]:
+        """Nothing else runs: held members go on without their quorum (a member's line failed)."""
+        held, self._held = self._held, []
+        for member, generation in held:
+            self.queue_next(member, generation)
         return [], list(paused)
 
     def recover(self, trials: Iterable[FrozenTrial]) -> None:
-        """Rebuild members, their latest segments and the queued ones from the study."""
+        """Rebuild members, their segments, the queued ones and the held ones from the study."""
+        later: set[tuple[int, int]] = set()  # (member, generation) of segments asked or queued
+        for frozen in sorted(trials, key=lambda t: t.number):
+            if MEMBER in frozen.user_attrs and frozen.state != TrialState.FAIL:
+                later.add((int(frozen.user_attrs[MEMBER]), int(frozen.user_attrs.get(GENERATION, 0))))
         for frozen in sorted(trials, key=lambda t: t.number):
             attrs = frozen.user_attrs
             if MEMBER not in attrs:
@@ -183,6 +199,9 @@ class PopulationBasedTraining:
                 self.scores.setdefault(generation, {})[member] = _Latest(
                     generation, frozen.value, frozen.number, max(frozen.intermediate_values) + 1,
                     dict(frozen.params), dict(frozen.distributions))
+                if generation < self.generations - 1 and (member, generation + 1) not in later:
+                    self._held.append((member, generation))  # its next segment was never queued
+        self._release()
 
 
 def _sample(dist: BaseDistribution, rng: random.Random) -> Any:
