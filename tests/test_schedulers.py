@@ -286,3 +286,34 @@ def test_a_stop_signal_leaves_paused_trials_paused_for_the_requeued_job(session:
     with FakeSession(FakeBackend(slots=4), FakeClock()) as fresh:
         coordinator(fresh, tmp_path, n_trials=4, scheduler=make, study=c.study)
         assert [r.number for r in fresh.ledger.in_state(S.PAUSED)] == [0]
+
+
+def test_a_paused_group_resumes_only_once_all_its_ranks_are_back(tmp_path: Path) -> None:
+    """Its other rank ends after the leader said "paused"; promoting before that left that rank reserved
+    under a dead ticket, and a 2-rank trial could never be placed again (a hang seen on Dask)."""
+    with FakeSession(FakeBackend(slots=4, group_mode="mpi"), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=2, ranks_per_trial=2,
+                        scheduler=lambda s: SuccessiveHalving(False, 1, 2, 2))
+        ds = drivers(session, c, 4)
+        for d in ds:
+            d.pump()
+        by_number: dict[int, list[Driver]] = {}
+        for d in ds:
+            by_number.setdefault(d.tasks[0].number, []).append(d)
+        (lead0, other0), (lead1, other1) = by_number[0], by_number[1]
+        t0, t1 = lead0.tasks.pop(0), lead1.tasks.pop(0)
+        other0.tasks.clear(), other1.tasks.clear()
+        assert lead0.ask(c, lambda: lead0.agent.report(t0.ticket, 0.5, 1)) == PAUSE
+        lead0.agent.pause(t0)  # its other rank has not ended yet
+        turn(c, 2)
+        assert lead1.ask(c, lambda: lead1.agent.report(t1.ticket, 0.9, 1)) == PAUSE  # trial 0 is promotable now
+        turn(c, 2)
+        assert c.study.trials[0].user_attrs[PAUSED_ATTR] == 2  # still paused: a rank holds its ticket
+        other0.agent.end.send(Done(t0.ticket, "member"))
+        turn(c, 3)
+        again = []
+        for d in ds:
+            d.pump()
+            again += d.tasks
+        assert {t.number for t in again} == {0} and len(again) == 2 and again[0].ticket != t0.ticket
+        assert not [a for a in session.ledger.agents.values() if a.ticket == t0.ticket]

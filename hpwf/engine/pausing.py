@@ -51,8 +51,13 @@ def promote(c: Coordinator) -> None:
     """Paused trials the scheduler promotes wait for a group again (same number, new ticket)."""
     if c.scheduler is None or not c.session.ledger.count(S.PAUSED):
         return
-    for record in c.scheduler.promotable(c.session.ledger.in_state(S.PAUSED)):
+    for record in c.scheduler.promotable(_back(c)):
         _wake(c, record)
+
+
+def _back(c: Coordinator) -> list[TrialRecord]:
+    """Paused trials whose ranks have all come back (a group's other ranks end after its leader)."""
+    return [r for r in c.session.ledger.in_state(S.PAUSED) if not any(a.ticket == r.ticket for a in r.agents)]
 
 
 def _wake(c: Coordinator, record: TrialRecord) -> None:
@@ -76,7 +81,10 @@ def drain(c: Coordinator) -> None:
         return
     if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c._can_ask():
         return
-    wake, prune = c.scheduler.drain(list(ledger.in_state(S.PAUSED)))
+    paused = _back(c)
+    if len(paused) < ledger.count(S.PAUSED):
+        return  # a paused group's ranks are still coming back
+    wake, prune = c.scheduler.drain(paused)
     for record in wake:
         _wake(c, record)
     for record in prune:
