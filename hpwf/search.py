@@ -191,6 +191,8 @@ class Search:
 
     def make_scheduler(self, study: optuna.Study) -> Any:
         """The scheduler this search names for ``study`` (None for "none")."""
+        if self.scheduler == "none":
+            return None  # (a multi-objective study has no single direction)
         options = dict(self.scheduler_options)
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         if self.scheduler in ("asha-resume", "hyperband-resume"):

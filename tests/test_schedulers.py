@@ -317,3 +317,8 @@ def test_a_paused_group_resumes_only_once_all_its_ranks_are_back(tmp_path: Path)
             again += d.tasks
         assert {t.number for t in again} == {0} and len(again) == 2 and again[0].ticket != t0.ticket
         assert not [a for a in session.ledger.agents.values() if a.ticket == t0.ticket]
+
+
+def test_no_scheduler_on_a_multi_objective_study() -> None:
+    search = Search(directions=["minimize", "maximize"], n_trials=2)
+    assert search.make_scheduler(optuna.create_study(directions=["minimize", "maximize"])) is None
