@@ -13,7 +13,8 @@ from hpwf.ensemble import Ensemble, Member
 from hpwf.errors import ConfigError, RunError
 from hpwf.rundir import load_study
 from hpwf.search import Search
-from hpwf.trial import Group, Trial
+from hpwf.trial import Group, Restored, Trial, TrialPaused
+from hpwf.engine.pbt import schedule as pbt_schedule
 from hpwf.workflow import Workflow, load
 
 # Importing the submodule hpwf.ensemble above bound its name on the package: the function wins.
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "Ensemble", "Group", "Member", "ensemble", "RunError", "RunResult", "Search", "Trial", "TrialPruned", "Workflow",
-    "load", "load_study", "resume", "run", "status",
+    "Restored", "TrialPaused", "load", "load_study", "pbt_schedule", "resume", "run", "status",
 ]

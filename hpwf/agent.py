@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from hpwf._channel import Address, connect
 from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop
-from hpwf.trial import Group, Trial, TrialPruned
+from hpwf.trial import Group, Trial, TrialPaused, TrialPruned
 from hpwf.trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
@@ -165,6 +165,8 @@ def run_trial(
             state = "complete"
         except TrialPruned:
             state = "pruned"
+        except TrialPaused:  # its state is saved: a scheduler resumes it later
+            state = "paused"
         except BaseException as exc:  # noqa: BLE001 - a trial must never take its agent down
             error = traceback.format_exc()
             log.write(error)

@@ -128,6 +128,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
         return 0
     if args.command == "report":
+        import hpwf.schedule_report  # noqa: F401 - adds the schedulers' section
         import hpwf.uq_report  # noqa: F401 - adds the UQ section
         from hpwf.report import write_report
 
@@ -248,7 +249,8 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
     lines = [
         f"study      {info['study']}  ({info['run_dir']})",
         f"trials     {info['complete']} complete, {info['pruned']} pruned, {info['fail']} failed, "
-        f"{info['running']} running, {info['waiting']} waiting  (budget: {info.get('n_trials')})",
+        f"{info['running']} running, {info.get('paused', 0)} paused, {info['waiting']} waiting  "
+        f"(budget: {info.get('n_trials')})",
     ]
     if info.get("best_value") is not None:
         lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
@@ -257,6 +259,10 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
         lines.append(f"best       {_front_text(info['pareto_front']['trials'])}")
     for t in info.get("best_trials", [])[:10]:
         lines.append(f"  trial {t['number']}: values {t['values']}")
+    if info.get("pbt"):
+        p = info["pbt"]
+        lines.append(f"pbt        {p['segments']} segments of {p['members']} members; best lineage: "
+                     + " -> ".join(str(s["trial"]) for s in p["best_schedule"]))
     if info.get("elapsed_s") is not None:
         lines.append(f"elapsed    {info['elapsed_s']:.1f} s, utilisation {info.get('utilisation')}")
     if info.get("stop_reason"):

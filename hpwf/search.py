@@ -28,6 +28,12 @@ PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 }
 
 DIRECTIONS = ("minimize", "maximize")
+SCHEDULERS = ("none", "asha-resume", "hyperband-resume", "pbt")
+_SCHEDULER_OPTIONS = {
+    "asha-resume": {"min_resource", "reduction_factor", "max_resource"},
+    "hyperband-resume": {"min_resource", "reduction_factor", "max_resource"},
+    "pbt": {"quantile", "perturb", "resample_probability", "explore"},
+}
 
 
 @dataclass
@@ -60,6 +66,18 @@ class Search:
         sample_ahead: propose values for the search space seen so far when a trial is handed
             out, so a matching ``suggest_*`` costs no round trip (recorded only if used; a new
             name or distribution still asks the coordinator). ``False``: every suggest asks.
+        scheduler: "none"; "asha-resume" (successive halving that pauses trials at a rung and
+            resumes them from their checkpoint once promoted; ``scheduler_options``:
+            ``min_resource`` (default 1), ``reduction_factor`` (3), ``max_resource``);
+            "hyperband-resume" (the same in Hyperband brackets; ``max_resource`` required); or
+            "pbt" (population-based training: ``population`` and ``interval`` required,
+            ``scheduler_options``: ``quantile`` (0.25), ``perturb`` ((0.8, 1.2)),
+            ``resample_probability`` (0.25), ``explore`` (the params PBT may change; default:
+            the float ones)). With "pbt", ``n_trials`` counts segments:
+            population x generations (it must be a multiple of ``population``).
+            The objective uses ``trial.restore()``, ``trial.should_pause()`` and ``trial.pause(state)``.
+        population: PBT's number of members.
+        interval: PBT's steps per segment (exploit/explore every ``interval`` reported steps).
 
     Example:
         >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
@@ -84,6 +102,10 @@ class Search:
     trial_timeout: float | None = None
     heartbeat: float = 10.0
     sample_ahead: bool = True
+    scheduler: str = "none"
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+    population: int | None = None
+    interval: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -125,8 +147,75 @@ class Search:
             raise ConfigError("storage must be an Optuna storage URL string")
         if len(self.study_directions) > 1 and self.pruner not in ("none", None):
             raise ConfigError("pruning is not defined for multi-objective searches; use pruner='none'")
+        self._validate_scheduler()
         self.make_sampler(self.seed)  # bad sampler_options fail here, before any study exists
         self.make_pruner()
+
+    def _validate_scheduler(self) -> None:
+        name, options = self.scheduler, dict(self.scheduler_options)
+        if name not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+        if name == "none":
+            if options or self.population is not None or self.interval is not None:
+                raise ConfigError("scheduler_options, population and interval need a scheduler (e.g. scheduler='pbt')")
+            return
+        if self.pruner not in ("none", None):
+            raise ConfigError(f"scheduler {name!r} decides what to stop itself; use pruner='none'")
+        if len(self.study_directions) > 1:
+            raise ConfigError(f"scheduler {name!r} needs a single-objective search")
+        unknown = set(options) - _SCHEDULER_OPTIONS[name]
+        if unknown:
+            raise ConfigError(f"scheduler {name!r}: unknown scheduler_options {sorted(unknown)}; "
+                              f"allowed: {sorted(_SCHEDULER_OPTIONS[name])}")
+        for key in ("min_resource", "reduction_factor", "max_resource"):
+            _check_number(key, options.get(key), integer=True, low=2 if key == "reduction_factor" else 1, high=10**9)
+        if name == "hyperband-resume" and options.get("max_resource") is None:
+            raise ConfigError("scheduler 'hyperband-resume' needs scheduler_options={'max_resource': ...}")
+        if name != "pbt":
+            if self.population is not None or self.interval is not None:
+                raise ConfigError("population and interval are options of scheduler='pbt'")
+            return
+        if self.population is None or self.interval is None:
+            raise ConfigError("scheduler 'pbt' needs population=... and interval=...")
+        _check_number("population", self.population, integer=True, low=2, high=10**6)
+        _check_number("interval", self.interval, integer=True, low=1, high=10**9)
+        if self.n_trials is None or self.n_trials % self.population:
+            raise ConfigError(f"scheduler 'pbt': n_trials counts segments (population x generations) and must be "
+                              f"a multiple of population={self.population}, not {self.n_trials}")
+        _check_number("quantile", options.get("quantile"), integer=False, low=0, strict=True, high=0.5)
+        _check_number("resample_probability", options.get("resample_probability"), integer=False, low=0, high=1)
+        explore = options.get("explore", [])
+        if isinstance(explore, str) or not isinstance(explore, (list, tuple)) or \
+                not all(isinstance(name, str) for name in explore):
+            raise ConfigError(f"scheduler_options explore must be a list of parameter names, not {explore!r}")
+        perturb = options.get("perturb", (0.8, 1.2))
+        if not isinstance(perturb, (list, tuple)) or not perturb or \
+                not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in perturb):
+            raise ConfigError(f"scheduler_options perturb must be a list of positive factors, not {perturb!r}")
+
+    def make_scheduler(self, study: optuna.Study) -> Any:
+        """The scheduler this search names for ``study`` (None for "none")."""
+        if self.scheduler == "none":
+            return None  # (a multi-objective study has no single direction)
+        options = dict(self.scheduler_options)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if self.scheduler in ("asha-resume", "hyperband-resume"):
+            from hpwf.engine.schedulers import SuccessiveHalving, hyperband_brackets
+
+            low, eta = int(options.get("min_resource", 1)), int(options.get("reduction_factor", 3))
+            high = options.get("max_resource")
+            brackets = hyperband_brackets(low, int(high or low), eta) if self.scheduler == "hyperband-resume" else 1
+            return SuccessiveHalving(maximize, low, eta, high, brackets)
+        if self.scheduler == "pbt":
+            from hpwf.engine.pbt import PopulationBasedTraining
+
+            assert self.population and self.interval and self.n_trials
+            return PopulationBasedTraining(
+                study, self.population, self.interval, self.n_trials // self.population,
+                quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
+                resample_probability=float(options.get("resample_probability", 0.25)),
+                explore=list(options["explore"]) if "explore" in options else None, seed=self.seed)
+        return None
 
     @property
     def study_directions(self) -> list[str]:

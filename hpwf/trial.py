@@ -1,4 +1,22 @@
-"""What an objective sees: ``suggest_*``, ``report``, ``should_prune``, its folder and its group."""
+"""What an objective sees: ``suggest_*``, ``report``, ``should_prune``, its folder and its group.
+
+With a scheduler that pauses trials (``Search(scheduler="asha-resume" | "hyperband-resume" |
+"pbt")``) it also sees ``should_pause``, ``pause`` and ``restore``::
+
+    def objective(trial):
+        model = Net()
+        start = 0
+        restored = trial.restore()          # None on a fresh trial
+        if restored is not None:
+            model.load_state_dict(restored.state["model"])
+            start = restored.step           # the step after the last one reported
+        for epoch in range(start, EPOCHS):
+            accuracy = train_one_epoch(model)
+            trial.report(accuracy, epoch)
+            if trial.should_pause():
+                trial.pause({"model": model.state_dict()})  # saves, then ends the trial for now
+        return accuracy
+"""
 
 from __future__ import annotations
 
@@ -9,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, NoReturn, Sequence
 
 from optuna.distributions import (
     BaseDistribution,
@@ -19,6 +37,21 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.exceptions import TrialPruned
+
+PAUSE_CHECKPOINT = "pause.pt"  # in the trial folder: the state saved by `Trial.pause`
+RESTORE_ATTR = "hpwf:restore"  # set by the coordinator: {"from": trial number, "step": next step}
+
+
+class TrialPaused(Exception):
+    """Raised by `Trial.pause` once the trial's state is saved: the trial ends for now."""
+
+
+class Restored(NamedTuple):
+    """What `Trial.restore` gives back: the state passed to `Trial.pause` and the step to continue from."""
+
+    state: Any
+    step: int
+
 
 Request = Callable[[Any], Any]  # send a message to the coordinator and return its reply value
 
@@ -79,6 +112,7 @@ class Trial:
         self._request = request
         self._share = share  # rank 0's answer to every rank of the group
         self._prune = False
+        self._pause = False
         self._started = time.time()
         self._metrics = MetricsFile(folder / "metrics.csv")
 
@@ -144,14 +178,17 @@ class Trial:
         value = float(value)
         step = int(step)
         self.intermediate_values[step] = value
-        decision = None
+        decision: Any = None
         if self.group.rank == 0:
             self._write_metric(step, value)
             if math.isfinite(value):
-                decision = bool(self._request(Report(self._ticket, step, value, self.take_used())))
+                decision = self._request(Report(self._ticket, step, value, self.take_used()))
+                decision = decision if decision == "pause" else bool(decision)
             else:
                 decision = False
-        self._prune = bool(self._share(decision))
+        decision = self._share(decision)
+        self._pause = decision == "pause"
+        self._prune = decision is True
 
     def log_metrics(self, step: int, metrics: Mapping[str, float] | None = None, /, **named: float) -> None:
         """Log named metrics of one step (an epoch, a batch) into the trial's ``metrics.csv``.
@@ -209,6 +246,48 @@ class Trial:
 
         return predictions.save_weights(self.folder, self.group.rank, state)
 
+    def should_pause(self) -> bool:
+        """Whether the scheduler wants this trial paused now (then call `pause`); same on every rank."""
+        return self._pause
+
+    def pause(self, state: Any) -> NoReturn:
+        """Save ``state`` (rank 0 of the group writes it) and end the trial until it is resumed.
+
+        The trial resumes later, maybe on other ranks, with the same number and its earlier
+        reports; `restore` then returns ``state`` and the step after the last one reported.
+
+        Raises:
+            TrialPaused: always (let it propagate out of the objective).
+        """
+        step = max(self.intermediate_values) + 1 if self.intermediate_values else 0
+        if self.group.rank == 0:
+            import torch
+
+            from hpwf._perms import atomic_writer
+
+            with atomic_writer(self.folder / PAUSE_CHECKPOINT) as f:  # a fresh file: no planted link followed
+                torch.save({"step": step, "state": state}, f)
+        self._share(None)  # every rank leaves once rank 0 has written
+        raise TrialPaused(step)
+
+    def restore(self) -> Restored | None:
+        """The state saved by the last `pause` this trial continues from, or None (a fresh start).
+
+        Rank 0 reads the checkpoint file as it was written (bit for bit) and hands it to every
+        rank of the group. In PBT the checkpoint may be another member's (an exploit).
+        """
+        where = self.user_attrs.get(RESTORE_ATTR)
+        if not where:
+            return None
+        loaded = None
+        if self.group.rank == 0:
+            import torch
+
+            path = self.folder.parent / f"{int(where['from']):05d}" / PAUSE_CHECKPOINT
+            loaded = torch.load(path, weights_only=True)  # tensors and plain containers, never code
+        loaded = self._share(loaded)
+        return Restored(loaded["state"], int(loaded["step"]))
+
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable value to the trial in the study.
 
@@ -247,23 +326,33 @@ class MetricsFile:
     Example:
         >>> import tempfile, pathlib
         >>> f = MetricsFile(pathlib.Path(tempfile.mkdtemp()) / "metrics.csv")
-        >>> f.record(0, {"value": 0.5}, 1.0); f.record(0, {"loss": 0.7}, 1.2); f.record(1, {"loss": 0.6}, 2.0)
+        >>> f.record(0, {"value": 0.5}, 1.0, now=5.0); f.record(0, {"loss": 0.7}, 1.2, now=5.2)
+        >>> f.record(1, {"loss": 0.6}, 2.0, now=6.0)
         >>> print(f.path.read_text().strip())
-        step,value,elapsed_s,loss
-        0,0.5,1.200,0.7
-        1,,2.000,0.6
+        step,value,elapsed_s,time,loss
+        0,0.5,1.200,5.200,0.7
+        1,,2.000,6.000,0.6
     """
 
-    FIXED = ("step", "value", "elapsed_s")
+    FIXED = ("step", "value", "elapsed_s", "time")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.columns: list[str] = list(self.FIXED)
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
         self._last_row_at: int | None = None  # byte offset where the last row starts
+        if path.exists():  # a trial resumed from a pause goes on with its earlier rows
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    self.rows.append({k: (int(v) if k == "step" else float(v)) for k, v in row.items() if v})
+            self.columns += [c for c in (self.rows[0] if self.rows else {}) if c not in self.columns]
 
-    def record(self, step: int, values: dict[str, float], elapsed: float) -> None:
-        """Add ``values`` to the row of ``step`` (the last row when it has that step, else a new one)."""
+    def record(self, step: int, values: dict[str, float], elapsed: float, now: float | None = None) -> None:
+        """Add ``values`` to the row of ``step`` (the last row when it has that step, else a new one).
+
+        ``elapsed_s`` is the time since this attempt started; ``time`` the clock (``now``), so
+        the attempts of a resumed trial line up.
+        """
         wider = [k for k in values if k not in self.columns]
         self.columns += wider
         same_row = bool(self.rows) and self.rows[-1]["step"] == step
@@ -272,6 +361,7 @@ class MetricsFile:
         else:
             self.rows.append({"step": step, **values})
         self.rows[-1]["elapsed_s"] = elapsed
+        self.rows[-1]["time"] = time.time() if now is None else now
         if wider or self._last_row_at is None:
             self._rewrite()
             return
@@ -298,7 +388,7 @@ class MetricsFile:
 def _cell(column: str, value: Any) -> str:
     if value is None:
         return ""
-    if column == "elapsed_s" and isinstance(value, float):
+    if column in ("elapsed_s", "time") and isinstance(value, float):
         return f"{value:.3f}"
     if column == "step" or isinstance(value, str):
         return str(value)
@@ -309,4 +399,4 @@ def _deprecated(name: str, instead: str) -> None:
     warnings.warn(f"{name} is deprecated in Optuna (v3.0.0); use {instead} instead", FutureWarning, stacklevel=3)
 
 
-__all__ = ["Trial", "Group", "MetricsFile", "TrialPruned"]
+__all__ = ["Trial", "Group", "MetricsFile", "Restored", "TrialPaused", "TrialPruned"]

@@ -157,6 +157,9 @@ class FakeAgent:
     def report(self, ticket: int, value: float, step: int) -> None:
         self.end.send(Report(ticket, step, value))
 
+    def pause(self, task: Assign) -> None:
+        self.end.send(Done(task.ticket, "paused", None, None, 0.01))
+
 
 class FakeBackend(Backend):
     name = "fake"
@@ -179,11 +182,13 @@ class FakeBackend(Backend):
 def coordinator(session: FakeSession, tmp: Path, n_trials: int = 4, directions: int = 1, **options: Any) -> Coordinator:
     """A coordinator on a fresh in-memory study, joined to ``session``."""
     tmp.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(directions=["minimize"] * directions,
+    study = options.pop("study", None) or optuna.create_study(directions=["minimize"] * directions,
                                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=options.pop("pruner", None))
     setup = Setup(str(tmp), None, None, heartbeat_s=options.get("heartbeat", 10.0), n_objectives=directions)
     budget = Budget(n_trials=n_trials, timeout=options.pop("timeout", None), max_failures=options.pop("max_failures", 100))
-    c = Coordinator(study, session.backend, setup, tmp, budget, run_id="run-a", seed=0, **options)
+    make_scheduler = options.pop("scheduler", None)  # a function of the study
+    c = Coordinator(study, session.backend, setup, tmp, budget, run_id="run-a", seed=0,
+                    scheduler=make_scheduler(study) if make_scheduler else None, **options)
     c.begin(session)
     return c
 

@@ -3,6 +3,8 @@
 A small problem where hyperparameters matter: a default MLP reaches about 0.6 validation
 accuracy, a tuned one much more. The data is generated offline with ``mnist1d.make_dataset``
 (never ``get_dataset``, which downloads). Searched with TPE and Hyperband pruning.
+The objective can also pause and resume (``trial.restore``/``should_pause``/``pause``), so the
+same file runs with ``scheduler="asha-resume"`` or ``scheduler="pbt"`` (see bench/search_efficiency.py).
 
     hpwf run workflows/mnist1d_mlp.py --n-trials 40
 """
@@ -64,8 +66,16 @@ def objective(trial: hpwf.Trial) -> float:
     model = build_model(trial)
     (x_train, y_train), (x_val, y_val) = mnist1d_data()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    accuracy = 0.0
-    for epoch in range(EPOCHS):
+    accuracy, start = 0.0, 0
+    restored = trial.restore()  # None unless a scheduler paused this trial (or, in PBT, its parent)
+    if restored is not None:
+        model.load_state_dict(restored.state["model"])
+        optimizer.load_state_dict(restored.state["optimizer"])
+        for group in optimizer.param_groups:  # PBT may have changed them (explore)
+            group["lr"], group["weight_decay"] = lr, weight_decay
+        torch.set_rng_state(restored.state["rng"])
+        start = restored.step
+    for epoch in range(start, EPOCHS):
         model.train()
         for batch in torch.randperm(len(x_train)).split(batch_size):
             optimizer.zero_grad()
@@ -75,6 +85,9 @@ def objective(trial: hpwf.Trial) -> float:
         with torch.no_grad():
             accuracy = (model(x_val).argmax(1) == y_val).float().mean().item()
         trial.report(accuracy, epoch)
+        if trial.should_pause():
+            trial.pause({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "rng": torch.get_rng_state()})
         if trial.should_prune():
             raise hpwf.TrialPruned()
     return accuracy

@@ -9,7 +9,9 @@ insertion-ordered set, so counts, the waiting queue and the free agents cost O(1
 Trial life: ASKED -> WAITING (too big for the free ranks) -> PLACED (sent to agents) ->
 RUNNING (a message of it arrived) -> DONE (its result is durable in its folder, not yet in
 the store) -> TOLD. Any live state may end FAILED; a failed trial queued to run again is
-REQUEUED. PAUSED is reserved for schedulers that resume trials from checkpoints.
+REQUEUED. A scheduler may pause a RUNNING trial (PAUSED: its checkpoint saved, its agents
+free); it waits again (WAITING, under a new ticket: `reticket`) or ends (DONE: pruned, or a
+PBT segment told complete). A resume adopts trials the last run left paused (ASKED -> PAUSED).
 
 Agent life: CONNECTING (accepted, no Hello yet) -> IDLE <-> BUSY (runs a rank of a trial) /
 RESERVED (holds a rank for a trial whose other ranks still run); LOST (gone) and RETIRED (its
@@ -53,11 +55,11 @@ class AgentState(enum.Enum):
 T, A = TrialState, AgentState
 LIVE = frozenset({T.ASKED, T.WAITING, T.PLACED, T.RUNNING, T.PAUSED})
 TRIAL_MOVES: dict[TrialState, frozenset[TrialState]] = {
-    T.ASKED: frozenset({T.WAITING, T.PLACED, T.FAILED}),
+    T.ASKED: frozenset({T.WAITING, T.PLACED, T.FAILED, T.PAUSED}),
     T.WAITING: frozenset({T.PLACED, T.FAILED, T.REQUEUED}),
     T.PLACED: frozenset({T.RUNNING, T.DONE, T.FAILED, T.REQUEUED}),
     T.RUNNING: frozenset({T.DONE, T.FAILED, T.REQUEUED, T.PAUSED}),
-    T.PAUSED: frozenset({T.WAITING, T.FAILED, T.REQUEUED}),
+    T.PAUSED: frozenset({T.WAITING, T.DONE, T.FAILED, T.REQUEUED}),
     T.DONE: frozenset({T.TOLD, T.FAILED}),
     T.FAILED: frozenset({T.REQUEUED}),
     T.TOLD: frozenset(),
@@ -141,6 +143,19 @@ class Ledger:
         self._trials_in[new][record.ticket] = record
         if new in (T.TOLD, T.REQUEUED):
             self.forget(record)
+
+    def reticket(self, record: TrialRecord) -> None:
+        """A paused trial's next attempt gets a new ticket: late messages of the last one are unknown."""
+        if record.state != T.PAUSED:
+            raise IllegalTransition(f"trial {record.number}: only a paused trial gets a new ticket")
+        del self.trials[record.ticket], self._trials_in[T.PAUSED][record.ticket]
+        record.ticket = next(self._tickets)
+        self.trials[record.ticket] = self._trials_in[T.PAUSED][record.ticket] = record
+
+    def to_front(self, record: TrialRecord) -> None:
+        """Make ``record`` the oldest of its state (a resumed trial goes before fresh ones)."""
+        others = self._trials_in[record.state]
+        self._trials_in[record.state] = {record.ticket: record, **{t: r for t, r in others.items() if r is not record}}
 
     def forget(self, record: TrialRecord) -> None:
         """Drop a finished trial whose agents are all back (its ticket stays unknown from now on)."""

@@ -22,12 +22,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from hpwf._channel import send_quietly
 from hpwf._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
-from hpwf.engine import health
+from hpwf.engine import health, pausing
 from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.receive import lose, receive
+from hpwf.engine.schedulers import Scheduler
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
@@ -52,12 +53,13 @@ class Coordinator:
         self, study: optuna.Study, backend: Backend, setup: Setup, run_dir: Path, budget: Budget, *,
         run_id: str, seed: int | None, ranks_per_trial: int | Sequence[int] = 1, retries: int = 0,
         trial_timeout: float | None = None, heartbeat: float = 10.0, own_store: bool = False,
-        progress: Progress | None = None, sample_ahead: bool = True,
+        progress: Progress | None = None, sample_ahead: bool = True, scheduler: Scheduler | None = None,
     ) -> None:
         self.study, self.backend, self.setup, self.run_dir, self.budget = study, backend, setup, run_dir, budget
         self.run_id, self.seed = run_id, seed
         self.trial_timeout, self.heartbeat, self.own_store = trial_timeout, heartbeat, own_store
         self.progress = progress or Progress(enabled=False)
+        self.scheduler = scheduler  # pauses and resumes trials (hpwf.engine.schedulers, .pbt)
         self.outcomes = Outcomes(study, run_dir, run_id, retries, self.progress.note)
         self.ahead = SampleAhead(study) if sample_ahead else None
         self.stop_reason: str | None = None
@@ -104,13 +106,15 @@ class Coordinator:
         self.busy_before = session.busy_seconds()  # an earlier phase's busy time is not this one's
         for agent in session.ledger.agents_in(A.IDLE, A.BUSY, A.RESERVED):
             send_quietly(agent.conn, self.setup)
-        self.outcomes.recover(self.own_store)
+        pausing.adopt(self, self.outcomes.recover(self.own_store, self.scheduler is not None))
         self._stale = health.StaleWatch(self.run_id, self.heartbeat)
 
     def step(self, timeout: float = 0.25) -> None:
         """One turn: accept, place, tell, receive, and (every half second) housekeeping."""
         self.session.check_started()
         self._accept()
+        pausing.promote(self)
+        pausing.drain(self)
         self._place()
         self._tell()
         spare = self._wants_spare()
@@ -128,9 +132,13 @@ class Coordinator:
 
     def finished(self) -> bool:
         ledger = self.session.ledger
-        if ledger.live():
-            return False
+        if ledger.live() - (ledger.count(S.PAUSED) if self.stop_reason else 0):
+            return False  # a stopped run leaves paused trials paused in the study, for a resume
         n = self.budget.n_trials
+        if self.scheduler is not None and not self.scheduler.may_ask():
+            pausing.drain(self)  # PBT: members held for a quorum that will not come go on now
+            if not self.scheduler.may_ask():
+                return True  # e.g. a PBT member whose segment failed has no next segment
         return bool(self.stop_reason) or (n is not None and self.counts.finished_ok >= n)
 
     def end(self) -> None:
@@ -151,6 +159,8 @@ class Coordinator:
 
     def _can_ask(self) -> bool:
         n = self.budget.n_trials
+        if self.scheduler is not None and not self.scheduler.may_ask():
+            return False
         return not self.stop_reason and (n is None or self.counts.finished_ok + self.session.ledger.live() < n)
 
     def _place(self) -> None:
@@ -196,6 +206,8 @@ class Coordinator:
     def _ask(self, ahead: bool = False) -> TrialRecord:
         trial = self.study.ask(dict(self._fixed))
         trial.set_user_attr(health.RUN_ATTR, self.run_id)
+        if self.scheduler is not None:
+            self.scheduler.on_asked(trial)
         record = self.session.ledger.add_trial(trial, self._size or int(trial.params[RANKS_PARAM]))
         if ahead:
             self.session.ledger.move(record, S.WAITING)
@@ -276,7 +288,7 @@ class Coordinator:
         self.stop_reason = f"interrupted by {name}"
         self._tell()
         ledger = self.session.ledger
-        for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.PAUSED):
+        for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
             self._fail(record, f"interrupted by {name}; it will run again on resume", counts_as_failure=False,
                        abort=False)  # its agents are stopped with the session
 

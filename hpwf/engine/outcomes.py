@@ -92,13 +92,17 @@ class Outcomes:
             self.counts.best_value, self.counts.best_number = frozen.value, frozen.number
             self.counts.best_params = dict(frozen.params)
 
-    def recover(self, own_store: bool) -> None:
+    def recover(self, own_store: bool, keep_paused: bool = False) -> list[FrozenTrial]:
         """Count what this run finished before; settle the trials a dead coordinator left RUNNING.
 
         A trial whose durable result is in its folder is told, not trained again; the others are
         failed and queued again. The budget is per run: runs sharing one study each finish
-        their own ``n_trials``.
+        their own ``n_trials``. With ``keep_paused`` (a scheduler that resumes trials), this run's
+        paused trials are returned, untouched, for the coordinator to adopt.
         """
+        from hpwf.engine.pausing import is_paused
+
+        paused = []
         for frozen in self.study.get_trials(deepcopy=False):
             ours = frozen.user_attrs.get(RUN_ATTR) == self.run_id
             if frozen.state == TrialState.COMPLETE:
@@ -108,10 +112,13 @@ class Outcomes:
                 self.counts.pruned += ours
             elif frozen.state == TrialState.FAIL:
                 self.counts.fail += ours
+            elif keep_paused and ours and is_paused(frozen, self.run_dir):
+                paused.append(frozen)
             elif frozen.state == TrialState.RUNNING and (ours or (own_store and RUN_ATTR not in frozen.user_attrs)):
                 # (the latter: asked, then the store failed before it was marked, e.g. a full disk)
                 # We hold the run lock, so whoever ran this trial is gone.
                 self._settle(frozen)
+        return paused
 
     def _settle(self, frozen: FrozenTrial) -> None:
         trial = optuna.trial.Trial(self.study, frozen._trial_id)

@@ -164,6 +164,7 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) 
             heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
             progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
                               timeout=search.timeout),
+            scheduler=search.make_scheduler(study),
         )
         try:
             return PhaseResult(folder, study, coordinator.run(session))

@@ -13,6 +13,7 @@ from optuna.distributions import BaseDistribution
 
 from hpwf._channel import send_quietly
 from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, UserAttr
+from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 
@@ -83,6 +84,8 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
         if isinstance(message, Report):
             if not c.outcomes.single:
                 return False  # Optuna prunes single-objective studies only
+            if c.scheduler is not None:
+                return pausing.answer_report(c, record, message.step, message.value)
             trial.report(message.value, message.step)
             return trial.should_prune()
         trial.set_user_attr(message.key, message.value)
@@ -101,6 +104,8 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
             SampleAhead.record(record.trial, done.used, record.proposed)
         if done.state in ("complete", "pruned"):
             ledger.move(record, S.DONE)  # told once the agent has its next trial
+        elif done.state == "paused" and c.scheduler is not None:
+            pausing.paused(c, record)
         else:
             reason = (done.error or "failed").strip().splitlines()[-1]
             c._fail(record, reason, done.error)

@@ -30,6 +30,7 @@ def summarize(c: Coordinator) -> dict[str, Any]:
     return {
         "study": c.study.study_name, "complete": counts.complete, "pruned": counts.pruned, "fail": counts.fail,
         "running": session.ledger.count(TrialState.PLACED, TrialState.RUNNING),
+        "paused": session.ledger.count(TrialState.PAUSED),
         "n_trials": c.budget.n_trials, "timeout": c.budget.timeout,
         "best_value": counts.best_value, "best_trial": counts.best_number, "best_params": counts.best_params,
         "elapsed_s": round(c.elapsed(), 3), "session_wall_s": round(wall, 3),

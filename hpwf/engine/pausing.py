@@ -1,0 +1,122 @@
+"""Trials that pause and resume: the coordinator's side of a `Scheduler` (functions over it).
+
+- `answer_report`: the scheduler's answer to a Report (go on, prune, or pause).
+- `paused`: a trial's leader said "paused": RUNNING -> PAUSED, marked in the study.
+- `promote`: paused trials the scheduler promotes go back to WAITING with a new ticket.
+- `drain`: nothing else can run: the scheduler promotes the best paused trials or prunes them.
+- `adopt`: on resume, trials the last coordinator left paused are PAUSED again in the ledger.
+
+A paused trial stays RUNNING in the study, its intermediate values kept, with the user attr
+``hpwf:paused`` (the step it continues from) and ``hpwf:restore`` (where its checkpoint is).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState as OptunaState
+
+from hpwf._channel import send_quietly
+from hpwf._protocol import Done, Stop
+from hpwf.engine.ledger import TrialRecord, TrialState
+from hpwf.engine.schedulers import PAUSED_ATTR, RESTORE_ATTR
+from hpwf.trialdir import read_result, trial_folder
+
+if TYPE_CHECKING:
+    from hpwf.engine.loop import Coordinator
+
+S = TrialState
+
+
+def answer_report(c: Coordinator, record: TrialRecord, step: int, value: float) -> bool | str:
+    assert c.scheduler is not None
+    record.trial.report(value, step)
+    return c.scheduler.on_report(record, step, value)
+
+
+def paused(c: Coordinator, record: TrialRecord) -> None:
+    """The leader's Done said "paused": its checkpoint is saved; its ranks come back as usual."""
+    assert c.scheduler is not None
+    c.session.ledger.move(record, S.PAUSED)
+    c.scheduler.on_paused(c, record)  # PBT ends the segment here (PAUSED -> DONE)
+    if record.state == S.PAUSED:
+        steps = record.trial.storage.get_trial(record.trial._trial_id).intermediate_values
+        step = max(steps) + 1 if steps else 0
+        record.trial.set_user_attr(PAUSED_ATTR, step)
+        record.trial.set_user_attr(RESTORE_ATTR, {"from": record.number, "step": step})
+
+
+def promote(c: Coordinator) -> None:
+    """Paused trials the scheduler promotes wait for a group again (same number, new ticket)."""
+    if c.scheduler is None or not c.session.ledger.count(S.PAUSED):
+        return
+    for record in c.scheduler.promotable(_back(c)):
+        _wake(c, record)
+
+
+def _back(c: Coordinator) -> list[TrialRecord]:
+    """Paused trials whose ranks have all come back (a group's other ranks end after its leader)."""
+    return [r for r in c.session.ledger.in_state(S.PAUSED) if not any(a.ticket == r.ticket for a in r.agents)]
+
+
+def _wake(c: Coordinator, record: TrialRecord) -> None:
+    ledger = c.session.ledger
+    for conn in [conn for conn, r in c._attached.items() if r is record]:  # the old attempt's rank 0
+        c._attached.pop(conn)
+        send_quietly(conn, Stop("paused"))
+        c.session.drop(conn)
+    ledger.reticket(record)
+    record.result, record.agents, record.working = None, [], set()
+    record.trial.set_user_attr(PAUSED_ATTR, False)
+    ledger.move(record, S.WAITING)
+    ledger.to_front(record)  # it has the most training invested: it goes first
+    c.progress.note(f"trial {record.number} resumes")
+
+
+def drain(c: Coordinator) -> None:
+    """Nothing runs, waits or can be asked: the scheduler promotes paused trials or prunes them."""
+    ledger = c.session.ledger
+    if c.scheduler is None or c.stop_reason:
+        return
+    if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c._can_ask():
+        return
+    paused = _back(c)
+    if len(paused) < ledger.count(S.PAUSED):
+        return  # a paused group's ranks are still coming back
+    wake, prune = c.scheduler.drain(paused)
+    for record in wake:
+        _wake(c, record)
+    for record in prune:
+        record.result = Done(record.ticket, "pruned")
+        ledger.move(record, S.DONE)
+
+
+def is_paused(frozen: FrozenTrial, run_dir: object) -> bool:
+    """A RUNNING trial in the study that paused (marked, or its durable result says so)."""
+    if frozen.state != OptunaState.RUNNING:
+        return False
+    if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
+        return True
+    from pathlib import Path
+
+    result = read_result(trial_folder(Path(str(run_dir)), frozen.number))
+    return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
+
+
+def adopt(c: Coordinator, frozen_trials: list[FrozenTrial]) -> None:
+    """Rebuild the scheduler from the study; put this run's paused trials back in the ledger."""
+    if c.scheduler is None:
+        return
+    c.scheduler.recover(c.study.get_trials(deepcopy=False))
+    for frozen in frozen_trials:
+        trial = optuna.trial.Trial(c.study, frozen._trial_id)
+        if frozen.user_attrs.get(PAUSED_ATTR) in (None, False):  # its result said PAUSED
+            step = max(frozen.intermediate_values) + 1 if frozen.intermediate_values else 0
+            trial.set_user_attr(PAUSED_ATTR, step)
+            trial.set_user_attr(RESTORE_ATTR, {"from": frozen.number, "step": step})
+        size = c._size or int(frozen.params.get("ranks_per_trial", 1))
+        record = c.session.ledger.add_trial(trial, size)
+        c.session.ledger.move(record, S.PAUSED)
+    if frozen_trials:
+        c.progress.note(f"{len(frozen_trials)} paused trial(s) adopted from the last run")
