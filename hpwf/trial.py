@@ -343,9 +343,10 @@ class MetricsFile:
         self._last_row_at: int | None = None  # byte offset where the last row starts
         if path.exists():  # a trial resumed from a pause goes on with its earlier rows
             with path.open(newline="") as f:
-                for row in csv.DictReader(f):
+                reader = csv.DictReader(f)
+                for row in reader:
                     self.rows.append({k: (int(v) if k == "step" else float(v)) for k, v in row.items() if v})
-            self.columns += [c for c in (self.rows[0] if self.rows else {}) if c not in self.columns]
+                self.columns += [c for c in reader.fieldnames or () if c not in self.columns]
 
     def record(self, step: int, values: dict[str, float], elapsed: float, now: float | None = None) -> None:
         """Add ``values`` to the row of ``step`` (the last row when it has that step, else a new one).

@@ -169,7 +169,7 @@ def test_optunas_older_suggest_methods_and_logged_metrics_in_a_run(tmp_path: Pat
     assert study.trials[0].distributions == plain.distributions
     with (run_dir / "trials" / "00000" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["step", "value", "elapsed_s", "train_loss", "lr", "grad_norm"]
+    assert list(rows[0]) == ["step", "value", "elapsed_s", "time", "train_loss", "lr", "grad_norm"]
     assert [(r["step"], float(r["value"]), float(r["train_loss"]), float(r["grad_norm"])) for r in rows] == [
         ("0", 0.0, 1.0, 2.0), ("1", 1.0, 0.5, 3.0), ("2", 2.0, 1 / 3, 4.0)]
     assert cli("report", str(run_dir)).returncode == 0
@@ -179,13 +179,17 @@ def test_optunas_older_suggest_methods_and_logged_metrics_in_a_run(tmp_path: Pat
 
 def test_metrics_file_merges_a_step_and_widens_for_new_names(tmp_path: Path) -> None:
     f = MetricsFile(tmp_path / "metrics.csv")
-    f.record(0, {"value": 1.5}, 0.1)
-    f.record(1, {"value": 1.0}, 0.2)
-    f.record(1, {"loss": 0.25}, 0.3)  # the same step: the last row is completed
-    f.record(2, {"loss": 0.2}, 0.4)
-    f.record(2, {"acc": 0.9}, 0.5)  # a new name: the header widens
+    f.record(0, {"value": 1.5}, 0.1, now=10.0)
+    f.record(1, {"value": 1.0}, 0.2, now=10.1)
+    f.record(1, {"loss": 0.25}, 0.3, now=10.2)  # the same step: the last row is completed
+    f.record(2, {"loss": 0.2}, 0.4, now=10.3)
+    f.record(2, {"acc": 0.9}, 0.5, now=10.4)  # a new name: the header widens
     text = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert text == ["step,value,elapsed_s,loss,acc", "0,1.5,0.100,,", "1,1.0,0.300,0.25,", "2,,0.500,0.2,0.9"]
+    assert text == ["step,value,elapsed_s,time,loss,acc", "0,1.5,0.100,10.000,,", "1,1.0,0.300,10.200,0.25,",
+                    "2,,0.500,10.400,0.2,0.9"]
+    again = MetricsFile(tmp_path / "metrics.csv")  # a trial resumed from a pause keeps its earlier rows
+    again.record(3, {"value": 0.5}, 0.1, now=20.0)
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1:4] == text[1:4]
     with pytest.raises(ValueError, match="metric names"):
         hpwf.Trial(0, {}, {}, seed=0, folder=tmp_path, request=lambda m: None).log_metrics(0, value=1.0)
 
