@@ -112,7 +112,7 @@ def _start(wf: Workflow, phases: list[Phase], folder: Path, chosen: Backend, sto
         root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
         root.storage = storage
         root.save(folder)
-    return _run_phases(phases, chosen, progress, wf.ensemble, checked=True)
+    return _run_phases(phases, chosen, progress, _scored(wf, phases), checked=True)
 
 
 def resume(
@@ -160,7 +160,7 @@ def resume(
         else:
             phases.append(_ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
     with run_umask(is_shared(folder)):
-        return _run_phases(phases, chosen, progress, workflow.ensemble)
+        return _run_phases(phases, chosen, progress, _scored(workflow, phases))
 
 
 def ensemble(
@@ -321,6 +321,15 @@ def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int |
     phase = EnsemblePhase(sub, record, search, wf, members=members or [])
     phase.record.options["source_study"] = source_name or wf.name
     return phase
+
+
+def _scored(wf: Workflow, phases: list[Phase]) -> Any:
+    """The ensemble to score after the phases: one that trained members here, or one that only
+    selects trials; not one whose members run elsewhere (``ensemble=False``: a Slurm job array)."""
+    e = wf.ensemble
+    if e is None or (e.retrains and not any(isinstance(p, EnsemblePhase) for p in phases)):
+        return None
+    return e
 
 
 def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble: Any = None,
