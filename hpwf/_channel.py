@@ -216,7 +216,8 @@ def connect(address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S
     Raises:
         multiprocessing.AuthenticationError: the hub refused the key, or the peer is not this
             run's hub.
-        ConnectionError: no hub answered within ``timeout`` seconds.
+        ConnectionError: no hub answered within ``timeout`` seconds (the last error itself
+            when it was one, e.g. ``ConnectionRefusedError`` once nobody listens).
     """
     start = time.monotonic()
     deadline, gone_since = start + timeout, None
@@ -235,6 +236,8 @@ def connect(address: Address, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S
                 gone_since = None
             left = deadline - now
             if left <= 0:
+                if isinstance(exc, ConnectionError):
+                    raise  # as it is (ConnectionRefusedError, ...): an agent's report names it
                 raise ConnectionError(f"cannot reach the hpwf coordinator at {format_address(address)} "
                                       f"within {now - start:.0f} s: {exc}") from None
             time.sleep(min(pause, left))
