@@ -18,19 +18,34 @@ from typing import Any
 import optuna
 from optuna import pruners
 from optuna.distributions import BaseDistribution
-from optuna.search_space import IntersectionSearchSpace
+from optuna.trial import TrialState
 
 
 class SampleAhead:
-    """Proposes values for the search space seen so far; records the ones a trial used."""
+    """Proposes values for the search space seen so far; records the ones a trial used.
+
+    The space is Optuna's intersection search space (complete and pruned trials), kept up to
+    date as this run's trials finish (`seen`), so a placement costs O(parameters), not
+    O(trials) as recomputing it from the study would.
+    """
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self._space = IntersectionSearchSpace(include_pruned=True)
+        self._space: dict[str, BaseDistribution] | None = None  # None: no finished trial yet
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        for frozen in done:
+            self.seen(frozen.distributions)
+
+    def seen(self, distributions: dict[str, BaseDistribution]) -> None:
+        """A trial finished with ``distributions``: the space keeps what it shares with them."""
+        if self._space is None:
+            self._space = dict(distributions)
+        else:
+            self._space = {k: d for k, d in self._space.items() if distributions.get(k) == d}
 
     def propose(self, trial: optuna.Trial) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
         """Values and distributions for the seen space's parameters ``trial`` has not recorded."""
-        space = self._space.calculate(self.study)
+        space = self._space or {}
         recorded = trial.params
         values: dict[str, Any] = {}
         dists: dict[str, BaseDistribution] = {}

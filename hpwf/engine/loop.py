@@ -254,7 +254,9 @@ class Coordinator:
         """Store the results that arrived (they are durable already); a refused one fails."""
         for record in self.session.ledger.in_state(S.DONE):
             try:
-                self.outcomes.tell(record.trial, record.result)
+                frozen = self.outcomes.tell(record.trial, record.result)
+                if self.ahead is not None:
+                    self.ahead.seen(frozen.distributions)
             except ValueError as exc:
                 self._fail(record, f"the study refused the result: {exc}")
                 continue
