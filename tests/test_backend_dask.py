@@ -52,14 +52,19 @@ class TestDaskBackend(BackendConformance):
         return lambda slots: DaskBackend(scheduler=dask_cluster)
 
 
-def test_cli_runs_on_a_dask_scheduler(dask_cluster: str, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def run_on(scheduler: str, workflow: str, run_dir: Path) -> None:
+    """``hpwf run WORKFLOW --backend dask --scheduler ADDRESS`` through the CLI; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "hpwf", "run", "tests/workflows/toy.py", "--backend", "dask", "--scheduler",
-         dask_cluster, "--run-dir", str(run_dir), "--quiet"],
+        [sys.executable, "-m", "hpwf", "run", workflow, "--backend", "dask", "--scheduler", scheduler,
+         "--run-dir", str(run_dir), "--quiet"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_cli_runs_on_a_dask_scheduler(dask_cluster: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_on(dask_cluster, "tests/workflows/toy.py", run_dir)
     info = hpwf.status(run_dir)
     assert info["complete"] + info["pruned"] == 12 and json.loads((run_dir / "summary.json").read_text())["slots"] == 2
 
@@ -92,11 +97,6 @@ def test_dask_mpi_backend_under_mpirun(tmp_path: Path) -> None:
 def test_a_two_rank_trial_longer_than_three_heartbeats_completes_on_dask(dask_cluster: str, tmp_path: Path) -> None:
     """The engine issue's reproduction 1 on a Dask cluster: the reserved rank beats while it waits."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "hpwf", "run", "tests/workflows/long_group.py", "--backend", "dask", "--scheduler",
-         dask_cluster, "--run-dir", str(run_dir), "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_on(dask_cluster, "tests/workflows/long_group.py", run_dir)
     trials = hpwf.load_study(run_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] and trials[0].value == 4.5
