@@ -173,7 +173,7 @@ INTRUDER = "hpwfintruder"
 def intruder() -> str:
     """A second Unix user (created with useradd; needs root, as in CI)."""
     if os.geteuid() != 0:
-        pytest.skip("NOT CHECKED: a second Unix user needs root to create (useradd); run the suite as root as CI does")
+        pytest.fail("NOT CHECKED: a second Unix user needs root to create (useradd); run the suite as root as CI does")
     if subprocess.run(["id", INTRUDER], capture_output=True).returncode != 0:
         made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", INTRUDER],
                               capture_output=True, text=True)
