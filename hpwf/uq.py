@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import erf, ndtri
 
 _VAR_FLOOR = 1e-12
 _PROB_FLOOR = 1e-12
@@ -86,7 +85,7 @@ def _arrays(*xs: ArrayLike) -> tuple[np.ndarray, ...]:
 
 
 def _z(level: float) -> float:  # two-sided standard-normal quantile of a central interval
-    return float(ndtri((1.0 + level) / 2.0))
+    return float(_ndtri((1.0 + level) / 2.0))
 
 
 def gaussian_nll(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> float:
@@ -114,7 +113,7 @@ def gaussian_crps(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:
     y, mean, std = _arrays(y, mean, std)
     std = np.maximum(std, np.sqrt(_VAR_FLOOR))
     z = (y - mean) / std
-    cdf = 0.5 * (1.0 + erf(z / np.sqrt(2.0)))
+    cdf = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)))
     pdf = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
     return float(np.mean(std * (z * (2 * cdf - 1) + 2 * pdf - 1 / np.sqrt(np.pi))))
 
@@ -152,7 +151,7 @@ def calibration_curve(
     """
     y, mean, std = _arrays(y, mean, std)
     expected = _DEFAULT_LEVELS.copy() if levels is None else np.asarray(levels, dtype=float)
-    zq = ndtri((1.0 + expected) / 2.0)
+    zq = _ndtri((1.0 + expected) / 2.0)
     az = _abs_z(y, mean, std).ravel()
     observed = (az[None, :] <= zq[:, None]).mean(axis=1)
     return expected, observed
@@ -166,7 +165,7 @@ def interval_proportions(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> tuple
     """
     y, mean, std = _arrays(y, mean, std)
     expected = _TOOLBOX_PROPORTIONS.copy()
-    zq = ndtri(0.5 + expected / 2.0)
+    zq = _ndtri(0.5 + expected / 2.0)
     az = _abs_z(y, mean, std).ravel()
     return expected, (az[None, :] <= zq[:, None]).mean(axis=1)
 
@@ -338,3 +337,15 @@ def format_metric(name: str, v: float | None) -> str:
     if v is None:
         return "-"
     return str(int(v)) if name in COUNT_KEYS or (isinstance(v, int) and not isinstance(v, bool)) else f"{v:.4f}"
+
+
+def _erf(x: Any) -> Any:
+    from scipy.special import erf  # imported when scoring, not when an agent imports hpwf
+
+    return erf(x)
+
+
+def _ndtri(p: Any) -> Any:
+    from scipy.special import ndtri
+
+    return ndtri(p)

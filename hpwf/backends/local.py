@@ -56,7 +56,9 @@ class LocalBackend(Backend):
         from distributed import Client, LocalCluster
         from distributed.security import Security
 
-        with dask.config.set(NO_HTTP_PAGES):  # the nannies hand this config on to their workers
+        # An abort (a lost peer, a timeout) ends an agent's worker process, which its nanny starts
+        # again: the scheduler must never give up on an agent's task (Dask's default: after 3).
+        with dask.config.set({**NO_HTTP_PAGES, "distributed.scheduler.allowed-failures": 10**6}):
             self._cluster = LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 security=Security.temporary(), dashboard_address=None,
@@ -64,7 +66,8 @@ class LocalBackend(Backend):
             )
         self._client = Client(self._cluster)
         self._key_file = write_key_file(authkey, address)
-        self._futures = submit_agents(self._client, address, self._key_file, self.workers, "local")
+        self._futures = submit_agents(self._client, address, self._key_file, self.workers, "local",
+                                      self.report_dir, in_child=False)
 
     def failure(self, live: int, seen: int) -> str | None:
         return agents_failure(self._futures)
@@ -80,19 +83,24 @@ class LocalBackend(Backend):
 
 
 def submit_agents(client, address: Address, key_file: Path, count: int, prefix: str,  # type: ignore[no-untyped-def]
-                  reports: Path | None = None) -> list:
+                  reports: Path | None = None, in_child: bool = True) -> list:
     """Start ``count`` agents as long-running Dask tasks, one per worker where possible.
 
     A task carries the hub's address and the path of the key file, never the key itself. An
     agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf._reach`).
+    ``in_child``: the agent runs in a child of the worker, started again after an abort, so a
+    cluster whose scheduler hpwf does not configure (``allowed-failures``) keeps its workers;
+    the local cluster's scheduler is told never to give up instead, which saves each agent a
+    second process and a second import of hpwf.
     """
     workers = list(client.scheduler_info()["workers"]) or [None]
     run = secrets.token_hex(4)  # keys unique per run: a shared cluster may still know an older run's agents
     futures = []
     for i in range(count):
         where = workers[i % len(workers)]
+        body = (serve_in_child, serve_with_key_file) if in_child else (serve_with_key_file,)
         futures.append(client.submit(
-            serve_in_child, serve_with_key_file, address, str(key_file), f"{prefix}-{i}", reports=reports,
+            *body, address, str(key_file), f"{prefix}-{i}", reports=reports,
             key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=where is not None,
         ))
