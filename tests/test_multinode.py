@@ -374,7 +374,8 @@ def test_a_node_lost_under_the_mpi_backend_ends_the_job_and_resume_finishes(node
     assert all(t.state != TrialState.RUNNING for t in study.trials)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
     finished = [d.params for d in study.trials if d.state == TrialState.COMPLETE]
-    assert interrupted and all(t.params in finished for t in interrupted)  # (a re-run may itself be re-run)
+    # a re-run may itself be re-run; a trial stopped before it drew a parameter has none to keep
+    assert interrupted and all(t.params in finished or not t.params for t in interrupted)
 
 
 def test_a_node_lost_mid_run_its_trials_fail_and_run_again(nodes: Nodes, tmp_path: Path) -> None:

@@ -56,9 +56,7 @@ class LocalBackend(Backend):
         from distributed import Client, LocalCluster
         from distributed.security import Security
 
-        # An abort (a lost peer, a timeout) ends an agent's worker process, which its nanny starts
-        # again: the scheduler must never give up on an agent's task (Dask's default: after 3).
-        with dask.config.set({**NO_HTTP_PAGES, "distributed.scheduler.allowed-failures": 10**6}):
+        with dask.config.set(NO_HTTP_PAGES):  # the nannies hand this config on to their workers
             self._cluster = LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 security=Security.temporary(), dashboard_address=None,
@@ -67,7 +65,7 @@ class LocalBackend(Backend):
         self._client = Client(self._cluster)
         self._key_file = write_key_file(authkey, address)
         self._futures = submit_agents(self._client, address, self._key_file, self.workers, "local",
-                                      self.report_dir, in_child=False)
+                                      self.report_dir)
 
     def failure(self, live: int, seen: int) -> str | None:
         return agents_failure(self._futures)
@@ -88,10 +86,8 @@ def submit_agents(client, address: Address, key_file: Path, count: int, prefix: 
 
     A task carries the hub's address and the path of the key file, never the key itself. An
     agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf._reach`).
-    ``in_child``: the agent runs in a child of the worker, started again after an abort, so a
-    cluster whose scheduler hpwf does not configure (``allowed-failures``) keeps its workers;
-    the local cluster's scheduler is told never to give up instead, which saves each agent a
-    second process and a second import of hpwf.
+    ``in_child``: the agent runs in a child of the worker, started again after an abort, so the
+    worker lives and Dask's ``allowed-failures`` is never used up.
     """
     workers = list(client.scheduler_info()["workers"]) or [None]
     run = secrets.token_hex(4)  # keys unique per run: a shared cluster may still know an older run's agents
