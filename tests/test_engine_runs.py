@@ -79,7 +79,8 @@ def test_a_stopped_search_starts_no_ensemble_member_and_exits_130(how: str, tmp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted by SIG" in err
+    hpwf_frames = [line for line in err.splitlines() if f'File "{ROOT / "hpwf"}' in line]
+    assert not hpwf_frames and "KeyError" not in err and "interrupted by SIG" in err  # (Dask may log its own)
     assert not list(run_dir.glob("ensemble/trials/*/predictions.npz"))
     assert not (run_dir / "ensemble" / "run.json").exists()
     study = hpwf.load_study(run_dir)

@@ -205,12 +205,17 @@ def test_mpirun_backend_agents_on_the_other_node_connect(nodes: Nodes, tmp_path:
     assert used == {"nodeA", "nodeB"}
 
 
+# A hub on loopback listens on a Unix socket in a private /tmp folder; these simulated nodes share
+# one file system, so nodeB would reach it, while a real node's /tmp is its own: TCP it is here.
+LOOPBACK_TCP = {"HPWF_HUB_TCP": "1"}
+
+
 def test_agents_that_cannot_connect_are_reported(nodes: Nodes, tmp_path: Path) -> None:
     """Forced onto loopback (--interface lo), the agents on nodeB cannot connect: each says so
     (rank, host, error) in RUN_DIR/agents, the coordinator prints the capacity lost, and the run
     finishes on nodeA's agents."""
     run_dir = tmp_path / "run"
-    env = {**hydra_env(nodes, tmp_path, "nodeA:2,nodeB:2"), "WHERE_TRIALS": "6", "WHERE_SLEEP": "1"}
+    env = {**hydra_env(nodes, tmp_path, "nodeA:2,nodeB:2"), "WHERE_TRIALS": "6", "WHERE_SLEEP": "1", **LOOPBACK_TCP}
     proc = nodes.run("nodeA", f"python -m hpwf run {WHERE} --backend mpirun --workers 4 --interface lo "
                               f"--run-dir {run_dir} --quiet", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -228,7 +233,7 @@ def test_mpi_ranks_that_cannot_connect_are_reported(nodes: Nodes, tmp_path: Path
     run_dir = tmp_path / "run"
     proc = nodes.run("nodeA", nodes.mpirun("nodeA:3,nodeB:2", 5, f"python -m hpwf run {WHERE} --backend mpi "
                                                                   f"--interface lo --run-dir {run_dir} --quiet"),
-                     env={"WHERE_TRIALS": "4"})
+                     env={"WHERE_TRIALS": "4", **LOOPBACK_TCP})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ("2 of 4 agents never connected: rank 3 on nodeB: ConnectionRefusedError: [Errno 111] Connection refused"
             in proc.stderr), proc.stderr[-3000:]
@@ -286,7 +291,7 @@ def test_dask_workers_that_cannot_reach_the_coordinator_stop_the_run_with_a_reas
     run_dir = tmp_path / "run"
     try:
         proc = nodes.run("nodeA", f"python -m hpwf run {WHERE} --backend dask --scheduler {address} "
-                                  f"--interface lo --run-dir {run_dir} --quiet", env={"WHERE_TRIALS": "2"})
+                                  f"--interface lo --run-dir {run_dir} --quiet", env={"WHERE_TRIALS": "2", **LOOPBACK_TCP})
     finally:
         nodes.stop_daemons()
     assert proc.returncode == 1, proc.stderr[-3000:]
