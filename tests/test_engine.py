@@ -404,3 +404,21 @@ def test_a_rank_lost_after_its_leader_reported_does_not_undo_the_result(tmp_path
         while not c.finished():
             turn(c)
         assert c.study.trials[0].state == TrialState.COMPLETE and c.counts.fail == 0
+
+
+def test_a_trial_sent_to_an_agent_that_just_died_waits_again_and_is_no_failure(session: FakeSession, tmp_path: Path) -> None:
+    """An MPI job died: one rank's trial failed, the other's result came in with its socket already
+    closed, and the next trial sent there used to be failed ("could not be reached")."""
+    c = coordinator(session, tmp_path, n_trials=3)
+    dying, alive = connect_all(session, c, 2)
+    turn(c)
+    dying.finish(dying.assigns()[0])
+    dying.end.close()  # its Done is read before the closed socket is seen: the next trial is sent to it
+    turn(c)
+    for _ in range(10):
+        for task in alive.assigns():
+            alive.finish(task)
+        turn(c)
+    assert c.finished() and c.counts.complete == 3
+    assert all(t.state == TrialState.COMPLETE for t in c.study.trials)
+    assert dying.end.peer.closed  # type: ignore[union-attr]

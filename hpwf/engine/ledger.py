@@ -6,10 +6,10 @@ same trial number). `Ledger.move` and `Ledger.move_agent` are the only functions
 a state; they reject moves the life cycle does not allow. Each state keeps its own
 insertion-ordered set, so counts, the waiting queue and the free agents cost O(1).
 
-Trial life: ASKED -> WAITING (too big for the free ranks) -> PLACED (sent to agents) ->
-RUNNING (a message of it arrived) -> DONE (its result is durable in its folder, not yet in
-the store) -> TOLD. Any live state may end FAILED; a failed trial queued to run again is
-REQUEUED. A scheduler may pause a RUNNING trial (PAUSED: its checkpoint saved, its agents
+Trial life: ASKED -> WAITING (too big for the free ranks) -> PLACED (sent to agents; back to
+WAITING if none could be reached) -> RUNNING (a message of it arrived) -> DONE (its result is
+durable in its folder, not yet in the store) -> TOLD. Any live state may end FAILED; a failed
+trial queued to run again is REQUEUED. A scheduler may pause a RUNNING trial (PAUSED: its checkpoint saved, its agents
 free); it waits again (WAITING, under a new ticket: `reticket`) or ends (DONE: pruned, or a
 PBT segment told complete). A resume adopts trials the last run left paused (ASKED -> PAUSED).
 
@@ -57,7 +57,7 @@ LIVE = frozenset({T.ASKED, T.WAITING, T.PLACED, T.RUNNING, T.PAUSED})
 TRIAL_MOVES: dict[TrialState, frozenset[TrialState]] = {
     T.ASKED: frozenset({T.WAITING, T.PLACED, T.FAILED, T.PAUSED}),
     T.WAITING: frozenset({T.PLACED, T.FAILED, T.REQUEUED}),
-    T.PLACED: frozenset({T.RUNNING, T.DONE, T.FAILED, T.REQUEUED}),
+    T.PLACED: frozenset({T.RUNNING, T.DONE, T.FAILED, T.REQUEUED, T.WAITING}),
     T.RUNNING: frozenset({T.DONE, T.FAILED, T.REQUEUED, T.PAUSED}),
     T.PAUSED: frozenset({T.WAITING, T.DONE, T.FAILED, T.REQUEUED}),
     T.DONE: frozenset({T.TOLD, T.FAILED}),

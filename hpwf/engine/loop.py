@@ -23,7 +23,7 @@ from hpwf._channel import send_quietly
 from hpwf._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health, pausing
-from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
+from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
@@ -244,10 +244,23 @@ class Coordinator:
         ledger.move(record, S.PLACED)
         for agent in chosen:  # a launched group's other ranks are busy with the ranks it starts
             ledger.move_agent(agent, A.BUSY, record.ticket)
-        for agent in chosen:
-            if (agent in record.working) and not send_quietly(agent.conn, task):
-                lose(self, agent, "could not be reached")
+        unreached = [a for a in chosen if a in record.working and not send_quietly(a.conn, task)]
+        if unreached and len(unreached) == len(record.working):
+            self._wait_again(record, unreached)  # no rank has it: it never started, so it is no failure
+        for agent in unreached:
+            lose(self, agent, "could not be reached")
         return len(chosen)
+
+    def _wait_again(self, record: TrialRecord, unreached: list[AgentRecord]) -> None:
+        """A trial none of whose agents could be reached waits again, first in line, on other agents."""
+        ledger = self.session.ledger
+        for agent in record.agents:
+            if agent not in unreached:
+                ledger.move_agent(agent, A.IDLE)
+        record.agents, record.working = [], set()
+        ledger.move(record, S.WAITING)
+        ledger.to_front(record)
+        self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
 
     # --- tell ---------------------------------------------------------------------------------
     def _tell(self) -> None:
