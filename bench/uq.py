@@ -130,7 +130,7 @@ def _one(name: str, folder: Path, quick: bool) -> dict[str, Any]:
 
 def _best_trial_folder(run_dir: Path) -> Path:
     import hpwf
-    from hpwf.ensemble import complete_trials
+    from hpwf.ensembles import complete_trials
 
     study = hpwf.load_study(run_dir)
     best = min(complete_trials(study), key=lambda t: float(t.value))  # type: ignore[arg-type]

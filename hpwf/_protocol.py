@@ -3,8 +3,9 @@
 Every message about a trial carries its ``ticket``: a number the coordinator gives each attempt
 of a trial, unique in the session. A late message of a trial that is over (or of an earlier
 phase, whose trial numbers repeat) names a ticket the coordinator no longer knows, and is
-answered with an error or dropped, never applied to another trial. Agents send only plain
-values (floats, strings, JSON-able attributes), so every message unpickles anywhere.
+answered with an error or dropped, never applied to another trial. Both sides send plain
+values (numbers, strings, tuples, JSON-able attributes; distributions as `hpwf._dists` tuples),
+so a message unpickles anywhere, and an agent never imports Optuna to read one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Suggest:
 
     ticket: int
     name: str
-    distribution: Any  # optuna.distributions.BaseDistribution
+    distribution: tuple[Any, ...]  # hpwf._dists: a plain tuple, no Optuna object
     used: dict[str, Any] | None = None  # proposals the objective used since the last message
 
 
@@ -116,7 +117,7 @@ class Assign:
     ticket: int
     number: int
     params: dict[str, Any]
-    distributions: dict[str, Any]
+    distributions: dict[str, tuple[Any, ...]]  # hpwf._dists tuples
     seed: int
     group: tuple[int, ...] = ()
     ranks: int = 1

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from hpwf._channel import Address, connect
 from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop
-from hpwf.trial import Group, Trial, TrialPaused, TrialPruned
+from hpwf.trial import Group, Trial, TrialPaused, is_pruned
 from hpwf.trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
@@ -163,15 +163,16 @@ def run_trial(
         try:
             values = _as_values(objective(trial), n_objectives)
             state = "complete"
-        except TrialPruned:
-            state = "pruned"
         except TrialPaused:  # its state is saved: a scheduler resumes it later
             state = "paused"
         except BaseException as exc:  # noqa: BLE001 - a trial must never take its agent down
-            error = traceback.format_exc()
-            log.write(error)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
+            if is_pruned(exc):  # Optuna's TrialPruned, without importing Optuna here
+                state = "pruned"
+            else:
+                error = traceback.format_exc()
+                log.write(error)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
         finally:
             parallel.shutdown()
     duration = time.time() - start
@@ -180,7 +181,7 @@ def run_trial(
     if error:
         write_atomically(folder / TRACEBACK, error)
     write_atomically(folder / PARAMS, json.dumps(trial.params, indent=1, default=str))
-    write_result(folder, task.number, state.upper(), values, trial.params, duration, trial.distributions)
+    write_result(folder, task.number, state.upper(), values, trial.params, duration, trial.plain_distributions)
     return Done(task.ticket, state, values, error, duration, used=trial.take_used())
 
 
@@ -200,11 +201,13 @@ def _as_values(result: Any, n_objectives: int = 1) -> list[float]:
 
 def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
     if setup.workflow_path:
+        from hpwf.search import checked_elsewhere
         from hpwf.workflow import load
 
-        workflow = load(setup.workflow_path)
+        with checked_elsewhere():  # the coordinator checked the file: no Optuna sampler made here
+            workflow = load(setup.workflow_path)
         if setup.entry == "ensemble":
-            from hpwf.ensemble import MemberObjective
+            from hpwf.ensembles import MemberObjective
 
             assert workflow.ensemble is not None
             return MemberObjective(workflow.ensemble.train)

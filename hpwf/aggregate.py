@@ -25,7 +25,7 @@ import optuna
 
 from hpwf import predictions, uq
 from hpwf.conformal import Conformal, calibrated_metrics
-from hpwf.ensemble import (ENSEMBLE_DIR, SOURCE, Ensemble, complete_trials, current_members, read_selection,
+from hpwf.ensembles import (ENSEMBLE_DIR, SOURCE, Ensemble, complete_trials, current_members, read_selection,
                            select_trials, stale_sources, trial_folder, write_selection)
 from hpwf.errors import ConfigError
 from hpwf.selection import combine

@@ -179,7 +179,7 @@ def ensemble(
     trials, too). Members already trained with the same configuration, source trial and seed
     are kept; the others train now. An ensemble without ``train=`` only selects and scores.
     """
-    from hpwf.ensemble import missing_members, plan
+    from hpwf.ensembles import missing_members, plan
 
     wf = workflow if isinstance(workflow, Workflow) else load(workflow)
     if wf.ensemble is None:
@@ -217,7 +217,7 @@ def ensemble(
 
 def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
     """Select and score without training anything (an ensemble of trials, or nothing left to train)."""
-    from hpwf.ensemble import aggregate
+    from hpwf.ensembles import aggregate
 
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     summary = {"complete": done, "pruned": 0, "fail": 0, "session_wall_s": 0.0, "stop_reason": None,
@@ -226,7 +226,7 @@ def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
 
 
 def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None) -> None:
-    from hpwf.ensemble import write_selection
+    from hpwf.ensembles import write_selection
 
     write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
 
@@ -341,7 +341,7 @@ def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble:
     first, root = results[0], phases[0].run_dir
     uq = None
     if ensemble is not None and not interrupted:
-        from hpwf.ensemble import aggregate
+        from hpwf.ensembles import aggregate
 
         uq = aggregate(root, ensemble)
     return RunResult(root, first.study, first.summary, uq)

@@ -170,13 +170,13 @@ def _run_or_resume(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
-    from hpwf import api
     from hpwf.backends import make_backend
 
     backend = make_backend(name, workers=workers, scheduler=args.scheduler, interface=args.interface,
                            site=getattr(args, "site", None), run_dir=getattr(args, "run_dir", None))
     if getattr(backend, "rank", 0) != 0:
-        return backend.serve_rank()  # type: ignore[attr-defined]
+        return backend.serve_rank()  # type: ignore[attr-defined]  # an agent: no Optuna imported
+    from hpwf import api
     code = 2
     try:
         if args.command == "run":

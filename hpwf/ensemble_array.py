@@ -121,7 +121,7 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
     Returns the sub-run's `hpwf.rundir.RunRecord`. Safe to call from many tasks at once.
     """
     from hpwf.api import ENSEMBLE_DIR, _member_direction, _member_search
-    from hpwf.ensemble import plan
+    from hpwf.ensembles import plan
     from hpwf.rundir import DEFAULT_JOURNAL, RUN_FILE, RunRecord
 
     assert wf.ensemble is not None
@@ -161,7 +161,7 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
 
 def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: int) -> Claimed | None:
     """Move this member's WAITING trial to RUNNING (queueing a new attempt if it has none)."""
-    from hpwf.ensemble import CONFIG, MEMBER, SEED, SOURCE
+    from hpwf.ensembles import CONFIG, MEMBER, SEED, SOURCE
 
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(MEMBER) == member]
     if not mine:
@@ -199,7 +199,7 @@ def _train(wf: Workflow, folder: Path, claimed: Claimed, study: optuna.Study | N
     """Run the member's training here (on every rank of a multi-rank member)."""
     from hpwf.agent import run_trial
     from hpwf.api import ENSEMBLE_DIR
-    from hpwf.ensemble import MemberObjective
+    from hpwf.ensembles import MemberObjective
     from hpwf.trial import Group
 
     assert wf.ensemble is not None
@@ -275,7 +275,7 @@ def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bo
 
 def _aggregate_when_all_done(folder: Path, study: optuna.Study | None, members: int) -> None:
     """The last member to finish combines the members' predictions (``uq_metrics.json``)."""
-    from hpwf.ensemble import MEMBER, aggregate
+    from hpwf.ensembles import MEMBER, aggregate
 
     if study is None:
         return

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, cast
-
-import optuna
+import contextlib
+import contextvars
+import importlib
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, cast
 
 from hpwf.errors import ConfigError
 
-SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed, **kw: optuna.samplers.TPESampler(seed=seed, constant_liar=True, **kw),
-    "random": lambda seed, **kw: optuna.samplers.RandomSampler(seed=seed, **kw),
-    "cmaes": lambda seed, **kw: optuna.samplers.CmaEsSampler(seed=seed, **kw),
-    "qmc": lambda seed, **kw: optuna.samplers.QMCSampler(seed=seed, **kw),
-    "nsga2": lambda seed, **kw: optuna.samplers.NSGAIISampler(seed=seed, **kw),
-    "gp": lambda seed, **kw: optuna.samplers.GPSampler(seed=seed, **kw),
-    "grid": lambda seed, **kw: optuna.samplers.GridSampler(seed=seed, **kw),
-}
+if TYPE_CHECKING:
+    import optuna
 
-PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
-    "asha": lambda **kw: optuna.pruners.SuccessiveHalvingPruner(**kw),
-    "hyperband": lambda **kw: optuna.pruners.HyperbandPruner(**kw),
-    "median": lambda **kw: optuna.pruners.MedianPruner(**kw),
-    "none": lambda **kw: optuna.pruners.NopPruner(**kw),
-}
+# Optuna's class for each name (imported when a sampler or pruner is made, never by agents).
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+            "nsga2": "NSGAIISampler", "gp": "GPSampler", "grid": "GridSampler"}
+PRUNERS = {"asha": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner", "median": "MedianPruner",
+           "none": "NopPruner"}
+_checked_elsewhere = contextvars.ContextVar("hpwf_search_checked_elsewhere", default=False)
+
+
+@contextlib.contextmanager
+def checked_elsewhere() -> Iterator[None]:
+    """Within it, a `Search` skips the checks that make an Optuna sampler and pruner: agents load
+    the file the coordinator has checked already, and need neither."""
+    token = _checked_elsewhere.set(True)
+    try:
+        yield
+    finally:
+        _checked_elsewhere.reset(token)
 
 DIRECTIONS = ("minimize", "maximize")
 SCHEDULERS = ("none", "asha-resume", "hyperband-resume", "pbt")
@@ -135,11 +140,11 @@ class Search:
         _check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        if not isinstance(self.sampler, (str, optuna.samplers.BaseSampler)):
+        if not isinstance(self.sampler, str) and not _is_optuna(self.sampler, "samplers", "BaseSampler"):
             raise ConfigError(f"sampler must be a name or an Optuna sampler, not {type(self.sampler).__name__}")
         if isinstance(self.pruner, str) and self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
-        if not isinstance(self.pruner, (str, optuna.pruners.BasePruner)):
+        if not isinstance(self.pruner, str) and not _is_optuna(self.pruner, "pruners", "BasePruner"):
             raise ConfigError(f"pruner must be a name or an Optuna pruner, not {type(self.pruner).__name__}")
         if self.sampler == "grid" and "search_space" not in self.sampler_options:
             raise ConfigError("sampler 'grid' needs sampler_options={'search_space': {...}}")
@@ -148,8 +153,9 @@ class Search:
         if len(self.study_directions) > 1 and self.pruner not in ("none", None):
             raise ConfigError("pruning is not defined for multi-objective searches; use pruner='none'")
         self._validate_scheduler()
-        self.make_sampler(self.seed)  # bad sampler_options fail here, before any study exists
-        self.make_pruner()
+        if not _checked_elsewhere.get():
+            self.make_sampler(self.seed)  # bad sampler_options fail here, before any study exists
+            self.make_pruner()
 
     def _validate_scheduler(self) -> None:
         name, options = self.scheduler, dict(self.scheduler_options)
@@ -198,7 +204,7 @@ class Search:
         if self.scheduler == "none":
             return None  # (a multi-objective study has no single direction)
         options = dict(self.scheduler_options)
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        maximize = study.direction.name == "MAXIMIZE"
         if self.scheduler in ("asha-resume", "hyperband-resume"):
             from hpwf.engine.schedulers import SuccessiveHalving, hyperband_brackets
 
@@ -236,8 +242,11 @@ class Search:
         """The Optuna sampler this search names, seeded with ``seed``."""
         if not isinstance(self.sampler, str):
             return self.sampler
+        options = dict(self.sampler_options)
+        if self.sampler == "tpe":
+            options.setdefault("constant_liar", True)  # trials run in parallel
         try:
-            return SAMPLERS[self.sampler](seed, **dict(self.sampler_options))
+            return cast("optuna.samplers.BaseSampler", _optuna_class("samplers", SAMPLERS[self.sampler])(seed=seed, **options))
         except (TypeError, ValueError, ImportError) as exc:
             raise ConfigError(f"sampler {self.sampler!r} with options {dict(self.sampler_options)}: {exc}") from None
 
@@ -246,9 +255,18 @@ class Search:
         if not isinstance(self.pruner, str):
             return self.pruner
         try:
-            return PRUNERS[self.pruner](**dict(self.pruner_options))
+            return cast("optuna.pruners.BasePruner", _optuna_class("pruners", PRUNERS[self.pruner])(**dict(self.pruner_options)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"pruner {self.pruner!r} with options {dict(self.pruner_options)}: {exc}") from None
+
+
+def _optuna_class(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(f"optuna.{module}"), name)
+
+
+def _is_optuna(value: Any, module: str, base: str) -> bool:
+    """Whether ``value`` is an instance of ``optuna.<module>.<base>`` (made by the user, so imported)."""
+    return isinstance(value, _optuna_class(module, base))
 
 
 def _check_number(

@@ -23,20 +23,19 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, NoReturn, Sequence
 
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalChoiceType,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.exceptions import TrialPruned
+from hpwf import _dists
+from hpwf._dists import Dist
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution, CategoricalChoiceType
+    from optuna.exceptions import TrialPruned
 
 PAUSE_CHECKPOINT = "pause.pt"  # in the trial folder: the state saved by `Trial.pause`
 RESTORE_ATTR = "hpwf:restore"  # set by the coordinator: {"from": trial number, "step": next step}
@@ -88,7 +87,7 @@ class Trial:
         self,
         number: int,
         params: dict[str, Any],
-        distributions: dict[str, BaseDistribution],
+        distributions: dict[str, Dist],
         *,
         seed: int,
         folder: Path,
@@ -106,7 +105,7 @@ class Trial:
         self._prefetched_dists = dict(distributions)
         self._unsent: dict[str, Any] = {}  # prefetched values used, not yet told to the coordinator
         self.params: dict[str, Any] = {}
-        self.distributions: dict[str, BaseDistribution] = {}
+        self.plain_distributions: dict[str, Dist] = {}  # plain tuples (hpwf._dists): no Optuna on agents
         self.user_attrs: dict[str, Any] = {}
         self.intermediate_values: dict[int, float] = {}
         self._request = request
@@ -121,17 +120,17 @@ class Trial:
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
     ) -> float:
         """Sample a float in [low, high] (log scale or on a step grid if asked)."""
-        return float(self._suggest(name, FloatDistribution(low, high, log=log, step=step)))
+        return float(self._suggest(name, _dists.float_dist(low, high, step, log)))
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         """Sample an integer in [low, high]."""
-        return int(self._suggest(name, IntDistribution(low, high, log=log, step=step)))
+        return int(self._suggest(name, _dists.int_dist(low, high, step, log)))
 
     def suggest_categorical(
         self, name: str, choices: Sequence[CategoricalChoiceType]
     ) -> CategoricalChoiceType:
         """Sample one of ``choices``."""
-        return self._suggest(name, CategoricalDistribution(choices))
+        return self._suggest(name, _dists.categorical(choices))
 
     # Optuna's older names, kept while the installed Optuna keeps them (it warns that they go).
     def suggest_uniform(self, name: str, low: float, high: float) -> float:
@@ -149,9 +148,14 @@ class Trial:
         _deprecated("suggest_discrete_uniform", "suggest_float(name, low, high, step=q)")
         return self.suggest_float(name, low, high, step=q)
 
-    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """The suggested parameters' distributions, as Optuna's (imports Optuna)."""
+        return {name: _dists.to_optuna(dist) for name, dist in self.plain_distributions.items()}
+
+    def _suggest(self, name: str, distribution: Dist) -> Any:
         if name in self.params:
-            if self.distributions[name] != distribution:
+            if self.plain_distributions[name] != distribution:
                 raise ValueError(f"parameter {name!r} suggested again with another range")
             return self.params[name]
         if self._prefetched_dists.get(name) == distribution:
@@ -164,7 +168,7 @@ class Trial:
                 self._request(Suggest(self._ticket, name, distribution, self.take_used())) if self.group.rank == 0 else None
             )
         self.params[name] = value
-        self.distributions[name] = distribution
+        self.plain_distributions[name] = distribution
         return value
 
     # --- pruning --------------------------------------------------------------------------
@@ -400,4 +404,18 @@ def _deprecated(name: str, instead: str) -> None:
     warnings.warn(f"{name} is deprecated in Optuna (v3.0.0); use {instead} instead", FutureWarning, stacklevel=3)
 
 
-__all__ = ["Trial", "Group", "MetricsFile", "Restored", "TrialPaused", "TrialPruned"]
+def is_pruned(exc: BaseException) -> bool:
+    """Whether ``exc`` is Optuna's ``TrialPruned`` (never true while Optuna is not imported)."""
+    exceptions = sys.modules.get("optuna.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.TrialPruned)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrialPruned":  # Optuna's, imported when first used
+        from optuna.exceptions import TrialPruned
+
+        return TrialPruned
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Trial", "Group", "MetricsFile", "Restored", "TrialPaused", "TrialPruned", "is_pruned"]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hpwf._dists import to_json
 from hpwf._perms import atomic_writer
 
 RESULT = "result.json"
@@ -44,14 +45,13 @@ def write_result(folder: Path, number: int, state: str, values: list[float] | No
                  params: dict[str, Any], duration: float, distributions: dict[str, Any] | None = None) -> None:
     """The trial's outcome (``state``: COMPLETE, PRUNED or FAIL), durable before it is reported.
 
-    ``distributions`` (Optuna's) are kept as JSON so a resume can record the parameters.
+    ``distributions`` (`hpwf._dists` tuples) are kept as Optuna's JSON so a resume can record
+    the parameters.
     """
     record: dict[str, Any] = {"number": number, "state": state, "values": values, "params": params,
                               "duration_s": round(duration, 3)}
     if distributions:
-        from optuna.distributions import distribution_to_json
-
-        record["distributions"] = {k: distribution_to_json(d) for k, d in distributions.items()}
+        record["distributions"] = {k: to_json(d) for k, d in distributions.items()}
     write_atomically(folder / RESULT, json.dumps(record, indent=1, default=str) + "\n")
 
 

@@ -37,10 +37,8 @@ class Workflow:
     ensemble: Any = None  # an hpwf.Ensemble, run after the search (or alone, with fixed params)
 
     def __post_init__(self) -> None:
-        from hpwf.ensemble import Ensemble
-
         where = self._where()
-        if self.ensemble is not None and not isinstance(self.ensemble, Ensemble):
+        if self.ensemble is not None and not _is_ensemble(self.ensemble):
             raise ConfigError(f"{where}: ensemble must be an hpwf.Ensemble, not {type(self.ensemble).__name__}")
         if self.search is None and self.objective is None:
             if self.ensemble is None:
@@ -65,6 +63,12 @@ class Workflow:
 
     def _where(self) -> str:
         return str(self.path) if self.path else "workflow"
+
+
+def _is_ensemble(value: Any) -> bool:
+    from hpwf.ensembles import Ensemble
+
+    return isinstance(value, Ensemble)
 
 
 def load(path: str | Path) -> Workflow:

@@ -112,6 +112,13 @@ class BackendConformance:
         assert states(result)["COMPLETE"] == 6 and 1 <= len(failed) <= self.lost_with_a_rank
         assert all("died mid-trial" in t.user_attrs["fail_reason"] for t in failed)
 
+    def test_agents_import_neither_optuna_nor_numpy_until_a_trial_needs_them(self, backend, tmp_path: Path) -> None:
+        result = run(backend(self.slots), tmp_path, objectives.light_until_pruned, n_trials=6, sampler="random")
+        trials = hpwf.load_study(result.run_dir).trials
+        assert states(result) == {"COMPLETE": 3, "PRUNED": 3}
+        first_on_each_agent = [t for t in trials if t.number < self.slots]  # later ones may follow a prune
+        assert all(t.user_attrs["heavy"] == [] for t in first_on_each_agent), [t.user_attrs for t in trials]
+
     def test_objects_from_python_run_without_a_workflow_file(self, backend, tmp_path: Path) -> None:
         offset = 0.25
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from hpwf._dists import float_dist
 from hpwf._protocol import Assign, Done, Heartbeat, Hello, Report, Setup, Stop, Suggest
 from hpwf.backends import Backend
 from hpwf.engine import Budget, Coordinator, Session
@@ -152,7 +153,7 @@ class FakeAgent:
         self.end.send(Done(task.ticket, state, [value] if state == "complete" else None, None, 0.01))
 
     def suggest(self, ticket: int, name: str = "x") -> None:
-        self.end.send(Suggest(ticket, name, optuna.distributions.FloatDistribution(0, 1)))
+        self.end.send(Suggest(ticket, name, float_dist(0, 1, None, False)))
 
     def report(self, ticket: int, value: float, step: int) -> None:
         self.end.send(Report(ticket, step, value))

@@ -7,8 +7,6 @@ import signal
 import time
 from pathlib import Path
 
-import optuna
-
 import hpwf
 
 
@@ -31,6 +29,8 @@ def sees_itself_running(trial: hpwf.Trial) -> float:
     run_dir = trial.folder.parent.parent
     study = hpwf.load_study(run_dir)
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    import optuna
+
     if frozen.state != optuna.trial.TrialState.RUNNING or frozen.intermediate_values.get(0) != 0.5:
         raise AssertionError(f"intermediate value not live: {frozen.state} {frozen.intermediate_values}")
     return 1.0
@@ -46,6 +46,22 @@ def fails_when_negative(trial: hpwf.Trial) -> float:
 def first_trial_slow(trial: hpwf.Trial) -> float:
     x = trial.suggest_float("x", 0, 1)
     time.sleep(4.0 if trial.number == 0 else 0.05)
+    return x
+
+
+HEAVY = ("optuna", "numpy", "torch", "scipy", "pandas", "sklearn")
+
+
+def light_until_pruned(trial: hpwf.Trial) -> float:
+    """Records which heavy modules its agent had imported, then prunes odd trials (which imports Optuna)."""
+    import sys
+
+    x = trial.suggest_float("x", 0, 1)
+    trial.suggest_categorical("c", ["a", "b"])
+    trial.set_user_attr("heavy", [m for m in HEAVY if m in sys.modules])
+    trial.report(x, 0)
+    if trial.number % 2:
+        raise hpwf.TrialPruned()
     return x
 
 

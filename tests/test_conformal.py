@@ -70,6 +70,6 @@ def test_docstring_examples_of_the_uq_modules() -> None:
 
     from hpwf import conformal, predictions, selection, uq
 
-    ensemble = importlib.import_module("hpwf.ensemble")  # the module (hpwf.ensemble is the function)
+    ensemble = importlib.import_module("hpwf.ensembles")
     for module in (uq, selection, conformal, predictions, ensemble):
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hpwf import predictions
-from hpwf.ensemble import Ensemble, Member, MemberObjective
+from hpwf.ensembles import Ensemble, Member, MemberObjective
 from hpwf.errors import ConfigError
 from hpwf.selection import allocate, combine, greedy, top_k
 from hpwf.trial import Trial

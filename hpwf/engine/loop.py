@@ -20,6 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from hpwf._channel import send_quietly
+from hpwf._dists import from_optuna
 from hpwf._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health, pausing
@@ -235,7 +236,7 @@ class Coordinator:
             values, record.proposed = self.ahead.propose(trial)
             params.update(values)
             dists.update(record.proposed)
-        task = Assign(record.ticket, trial.number, params, dists,
+        task = Assign(record.ticket, trial.number, params, {k: from_optuna(d) for k, d in dists.items()},
                       self._trial_seed(trial.number), group=tuple(a.rank for a in chosen) if mpi else (),
                       ranks=record.size, attrs=_carried(trial.user_attrs))
         record.agents = chosen

@@ -84,7 +84,7 @@ class EnsemblePhase(Phase):
         return self.folder.parent
 
     def objective(self) -> Any:
-        from hpwf.ensemble import MemberObjective
+        from hpwf.ensembles import MemberObjective
 
         return MemberObjective(self.workflow.ensemble.train)  # type: ignore[union-attr]
 
@@ -95,7 +95,7 @@ class EnsemblePhase(Phase):
         """Queue the members to train; a rebuild first retires what an older plan left queued."""
         if not self.fresh or self.members is None or (existing and not self.rebuild):
             return
-        from hpwf.ensemble import plan, write_selection
+        from hpwf.ensembles import plan, write_selection
 
         members = self.members
         if self.rebuild:

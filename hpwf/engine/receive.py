@@ -12,6 +12,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from hpwf._channel import send_quietly
+from hpwf._dists import to_optuna
 from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, UserAttr
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
@@ -80,7 +81,7 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
         if message.used:
             SampleAhead.record(trial, message.used, record.proposed)
         if isinstance(message, Suggest):
-            return _suggest(trial, message.name, message.distribution)
+            return _suggest(trial, message.name, to_optuna(message.distribution))
         if isinstance(message, Report):
             if not c.outcomes.single:
                 return False  # Optuna prunes single-objective studies only
