@@ -20,7 +20,7 @@ from hpwf._secrets import refuse_password
 from hpwf.backends import Backend, make_backend
 from hpwf.engine.pbt import lineage as pbt_lineage
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
-from hpwf.engine.schedulers import PAUSED_ATTR
+from hpwf.engine.schedulers import state_counts
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
@@ -241,19 +241,16 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     folder = Path(run_dir)
     study = load_study(folder)
     trials = study.get_trials(deepcopy=False)
-    count = {s: sum(t.state == s for t in trials) for s in TrialState}
-    paused = sum(t.state == TrialState.RUNNING and t.user_attrs.get(PAUSED_ATTR) not in (None, False) for t in trials)
+    count = state_counts(trials, folder)
     result: dict[str, Any] = {
-        "study": study.study_name, "run_dir": str(folder),
-        "complete": count[TrialState.COMPLETE], "pruned": count[TrialState.PRUNED],
-        "fail": count[TrialState.FAIL], "running": count[TrialState.RUNNING] - paused, "paused": paused,
-        "waiting": count[TrialState.WAITING], "n_trials": RunRecord.load(folder).options.get("n_trials"),
+        "study": study.study_name, "run_dir": str(folder), **count,
+        "n_trials": RunRecord.load(folder).options.get("n_trials"),
         "best_value": None, "best_trial": None, "best_params": None,
     }
-    if len(study.directions) == 1 and count[TrialState.COMPLETE]:
+    if len(study.directions) == 1 and count["complete"]:
         best = study.best_trial
         result.update(best_value=best.value, best_trial=best.number, best_params=best.params)
-    elif count[TrialState.COMPLETE]:
+    elif count["complete"]:
         front = sorted(study.best_trials, key=lambda t: t.number)
         result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
         result["pareto_front"] = {"size": len(front), "trials": [t.number for t in front]}
