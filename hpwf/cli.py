@@ -101,13 +101,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpwf`` command."""
     try:
         args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, so that a reader gone early is seen below, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         say(f"hpwf: error: {exc}")
         return 2
     except RunError as exc:
         say(f"hpwf: run stopped: {exc}")
         return 1
+
+
+def _reader_gone() -> int:
+    """stdout's reader left (``hpwf status RUN | head -1``): end quietly, as Unix tools do (128 + SIGPIPE)."""
+    import os
+    import signal
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
