@@ -33,6 +33,7 @@ PAUSE = "pause"  # the Reply to a Report that tells the trial to pause
 PAUSED_ATTR = "hpwf:paused"  # user attr: the step a paused trial continues from (False once resumed)
 RESTORE_ATTR = "hpwf:restore"  # user attr: {"from": trial number holding the checkpoint, "step": next step}
 BRACKET_ATTR = "hpwf:bracket"
+SEED_ATTR = "hpwf:seed_of"  # user attr: the trial number whose ``trial.seed`` it gets (a replayed PBT segment's)
 
 
 def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
