@@ -138,6 +138,10 @@ def resume(
     folder = Path(run_dir)
     check_run_trusted(folder)
     record = RunRecord.load(folder)
+    if record.options.get("replay_of"):
+        source = record.options["replay_of"]
+        raise ConfigError(f"{folder}: a replay of {source['run']} (trial {source['trial']}); replay it again into "
+                          f"a new run dir: hpwf replay {source['run']} --trial {source['trial']} --run-dir NEW_DIR")
     if workflow is None:
         if record.workflow is None:
             raise ConfigError(f"{folder}: started from Python objects; resume it with hpwf.resume(..., workflow=...)")
@@ -272,10 +276,12 @@ def status(run_dir: str | Path) -> dict[str, Any]:
 
 # --- phases ------------------------------------------------------------------------------------
 def _record(name: str, search: Search, wf: Workflow, backend: Backend, workers: int | None) -> RunRecord:
+    replay_of = getattr(search, "replay_of", None)  # `hpwf.pbt_replay.ReplaySearch`: a resume refuses it
     return RunRecord(
         study_name=name, storage=search.storage, workflow=str(wf.path) if wf.path else None, backend=backend.name,
         options={"n_trials": search.n_trials, "timeout": search.timeout, "seed": search.seed,
-                 "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6)},
+                 "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6),
+                 **({"replay_of": replay_of} if replay_of else {})},
     )
 
 
