@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from hpwf.api import RunResult, ensemble, resume, run, status
     from hpwf.engine.pbt import schedule as pbt_schedule
+    from hpwf.pbt_replay import replay
     from hpwf.ensembles import Ensemble, Member
     from hpwf.errors import ConfigError, RunError
     from hpwf.rundir import load_study
@@ -31,7 +32,7 @@ _WHERE = {  # public name -> (module, name there)
     "TrialPruned": ("optuna.exceptions", "TrialPruned"),
     "RunResult": ("hpwf.api", "RunResult"), "ensemble": ("hpwf.api", "ensemble"), "resume": ("hpwf.api", "resume"),
     "run": ("hpwf.api", "run"), "status": ("hpwf.api", "status"),
-    "pbt_schedule": ("hpwf.engine.pbt", "schedule"),
+    "pbt_schedule": ("hpwf.engine.pbt", "schedule"), "replay": ("hpwf.pbt_replay", "replay"),
     "Ensemble": ("hpwf.ensembles", "Ensemble"), "Member": ("hpwf.ensembles", "Member"),
     "ConfigError": ("hpwf.errors", "ConfigError"), "RunError": ("hpwf.errors", "RunError"),
     "load_study": ("hpwf.rundir", "load_study"),

@@ -20,7 +20,7 @@ from hpwf._secrets import refuse_password
 from hpwf.backends import Backend, make_backend
 from hpwf.engine.pbt import lineage as pbt_lineage
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
-from hpwf.engine.schedulers import PAUSED_ATTR
+from hpwf.engine.schedulers import state_counts
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
@@ -138,6 +138,10 @@ def resume(
     folder = Path(run_dir)
     check_run_trusted(folder)
     record = RunRecord.load(folder)
+    if record.options.get("replay_of"):
+        source = record.options["replay_of"]
+        raise ConfigError(f"{folder}: a replay of {source['run']} (trial {source['trial']}); replay it again into "
+                          f"a new run dir: hpwf replay {source['run']} --trial {source['trial']} --run-dir NEW_DIR")
     if workflow is None:
         if record.workflow is None:
             raise ConfigError(f"{folder}: started from Python objects; resume it with hpwf.resume(..., workflow=...)")
@@ -241,19 +245,16 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     folder = Path(run_dir)
     study = load_study(folder)
     trials = study.get_trials(deepcopy=False)
-    count = {s: sum(t.state == s for t in trials) for s in TrialState}
-    paused = sum(t.state == TrialState.RUNNING and t.user_attrs.get(PAUSED_ATTR) not in (None, False) for t in trials)
+    count = state_counts(trials, folder)
     result: dict[str, Any] = {
-        "study": study.study_name, "run_dir": str(folder),
-        "complete": count[TrialState.COMPLETE], "pruned": count[TrialState.PRUNED],
-        "fail": count[TrialState.FAIL], "running": count[TrialState.RUNNING] - paused, "paused": paused,
-        "waiting": count[TrialState.WAITING], "n_trials": RunRecord.load(folder).options.get("n_trials"),
+        "study": study.study_name, "run_dir": str(folder), **count,
+        "n_trials": RunRecord.load(folder).options.get("n_trials"),
         "best_value": None, "best_trial": None, "best_params": None,
     }
-    if len(study.directions) == 1 and count[TrialState.COMPLETE]:
+    if len(study.directions) == 1 and count["complete"]:
         best = study.best_trial
         result.update(best_value=best.value, best_trial=best.number, best_params=best.params)
-    elif count[TrialState.COMPLETE]:
+    elif count["complete"]:
         front = sorted(study.best_trials, key=lambda t: t.number)
         result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
         result["pareto_front"] = {"size": len(front), "trials": [t.number for t in front]}
@@ -275,10 +276,12 @@ def status(run_dir: str | Path) -> dict[str, Any]:
 
 # --- phases ------------------------------------------------------------------------------------
 def _record(name: str, search: Search, wf: Workflow, backend: Backend, workers: int | None) -> RunRecord:
+    replay_of = getattr(search, "replay_of", None)  # `hpwf.pbt_replay.ReplaySearch`: a resume refuses it
     return RunRecord(
         study_name=name, storage=search.storage, workflow=str(wf.path) if wf.path else None, backend=backend.name,
         options={"n_trials": search.n_trials, "timeout": search.timeout, "seed": search.seed,
-                 "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6)},
+                 "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6),
+                 **({"replay_of": replay_of} if replay_of else {})},
     )
 
 

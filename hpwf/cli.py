@@ -1,4 +1,4 @@
-"""The command line: ``hpwf run | resume | status | report``. Bad input exits 2 with one line."""
+"""The command line: ``hpwf run | resume | replay | status | report``. Bad input exits 2 with one line."""
 
 from __future__ import annotations
 
@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("replay", help="train one member from scratch along the schedule PBT found for its best "
+                       "final segment (or --trial N's), in a new run dir")
+    p.add_argument("source", type=Path, metavar="run_dir", help="the PBT run")
+    p.add_argument("--trial", type=int, help="the PBT segment whose schedule to replay (default: the best final one)")
+    p.add_argument("--run-dir", type=Path, required=True, help="the replay's own run dir")
+    p.add_argument("--backend", help="as for run (default: local)")
+    p.add_argument("--scheduler", help="the Dask scheduler address for --backend dask")
+    p.add_argument("--interface", help="as for run")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--quiet", action="store_true")
+
     from hpwf.ensemble_array import add_member_parser
     from hpwf.slurm import add_submit_parser
 
@@ -101,7 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpwf`` command."""
     try:
         args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, so that a reader gone early is seen below, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         say(f"hpwf: error: {exc}")
         return 2
@@ -110,8 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _reader_gone() -> int:
+    """stdout's reader left (``hpwf status RUN | head -1``): end quietly, as Unix tools do (128 + SIGPIPE)."""
+    import os
+    import signal
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("run", "resume", "ensemble"):
+    if args.command in ("run", "resume", "ensemble", "replay"):
         return _run_or_resume(args)
     from hpwf import api
 
@@ -158,6 +185,9 @@ def _run_or_resume(args: argparse.Namespace) -> int:
     if args.command == "run":
         refuse_password(args.storage, "--storage")
         shared = args.shared_group
+    elif args.command == "replay":
+        check_run_trusted(args.source)
+        shared = False
     else:
         folder = args.run_dir if args.command == "resume" else args.source
         check_run_trusted(folder)
@@ -185,6 +215,10 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
                 n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
                 seed=args.seed, progress=not args.quiet, shared_group=args.shared_group, ensemble=not args.no_ensemble,
             )
+        elif args.command == "replay":
+            from hpwf.pbt_replay import replay
+
+            result = replay(args.source, args.run_dir, trial=args.trial, backend=backend, progress=not args.quiet)
         elif args.command == "ensemble":
             result = api.ensemble(
                 args.workflow, args.source, top_k=_positive("--top-k", args.top_k),

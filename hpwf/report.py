@@ -12,13 +12,13 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpwf.engine.schedulers import state_counts
 from hpwf.trialdir import trial_folder
 from hpwf.rundir import load_study, read_summary
 
 # Later sections (e.g. UQ) append here: each gets (study, run_dir) and returns an HTML chunk or None.
 EXTRA_SECTIONS: list[Callable[[optuna.Study, Path], str | None]] = []
 
-_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;
 vertical-align:top}th{background:#f3f3f3}.note{color:#666;font-style:italic}.FAIL{color:#b00}
@@ -46,7 +46,7 @@ def trials_table(study: optuna.Study) -> Any:
 
 def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
     """The report's HTML chunks in order: header, figures, trial table, then ``EXTRA_SECTIONS``."""
-    chunks = [_header(study, read_summary(run_dir)), *_figures(study), *_logged_metrics(study, run_dir),
+    chunks = [_header(study, run_dir, read_summary(run_dir)), *_figures(study), *_logged_metrics(study, run_dir),
               _trial_table(study, run_dir)]
     for section in EXTRA_SECTIONS:
         try:
@@ -70,10 +70,10 @@ def _page(title: str, chunks: list[str]) -> str:
             f"<style>{_CSS}</style>{script}</head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
 
 
-def _header(study: optuna.Study, summary: dict[str, Any]) -> str:
+def _header(study: optuna.Study, run_dir: Path, summary: dict[str, Any]) -> str:
     """The run at a glance: study, directions, counts by state, best, elapsed time, utilisation."""
     trials = study.get_trials(deepcopy=False)
-    counts = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in _STATES)
+    counts = ", ".join(f"{n} {name}" for name, n in state_counts(trials, run_dir).items())
     rows = [("study", study.study_name), ("directions", ", ".join(d.name.lower() for d in study.directions)),
             ("trials", f"{len(trials)} ({counts})")]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -6,17 +6,16 @@ import html
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from hpwf.engine.pbt import lineage
-from hpwf.engine.schedulers import PAUSED_ATTR
+from hpwf.engine.schedulers import PAUSED_ATTR, is_paused
 from hpwf.report import EXTRA_SECTIONS, figure_html
 
 
 def scheduler_section(study: optuna.Study, run_dir: Path) -> str | None:
     """HTML for a run whose search paused trials or ran PBT; None for any other run."""
     trials = study.get_trials(deepcopy=False)
-    paused = [t.number for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get(PAUSED_ATTR)]
+    paused = [t.number for t in trials if is_paused(t, run_dir)]
     resumed = [t.number for t in trials if "hpwf:restore" in t.user_attrs and "pbt:member" not in t.user_attrs]
     info = lineage(study)
     if not paused and not resumed and info is None:

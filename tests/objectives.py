@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -168,3 +169,19 @@ def hangs_n_times(trial: hpwf.Trial, marker: str, n: int) -> float:
     if len(Path(marker).read_text().split()) <= n:
         time.sleep(3600)
     return x
+
+
+def pbt_walk(trial: hpwf.Trial, steps: int = 6) -> float:
+    """Deterministic 'training' for PBT and its replay: ``w`` moves towards 3 by ``lr`` of the way per
+    step, from a start set by ``trial.seed``; the loss is ``(w - 3)**2 + lr / 10``. Pauses when told."""
+    lr = trial.suggest_float("lr", 0.01, 1.0, log=True)
+    restored = trial.restore()
+    w, start = ((trial.seed % 997) / 997.0, 0) if restored is None else (restored.state["w"], restored.step)
+    value = math.nan
+    for step in range(start, steps):
+        w += lr * (3.0 - w)
+        value = (w - 3.0) ** 2 + lr / 10
+        trial.report(value, step)
+        if trial.should_pause():
+            trial.pause({"w": w})
+    return value

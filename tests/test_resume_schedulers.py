@@ -4,7 +4,9 @@ paused. The workflow is tests/workflows/resume_check.py (a tiny linear model, a 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +98,26 @@ def test_schedulers_on_a_dask_cluster(scheduler: str, ranks: int, dask_cluster: 
         assert any(e["event"] == "restore" for rows in events(run_dir).values() for e in rows)
 
 
+def check_paused_counted_apart(run_dir: Path, env: dict[str, str]) -> None:
+    """``hpwf report`` and ``hpwf status`` (text and --json) count paused trials as paused, not running."""
+    trials = hpwf.load_study(run_dir).trials
+    paused = sum(t.state == TrialState.RUNNING and t.user_attrs.get("hpwf:paused") not in (None, False) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials) - paused
+    report = hpwf_cli("report", str(run_dir), env=env)
+    assert report.returncode == 0, report.stderr[-2000:]
+    header = re.search(r"<th>trials</th><td>(\d+) \(([^)]*)\)</td>", (run_dir / "report.html").read_text())
+    assert header, "no trials row in the report's header"
+    counts = {name: int(n) for n, name in (part.split(" ") for part in header.group(2).split(", "))}
+    assert (counts["paused"], counts["running"]) == (paused, running), counts
+    assert sum(counts.values()) == int(header.group(1)) == len(trials)
+    status = hpwf_cli("status", "--json", str(run_dir), env=env)
+    assert status.returncode == 0, status.stderr[-2000:]
+    info = json.loads(status.stdout)
+    assert (info["paused"], info["running"]) == (paused, running)
+    text = hpwf_cli("status", str(run_dir), env=env).stdout
+    assert f"{running} running, {paused} paused" in text
+
+
 def test_a_killed_coordinator_leaves_paused_trials_that_resume_from_their_checkpoints(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = env_for("asha-resume", 1, RC_TRIALS="6", RC_SLEEP="0.4")
@@ -116,6 +138,7 @@ def test_a_killed_coordinator_leaves_paused_trials_that_resume_from_their_checkp
     before = {t.number for t in hpwf.load_study(run_dir).trials
               if t.state == TrialState.RUNNING and t.user_attrs.get("hpwf:paused")}
     assert len(before) >= 2
+    check_paused_counted_apart(run_dir, env)
     done = hpwf_cli("resume", str(run_dir), "--quiet", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     study = hpwf.load_study(run_dir)

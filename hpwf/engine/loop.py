@@ -29,7 +29,7 @@ from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.receive import lose, receive
-from hpwf.engine.schedulers import Scheduler
+from hpwf.engine.schedulers import SEED_ATTR, Scheduler
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
@@ -236,8 +236,9 @@ class Coordinator:
             values, record.proposed = self.ahead.propose(trial)
             params.update(values)
             dists.update(record.proposed)
+        seed = self._trial_seed(int(trial.user_attrs.get(SEED_ATTR, trial.number)))  # a replay keeps its seed
         task = Assign(record.ticket, trial.number, params, {k: from_optuna(d) for k, d in dists.items()},
-                      self._trial_seed(trial.number), group=tuple(a.rank for a in chosen) if mpi else (),
+                      seed, group=tuple(a.rank for a in chosen) if mpi else (),
                       ranks=record.size, attrs=_carried(trial.user_attrs))
         record.agents = chosen
         record.working = set(chosen) if mpi or record.size == 1 else {chosen[0]}

@@ -100,7 +100,7 @@ class Outcomes:
         their own ``n_trials``. With ``keep_paused`` (a scheduler that resumes trials), this run's
         paused trials are returned, untouched, for the coordinator to adopt.
         """
-        from hpwf.engine.pausing import is_paused
+        from hpwf.engine.schedulers import is_paused
 
         paused = []
         for frozen in self.study.get_trials(deepcopy=False):

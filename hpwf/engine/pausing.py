@@ -15,13 +15,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState as OptunaState
+from optuna.trial import FrozenTrial
 
 from hpwf._channel import send_quietly
 from hpwf._protocol import Done, Stop
 from hpwf.engine.ledger import TrialRecord, TrialState
 from hpwf.engine.schedulers import PAUSED_ATTR, RESTORE_ATTR
-from hpwf.trialdir import read_result, trial_folder
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -90,18 +89,6 @@ def drain(c: Coordinator) -> None:
     for record in prune:
         record.result = Done(record.ticket, "pruned")
         ledger.move(record, S.DONE)
-
-
-def is_paused(frozen: FrozenTrial, run_dir: object) -> bool:
-    """A RUNNING trial in the study that paused (marked, or its durable result says so)."""
-    if frozen.state != OptunaState.RUNNING:
-        return False
-    if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
-        return True
-    from pathlib import Path
-
-    result = read_result(trial_folder(Path(str(run_dir)), frozen.number))
-    return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
 
 
 def adopt(c: Coordinator, frozen_trials: list[FrozenTrial]) -> None:

@@ -93,10 +93,13 @@ class PopulationBasedTraining:
 
     # --- segments ---------------------------------------------------------------------------
     def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
-        generation = int(record.trial.user_attrs.get(GENERATION, 0))
+        end = self.end_step(int(record.trial.user_attrs.get(GENERATION, 0)))
         self._last[record.ticket] = (step, value)
-        last_generation = generation >= self.generations - 1
-        return PAUSE if not last_generation and step + 1 >= (generation + 1) * self.interval else False
+        return PAUSE if end is not None and step + 1 >= end else False
+
+    def end_step(self, generation: int) -> int | None:
+        """The step a segment of ``generation`` pauses before (None: the last runs to its end)."""
+        return None if generation >= self.generations - 1 else (generation + 1) * self.interval
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
         """The segment ended: tell it COMPLETE with its last value, queue the member's next one."""
@@ -129,20 +132,25 @@ class PopulationBasedTraining:
             self.queue_next(member, generation)
 
     def queue_next(self, member: int, generation: int) -> None:
-        """Enqueue the member's next segment: exploit and explore, or go on as it is."""
-        own = self.scores[generation][member]
-        source, exploited = self._exploit(member, generation), False
-        params = dict(own.params)
-        if source is not None:
-            parent = self.scores[generation][source]
-            params, exploited = self._explore(parent.params, parent.distributions), True
-        else:
-            parent = own
+        """Enqueue the member's next segment (`next_segment`), recording its parent."""
+        chosen = self.next_segment(member, generation)
+        if chosen is None:
+            return
+        parent, params, exploited = chosen
         self.study.enqueue_trial(params, user_attrs={
-            MEMBER: member, GENERATION: own.generation + 1, PARENT: parent.number, EXPLOITED: exploited,
+            MEMBER: member, GENERATION: generation + 1, PARENT: parent.number, EXPLOITED: exploited,
             RESTORE_ATTR: {"from": parent.number, "step": parent.step},
         }, skip_if_exists=False)
         self.pending += 1
+
+    def next_segment(self, member: int, generation: int) -> tuple[_Latest, dict[str, Any], bool] | None:
+        """(parent segment, params, exploited): exploit and explore, or go on as it is."""
+        own = self.scores[generation][member]
+        source = self._exploit(member, generation)
+        if source is None:
+            return own, dict(own.params), False
+        parent = self.scores[generation][source]
+        return parent, self._explore(parent.params, parent.distributions), True
 
     def _exploit(self, member: int, generation: int) -> int | None:
         """A top-quantile member to copy, when ``member`` is in the bottom quantile; else None."""

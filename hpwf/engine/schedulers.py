@@ -18,9 +18,12 @@ trial(s) (at least one), and the others are pruned at their last rung.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+
+from hpwf.trialdir import read_result, trial_folder
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
@@ -30,6 +33,27 @@ PAUSE = "pause"  # the Reply to a Report that tells the trial to pause
 PAUSED_ATTR = "hpwf:paused"  # user attr: the step a paused trial continues from (False once resumed)
 RESTORE_ATTR = "hpwf:restore"  # user attr: {"from": trial number holding the checkpoint, "step": next step}
 BRACKET_ATTR = "hpwf:bracket"
+SEED_ATTR = "hpwf:seed_of"  # user attr: the trial number whose ``trial.seed`` it gets (a replayed PBT segment's)
+
+
+def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
+    """A RUNNING trial in the study that paused (marked, or its durable result says so)."""
+    if frozen.state != TrialState.RUNNING:
+        return False
+    if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
+        return True
+    result = read_result(trial_folder(Path(run_dir), frozen.number))
+    return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
+
+
+def state_counts(trials: Iterable[FrozenTrial], run_dir: str | Path) -> dict[str, int]:
+    """Trials by state as ``hpwf status`` and the report show them: paused ones apart from running ones."""
+    counts = dict.fromkeys(("complete", "pruned", "fail", "running", "paused", "waiting"), 0)
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
+             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+    for frozen in trials:
+        counts["paused" if is_paused(frozen, run_dir) else names[frozen.state]] += 1
+    return counts
 
 
 class Scheduler(Protocol):
