@@ -42,6 +42,15 @@ class Suggest:
 
 
 @dataclass(frozen=True)
+class Used:
+    """Proposals the objective just used (one way, no reply): recorded at once, so the sampler
+    sees a running trial's parameters as it would after a round trip (constant liar, GP)."""
+
+    ticket: int
+    used: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Report:
     """An intermediate value; the reply's value is the prune decision."""
 

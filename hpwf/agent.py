@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpwf._channel import Address, connect
-from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop
+from hpwf._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used
 from hpwf.trial import Group, Trial, TrialPaused, is_pruned
 from hpwf.trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
 
@@ -124,8 +124,10 @@ class Agent:
             comm.Free()
 
     def request(self, message: Any) -> Any:
-        """Send a message and wait for its `Reply`."""
+        """Send a message and wait for its `Reply` (a `Used` gets none)."""
         self.send(message)
+        if isinstance(message, Used):
+            return None
         value = self._replies.get().value
         if isinstance(value, BaseException):
             raise value

@@ -161,6 +161,10 @@ class Trial:
         if self._prefetched_dists.get(name) == distribution:
             value = self._prefetched[name]
             self._unsent[name] = value
+            if self.group.rank == 0:  # one way: recorded while the trial runs, as a round trip would
+                from hpwf._protocol import Used
+
+                self._request(Used(self._ticket, self.take_used()))
         else:
             from hpwf._protocol import Suggest
 

@@ -1,4 +1,4 @@
-"""The embedded default: a `distributed.LocalCluster` whose worker processes each run one agent.
+"""The embedded default: a `distributed.LocalCluster` whose worker threads each keep one agent running.
 
 The cluster speaks TLS with a certificate made for this run and kept in memory: a process of
 another user (or any process without the certificate) that connects to the scheduler, a nanny
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 
 class LocalBackend(Backend):
-    """One single-threaded Dask worker process per slot, its agent in a child process that the
-    task starts again after an abort; a killed worker is restarted by its nanny and Dask starts
-    its agent again. Without a dashboard, Dask's (emptied) HTTP server sits on a free loopback
+    """Dask worker processes, at most one per core, with a thread per slot; each slot's agent
+    runs in a light child process (no Optuna, no Dask) that the task starts again after an
+    abort. So 16 slots on 2 cores start 2 Dask processes, not 16. A killed worker is restarted
+    by its nanny and Dask starts its agents again. Without a dashboard, Dask's (emptied) HTTP server sits on a free loopback
     port, so another user's cluster on port 8787 brings no warning.
 
     Example:
@@ -56,9 +57,10 @@ class LocalBackend(Backend):
         from distributed import Client, LocalCluster
         from distributed.security import Security
 
+        processes = min(self.workers, os.cpu_count() or 1)
         with dask.config.set(NO_HTTP_PAGES):  # the nannies hand this config on to their workers
             self._cluster = LocalCluster(
-                n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                n_workers=processes, threads_per_worker=-(-self.workers // processes), processes=True, host="127.0.0.1",
                 security=Security.temporary(), dashboard_address=None,
                 scheduler_kwargs={"dashboard_address": LOOPBACK_HTTP}, silence_logs=logging.ERROR,
             )

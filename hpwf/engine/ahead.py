@@ -5,10 +5,14 @@ that each finished trial so far used (Optuna's intersection search space), with 
 sampler logic Optuna's ``suggest_*`` would run (relative samplers' ``sample_relative`` values,
 else ``sample_independent``), but records nothing. The proposals travel with the trial; a
 ``suggest_*`` on the agent whose name and distribution match one is answered there, and the
-agent reports the names it used with its next message. Only then is a proposal recorded in the
-study, with exactly the proposed value (it is held as one of the Optuna trial's fixed
+agent reports it at once in a one-way `Used` message (no wait). Only then is a proposal recorded
+in the study, with exactly the proposed value (it is held as one of the Optuna trial's fixed
 parameters). A proposal the objective never asks for is never recorded, and a new name or
 another distribution still makes the round trip: conditional spaces stay exact.
+
+So that a sampler finds what it finds with round trips (`bench ahead_quality`): a sampler that
+learns proposes only after the results in hand are told, and a running trial's used values are
+in the study while it runs (TPE's constant liar and GP read them).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class SampleAhead:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
+        history_free = (optuna.samplers.RandomSampler, optuna.samplers.QMCSampler, optuna.samplers.GridSampler)
+        self.learns = not isinstance(study.sampler, history_free)  # it proposes from the results told
         self._space: dict[str, BaseDistribution] | None = None  # None: no finished trial yet
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         for frozen in done:

@@ -233,6 +233,8 @@ class Coordinator:
         trial = record.trial
         params, dists = dict(trial.params), dict(trial.distributions)
         if self.ahead is not None:
+            if self.ahead.learns and ledger.count(S.DONE):
+                self._tell()  # a sampler that learns proposes from every result in hand, as a round trip would
             values, record.proposed = self.ahead.propose(trial)
             params.update(values)
             dists.update(record.proposed)

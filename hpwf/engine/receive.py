@@ -13,7 +13,7 @@ from optuna.distributions import BaseDistribution
 
 from hpwf._channel import send_quietly
 from hpwf._dists import to_optuna
-from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, UserAttr
+from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
@@ -42,6 +42,8 @@ def receive(c: Coordinator, conn: Any) -> None:
         _done(c, conn, agent, message)
     elif isinstance(message, (Suggest, Report, UserAttr)):
         send_quietly(conn, Reply(message.ticket, _answer(c, message)))
+    elif isinstance(message, Used):
+        _answer(c, message)  # one way: no reply
 
 
 def _hello(c: Coordinator, conn: Any, agent: AgentRecord | None, hello: Hello) -> None:
@@ -72,7 +74,7 @@ def _started_running(c: Coordinator, ticket: int | None) -> TrialRecord | None:
     return record
 
 
-def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
+def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
     record = _started_running(c, message.ticket)
     if record is None or record.state != S.RUNNING:
         return RuntimeError("this trial is no longer running (it was stopped, failed or timed out)")
@@ -80,6 +82,8 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr) -> Any:
     try:
         if message.used:
             SampleAhead.record(trial, message.used, record.proposed)
+        if isinstance(message, Used):
+            return None
         if isinstance(message, Suggest):
             return _suggest(trial, message.name, to_optuna(message.distribution))
         if isinstance(message, Report):
