@@ -23,8 +23,8 @@ import nt3_cnn  # noqa: E402
 nt3_cnn.EPOCHS = int(os.environ.get("NT3_EPOCHS", "4"))
 search = hpwf.Search(
     direction="maximize", n_trials=int(os.environ.get("NT3_TRIALS", "4")), sampler="random", seed=0,
-    scheduler="asha-resume", scheduler_options={"min_resource": 1, "reduction_factor": 2, "max_resource": nt3_cnn.EPOCHS},
-    ranks_per_trial=2,
+    scheduler="asha-resume", ranks_per_trial=2,
+    scheduler_options={"min_resource": 1, "reduction_factor": 2, "max_resource": nt3_cnn.EPOCHS},
 )
 _models = {}  # trial number -> the model this rank trains
 
