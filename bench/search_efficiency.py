@@ -93,12 +93,14 @@ def searches(base_search: Any, setup: Setup, quick: bool) -> dict[str, Any]:
     }
 
 
-def epoch_rows(run_dir: Path, ranks: int) -> list[tuple[float, int]]:
-    """(clock time, rank-epochs) of every epoch row of every trial's ``metrics.csv``, in clock order."""
+def epoch_rows(run_dir: Path, ranks: dict[int, int], default: int) -> list[tuple[float, int]]:
+    """(clock time, rank-epochs) of every epoch row of every trial's ``metrics.csv``, in clock order:
+    each row counts its trial's ranks (``ranks`` by trial number, else ``default``)."""
     rows = []
     for path in (run_dir / "trials").glob("*/metrics.csv"):
+        n = ranks.get(int(path.parent.name), default)
         with path.open() as f:
-            rows += [(float(row["time"]), ranks) for row in csv.DictReader(f)]
+            rows += [(float(row["time"]), n) for row in csv.DictReader(f)]
     return sorted(rows)
 
 
@@ -106,8 +108,9 @@ def _load(run_dir: Path, ranks: int) -> dict[str, Any]:
     import hpwf
 
     study = hpwf.load_study(run_dir)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
-    rows = epoch_rows(run_dir, ranks)
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if t.state.name in ("COMPLETE", "PRUNED")]
+    rows = epoch_rows(run_dir, {t.number: int(t.params.get("ranks_per_trial", ranks)) for t in everything}, ranks)
     return {
         "trials": trials, "best": study.best_value, "rows": rows, "epochs_total": sum(n for _, n in rows),
         "epoch_rows": len(rows), "pruned": sum(t.state.name == "PRUNED" for t in trials),

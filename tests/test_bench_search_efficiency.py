@@ -25,12 +25,13 @@ def _trial(value: float, done: float, state: str = "COMPLETE") -> SimpleNamespac
 def test_every_epoch_row_counts_the_trials_ranks_in_clock_order(tmp_path: Path) -> None:
     _metrics(tmp_path, 0, [10.0, 12.0, 14.0])
     _metrics(tmp_path, 1, [11.0, 13.0])
-    rows = epoch_rows(tmp_path, NT3.ranks)
+    rows = epoch_rows(tmp_path, {}, NT3.ranks)
     assert rows == [(10.0, 2), (11.0, 2), (12.0, 2), (13.0, 2), (14.0, 2)]
     run = {"rows": rows, "epochs_total": 10, "trials": [_trial(0.8, 13.5), _trial(0.9, 14.5, "PRUNED")]}
     assert _epochs_to(run, 0.8) == (8, True)  # 4 epoch rows before trial 0 completed, 2 ranks each
     assert _epochs_to(run, 0.85) == (10, False)  # only a pruned trial got there: the whole run
-    assert sum(n for _, n in epoch_rows(tmp_path, MNIST1D.ranks)) == 5
+    assert sum(n for _, n in epoch_rows(tmp_path, {}, MNIST1D.ranks)) == 5
+    assert sum(n for _, n in epoch_rows(tmp_path, {1: 4}, 2)) == 3 * 2 + 2 * 4  # a searched ranks_per_trial
 
 
 def test_the_nt3_searches_run_under_mpirun_in_groups_of_two(tmp_path: Path) -> None:
