@@ -38,10 +38,12 @@ def test_nt3_resumes_a_two_rank_trial_from_its_checkpoint_under_mpirun(tmp_path:
         # every rank of the group holds the same weights at each pause, restore and end
         assert [(e["event"], e["step"], e["sha"]) for e in other[number]] == \
                [(e["event"], e["step"], e["sha"]) for e in rows], number
-        for before, after in zip(rows, rows[1:]):
+        for before, after, then in zip(rows, rows[1:], rows[2:] + [None]):
             if after["event"] == "restore":  # it continues from exactly its own last pause
                 restores += 1
                 assert before["event"] == "pause" and (before["step"], before["sha"]) == (after["step"], after["sha"])
+                # and trains on: both ranks still agree after the restored Adam state and RNG were used
+                assert then is not None and then["event"] in ("pause", "end") and then["step"] > after["step"]
         with (run_dir / "trials" / f"{number:05d}" / "metrics.csv").open() as f:
             steps = [int(row["step"]) for row in csv.DictReader(f)]
         assert steps == list(range(len(steps))), (number, steps)  # no epoch trained twice or skipped
