@@ -1,28 +1,28 @@
-"""(4) Search efficiency on workflows/mnist1d_mlp.py: epochs spent until the best validation accuracy
-of plain random search is reached, for four searches side by side, averaged over seeds.
+"""(4) Search efficiency: epochs spent until the best validation accuracy of plain random search is
+reached, for four searches, averaged over seeds. Two setups share this module:
 
-For each seed, the shipped workflow runs four times through ``hpwf.run(..., workers=2)`` with its
-``hpwf.Search`` copied by ``dataclasses.replace``:
+- ``search_efficiency``: workflows/mnist1d_mlp.py, ``hpwf run --workers 2`` (one rank per trial),
+  24 epochs, 20 trials, PBT population 8 x interval 4; the four searches of a seed run side by side.
+- ``search_efficiency_nt3`` (bench/search_efficiency_nt3.py): workflows/nt3_cnn.py under
+  ``mpirun -np 5 ... --backend mpi`` (2 groups of ``ranks_per_trial=2`` Horovod ranks), counted in
+  rank-epochs; sizes in that module.
+
+For each seed and search, a generated file imports the workflow and sets its ``hpwf.Search``
+(``dataclasses.replace``), then runs through ``python -m hpwf run``:
 
 - random: ``sampler="random", pruner="none"``, ``n_trials`` trials;
-- TPE+ASHA (stop only): ``sampler="tpe", pruner="asha"`` (``min_resource=2, reduction_factor=3``);
-- TPE+SH with resumption: ``sampler="tpe", scheduler="asha-resume"`` (same rungs, ``max_resource=24``):
-  a trial not promotable at a rung pauses and resumes from its checkpoint once promoted;
-- PBT: ``sampler="random", scheduler="pbt", population=8, interval=4`` (6 generations of 4 epochs:
-  ``n_trials`` = 48 segments = 8 x 24 epochs), exploring lr, weight decay and dropout.
+- TPE+ASHA (stop only): ``sampler="tpe", pruner="asha"`` with the setup's rungs;
+- TPE+SH with resumption: ``sampler="tpe", scheduler="asha-resume"`` (same rungs, ``max_resource``
+  = the workflow's epochs): a trial not promotable at a rung pauses, resumes from its checkpoint;
+- PBT: ``sampler="random", scheduler="pbt"`` with the setup's population and interval
+  (``n_trials`` = population x epochs / interval segments), exploring the float params.
 
-The objective is the workflow's (24 epochs; the validation accuracy reported after each; it pauses
-and restores when a scheduler asks).
-
-- Every epoch trained is one row of a trial folder's ``metrics.csv`` (with its clock time); a
-  resumed trial or a PBT segment never repeats an epoch, so epochs are counted once.
-- target = the best accuracy of the random search (a completed trial's value; for PBT a segment's
-  value is its model's accuracy at the segment's end, a checkpoint that exists).
-- The four searches of a seed run at the same time, each ``hpwf.run`` in its own process (so a
-  loaded machine gives them the same share); the epochs they count do not depend on it.
-- epochs to target = the epochs trained by the whole run (all trials, all ranks' work counted per
-  epoch) up to the moment the first trial reaching the target completed, in clock order. A search
-  that never reaches it is counted with its whole run's epochs and marked.
+- Every epoch trained is one row of a trial folder's ``metrics.csv`` (with its clock time), worth
+  the trial's ranks (rank-epochs); a resumed trial or a PBT segment never repeats an epoch.
+- target = the best accuracy of the random search (for PBT a segment's value is its model's).
+- epochs to target = the (rank-)epochs trained by the whole run up to the moment the first trial
+  reaching the target completed, in clock order. A search that never reaches it is counted with
+  its whole run's epochs and marked. The counts do not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -30,49 +30,91 @@ from __future__ import annotations
 import csv
 import dataclasses
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import ROOT, env, quiet_optuna, rnd, scratch
+from bench._common import MPIRUN, PY, ROOT, env, quiet_optuna, rnd, scratch, show, summary
 
-WORKFLOW = ROOT / "workflows" / "mnist1d_mlp.py"
-WORKERS = 2
 METHODS = ("random", "tpe_asha", "tpe_sha_resume", "pbt")
-PBT_POPULATION, PBT_INTERVAL, EPOCHS = 8, 4, 24
 
 
-def _epoch_times(run_dir: Path) -> list[float]:
-    times = []
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One benchmark's workflow, launch and sizes (``quick`` values for a smoke test)."""
+
+    name: str
+    workflow: Path
+    epochs: int  # the workflow's EPOCHS (checked)
+    ranks: int  # ranks per trial: an epoch row counts this many rank-epochs
+    launch: tuple[str, ...]  # before ``python -m hpwf run FILE``
+    backend: tuple[str, ...]  # after it
+    side_by_side: bool  # the four searches of a seed at once, or one after another
+    seeds: tuple[tuple[int, ...], tuple[int, ...]]  # (full, quick)
+    n_trials: tuple[int, int]
+    population: tuple[int, int]
+    interval: tuple[int, int]
+    rungs: tuple[int, int]  # min_resource, reduction_factor
+
+
+MNIST1D = Setup("search_efficiency", ROOT / "workflows" / "mnist1d_mlp.py", 24, 1, (), ("--workers", "2"),
+                True, ((0, 1, 2), (0,)), (20, 6), (8, 4), (4, 4), (2, 3))
+NT3 = Setup("search_efficiency_nt3", ROOT / "workflows" / "nt3_cnn.py", 8, 2, (MPIRUN, "-np", "5"),
+            ("--backend", "mpi"), False, ((0, 1), (0,)), (12, 4), (4, 2), (2, 4), (2, 2))
+SETUPS = {MNIST1D.name: MNIST1D, NT3.name: NT3}
+
+FILE = '''"""One search of bench/search_efficiency.py: {workflow}, {method}, seed {seed}."""
+import dataclasses
+import sys
+
+sys.path.insert(0, {folder!r})
+import {module} as _workflow  # noqa: E402
+
+from bench.search_efficiency import SETUPS, searches  # noqa: E402
+
+search = dataclasses.replace(searches(_workflow.search, SETUPS[{setup!r}], {quick})[{method!r}], seed={seed})
+objective = _workflow.objective
+'''
+
+
+def searches(base_search: Any, setup: Setup, quick: bool) -> dict[str, Any]:
+    """The four searches, copies of the workflow's ``base_search``."""
+    q = int(quick)
+    base = dataclasses.replace(base_search, pruner="none", pruner_options={}, n_trials=setup.n_trials[q])
+    rungs = {"min_resource": setup.rungs[0], "reduction_factor": setup.rungs[1]}
+    population, interval = setup.population[q], setup.interval[q]
+    return {
+        "random": dataclasses.replace(base, sampler="random"),
+        "tpe_asha": dataclasses.replace(base, sampler="tpe", pruner="asha", pruner_options=rungs),
+        "tpe_sha_resume": dataclasses.replace(base, sampler="tpe", scheduler="asha-resume",
+                                              scheduler_options={**rungs, "max_resource": setup.epochs}),
+        "pbt": dataclasses.replace(base, sampler="random", scheduler="pbt", population=population,
+                                   interval=interval, n_trials=population * (setup.epochs // interval),
+                                   scheduler_options={"quantile": 0.25}),
+    }
+
+
+def epoch_rows(run_dir: Path, ranks: dict[int, int], default: int) -> list[tuple[float, int]]:
+    """(clock time, rank-epochs) of every epoch row of every trial's ``metrics.csv``, in clock order:
+    each row counts its trial's ranks (``ranks`` by trial number, else ``default``)."""
+    rows = []
     for path in (run_dir / "trials").glob("*/metrics.csv"):
+        n = ranks.get(int(path.parent.name), default)
         with path.open() as f:
-            times += [float(row["time"]) for row in csv.DictReader(f)]
-    return sorted(times)
+            rows += [(float(row["time"]), n) for row in csv.DictReader(f)]
+    return sorted(rows)
 
 
-def _one(wf_path: Path, method: str, seed: int, n_trials: int, quick: bool, run_dir: Path) -> None:
-    """Run one search (in its own process: ``python -m bench.search_efficiency METHOD SEED ...``)."""
-    import hpwf
-
-    quiet_optuna()
-    wf = hpwf.load(wf_path)
-    search = dataclasses.replace(searches(wf, n_trials, quick)[method], seed=seed)
-    start = time.perf_counter()
-    hpwf.run(dataclasses.replace(wf, search=search), workers=WORKERS, run_dir=run_dir, progress=False)
-    (run_dir / "bench_wall_s").write_text(f"{time.perf_counter() - start:.1f}")
-
-
-def _load(run_dir: Path) -> dict[str, Any]:
+def _load(run_dir: Path, ranks: int) -> dict[str, Any]:
     import hpwf
 
     study = hpwf.load_study(run_dir)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
-    times = _epoch_times(run_dir)
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if t.state.name in ("COMPLETE", "PRUNED")]
+    rows = epoch_rows(run_dir, {t.number: int(t.params.get("ranks_per_trial", ranks)) for t in everything}, ranks)
     return {
-        "trials": trials, "best": study.best_value, "times": times, "epochs_total": len(times),
-        "pruned": sum(t.state.name == "PRUNED" for t in trials), "n_trials": len(trials),
-        "wall_s": float((run_dir / "bench_wall_s").read_text()),
+        "trials": trials, "best": study.best_value, "rows": rows, "epochs_total": sum(n for _, n in rows),
+        "epoch_rows": len(rows), "pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "n_trials": len(trials), "wall_s": summary(run_dir)["session_wall_s"],
     }
 
 
@@ -82,77 +124,80 @@ def _epochs_to(run: dict[str, Any], target: float) -> tuple[int, bool]:
     if not reached:
         return run["epochs_total"], False
     when = min(reached)
-    return sum(1 for t in run["times"] if t <= when), True
+    return sum(n for t, n in run["rows"] if t <= when), True
 
 
-def searches(wf: Any, n_trials: int, quick: bool) -> dict[str, Any]:
-    base = dataclasses.replace(wf.search, pruner="none", pruner_options={}, n_trials=n_trials)
-    rungs = {"min_resource": 2, "reduction_factor": 3}
-    population = 4 if quick else PBT_POPULATION
-    return {
-        "random": dataclasses.replace(base, sampler="random"),
-        "tpe_asha": dataclasses.replace(base, sampler="tpe", pruner="asha", pruner_options=rungs),
-        "tpe_sha_resume": dataclasses.replace(base, sampler="tpe", scheduler="asha-resume",
-                                              scheduler_options={**rungs, "max_resource": EPOCHS}),
-        "pbt": dataclasses.replace(base, sampler="random", scheduler="pbt", population=population,
-                                   interval=PBT_INTERVAL, n_trials=population * (EPOCHS // PBT_INTERVAL),
-                                   scheduler_options={"quantile": 0.25}),
-    }
+def _command(setup: Setup, method: str, seed: int, quick: bool, folder: Path) -> list[str]:
+    wf = folder / f"search_{method}_{seed}.py"  # never a stdlib name (the file's folder goes first on sys.path)
+    wf.write_text(FILE.format(workflow=setup.workflow.name, method=method, seed=seed, folder=str(setup.workflow.parent),
+                              module=setup.workflow.stem, setup=setup.name, quick=quick))
+    return [*setup.launch, PY, "-m", "hpwf", "run", str(wf), *setup.backend,
+            "--run-dir", str(folder / f"{method}-{seed}"), "--quiet"]
 
 
-def run(quick: bool = False, seeds: list[int] | None = None) -> dict[str, Any]:
-    """The figures; ``seeds`` overrides the seeds (default 0, 1, 2; one with ``quick``)."""
+def _run_seed(setup: Setup, seed: int, quick: bool, folder: Path) -> list[list[str]]:
+    """Run the four searches of ``seed`` (side by side or one after another); their commands."""
+    commands = {m: _command(setup, m, seed, quick, folder) for m in METHODS}
+    waves = [list(METHODS)] if setup.side_by_side else [[m] for m in METHODS]
+    for wave in waves:
+        procs = {m: subprocess.Popen(commands[m], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for m in wave}
+        for m, proc in procs.items():
+            _, err = proc.communicate(timeout=1800)
+            if proc.returncode:
+                raise RuntimeError(f"search {m} (seed {seed}) exited {proc.returncode}: {err[-2000:]}")
+    return list(commands.values())
+
+
+def run(quick: bool = False, seeds: list[int] | None = None, setup: Setup = MNIST1D) -> dict[str, Any]:
+    """The figures; ``seeds`` overrides the setup's seeds."""
     import hpwf
 
     quiet_optuna()
-    default, n_trials = ([0], 6) if quick else ([0, 1, 2], 20)
-    seeds = seeds if seeds is not None else default
-    wf = hpwf.load(WORKFLOW)
-    assert wf.search is not None
-    plans = searches(wf, n_trials, quick)
+    q = int(quick)
+    seeds = seeds if seeds is not None else list(setup.seeds[q])
+    wf = hpwf.load(setup.workflow)
+    epochs = getattr(wf.objective, "__globals__", {}).get("EPOCHS")
+    if wf.search is None or epochs != setup.epochs:
+        raise RuntimeError(f"{setup.workflow}: a search with EPOCHS = {setup.epochs} expected, found {epochs}")
+    plans = searches(wf.search, setup, quick)
+    unit = "epochs" if setup.ranks == 1 else "rank-epochs"
     rows: list[dict[str, Any]] = []
     with scratch("search") as folder:
-        for seed in seeds:  # the four searches of a seed run side by side, each in its own process
-            procs = {name: subprocess.Popen(
-                [sys.executable, "-m", "bench.search_efficiency", name, str(seed), str(n_trials), str(int(quick)),
-                 str(folder / f"{name}-{seed}")], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, text=True) for name in plans}
-            for name, proc in procs.items():
-                _, err = proc.communicate()
-                if proc.returncode:
-                    raise RuntimeError(f"search {name} (seed {seed}) exited {proc.returncode}: {err[-2000:]}")
-            runs = {name: _load(folder / f"{name}-{seed}") for name in plans}
+        for seed in seeds:
+            commands = _run_seed(setup, seed, quick, folder)
+            runs = {name: _load(folder / f"{name}-{seed}", setup.ranks) for name in METHODS}
             target = runs["random"]["best"]
             row: dict[str, Any] = {"seed": seed, "target_accuracy": rnd(target)}
             for name, r in runs.items():
                 epochs, hit = _epochs_to(r, target)
                 row[name] = {"best": rnd(r["best"]), "epochs_to_target": epochs, "reached": hit,
-                             "epochs_total": r["epochs_total"], "pruned": r["pruned"], "trials": r["n_trials"],
-                             "wall_s": r["wall_s"]}
+                             "epochs_total": r["epochs_total"], "epoch_rows": r["epoch_rows"], "pruned": r["pruned"],
+                             "trials": r["n_trials"], "wall_s": r["wall_s"]}
             rows.append(row)
+        shown = show(commands[0], folder)
     mean = {m: sum(r[m]["epochs_to_target"] for r in rows) / len(rows) for m in METHODS}
     total = {m: sum(r[m]["epochs_total"] for r in rows) / len(rows) for m in METHODS}
     ratio = {m: rnd(mean[m] / mean["random"], 3) for m in METHODS}
     reached = {m: sum(r[m]["reached"] for r in rows) for m in METHODS}
+    n_trials, rungs, pbt = setup.n_trials[q], setup.rungs, plans["pbt"]
+    how = " ".join(["mpirun", *setup.launch[1:]][:len(setup.launch)] + ["hpwf run", *setup.backend])
     return {
-        "benchmark": "search_efficiency",
-        "comparison": f"workflows/mnist1d_mlp.py, {len(seeds)} seeds, {WORKERS} workers: epochs trained (clock order) "
-                      "until a completed trial reaches the best accuracy of random search; random and TPE+ASHA "
-                      f"(min_resource=2, reduction_factor=3) with {n_trials} trials, TPE+SH with resumption "
-                      f"(asha-resume, same rungs) with {n_trials} trials, PBT (population {plans['pbt'].population}, "
-                      f"interval {PBT_INTERVAL}, {plans['pbt'].n_trials} segments)",
-        "command": "python -m bench search_efficiency",
+        "benchmark": setup.name,
+        "comparison": f"{setup.workflow.relative_to(ROOT)}, {len(seeds)} seeds, `{how}` ({setup.ranks} rank(s) "
+                      f"per trial): {unit} trained (clock order) "
+                      f"until a completed trial reaches the best accuracy of random search; random and TPE+ASHA "
+                      f"(min_resource={rungs[0]}, reduction_factor={rungs[1]}) with {n_trials} trials, TPE+SH with "
+                      f"resumption (asha-resume, same rungs) with {n_trials} trials, PBT (population "
+                      f"{pbt.population}, interval {pbt.interval}, {pbt.n_trials} segments); "
+                      + ("searches of a seed side by side" if setup.side_by_side else "searches one after another"),
+        "command": f"python -m bench {setup.name}", "search_command": shown, "unit": unit,
         "seeds": seeds, "n_trials": n_trials,
         "mean_epochs_to_target": mean, "mean_epochs_total": total, "ratio_to_random": ratio,
         "seeds_reaching_target": reached,
         "aim": "tpe_sha_resume <= 1/3 of random and < tpe_asha; pbt <= 1/2 of random",
         "rows": rows,
-        "line": "search_efficiency (epochs to random's best, / random): "
-                + ", ".join(f"{m} {ratio[m]:.2f}x ({mean[m]:.0f} epochs, {reached[m]}/{len(rows)} reached)" for m in METHODS)
+        "line": f"{setup.name} ({unit} to random's best, / random): "
+                + ", ".join(f"{m} {ratio[m]:.2f}x ({mean[m]:.0f}, {reached[m]}/{len(rows)} reached)" for m in METHODS)
                 + "; whole runs " + ", ".join(f"{m} {total[m]:.0f}" for m in METHODS),
     }
-
-
-if __name__ == "__main__":
-    _method, _seed, _n, _quick, _dir = sys.argv[1:6]
-    _one(WORKFLOW, _method, int(_seed), int(_n), bool(int(_quick)), Path(_dir))

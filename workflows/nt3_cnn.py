@@ -3,6 +3,9 @@
 The data is synthetic: 1,000-gene log-expression profiles with correlated noise, where a planted
 set of marker genes shifts in tumour samples (the signal a CNN must find). Each trial trains
 data-parallel on ``ranks_per_trial`` ranks with Horovod; pruning stops weak trials early.
+The objective can also pause and resume (``trial.restore``/``should_pause``/``pause``: every rank
+of the group continues from rank 0's saved weights, optimizer state and random state), so the same
+file runs with ``scheduler="asha-resume"`` or ``scheduler="pbt"`` (see bench/search_efficiency_nt3.py).
 
     mpirun -np 5 python -m hpwf run workflows/nt3_cnn.py --backend mpi   # 2 groups of 2 ranks
     hpwf run workflows/nt3_cnn.py --workers 2                            # laptop: 1 group of 2
@@ -72,12 +75,21 @@ def objective(trial: hpwf.Trial) -> float:
     torch.manual_seed(trial.seed)
     device = parallel.device(trial)  # cuda:<local rank> on a GPU node, else the CPU
     model = build_cnn(trial).to(device)
+    restored = trial.restore()  # None unless a scheduler paused this trial (or, in PBT, its parent)
+    if restored is not None:  # the same state on every rank of the group: rank 0's, as it was saved
+        model.load_state_dict(restored.state["model"])
     optimizer = parallel.distributed_optimizer(torch.optim.Adam(model.parameters(), lr=lr), model, trial)
+    accuracy, start = 0.0, 0
+    if restored is not None:  # after wrapping: Horovod's optimizer starts with a fresh state
+        optimizer.load_state_dict(restored.state["optimizer"])
+        for group in optimizer.param_groups:  # PBT may have changed it (explore)
+            group["lr"] = lr
+        torch.set_rng_state(restored.state["rng"])
+        start = restored.step
     (x_train, y_train), (x_val, y_val) = (tuple(t.to(device) for t in part) for part in expression_data())
     mine = parallel.shard(len(x_train), trial)  # this rank's part of the training set
     x_train, y_train = x_train[mine.start:mine.stop], y_train[mine.start:mine.stop]
-    accuracy = 0.0
-    for epoch in range(EPOCHS):
+    for epoch in range(start, EPOCHS):
         model.train()
         for idx in torch.randperm(len(x_train)).split(batch):
             optimizer.zero_grad()
@@ -88,6 +100,9 @@ def objective(trial: hpwf.Trial) -> float:
             local = (model(x_val).argmax(1) == y_val).float().mean().item()
         accuracy = parallel.average(local, trial)  # the same number on every rank of the group
         trial.report(accuracy, epoch)
+        if trial.should_pause():  # every rank calls it; rank 0 writes the state
+            trial.pause({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "rng": torch.get_rng_state()})
         if trial.should_prune():
             raise hpwf.TrialPruned()
     if trial.group.rank == 0:
