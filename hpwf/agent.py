@@ -276,14 +276,50 @@ def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int
     runs, quick = 0, 0
     while True:
         start = time.time()
-        code = subprocess.run([sys.executable, "-m", "hpwf.agent"], env=env, stdin=subprocess.DEVNULL,
-                              preexec_fn=_die_with_parent).returncode
+        with subprocess.Popen([sys.executable, "-m", "hpwf.agent"], env=env, stdin=subprocess.DEVNULL,
+                              preexec_fn=_die_with_parent) as child:
+            with _CHILDREN_LOCK:
+                _CHILDREN.add(child)
+            try:
+                code = child.wait()
+            finally:
+                with _CHILDREN_LOCK:
+                    _CHILDREN.discard(child)
         runs += 1
-        if code == 0:  # told to stop, or the coordinator is gone
+        if code == 0 or _STOPPING.is_set():  # told to stop, the coordinator is gone, or `end_children`
             return runs
         quick = quick + 1 if time.time() - start < QUICK_EXIT_S else 0
         if quick >= 3:
             raise RuntimeError(f"the agent process exited {code} three times within {QUICK_EXIT_S:g} s of starting")
+
+
+_CHILDREN: set[Any] = set()  # the agent processes `serve_in_child` runs in this process
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def allow_children() -> None:
+    """`serve_in_child` may start agents again (a new run in this process)."""
+    _STOPPING.clear()
+
+
+def end_children(grace_s: float = 2.0) -> None:
+    """End the agent processes this process started, for good (the local backend's close).
+
+    An agent still connecting (its run ended before it arrived) would otherwise keep the Dask
+    worker thread that waits for it, and so the cluster's close, for its whole connect timeout.
+    """
+    _STOPPING.set()
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        child.terminate()
+    deadline = time.time() + grace_s
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.wait(max(0.0, deadline - time.time()))
+        if child.poll() is None:
+            child.kill()
 
 
 def _die_with_parent() -> None:

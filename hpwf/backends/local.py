@@ -1,8 +1,10 @@
-"""The embedded default: a `distributed.LocalCluster` whose worker threads each keep one agent running.
+"""The embedded default: a `distributed.LocalCluster` in the coordinator's process, whose
+worker threads each keep one agent process running.
 
-The cluster speaks TLS with a certificate made for this run and kept in memory: a process of
-another user (or any process without the certificate) that connects to the scheduler, a nanny
-or a worker is refused before it can send a task. Dask's HTTP pages are off.
+The cluster talks over ``inproc://`` (memory, no socket), so there is no Dask port for another
+user to probe; Dask's HTTP pages are off and its (empty) HTTP server listens on a free loopback
+port. Agents are separate processes, light (no Optuna, no Dask), and reach the coordinator's hub
+with the key in a file only this user can read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.agent import serve_in_child
+from hpwf.agent import allow_children, end_children, serve_in_child
 from hpwf.backends._base import Backend
 from hpwf.backends._dask_security import (
     LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
@@ -26,11 +28,9 @@ if TYPE_CHECKING:
 
 
 class LocalBackend(Backend):
-    """Dask worker processes, at most one per core, with a thread per slot; each slot's agent
-    runs in a light child process (no Optuna, no Dask) that the task starts again after an
-    abort. So 16 slots on 2 cores start 2 Dask processes, not 16. A killed worker is restarted
-    by its nanny and Dask starts its agents again. Without a dashboard, Dask's (emptied) HTTP server sits on a free loopback
-    port, so another user's cluster on port 8787 brings no warning.
+    """A thread of the in-process Dask worker per slot; each slot's agent runs in a child
+    process that the thread starts again after an abort, and that dies with the coordinator.
+    Start-up is one interpreter per slot importing only hpwf's agent (`bench agent_weight`).
 
     Example:
         >>> backend = LocalBackend(workers=2)
@@ -39,7 +39,7 @@ class LocalBackend(Backend):
     """
 
     name = "local"
-    starts_slowly = True  # the cluster's processes start while the store opens and trials are asked
+    starts_slowly = True  # the agents start while the store opens and trials are asked
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
@@ -55,14 +55,14 @@ class LocalBackend(Backend):
     def start(self, address: Address, authkey: bytes) -> None:
         import dask
         from distributed import Client, LocalCluster
-        from distributed.security import Security
 
-        processes = min(self.workers, os.cpu_count() or 1)
-        with dask.config.set(NO_HTTP_PAGES):  # the nannies hand this config on to their workers
+        allow_children()
+        with dask.config.set(NO_HTTP_PAGES):
             self._cluster = LocalCluster(
-                n_workers=processes, threads_per_worker=-(-self.workers // processes), processes=True, host="127.0.0.1",
-                security=Security.temporary(), dashboard_address=None,
-                scheduler_kwargs={"dashboard_address": LOOPBACK_HTTP}, silence_logs=logging.ERROR,
+                n_workers=1, threads_per_worker=self.workers, processes=False, protocol="inproc://",
+                dashboard_address=None, scheduler_kwargs={"dashboard_address": LOOPBACK_HTTP},
+                worker_dashboard_address=LOOPBACK_HTTP,
+                silence_logs=logging.ERROR,
             )
         self._client = Client(self._cluster)
         self._key_file = write_key_file(authkey, address)
@@ -73,6 +73,7 @@ class LocalBackend(Backend):
         return agents_failure(self._futures)
 
     def close(self, exit_code: int = 0) -> None:
+        end_children()  # the worker threads wait for them: the cluster closes once they are gone
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:
