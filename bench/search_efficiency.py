@@ -59,7 +59,7 @@ class Setup:
 MNIST1D = Setup("search_efficiency", ROOT / "workflows" / "mnist1d_mlp.py", 24, 1, (), ("--workers", "2"),
                 True, ((0, 1, 2), (0,)), (20, 6), (8, 4), (4, 4), (2, 3))
 NT3 = Setup("search_efficiency_nt3", ROOT / "workflows" / "nt3_cnn.py", 8, 2, (MPIRUN, "-np", "5"),
-            ("--backend", "mpi"), False, ((0, 1), (0,)), (12, 4), (4, 2), (2, 4), (2, 2))
+            ("--backend", "mpi"), False, ((0, 1, 2, 3, 4, 5), (0,)), (12, 4), (4, 2), (2, 4), (2, 2))
 SETUPS = {MNIST1D.name: MNIST1D, NT3.name: NT3}
 
 FILE = '''"""One search of bench/search_efficiency.py: {workflow}, {method}, seed {seed}."""
