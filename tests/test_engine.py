@@ -422,3 +422,38 @@ def test_a_trial_sent_to_an_agent_that_just_died_waits_again_and_is_no_failure(s
     assert c.finished() and c.counts.complete == 3
     assert all(t.state == TrialState.COMPLETE for t in c.study.trials)
     assert dying.end.peer.closed  # type: ignore[union-attr]
+
+
+def test_a_retry_interrupted_before_it_drew_its_parameters_keeps_them(tmp_path: Path) -> None:
+    """A node loss under mpirun: trial 0 failed and was queued again with its x; the job died
+    while the retry ran, before its objective asked for x; resume queued it again without x."""
+    from hpwf.engine.outcomes import Outcomes
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    outcomes = Outcomes(study, tmp_path, "run-a", retries=1, note=lambda _: None)
+    first = study.ask()
+    first.suggest_float("x", 0, 1)
+    outcomes.fail(first, "died mid-trial", None, may_retry=True)
+    retry = study.ask()  # the queued retry, asked and placed; x not drawn yet
+    assert retry.params == {}
+    outcomes.fail(retry, "interrupted: its coordinator stopped", None, may_retry=False, counts_as_failure=False)
+    again = study.ask()
+    assert again.suggest_float("x", 0, 1) == first.params["x"]
+
+
+def test_a_failure_whose_retry_was_never_queued_is_queued_on_resume(tmp_path: Path) -> None:
+    """The coordinator died (its MPI job lost a node) between storing a failure and queueing its retry."""
+    from hpwf.engine import health
+    from hpwf.engine.outcomes import Outcomes
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    trial.set_user_attr(health.RUN_ATTR, "run-a")
+    x = trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("fail_reason", "rank 4 died mid-trial")
+    study.tell(trial, state=TrialState.FAIL)  # and then the coordinator was killed
+    for _ in range(2):  # a second resume finds the retry queued already
+        Outcomes(study, tmp_path, "run-a", retries=1, note=lambda _: None).recover(own_store=True)
+        assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
+    again = study.ask()
+    assert again.suggest_float("x", 0, 1) == x and again.user_attrs["hpwf:retry_of"] == trial.number

@@ -287,7 +287,7 @@ class Coordinator:
         for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
             if abort:
                 send_quietly(conn, Abort(record.ticket, reason))
-        requeued = self.outcomes.fail(record.trial, reason, traceback_text, may_retry=not self.stop_reason,
+        requeued = self.outcomes.fail(record.trial, reason, traceback_text, may_retry=True,  # stopping: resume runs it
                                       counts_as_failure=counts_as_failure)
         self.session.ledger.move(record, S.FAILED)
         if requeued:

@@ -76,12 +76,17 @@ class Outcomes:
         return False
 
     def requeue(self, frozen: FrozenTrial | optuna.Trial, attempt: int | None = None) -> None:
-        """Queue a trial to run again with the same parameters and the same member attributes."""
+        """Queue a trial to run again with the same parameters and the same member attributes.
+
+        The parameters include those it was queued with and had not drawn yet (a retry that was
+        interrupted before its objective asked for them keeps them).
+        """
         carried = {k: v for k, v in frozen.user_attrs.items() if k not in _NOT_CARRIED}
         carried[RETRY_OF_ATTR] = frozen.number
         if attempt is not None:
             carried[ATTEMPT_ATTR] = attempt
-        self.study.enqueue_trial(dict(frozen.params), user_attrs=carried)
+        queued_with = frozen.system_attrs.get("fixed_params") or {}
+        self.study.enqueue_trial({**queued_with, **frozen.params}, user_attrs=carried)
 
     def consider_best(self, frozen: FrozenTrial) -> None:
         if not self.single or frozen.value is None:
@@ -103,7 +108,9 @@ class Outcomes:
         from hpwf.engine.schedulers import is_paused
 
         paused = []
-        for frozen in self.study.get_trials(deepcopy=False):
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+        for frozen in trials:
             ours = frozen.user_attrs.get(RUN_ATTR) == self.run_id
             if frozen.state == TrialState.COMPLETE:
                 self.counts.complete += ours
@@ -112,6 +119,9 @@ class Outcomes:
                 self.counts.pruned += ours
             elif frozen.state == TrialState.FAIL:
                 self.counts.fail += ours
+                attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
+                if ours and frozen.number not in retried and attempt < self.retries:
+                    self.requeue(frozen, attempt + 1)  # its coordinator died between the failure and the retry
             elif keep_paused and ours and is_paused(frozen, self.run_dir):
                 paused.append(frozen)
             elif frozen.state == TrialState.RUNNING and (ours or (own_store and RUN_ATTR not in frozen.user_attrs)):
