@@ -85,7 +85,8 @@ class Outcomes:
         carried[RETRY_OF_ATTR] = frozen.number
         if attempt is not None:
             carried[ATTEMPT_ATTR] = attempt
-        queued_with = frozen.system_attrs.get("fixed_params") or {}
+        queued_with = (frozen.system_attrs.get("fixed_params") if isinstance(frozen, FrozenTrial)
+                       else frozen._fixed_params) or {}
         self.study.enqueue_trial({**queued_with, **frozen.params}, user_attrs=carried)
 
     def consider_best(self, frozen: FrozenTrial) -> None:
