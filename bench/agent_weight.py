@@ -1,6 +1,6 @@
 """What one agent costs before its first trial: start-up time and memory (issue 13, light agents).
 
-Side by side, interleaved, in fresh interpreters: the agent's own start (``import hpwf.agent``,
+Side by side, interleaved, in fresh interpreters: the agent's own start (``import hpwf.worker._agent``,
 then load a workflow file as an agent does) against the same plus ``import optuna``, which is
 what every agent paid until agents became light (and what any agent still pays once a trial
 uses Optuna). Start time and peak RSS (``VmHWM``) of each child are compared.
@@ -17,9 +17,9 @@ from bench._common import PY, env, median, scratch, write
 AGENT = """
 import json, sys, time
 t = time.perf_counter()
-import hpwf.agent
-from hpwf.search import checked_elsewhere
-from hpwf.workflow import load
+import hpwf.worker._agent
+from hpwf.workflow._search import checked_elsewhere
+from hpwf.workflow._loading import load
 with checked_elsewhere():
     load(sys.argv[1])
 if sys.argv[2] == "with-optuna":
@@ -59,7 +59,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ratio": round(ratio, 3), "light_start_s": round(s_light, 4), "with_optuna_start_s": round(s_heavy, 4),
         "light_rss_mb": round(mb_light, 1), "with_optuna_rss_mb": round(mb_heavy, 1),
         "light_imports": light[0]["heavy"], "repeats": repeats,
-        "comparison": "median start of a light agent (import hpwf.agent + load the workflow) / the same plus "
+        "comparison": "median start of a light agent (import hpwf.worker._agent + load the workflow) / the same plus "
                       "import optuna (agents before issue 13), fresh interpreters, interleaved",
         "line": f"agent_weight: start {s_light * 1000:.0f} vs {s_heavy * 1000:.0f} ms ({ratio:.2f}x), "
                 f"peak RSS {mb_light:.0f} vs {mb_heavy:.0f} MB; heavy modules in a light agent: {light[0]['heavy'] or 'none'}",

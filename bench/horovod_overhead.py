@@ -25,7 +25,7 @@ WORKFLOW = """
 import time
 
 import hpwf
-from hpwf import parallel
+from hpwf.workflow import parallel
 
 from bench._hvd_train import train
 

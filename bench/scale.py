@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 
 from bench._common import env, scratch
-from hpwf._protocol import Setup
+from hpwf.wire._protocol import Setup
 from hpwf.backends import Backend
 from hpwf.engine import Budget, Coordinator
 
@@ -65,7 +65,7 @@ def one(agents: int, n_trials: int, store: str, folder: Path) -> dict[str, Any]:
     run_dir.mkdir()
     storage = optuna.storages.InMemoryStorage() if store == "memory" else None
     if storage is None:
-        from hpwf.rundir import journal_storage
+        from hpwf.rundir._run import journal_storage
 
         storage = journal_storage(run_dir / "study.journal")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -48,8 +48,9 @@ def _members_of(run_dir: Path, model: str, metrics: dict[str, Any]) -> list[tupl
 
 
 def _pooled(components: list[tuple[Path, float]], mc: bool) -> dict[str, np.ndarray]:
-    from hpwf import predictions, uq
-    from hpwf.selection import combine
+    from hpwf.workflow import _predictions as predictions
+    from hpwf.ensembles import _uq as uq
+    from hpwf.ensembles._selection import combine
 
     out: dict[str, list[np.ndarray]] = {"y": [], "mean": [], "var": []}
     for split in ("cal", "test"):
@@ -67,7 +68,7 @@ def _pooled(components: list[tuple[Path, float]], mc: bool) -> dict[str, np.ndar
 
 
 def _resplit_picp90(p: dict[str, np.ndarray]) -> float:
-    from hpwf.conformal import Conformal
+    from hpwf.ensembles._conformal import Conformal
 
     rng = np.random.default_rng(0)
     n_cal, total = int(p["n_cal"]), len(p["y"])
@@ -130,7 +131,7 @@ def _one(name: str, folder: Path, quick: bool) -> dict[str, Any]:
 
 def _best_trial_folder(run_dir: Path) -> Path:
     import hpwf
-    from hpwf.ensembles import complete_trials
+    from hpwf.ensembles._members import complete_trials
 
     study = hpwf.load_study(run_dir)
     best = min(complete_trials(study), key=lambda t: float(t.value))  # type: ignore[arg-type]

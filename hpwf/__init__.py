@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     from optuna.exceptions import TrialPruned
 
     from hpwf.api import RunResult, ensemble, resume, run, status
-    from hpwf.engine.pbt import schedule as pbt_schedule
+    from hpwf.engine.schedulers._pbt import schedule as pbt_schedule
     from hpwf.pbt_replay import replay
-    from hpwf.ensembles import Ensemble, Member
+    from hpwf.ensembles._members import Ensemble, Member
     from hpwf.errors import ConfigError, RunError
-    from hpwf.rundir import load_study
-    from hpwf.search import Search
-    from hpwf.trial import Group, Restored, Trial, TrialPaused
-    from hpwf.workflow import Workflow, load
+    from hpwf.rundir._run import load_study
+    from hpwf.workflow._search import Search
+    from hpwf.workflow._trial import Group, Restored, Trial, TrialPaused
+    from hpwf.workflow._loading import Workflow, load
 
 __version__ = "0.1.0"
 
@@ -32,21 +32,21 @@ _WHERE = {  # public name -> (module, name there)
     "TrialPruned": ("optuna.exceptions", "TrialPruned"),
     "RunResult": ("hpwf.api", "RunResult"), "ensemble": ("hpwf.api", "ensemble"), "resume": ("hpwf.api", "resume"),
     "run": ("hpwf.api", "run"), "status": ("hpwf.api", "status"),
-    "pbt_schedule": ("hpwf.engine.pbt", "schedule"), "replay": ("hpwf.pbt_replay", "replay"),
-    "Ensemble": ("hpwf.ensembles", "Ensemble"), "Member": ("hpwf.ensembles", "Member"),
+    "pbt_schedule": ("hpwf.engine.schedulers._pbt", "schedule"), "replay": ("hpwf.pbt_replay", "replay"),
+    "Ensemble": ("hpwf.ensembles._members", "Ensemble"), "Member": ("hpwf.ensembles._members", "Member"),
     "ConfigError": ("hpwf.errors", "ConfigError"), "RunError": ("hpwf.errors", "RunError"),
-    "load_study": ("hpwf.rundir", "load_study"),
-    "Search": ("hpwf.search", "Search"),
-    "Group": ("hpwf.trial", "Group"), "Restored": ("hpwf.trial", "Restored"), "Trial": ("hpwf.trial", "Trial"),
-    "TrialPaused": ("hpwf.trial", "TrialPaused"),
-    "Workflow": ("hpwf.workflow", "Workflow"), "load": ("hpwf.workflow", "load"),
+    "load_study": ("hpwf.rundir._run", "load_study"),
+    "Search": ("hpwf.workflow._search", "Search"),
+    "Group": ("hpwf.workflow._trial", "Group"), "Restored": ("hpwf.workflow._trial", "Restored"), "Trial": ("hpwf.workflow._trial", "Trial"),
+    "TrialPaused": ("hpwf.workflow._trial", "TrialPaused"),
+    "Workflow": ("hpwf.workflow._loading", "Workflow"), "load": ("hpwf.workflow._loading", "load"),
 }
 
 __all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:  # a submodule, e.g. ``hpwf.parallel``
+    if name not in _WHERE:  # a submodule, e.g. ``hpwf.workflow.parallel``
         if name.startswith("__") or importlib.util.find_spec(f"hpwf.{name}") is None:
             raise AttributeError(f"module 'hpwf' has no attribute {name!r}")
         return importlib.import_module(f"hpwf.{name}")

@@ -15,17 +15,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpwf._perms import check_run_trusted, is_shared, make_run_dir, run_umask
-from hpwf._secrets import refuse_password
+from hpwf.rundir._perms import check_run_trusted, is_shared, make_run_dir, run_umask
+from hpwf.secrets import refuse_password
 from hpwf.backends import Backend, make_backend
-from hpwf.engine.pbt import lineage as pbt_lineage
+from hpwf.engine.schedulers._pbt import lineage as pbt_lineage
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
-from hpwf.engine.schedulers import state_counts
+from hpwf.engine.schedulers._halving import state_counts
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
-from hpwf.search import Search
-from hpwf.workflow import Workflow, load
+from hpwf.rundir._run import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
+from hpwf.workflow._search import Search
+from hpwf.workflow._loading import Workflow, load
 
 ENSEMBLE_DIR = "ensemble"
 
@@ -64,7 +64,7 @@ def run(
         run_dir: where everything goes (default: ``runs/<name>-<time>``), created readable by
             you only; with ``shared_group`` its group may read it too (never write).
         ensemble: False runs the search only (the members run elsewhere, e.g. as a Slurm
-            job array: `hpwf.ensemble_array`).
+            job array: `hpwf.slurm._array`).
 
     Raises:
         ConfigError: bad input, including a storage URL that holds a password (use
@@ -183,7 +183,7 @@ def ensemble(
     trials, too). Members already trained with the same configuration, source trial and seed
     are kept; the others train now. An ensemble without ``train=`` only selects and scores.
     """
-    from hpwf.ensembles import missing_members, plan
+    from hpwf.ensembles._members import missing_members, plan
 
     wf = workflow if isinstance(workflow, Workflow) else load(workflow)
     if wf.ensemble is None:
@@ -221,7 +221,7 @@ def ensemble(
 
 def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
     """Select and score without training anything (an ensemble of trials, or nothing left to train)."""
-    from hpwf.ensembles import aggregate
+    from hpwf.ensembles._members import aggregate
 
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     summary = {"complete": done, "pruned": 0, "fail": 0, "session_wall_s": 0.0, "stop_reason": None,
@@ -230,7 +230,7 @@ def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
 
 
 def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None) -> None:
-    from hpwf.ensembles import write_selection
+    from hpwf.ensembles._members import write_selection
 
     write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
 
@@ -265,7 +265,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")
     result["stop_reason"] = summary.get("stop_reason")
-    from hpwf.slurm import run_job_state
+    from hpwf.slurm._slurm import run_job_state
 
     result["slurm"] = run_job_state(folder)
     if (folder / ENSEMBLE_DIR / "run.json").exists():
@@ -344,7 +344,7 @@ def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble:
     first, root = results[0], phases[0].run_dir
     uq = None
     if ensemble is not None and not interrupted:
-        from hpwf.ensembles import aggregate
+        from hpwf.ensembles._members import aggregate
 
         uq = aggregate(root, ensemble)
     return RunResult(root, first.study, first.summary, uq)

@@ -2,7 +2,7 @@
 
 The replay runs the PBT run's own workflow file (found from its run directory, as ``hpwf
 resume`` finds it) in a new run directory, as PBT with one member whose segments follow the
-schedule of the best final segment (or of ``trial``): see `hpwf.engine.replay`.
+schedule of the best final segment (or of ``trial``): see `hpwf.engine.schedulers._replay`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 import optuna
 
 from hpwf.errors import ConfigError
-from hpwf.search import Search
-from hpwf.workflow import Workflow
+from hpwf.workflow._search import Search
+from hpwf.workflow._loading import Workflow
 
 
 @dataclass
 class ReplaySearch(Search):
-    """A PBT search replayed: ``plan`` and ``end`` as `hpwf.engine.replay.plan` gives them."""
+    """A PBT search replayed: ``plan`` and ``end`` as `hpwf.engine.schedulers._replay.plan` gives them."""
 
     plan: tuple[dict[str, Any], ...] = ()
     end: int | None = None
@@ -32,7 +32,7 @@ class ReplaySearch(Search):
             raise ConfigError("a replay needs a schedule of at least one segment")
 
     def make_scheduler(self, study: optuna.Study) -> Any:
-        from hpwf.engine.replay import Replay
+        from hpwf.engine.schedulers._replay import Replay
 
         return Replay(study, list(self.plan), self.end)
 
@@ -43,10 +43,10 @@ def replay_workflow(source_run: str | Path, trial: int | None = None) -> Workflo
     Raises:
         ConfigError: the run is not ours to trust, ran no PBT, or ``trial`` is not a complete PBT segment.
     """
-    from hpwf._perms import check_run_trusted
-    from hpwf.engine.replay import plan
-    from hpwf.rundir import RunRecord, load_study
-    from hpwf.workflow import load
+    from hpwf.rundir._perms import check_run_trusted
+    from hpwf.engine.schedulers._replay import plan
+    from hpwf.rundir._run import RunRecord, load_study
+    from hpwf.workflow._loading import load
 
     folder = Path(source_run)
     check_run_trusted(folder)

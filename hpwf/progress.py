@@ -14,7 +14,7 @@ import warnings
 from types import FrameType
 from typing import Any, Callable, TextIO
 
-from hpwf._secrets import redact
+from hpwf.secrets import redact
 
 
 class Progress:
@@ -134,7 +134,7 @@ def write_quietly(stream: TextIO, text: str) -> bool:
 
 
 def say(text: str) -> None:
-    """One line to stderr that never raises; a URL's password is masked (`hpwf._secrets.redact`)."""
+    """One line to stderr that never raises; a URL's password is masked (`hpwf.secrets.redact`)."""
     write_quietly(sys.stderr, redact(text) + "\n")
 
 

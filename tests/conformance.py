@@ -49,7 +49,7 @@ class BackendConformance:
     def test_runs_the_budget_and_writes_trial_folders(self, backend, tmp_path: Path) -> None:
         result = run(backend(self.slots), tmp_path, objectives.quadratic, n_trials=8, seed=3)
         assert states(result) == {"COMPLETE": 8}
-        study = optuna.load_study(study_name="workflow", storage=hpwf.rundir.open_storage(None, result.run_dir))
+        study = optuna.load_study(study_name="workflow", storage=hpwf.rundir._run.open_storage(None, result.run_dir))
         assert len(study.trials) == 8 and study.best_value == result.summary["best_value"]
         for t in study.trials:
             folder = result.run_dir / "trials" / f"{t.number:05d}"

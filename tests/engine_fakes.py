@@ -13,8 +13,8 @@ from typing import Any
 
 import optuna
 
-from hpwf._dists import float_dist
-from hpwf._protocol import Assign, Done, Heartbeat, Hello, Report, Setup, Stop, Suggest
+from hpwf.wire._dists import float_dist
+from hpwf.wire._protocol import Assign, Done, Heartbeat, Hello, Report, Setup, Stop, Suggest
 from hpwf.backends import Backend
 from hpwf.engine import Budget, Coordinator, Session
 

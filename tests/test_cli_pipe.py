@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 
-from hpwf.rundir import RunRecord, open_storage
+from hpwf.rundir._run import RunRecord, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = 6000  # the status text lists the best params: ~90 kB, more than a pipe holds (64 kB)

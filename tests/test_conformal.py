@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hpwf.conformal import Conformal, calibrated_metrics
+from hpwf.ensembles._conformal import Conformal, calibrated_metrics
 
 
 def test_quantile_is_the_ceil_n_plus_1_rank():
@@ -68,8 +68,11 @@ def test_docstring_examples_of_the_uq_modules() -> None:
     import doctest
     import importlib
 
-    from hpwf import conformal, predictions, selection, uq
+    from hpwf.ensembles import _conformal as conformal
+    from hpwf.workflow import _predictions as predictions
+    from hpwf.ensembles import _selection as selection
+    from hpwf.ensembles import _uq as uq
 
-    ensemble = importlib.import_module("hpwf.ensembles")
+    ensemble = importlib.import_module("hpwf.ensembles._members")
     for module in (uq, selection, conformal, predictions, ensemble):
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -14,10 +14,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpwf._protocol import Abort, Assign, Done, Reply, Setup, UserAttr
+from hpwf.wire._protocol import Abort, Assign, Done, Reply, Setup, UserAttr
 from hpwf.engine import Budget, Coordinator, health
 from hpwf.engine.ledger import AgentState, IllegalTransition, Ledger, TrialState as S
-from hpwf.trialdir import trial_folder, write_result
+from hpwf.rundir._trialdir import trial_folder, write_result
 from tests.engine_fakes import FakeBackend, FakeClock, FakeSession, coordinator, turn
 
 
@@ -265,7 +265,7 @@ def test_thousands_of_events_run_through_the_loop(tmp_path: Path) -> None:
 
 
 def test_user_attrs_that_cannot_travel_are_refused_on_the_trial_side(tmp_path: Path) -> None:
-    from hpwf.trial import Trial
+    from hpwf.workflow._trial import Trial
 
     trial = Trial(0, {}, {}, seed=0, folder=tmp_path, request=lambda m: pytest.fail("must not be sent"))
     with pytest.raises(TypeError, match="JSON-serialisable"):
@@ -274,7 +274,7 @@ def test_user_attrs_that_cannot_travel_are_refused_on_the_trial_side(tmp_path: P
 
 
 def test_single_objective_refuses_a_tuple_and_multi_objective_checks_the_count() -> None:
-    from hpwf.agent import _as_values
+    from hpwf.worker._agent import _as_values
 
     assert _as_values(0.5) == [0.5] and _as_values((0.5,)) == [0.5]
     with pytest.raises(ValueError, match="one direction"):

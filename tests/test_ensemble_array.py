@@ -25,7 +25,7 @@ def hpwf(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Com
 
 
 def member_trials(run_dir: Path) -> list:  # type: ignore[type-arg]
-    from hpwf.rundir import load_study
+    from hpwf.rundir._run import load_study
 
     return load_study(run_dir / "ensemble").get_trials(deepcopy=False)
 

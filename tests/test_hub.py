@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from hpwf._channel import Hub, connect
+from hpwf.wire._channel import Hub, connect
 
 AGENT_LIMIT_S = 60.0  # far above the hub's handshake timeout: a busy machine must not fail these
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hpwf import _netif
-from hpwf._netif import choose, expand_nodelist, job_hosts, job_slots, read_host_file
-from hpwf._reach import Unreachable, connect_or_report, fresh_report_dir, read_reports, write_report
+from hpwf.wire import _netif
+from hpwf.wire._netif import choose, expand_nodelist, job_hosts, job_slots, read_host_file
+from hpwf.wire._reach import Unreachable, connect_or_report, fresh_report_dir, read_reports, write_report
 from hpwf.errors import ConfigError
 
 

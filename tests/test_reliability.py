@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.backends.local import LocalBackend
-from hpwf.rundir import open_storage
+from hpwf.rundir._run import open_storage
 from tests import objectives
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,10 +17,10 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
-from hpwf.engine.pbt import EXPLOITED, GENERATION, MEMBER, PARENT, lineage, schedule
-from hpwf.engine.schedulers import RESTORE_ATTR
+from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT, lineage, schedule
+from hpwf.engine.schedulers._halving import RESTORE_ATTR
 from hpwf.pbt_replay import replay
-from hpwf.rundir import RunRecord, open_storage
+from hpwf.rundir._run import RunRecord, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "tests" / "workflows" / "pbt_replay.py"

@@ -1,4 +1,4 @@
-"""``hpwf.report``: trials.csv and a self-contained report.html, also for studies Optuna cannot plot."""
+"""``hpwf.report._html``: trials.csv and a self-contained report.html, also for studies Optuna cannot plot."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from hpwf import report
-from hpwf.report import write_report
-from hpwf.rundir import RunRecord, journal_storage, write_summary
+from hpwf.report import _html as report
+from hpwf.report._html import write_report
+from hpwf.rundir._run import RunRecord, journal_storage, write_summary
 
 PLOTLY_JS = re.compile(r"plotly\.js v\d")  # the banner at the top of the inlined library
 

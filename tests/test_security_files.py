@@ -29,12 +29,12 @@ from typing import Iterator
 
 import pytest
 
-from hpwf._perms import atomic_write, check_run_trusted, make_run_dir
-from hpwf._secrets import has_password, redact, refuse_password, strip_password
+from hpwf.rundir._perms import atomic_write, check_run_trusted, make_run_dir
+from hpwf.secrets import has_password, redact, refuse_password, strip_password
 from hpwf.errors import ConfigError
-from hpwf.rundir import RunLock, RunRecord, open_storage, write_summary
-from hpwf.sites import SiteConfig, load_site
-from hpwf.slurm import render_script, resolve_job, write_script
+from hpwf.rundir._run import RunLock, RunRecord, open_storage, write_summary
+from hpwf.slurm._sites import SiteConfig, load_site
+from hpwf.slurm._slurm import render_script, resolve_job, write_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"
@@ -226,8 +226,8 @@ def test_temporary_files_and_the_lock_never_follow_a_planted_link(tmp_path: Path
     assert json.loads((run_dir / "summary.json").read_text()) == {"complete": 1}
     assert mode(run_dir / "summary.json") == 0o600 and mode(run_dir / "run.json") == 0o600
 
-    from hpwf import parallel
-    from hpwf.trial import Trial
+    from hpwf.workflow import parallel
+    from hpwf.workflow._trial import Trial
 
     trial = Trial(0, {}, {}, seed=0, folder=run_dir, request=lambda message: None)
     parallel.checkpoint(trial, {"epoch": 3})
@@ -254,8 +254,8 @@ class _Planted:
 def test_restore_loads_weights_only(tmp_path: Path) -> None:
     import torch
 
-    from hpwf import parallel
-    from hpwf.trial import Trial
+    from hpwf.workflow import parallel
+    from hpwf.workflow._trial import Trial
 
     marker = tmp_path / "code-ran"
     torch.save({"model": _Planted(marker)}, tmp_path / "checkpoint.pt")
@@ -380,7 +380,7 @@ def test_shared_group_submit_makes_a_group_readable_run_dir(tmp_path: Path) -> N
 
 def test_the_ranks_command_lines_hold_no_secret(tmp_path: Path) -> None:
     """What ``ps`` shows of every rank: the mpirun backend's job, a launched group, the job's srun."""
-    from hpwf.backends._launch import group_command
+    from hpwf.worker._launched import group_command
     from hpwf.backends.mpi import MPIJobBackend
 
     backend = MPIJobBackend(ranks=3)
@@ -388,7 +388,7 @@ def test_the_ranks_command_lines_hold_no_secret(tmp_path: Path) -> None:
     command = backend.command()
     assert command[-3:] == ["-m", "hpwf.backends.mpi", "127.0.0.1:5000"]
     assert not [a for a in command if bytes(range(32)).hex() in a or "://" in a]
-    assert group_command(4)[1:] == ["-np", "4", sys.executable, "-m", "hpwf.backends._launch"]
+    assert group_command(4)[1:] == ["-np", "4", sys.executable, "-m", "hpwf.worker._launched"]
     # the job script's launch line: storage without a password; a password never gets that far
     site = SiteConfig(scheduler="slurm", launcher="srun", storage="postgresql://alice@db/hpwf")
     job = resolve_job(site, TOY, name="toy", run_dir=tmp_path / "run", ntasks_per_node=2, workdir=ROOT)

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpwf import predictions
-from hpwf.ensembles import Ensemble, Member, MemberObjective
+from hpwf.workflow import _predictions as predictions
+from hpwf.ensembles._members import Ensemble, Member, MemberObjective
 from hpwf.errors import ConfigError
-from hpwf.selection import allocate, combine, greedy, top_k
-from hpwf.trial import Trial
+from hpwf.ensembles._selection import allocate, combine, greedy, top_k
+from hpwf.workflow._trial import Trial
 
 
 def planted() -> tuple[np.ndarray, dict[int, dict[str, np.ndarray]]]:
@@ -139,7 +139,7 @@ def test_trial_saves_predictions_per_split(tmp_path: Path) -> None:
 
 
 def test_greedy_trace_is_the_score_of_the_weighted_mixture() -> None:
-    from hpwf import uq
+    from hpwf.ensembles import _uq as uq
 
     y, cands = planted()
     rng = np.random.default_rng(3)

@@ -50,7 +50,7 @@ def array_logs(run_dir: Path) -> str:
 
 
 def member_trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
-    from hpwf.rundir import load_study
+    from hpwf.rundir._run import load_study
 
     return load_study(run_dir / "ensemble").get_trials(deepcopy=False)
 
@@ -78,7 +78,7 @@ def test_ensemble_as_a_job_array_after_the_search(slurm: str, tmp_path: Path) ->
     assert retry.user_attrs["hpwf:retry_of"] == failed[0].number
     task1 = (run_dir / "ensemble" / f"slurm-{array_job}_1.out").read_text()
     assert "requeueing task 1" in task1 and "start 1: member 1" in task1, task1
-    from hpwf.agent import trial_folder
+    from hpwf.worker._agent import trial_folder
 
     for t in complete:  # each member trained in its own array task
         member_log = (trial_folder(run_dir / "ensemble", t.number) / "log.txt").read_text()
@@ -113,13 +113,13 @@ def test_ensemble_as_a_job_array_after_the_search(slurm: str, tmp_path: Path) ->
 
 
 def _journal(run_dir: Path) -> optuna.storages.BaseStorage:
-    from hpwf.rundir import open_storage
+    from hpwf.rundir._run import open_storage
 
     return open_storage(None, run_dir)
 
 
 def test_a_member_of_two_ranks_trains_on_two_tasks_of_its_array_task(slurm: str, tmp_path: Path) -> None:  # noqa: F811
-    from hpwf.agent import trial_folder
+    from hpwf.worker._agent import trial_folder
 
     run_dir = tmp_path / "run"
     search_job, array_job = submit_array(run_dir, {"MEMBER_RANKS": "2"})

@@ -1,4 +1,4 @@
-"""hpwf.uq against closed forms and known facts (fast, numpy only)."""
+"""hpwf.ensembles._uq against closed forms and known facts (fast, numpy only)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hpwf import uq
+from hpwf.ensembles import _uq as uq
 
 REG_KEYS = {"rmse", "mae", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_68", "width_90",
             "width_95", "miscalibration_area", "mace", "ece", "rmsce", "n"}

@@ -15,8 +15,9 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
-from hpwf import predictions, uq
-from hpwf.selection import combine
+from hpwf.workflow import _predictions as predictions
+from hpwf.ensembles import _uq as uq
+from hpwf.ensembles._selection import combine
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "workflows" / "uq_tiny.py")

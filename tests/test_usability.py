@@ -21,7 +21,7 @@ import pytest
 
 import hpwf
 from hpwf.progress import Progress, duration, time_left
-from hpwf.trial import MetricsFile
+from hpwf.workflow._trial import MetricsFile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"
@@ -300,8 +300,8 @@ def test_version() -> None:
 
 
 def test_counts_print_as_integers_in_the_uq_tables() -> None:
-    from hpwf import uq
-    from hpwf.uq_report import _table
+    from hpwf.ensembles import _uq as uq
+    from hpwf.report._uq import _table
 
     metrics = {"ensemble": {"rmse": 0.25, "members": 8, "n": 1000.0}, "best_member": {"rmse": 0.3, "n": 1000.0}}
     text = uq.summarize(metrics)

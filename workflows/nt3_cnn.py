@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 
 import hpwf
-from hpwf import parallel
+from hpwf.workflow import parallel
 
 search = hpwf.Search(
     direction="maximize",  # validation accuracy

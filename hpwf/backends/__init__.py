@@ -18,7 +18,7 @@ def make_backend(name: str, *, workers: int | None = None, scheduler: str | None
     local: a LocalCluster of ``workers`` processes. mpi: under mpirun/srun, rank 0 coordinates.
     mpirun: hpwf starts ``mpirun -np workers`` agents. dask: the cluster at ``scheduler``.
     dask-mpi: under mpirun, dask-mpi's scheduler/client/workers split. ``interface``: the network
-    interface agents on other hosts reach the coordinator by (`hpwf._netif`; local agents use loopback).
+    interface agents on other hosts reach the coordinator by (`hpwf.wire._netif`; local agents use loopback).
     dask-slurm: Dask workers as Slurm jobs sized from the ``site`` config (their logs in
     ``run_dir/workers``).
     """

@@ -1,6 +1,6 @@
 """The backend contract: a backend only starts agents; the coordinator does everything else.
 
-An agent is a process that runs `hpwf.agent.serve(address, authkey, name)`: it connects back to
+An agent is a process that runs `hpwf.worker._agent.serve(address, authkey, name)`: it connects back to
 the coordinator, receives trials, and reports on them. A backend decides where agents run
 (local Dask workers, a remote Dask cluster, MPI ranks, Slurm tasks) and how many there are.
 """
@@ -11,10 +11,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf._reach import Unreachable
+from hpwf.wire._reach import Unreachable
 
 if TYPE_CHECKING:
-    from hpwf._channel import Address
+    from hpwf.wire._channel import Address
 
 
 class Backend(ABC):

@@ -25,7 +25,7 @@ from hpwf.errors import ConfigError
 if TYPE_CHECKING:
     from distributed.security import Security
 
-    from hpwf._channel import Address
+    from hpwf.wire._channel import Address
 
 # Dask serves /info, /json, /proxy, /metrics over plain HTTP even with the dashboard off; no pages.
 NO_HTTP_PAGES: dict[str, Any] = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
@@ -131,7 +131,7 @@ def _make_private(folder: Path) -> None:
 
 def serve_with_key_file(address: Address, key_path: str, name: str, reports: Path | None = None) -> int:
     """A Dask task's body: read the hub key from ``key_path``, then serve as an agent (one that
-    cannot reach the coordinator leaves a report in ``reports``: `hpwf._reach`)."""
-    from hpwf._reach import serve_or_report
+    cannot reach the coordinator leaves a report in ``reports``: `hpwf.wire._reach`)."""
+    from hpwf.wire._reach import serve_or_report
 
     return serve_or_report(address, read_key_file(key_path), name, reports=reports)

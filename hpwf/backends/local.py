@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.agent import allow_children, end_children, serve_in_child
+from hpwf.worker._agent import allow_children, end_children, serve_in_child
 from hpwf.backends._base import Backend
 from hpwf.backends._dask_security import (
     LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
@@ -24,7 +24,7 @@ from hpwf.backends._dask_security import (
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
-    from hpwf._channel import Address
+    from hpwf.wire._channel import Address
 
 
 class LocalBackend(Backend):
@@ -88,7 +88,7 @@ def submit_agents(client, address: Address, key_file: Path, count: int, prefix: 
     """Start ``count`` agents as long-running Dask tasks, one per worker where possible.
 
     A task carries the hub's address and the path of the key file, never the key itself. An
-    agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf._reach`).
+    agent that cannot reach the coordinator leaves a report in ``reports`` (`hpwf.wire._reach`).
     ``in_child``: the agent runs in a child of the worker, started again after an abort, so the
     worker lives and Dask's ``allowed-failures`` is never used up.
     """

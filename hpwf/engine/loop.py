@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from hpwf._channel import send_quietly
-from hpwf._dists import from_optuna
-from hpwf._protocol import Abort, Assign, Setup, Stop
+from hpwf.wire._channel import send_quietly
+from hpwf.wire._dists import from_optuna
+from hpwf.wire._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health, pausing
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
@@ -29,13 +29,13 @@ from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.receive import lose, receive
-from hpwf.engine.schedulers import SEED_ATTR, Scheduler
+from hpwf.engine.schedulers._halving import SEED_ATTR, Scheduler
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
 from hpwf.errors import RunError
 from hpwf.progress import Progress
-from hpwf.rundir import write_summary
+from hpwf.rundir._run import write_summary
 
 A, S = AgentState, TrialState
 RANKS_PARAM = "ranks_per_trial"
@@ -60,7 +60,7 @@ class Coordinator:
         self.run_id, self.seed = run_id, seed
         self.trial_timeout, self.heartbeat, self.own_store = trial_timeout, heartbeat, own_store
         self.progress = progress or Progress(enabled=False)
-        self.scheduler = scheduler  # pauses and resumes trials (hpwf.engine.schedulers, .pbt)
+        self.scheduler = scheduler  # pauses and resumes trials (hpwf.engine.schedulers._halving, .pbt)
         self.outcomes = Outcomes(study, run_dir, run_id, retries, self.progress.note)
         self.ahead = SampleAhead(study) if sample_ahead else None
         self.stop_reason: str | None = None

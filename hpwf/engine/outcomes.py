@@ -13,10 +13,10 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf._protocol import Done
+from hpwf.wire._protocol import Done
 from hpwf.engine.health import HEARTBEAT_ATTR, RUN_ATTR
 from hpwf.engine.session import Counts
-from hpwf.trialdir import FAILURE, read_result, trial_folder, write_atomically
+from hpwf.rundir._trialdir import FAILURE, read_result, trial_folder, write_atomically
 
 ATTEMPT_ATTR = "hpwf:attempt"
 RETRY_OF_ATTR = "hpwf:retry_of"
@@ -106,7 +106,7 @@ class Outcomes:
         their own ``n_trials``. With ``keep_paused`` (a scheduler that resumes trials), this run's
         paused trials are returned, untouched, for the coordinator to adopt.
         """
-        from hpwf.engine.schedulers import is_paused
+        from hpwf.engine.schedulers._halving import is_paused
 
         paused = []
         trials = self.study.get_trials(deepcopy=False)

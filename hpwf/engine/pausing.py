@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpwf._channel import send_quietly
-from hpwf._protocol import Done, Stop
+from hpwf.wire._channel import send_quietly
+from hpwf.wire._protocol import Done, Stop
 from hpwf.engine.ledger import TrialRecord, TrialState
-from hpwf.engine.schedulers import PAUSED_ATTR, RESTORE_ATTR
+from hpwf.engine.schedulers._halving import PAUSED_ATTR, RESTORE_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator

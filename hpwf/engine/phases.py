@@ -14,15 +14,15 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
-from hpwf._protocol import Setup
+from hpwf.wire._protocol import Setup
 from hpwf.backends import Backend
 from hpwf.engine.loop import Coordinator
 from hpwf.engine.session import Budget, Session
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
-from hpwf.rundir import DEFAULT_JOURNAL, RunLock, RunRecord, open_storage, read_summary
-from hpwf.search import Search
-from hpwf.workflow import Workflow
+from hpwf.rundir._run import DEFAULT_JOURNAL, RunLock, RunRecord, open_storage, read_summary
+from hpwf.workflow._search import Search
+from hpwf.workflow._loading import Workflow
 
 
 @dataclass
@@ -84,7 +84,7 @@ class EnsemblePhase(Phase):
         return self.folder.parent
 
     def objective(self) -> Any:
-        from hpwf.ensembles import MemberObjective
+        from hpwf.ensembles._members import MemberObjective
 
         return MemberObjective(self.workflow.ensemble.train)  # type: ignore[union-attr]
 
@@ -95,7 +95,7 @@ class EnsemblePhase(Phase):
         """Queue the members to train; a rebuild first retires what an older plan left queued."""
         if not self.fresh or self.members is None or (existing and not self.rebuild):
             return
-        from hpwf.ensembles import plan, write_selection
+        from hpwf.ensembles._members import plan, write_selection
 
         members = self.members
         if self.rebuild:
@@ -115,7 +115,7 @@ class EnsemblePhase(Phase):
 
 def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[list[PhaseResult], bool]:
     """Run ``phases`` on one session; return their results and whether a signal stopped the run."""
-    from hpwf._reach import fresh_report_dir
+    from hpwf.wire._reach import fresh_report_dir
     from hpwf.progress import name_trials_in_optuna_warnings
 
     name_trials_in_optuna_warnings()

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.distributions import BaseDistribution
 
-from hpwf._channel import send_quietly
-from hpwf._dists import to_optuna
-from hpwf._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr
+from hpwf.wire._channel import send_quietly
+from hpwf.wire._dists import to_optuna
+from hpwf.wire._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState

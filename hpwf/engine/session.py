@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from hpwf._channel import Hub, send_quietly
-from hpwf._protocol import Stop
+from hpwf.wire._channel import Hub, send_quietly
+from hpwf.wire._protocol import Stop
 from hpwf.backends import Backend
 from hpwf.engine.ledger import AgentRecord, AgentState, Ledger
 

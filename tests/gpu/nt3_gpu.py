@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflows"))
 import nt3_cnn  # noqa: E402
 
 import hpwf  # noqa: E402
-from hpwf import parallel  # noqa: E402
+from hpwf.workflow import parallel  # noqa: E402
 
 search = dataclasses.replace(nt3_cnn.search, n_trials=2, pruner="none", pruner_options={}, ranks_per_trial=2)
 
@@ -22,7 +22,7 @@ search = dataclasses.replace(nt3_cnn.search, n_trials=2, pruner="none", pruner_o
 def objective(trial: hpwf.Trial) -> float:
     import torch
 
-    from hpwf._topology import placement
+    from hpwf.worker._topology import placement
 
     accuracy = nt3_cnn.objective(trial)
     state = parallel.restore(trial)  # rank 0 saved the trained model; every rank gets it

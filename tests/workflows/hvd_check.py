@@ -9,7 +9,7 @@ import os
 import socket
 
 import hpwf
-from hpwf import parallel
+from hpwf.workflow import parallel
 
 search = hpwf.Search(
     direction="minimize",
@@ -54,7 +54,7 @@ def objective(trial: hpwf.Trial) -> float:
 
 
 def record(trial, model, hvd, pruned_at=None):
-    from hpwf._topology import placement
+    from hpwf.worker._topology import placement
 
     weights = [round(float(v), 6) for v in model.weight.detach().flatten()]
     where = placement()

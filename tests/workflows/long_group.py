@@ -4,7 +4,7 @@ import os
 import time
 
 import hpwf
-from hpwf import parallel
+from hpwf.workflow import parallel
 
 BEAT = float(os.environ.get("LONG_GROUP_BEAT", "1.0"))
 search = hpwf.Search(direction="minimize", n_trials=1, ranks_per_trial=2, heartbeat=BEAT, sampler="random")

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import hpwf
-from hpwf import parallel
-from hpwf.trial import TrialPaused
+from hpwf.workflow import parallel
+from hpwf.workflow._trial import TrialPaused
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflows"))
 import nt3_cnn  # noqa: E402
@@ -30,7 +30,7 @@ _models = {}  # trial number -> the model this rank trains
 
 
 class _Watch:
-    """hpwf.parallel, remembering the model handed to ``distributed_optimizer``."""
+    """hpwf.workflow.parallel, remembering the model handed to ``distributed_optimizer``."""
 
     def __getattr__(self, name):
         return getattr(parallel, name)

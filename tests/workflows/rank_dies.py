@@ -5,7 +5,7 @@ import signal
 import time
 
 import hpwf
-from hpwf import parallel
+from hpwf.workflow import parallel
 from tests.objectives import first_time
 
 search = hpwf.Search(direction="minimize", n_trials=int(os.environ.get("DIE_TRIALS", "6")),

@@ -15,7 +15,7 @@ import os
 import time
 
 import hpwf
-from hpwf import parallel
+from hpwf.workflow import parallel
 
 SCHED = os.environ.get("RC_SCHED", "asha-resume")
 RANKS = int(os.environ.get("RC_RANKS", "1"))

@@ -1,0 +1,275 @@
+"""Population-based training: segments of ``interval`` steps, exploit and explore between them.
+
+Each member of the population trains in segments. A segment is one Optuna trial (so the budget
+``n_trials`` is population x generations, and every segment is in the study with its params and
+its last reported value). At the end of a segment (its report at step ``(generation + 1) *
+interval - 1``) the trial pauses: it saves its state (`hpwf.Trial.pause`) and the coordinator
+tells the segment COMPLETE with that value. Then the member's next segment is queued:
+
+- exploit: a member whose value is in the bottom ``quantile`` of the members that finished the
+  same generation (compared at the same step; at least half the population, and two) continues
+  from that generation's checkpoint of a member in the top ``quantile`` (the file is read as it
+  is: bit for bit),
+- explore: with the copied params perturbed (floats and ints times one of ``perturb``,
+  categoricals one choice over) or, with ``resample_probability``, sampled afresh. Only the
+  params named in ``explore`` change (default: the float ones, e.g. a learning rate: an int or a
+  categorical often shapes the model, and the copied checkpoint must still fit it);
+- the others continue from their own checkpoint with their own params.
+
+The next segment's user attrs record the lineage: ``pbt:member``, ``pbt:generation``,
+``pbt:parent`` (the segment whose checkpoint it starts from), ``pbt:exploited``. The last
+generation does not pause: it runs the objective to its end. Generation ``g`` always starts at
+step ``g * interval``. A member's next segment is held back (its ranks serve others meanwhile)
+until every member has started and a quorum (half the population, at least two) has finished
+its generation, so that every member is ranked at the same step.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from hpwf.engine.schedulers._halving import PAUSE, RESTORE_ATTR
+
+if TYPE_CHECKING:
+    from hpwf.engine.ledger import TrialRecord
+    from hpwf.engine.loop import Coordinator
+
+MEMBER, GENERATION, PARENT, EXPLOITED = "pbt:member", "pbt:generation", "pbt:parent", "pbt:exploited"
+FIXED = ("ranks_per_trial",)  # never explored: the group size of a member stays
+
+
+@dataclass
+class _Latest:
+    generation: int
+    value: float
+    number: int  # the segment's trial number (its folder holds the checkpoint)
+    step: int  # the step its successor continues from
+    params: dict[str, Any]
+    distributions: dict[str, BaseDistribution]
+
+
+class PopulationBasedTraining:
+    """``scheduler="pbt"``: see the module docstring. ``generations`` = n_trials // population."""
+
+    def __init__(self, study: optuna.Study, population: int, interval: int, generations: int, *,
+                 quantile: float = 0.25, perturb: tuple[float, float] = (0.8, 1.2),
+                 resample_probability: float = 0.25, explore: list[str] | None = None,
+                 seed: int | None = None) -> None:
+        self.study = study
+        self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        self.population, self.interval, self.generations = population, interval, generations
+        self.quantile, self.perturb, self.resample_probability = quantile, perturb, resample_probability
+        self.explore = None if explore is None else set(explore)
+        self.rng = random.Random(seed)
+        self.members = 0  # generation-0 members asked so far
+        self.pending = 0  # next segments queued in the study, not asked yet
+        self.scores: dict[int, dict[int, _Latest]] = {}  # generation -> member -> its segment
+        self._held: list[tuple[int, int]] = []  # members whose next segment waits until every member started
+        self._last: dict[int, tuple[int, float]] = {}  # ticket -> (step, value) of its last report
+
+    # --- asking ---------------------------------------------------------------------------
+    def may_ask(self) -> bool:
+        if self.members < self.population or self.pending > 0:
+            return True  # (below: a failed segment queued again by a retry or an interrupt)
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def on_asked(self, trial: Any) -> None:
+        attrs = trial.user_attrs
+        if MEMBER in attrs:
+            if int(attrs.get(GENERATION, 0)) > 0:
+                self.pending = max(0, self.pending - 1)
+            return
+        trial.set_user_attr(MEMBER, self.members)
+        trial.set_user_attr(GENERATION, 0)
+        self.members += 1
+        self._release()
+
+    # --- segments ---------------------------------------------------------------------------
+    def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
+        end = self.end_step(int(record.trial.user_attrs.get(GENERATION, 0)))
+        self._last[record.ticket] = (step, value)
+        return PAUSE if end is not None and step + 1 >= end else False
+
+    def end_step(self, generation: int) -> int | None:
+        """The step a segment of ``generation`` pauses before (None: the last runs to its end)."""
+        return None if generation >= self.generations - 1 else (generation + 1) * self.interval
+
+    def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
+        """The segment ended: tell it COMPLETE with its last value, queue the member's next one."""
+        from hpwf.wire._protocol import Done
+        from hpwf.engine.ledger import TrialState as S
+
+        step, value = self._last.pop(record.ticket, (-1, math.nan))
+        trial = record.trial
+        record.result = Done(record.ticket, "complete", [value] if math.isfinite(value) else None)
+        c.session.ledger.move(record, S.DONE)
+        if not math.isfinite(value):
+            return  # nothing to continue from: the tell fails it
+        attrs = trial.user_attrs
+        member, generation = int(attrs[MEMBER]), int(attrs.get(GENERATION, 0))
+        self.scores.setdefault(generation, {})[member] = _Latest(
+            generation, value, trial.number, step + 1, dict(trial.params), dict(trial.distributions))
+        self._held.append((member, generation))
+        self._release()
+
+    def _quorum(self) -> int:
+        return max(2, math.ceil(self.population / 2))
+
+    def _release(self) -> None:
+        """Queue the held members whose generation can be ranked now."""
+        if self.members < self.population:
+            return
+        ready = [(m, g) for m, g in self._held if len(self.scores.get(g, {})) >= self._quorum()]
+        self._held = [h for h in self._held if h not in ready]
+        for member, generation in ready:
+            self.queue_next(member, generation)
+
+    def queue_next(self, member: int, generation: int) -> None:
+        """Enqueue the member's next segment (`next_segment`), recording its parent."""
+        chosen = self.next_segment(member, generation)
+        if chosen is None:
+            return
+        parent, params, exploited = chosen
+        self.study.enqueue_trial(params, user_attrs={
+            MEMBER: member, GENERATION: generation + 1, PARENT: parent.number, EXPLOITED: exploited,
+            RESTORE_ATTR: {"from": parent.number, "step": parent.step},
+        }, skip_if_exists=False)
+        self.pending += 1
+
+    def next_segment(self, member: int, generation: int) -> tuple[_Latest, dict[str, Any], bool] | None:
+        """(parent segment, params, exploited): exploit and explore, or go on as it is."""
+        own = self.scores[generation][member]
+        source = self._exploit(member, generation)
+        if source is None:
+            return own, dict(own.params), False
+        parent = self.scores[generation][source]
+        return parent, self._explore(parent.params, parent.distributions), True
+
+    def _exploit(self, member: int, generation: int) -> int | None:
+        """A top-quantile member to copy, when ``member`` is in the bottom quantile; else None."""
+        scored = self.scores[generation]
+        if len(scored) < 2:
+            return None  # nobody to compare with
+        sign = -1.0 if self.maximize else 1.0
+        order = sorted(scored, key=lambda m: (sign * scored[m].value, m))  # best first
+        cut = max(1, int(math.ceil(self.quantile * len(order))))
+        if member not in order[-cut:]:
+            return None
+        top = [m for m in order[:cut] if m != member]
+        return self.rng.choice(top) if top else None
+
+    def _explore(self, params: dict[str, Any], distributions: dict[str, BaseDistribution]) -> dict[str, Any]:
+        out = {}
+        for name, value in params.items():
+            dist = distributions.get(name)
+            chosen = isinstance(dist, FloatDistribution) if self.explore is None else name in self.explore
+            if name in FIXED or dist is None or not chosen:
+                out[name] = value
+            elif self.rng.random() < self.resample_probability:
+                out[name] = _sample(dist, self.rng)
+            else:
+                out[name] = _perturb(dist, value, self.rng.choice(self.perturb), self.rng)
+        return out
+
+    # --- never paused, never drained: a segment ends COMPLETE at once ---------------------------
+    def promotable(self, paused: Iterable[TrialRecord]) -> list[TrialRecord]:
+        return []
+
+    def drain(self, paused: list[TrialRecord]) -> tuple[list[TrialRecord], list[TrialRecord]]:
+        """Nothing else runs: held members go on without their quorum (a member's line failed)."""
+        held, self._held = self._held, []
+        for member, generation in held:
+            self.queue_next(member, generation)
+        return [], list(paused)
+
+    def recover(self, trials: Iterable[FrozenTrial]) -> None:
+        """Rebuild members, their segments, the queued ones and the held ones from the study."""
+        later: set[tuple[int, int]] = set()  # (member, generation) of segments asked or queued
+        for frozen in sorted(trials, key=lambda t: t.number):
+            if MEMBER in frozen.user_attrs and frozen.state != TrialState.FAIL:
+                later.add((int(frozen.user_attrs[MEMBER]), int(frozen.user_attrs.get(GENERATION, 0))))
+        for frozen in sorted(trials, key=lambda t: t.number):
+            attrs = frozen.user_attrs
+            if MEMBER not in attrs:
+                continue
+            member, generation = int(attrs[MEMBER]), int(attrs.get(GENERATION, 0))
+            self.members = max(self.members, member + 1)
+            if frozen.state == TrialState.WAITING and generation > 0:
+                self.pending += 1
+            if frozen.state == TrialState.COMPLETE and frozen.value is not None and frozen.intermediate_values:
+                self.scores.setdefault(generation, {})[member] = _Latest(
+                    generation, frozen.value, frozen.number, max(frozen.intermediate_values) + 1,
+                    dict(frozen.params), dict(frozen.distributions))
+                if generation < self.generations - 1 and (member, generation + 1) not in later:
+                    self._held.append((member, generation))  # its next segment was never queued
+        self._release()
+
+
+def _sample(dist: BaseDistribution, rng: random.Random) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return rng.choice(dist.choices)
+    if isinstance(dist, (FloatDistribution, IntDistribution)):
+        low, high = float(dist.low), float(dist.high)
+        value = math.exp(rng.uniform(math.log(low), math.log(high))) if dist.log else rng.uniform(low, high)
+        return _clip(dist, value)
+    raise TypeError(f"cannot sample {dist!r}")
+
+
+def _perturb(dist: BaseDistribution, value: Any, factor: float, rng: random.Random) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        i = dist.choices.index(value) + rng.choice((-1, 1))
+        return dist.choices[min(max(i, 0), len(dist.choices) - 1)]
+    return _clip(dist, float(value) * factor)
+
+
+def _clip(dist: Any, value: float) -> Any:
+    value = min(max(value, dist.low), dist.high)
+    if dist.step is not None:
+        value = dist.low + round((value - dist.low) / dist.step) * dist.step
+        value = min(max(value, dist.low), dist.high)
+    return int(round(value)) if isinstance(dist, IntDistribution) else float(value)
+
+
+def schedule(study: optuna.Study, number: int) -> list[dict[str, Any]]:
+    """The lineage of segment ``number``, oldest first: [{trial, generation, start_step, params}].
+
+    Replaying it (train with each entry's params from its start step) reproduces the schedule
+    of hyperparameters that PBT found.
+    """
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    chain = []
+    current: int | None = number
+    while current is not None and current in trials:
+        frozen = trials[current]
+        restore = frozen.user_attrs.get(RESTORE_ATTR) or {}
+        chain.append({"trial": frozen.number, "generation": frozen.user_attrs.get(GENERATION, 0),
+                      "start_step": int(restore.get("step", 0)), "params": dict(frozen.params),
+                      "value": frozen.value})
+        parent = frozen.user_attrs.get(PARENT)
+        current = int(parent) if parent is not None else None
+    return chain[::-1]
+
+
+def lineage(study: optuna.Study) -> dict[str, Any] | None:
+    """PBT's segments with their parents, and the best final segment's schedule (None: no PBT)."""
+    segments = [t for t in study.get_trials(deepcopy=False) if MEMBER in t.user_attrs]
+    if not segments:
+        return None
+    rows = [{"trial": t.number, "member": t.user_attrs[MEMBER], "generation": t.user_attrs.get(GENERATION, 0),
+             "parent": t.user_attrs.get(PARENT), "exploited": bool(t.user_attrs.get(EXPLOITED)),
+             "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in segments]
+    done = [t for t in segments if t.state == TrialState.COMPLETE and t.value is not None]
+    last = max((int(t.user_attrs.get(GENERATION, 0)) for t in done), default=0)
+    finals = [t for t in done if int(t.user_attrs.get(GENERATION, 0)) == last]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best = (max if maximize else min)(finals, key=lambda t: t.value) if finals else None  # type: ignore[arg-type,return-value]
+    return {"members": len({r["member"] for r in rows}), "segments": len(rows), "segments_list": rows,
+            "best_final": best.number if best else None,
+            "best_schedule": schedule(study, best.number) if best else []}

@@ -1,0 +1,399 @@
+"""Ensembles: chosen from the search's own trials, or members trained on bootstrap resamples.
+
+Two ways, which combine:
+
+- **Selection from the search** (no retraining): trials save predictions
+  (``trial.save_predictions("val" | "cal" | "test", ...)``) and the ensemble is the top k of
+  them, or Caruana's greedy selection on validation predictions (`hpwf.ensembles._selection`).
+- **Members** (``train=``): K members train on bootstrap resamples, spread over the same
+  backends as trials. Members are trials of a sibling study (``<name>-ensemble``) run in
+  ``RUN_DIR/ensemble``: each carries its member index, configuration, source trial and seed
+  as user attributes, so a resumed run never retrains a finished member, and a failed member
+  runs again with the same attributes. With ``select="greedy"`` the members' configurations
+  are those greedy selection chose, in proportion to their weights.
+
+The plan (which members, from which trials) is written to ``RUN_DIR/ensemble/selection.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, cast
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalChoiceType
+from optuna.trial import FrozenTrial, TrialState
+
+from hpwf.workflow import _predictions as predictions
+from hpwf.errors import ConfigError
+from hpwf.rundir._trialdir import trial_folder
+from hpwf.ensembles._selection import METRIC_NAMES, Selection, allocate, greedy, top_k
+from hpwf.workflow._trial import Trial
+
+MEMBER, CONFIG, SOURCE, SEED = "member", "config", "source_trial", "member_seed"
+ENSEMBLE_DIR = "ensemble"
+SELECTION_FILE = "selection.json"
+MEMBER_FILE = "member.json"
+SELECTS = ("topk", "greedy")
+CALIBRATIONS = (None, "conformal")
+DEFAULT_SIZE = 5
+_HPWF_PARAMS = ("ranks_per_trial",)
+
+
+@dataclass
+class Ensemble:
+    """An ensemble, declared at module level in a workflow file.
+
+    Args:
+        members: how many bootstrap members to train (K); needs ``train``.
+        train: ``train(member: hpwf.Member) -> float | None``: trains one member (on
+            ``member.bootstrap(n)``), saves its predictions, returns its validation score.
+            Without it nothing is retrained: the ensemble is made of the search's trials.
+        select: "topk" (the k best trials by the search's objective, equal weights) or
+            "greedy" (Caruana's greedy selection with replacement on the trials' validation
+            predictions; the weights are how often each trial was picked).
+        size: greedy: rounds of selection (the ensemble size, repeats counted); default 5.
+        top_k: topk: how many trials (default 1 with ``train``, else 5).
+        params: one fixed configuration for every member (instead of a selection).
+        metric: greedy selection's validation metric: "nll" (default), "crps", "rmse", "ece"
+            (regression), "nll", "brier", "ece", "accuracy" (classification), or a function
+            ``metric(y, combined) -> float`` where lower is better.
+        calibrate: "conformal": split-conformal intervals from calibration predictions
+            (``save_predictions("cal", ...)``); ``uq_metrics.json`` keeps raw and calibrated.
+        direction: whether a lower ("minimize") or higher member score is better; default: the
+            search's direction (required when there is no search).
+        seed: members' seeds derive from it (member i: ``seed * 1000 + i``).
+        ranks_per_trial: ranks per member (Horovod, as for trials).
+        max_retries: a failed member runs again at most this many times.
+
+    Example:
+        >>> Ensemble(members=4, train=lambda m: 0.0, params={"lr": 0.01}).members
+        4
+        >>> Ensemble(select="greedy", size=8, calibrate="conformal").retrains
+        False
+    """
+
+    members: int | None = None
+    train: Callable[[Member], Any] | None = None
+    select: str = "topk"
+    size: int | None = None
+    top_k: int | None = None
+    params: Mapping[str, Any] | None = None
+    metric: str | Callable[..., float] = "nll"
+    calibrate: str | None = None
+    direction: str | None = None
+    seed: int = 0
+    ranks_per_trial: int = 1
+    max_retries: int = 2
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train is not None and not callable(self.train):
+            raise ConfigError("train must be a function taking one member")
+        if self.train is not None and self.members is None:
+            raise ConfigError("train= needs members= (how many members to train)")
+        if self.train is None and self.members is not None:
+            raise ConfigError("members= needs train= (the function that trains one member)")
+        if self.members is not None and (isinstance(self.members, bool) or not isinstance(self.members, int)
+                                         or not 1 <= self.members <= 10**5):
+            raise ConfigError(f"members must be an integer in 1..100000, not {self.members!r}")
+        if self.select not in SELECTS:
+            raise ConfigError(f"select {self.select!r} must be one of {', '.join(SELECTS)}")
+        for name in ("size", "top_k"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if self.size is not None and self.select != "greedy":
+            raise ConfigError("size= is for select='greedy'; use top_k= with select='topk'")
+        if self.top_k is not None and self.select != "topk":
+            raise ConfigError("top_k= is for select='topk'; use size= with select='greedy'")
+        if self.params is not None and (self.top_k is not None or self.select == "greedy"):
+            raise ConfigError("give either params= or a selection (top_k=, select='greedy'), not both")
+        if self.params is not None and self.train is None:
+            raise ConfigError("params= needs train= (members retrain that configuration)")
+        if not callable(self.metric) and self.metric not in METRIC_NAMES:
+            raise ConfigError(f"metric {self.metric!r} must be one of {', '.join(METRIC_NAMES)} or a function")
+        if self.calibrate not in CALIBRATIONS:
+            raise ConfigError(f"calibrate {self.calibrate!r} must be 'conformal' or None")
+        if self.direction not in (None, "minimize", "maximize"):
+            raise ConfigError(f"direction {self.direction!r} must be 'minimize' or 'maximize'")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, not {self.seed!r}")
+
+    @property
+    def retrains(self) -> bool:
+        """Whether members are trained (``train=``), rather than trials reused as they are."""
+        return self.train is not None
+
+    @property
+    def k(self) -> int:
+        """How many trials select='topk' takes."""
+        return self.top_k or (1 if self.retrains else DEFAULT_SIZE)
+
+
+class Member:
+    """What ``train(member)`` sees: its index, configuration, seed, group and folder.
+
+    It answers ``suggest_float``/``suggest_int``/``suggest_categorical`` (and the other
+    ``suggest_*``) with the member's fixed parameters, so the objective's own model builder
+    runs unchanged: ``build_model(member)`` replays the source trial's configuration.
+    ``report`` records the value (members are never pruned).
+    """
+
+    def __init__(self, trial: Trial) -> None:
+        if MEMBER not in trial.user_attrs or SEED not in trial.user_attrs:
+            raise RuntimeError(f"trial {trial.number} of the members' study carries no member attributes; "
+                               "members are planned by hpwf (hpwf run, hpwf ensemble), not asked for")
+        self.trial = trial
+        self.index: int = int(trial.user_attrs[MEMBER])
+        self.params: dict[str, Any] = dict(trial.user_attrs.get(CONFIG) or {})
+        self.seed: int = int(trial.user_attrs[SEED])
+        self.source_trial: int | None = trial.user_attrs.get(SOURCE)
+        self.folder = trial.folder
+        self.group = trial.group
+        self.number = trial.number
+        self.user_attrs = trial.user_attrs
+
+    # --- replay: the same calls as hpwf.Trial, answered with the fixed configuration ----------
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        """The member's value of float parameter ``name`` (the range is not re-sampled)."""
+        return float(self._fixed(name))
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        """The member's value of integer parameter ``name``."""
+        return int(self._fixed(name))
+
+    def suggest_categorical(self, name: str, choices: Sequence[CategoricalChoiceType]) -> CategoricalChoiceType:
+        """The member's value of categorical parameter ``name``."""
+        value = self._fixed(name)
+        return cast(CategoricalChoiceType, value)
+
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        return self.suggest_float(name, low, high, step=q)
+
+    def _fixed(self, name: str) -> Any:
+        if name not in self.params:
+            source = f" (from trial {self.source_trial})" if self.source_trial is not None else ""
+            raise KeyError(f"member {self.index}: parameter {name!r} is not in its configuration{source}: "
+                           f"{sorted(self.params)}")
+        return self.params[name]
+
+    def report(self, value: float, step: int) -> None:
+        """Record an intermediate value in the member's ``metrics.csv``."""
+        self.trial.report(value, step)
+
+    def should_prune(self) -> bool:
+        """Always False: members are never pruned."""
+        return False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.trial.set_user_attr(key, value)
+
+    # --- outputs ----------------------------------------------------------------------------
+    def bootstrap(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """In-bag indices (n draws with replacement, from the member's seed) and out-of-bag ones."""
+        rng = np.random.default_rng(self.seed)
+        in_bag = rng.integers(0, n, size=n)
+        out_of_bag = np.setdiff1d(np.arange(n), in_bag)
+        if self.group.rank == 0:
+            np.savez(self.folder / "bootstrap.npz", in_bag=in_bag, out_of_bag=out_of_bag)
+        return in_bag, out_of_bag
+
+    def save_predictions(self, split: str = "test", **arrays: Any) -> Path:
+        """Predictions on ``split`` ("test": held-out, scored; "cal": for conformal; "val").
+
+        Arrays: ``y`` plus ``mean`` (and ``var``) for regression, or ``probs``; optional
+        ``mc_mean``/``mc_var`` (T, N) hold MC-dropout passes of this member's model.
+        """
+        return predictions.save(self.folder, self.group.rank, split, arrays)
+
+    def save_weights(self, state: Any) -> Path:
+        """The member's weights (e.g. ``model.state_dict()``), saved by rank 0."""
+        return predictions.save_weights(self.folder, self.group.rank, state)
+
+
+class MemberObjective:
+    """Wraps ``train(member)`` as an objective the coordinator runs like any trial.
+
+    The member's folder gets ``member.json`` (index, seed, source trial, parameters) and, as
+    for trials, ``params.json`` (its parameters).
+    """
+
+    def __init__(self, train: Callable[[Member], Any]) -> None:
+        self.train = train
+
+    def __call__(self, trial: Trial) -> float:
+        member = Member(trial)
+        if member.group.rank == 0:
+            record = {"member": member.index, "source_trial": member.source_trial, "seed": member.seed,
+                      "params": member.params}
+            (member.folder / MEMBER_FILE).write_text(json.dumps(record, indent=1, default=str))
+        try:
+            score = self.train(member)
+        finally:  # params.json (written by the agent from trial.params) records the configuration
+            for key, value in member.params.items():
+                trial.params.setdefault(key, value)
+        return 0.0 if score is None else float(score)
+
+
+# --- the search's trials as candidates --------------------------------------------------------
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Finished trials with a single objective value."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values and
+            len(t.values) == 1]
+
+
+def select_trials(spec: Ensemble, study: optuna.Study, run_dir: Path, need: str = "test") -> Selection:
+    """Choose trials of the search in ``run_dir`` as ``spec`` says (topk or greedy).
+
+    Only trials that saved ``need`` predictions are candidates (greedy: also "val"); with
+    ``spec.retrains`` every complete trial is a candidate for topk (members retrain it).
+    """
+    done = complete_trials(study)
+    if not done:
+        raise ConfigError(f"study {study.study_name!r} has no complete trial to build an ensemble from")
+    if spec.select == "greedy":
+        candidates = {}
+        for t in done:
+            val = predictions.load(trial_folder(run_dir, t.number), "val")
+            if val is not None and (spec.retrains or predictions.path(trial_folder(run_dir, t.number), need).exists()):
+                candidates[t.number] = val
+        if not candidates:
+            raise ConfigError(f"{run_dir}: no complete trial saved validation predictions for greedy selection "
+                              "(trial.save_predictions('val', y=..., ...))")
+        try:
+            return greedy(candidates, spec.size or DEFAULT_SIZE, spec.metric)
+        except ValueError as exc:
+            raise ConfigError(f"{run_dir}: greedy selection: {exc}") from None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    values = {t.number: float(cast(float, t.value)) for t in done
+              if spec.retrains or predictions.path(trial_folder(run_dir, t.number), need).exists()}
+    if not values:
+        raise ConfigError(f"{run_dir}: no complete trial saved {need} predictions "
+                          f"(trial.save_predictions({need!r}, y=..., ...))")
+    return top_k(values, spec.k, maximize)
+
+
+# --- members: the plan and its bookkeeping --------------------------------------------------
+@dataclass
+class Plan:
+    """The members to train (their attributes) and the selection their configurations came from."""
+
+    members: list[dict[str, Any]]
+    selection: Selection | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"selection": self.selection.as_json() if self.selection else None, "plan": self.members}
+
+
+def plan(ensemble: Ensemble, source: optuna.Study | None, search_dir: Path | None = None) -> Plan:
+    """The members' attributes: index, configuration (``params``, or selected trials), source, seed."""
+    if ensemble.members is None:
+        raise ConfigError("this ensemble trains no members (no train=): nothing to plan")
+    selection = None
+    if ensemble.params is not None:
+        configs: list[tuple[dict[str, Any], int | None]] = [(dict(ensemble.params), None)]
+    else:
+        if source is None or search_dir is None:
+            raise ConfigError("the ensemble needs params= or a finished search to select configurations from")
+        selection = select_trials(ensemble, source, search_dir)
+        by_number = {t.number: t for t in complete_trials(source)}
+        if selection.method == "greedy":
+            chosen = allocate(selection.weights, ensemble.members)
+        else:
+            ranked = list(selection.weights)  # top_k keeps them best first
+            chosen = [ranked[i % len(ranked)] for i in range(ensemble.members)]
+        configs = [(_config(by_number[n]), n) for n in chosen]
+    members = [{MEMBER: i, CONFIG: configs[i % len(configs)][0], SOURCE: configs[i % len(configs)][1],
+                SEED: ensemble.seed * 1000 + i} for i in range(ensemble.members)]
+    return Plan(members, selection)
+
+
+def _config(trial: FrozenTrial) -> dict[str, Any]:
+    return {k: v for k, v in trial.params.items() if k not in _HPWF_PARAMS}
+
+
+def same_member(attrs: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    """Whether a member trial's attributes are those of a plan entry (then it need not retrain)."""
+    return all(attrs.get(k) == entry.get(k) for k in (MEMBER, CONFIG, SOURCE, SEED))
+
+
+def member_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete member trials, oldest first."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if MEMBER in t.user_attrs]
+
+
+def current_members(run_dir: Path) -> dict[int, tuple[FrozenTrial, Path]]:
+    """Member index -> (trial, folder) of the finished members of the current plan.
+
+    Without a saved plan (runs made before plans were recorded): every member index's first
+    complete run.
+    """
+    from hpwf.rundir._run import load_study
+
+    sub = run_dir / ENSEMBLE_DIR
+    study = load_study(sub)
+    entries = read_selection(run_dir).get("plan")
+    found: dict[int, tuple[FrozenTrial, Path]] = {}
+    for t in member_trials(study):
+        index = int(t.user_attrs[MEMBER])
+        if index in found:
+            continue
+        if entries is None or any(same_member(t.user_attrs, e) for e in entries):
+            found[index] = (t, trial_folder(sub, t.number))
+    return dict(sorted(found.items()))
+
+
+def missing_members(planned: Plan, study: optuna.Study) -> list[dict[str, Any]]:
+    """The plan entries no complete member trial matches yet."""
+    done = member_trials(study)
+    return [e for e in planned.members if not any(same_member(t.user_attrs, e) for t in done)]
+
+
+def read_selection(run_dir: Path) -> dict[str, Any]:
+    """``RUN_DIR/ensemble/selection.json``, or {} when there is none."""
+    path = run_dir / ENSEMBLE_DIR / SELECTION_FILE
+    return cast(dict[str, Any], json.loads(path.read_text())) if path.exists() else {}
+
+
+def write_selection(run_dir: Path, record: dict[str, Any]) -> Path:
+    path = run_dir / ENSEMBLE_DIR / SELECTION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=str))
+    return path
+
+
+def stale_sources(spec: Ensemble, run_dir: Path, source: optuna.Study) -> str | None:
+    """A sentence when the members' source trials are no longer what the selection gives now."""
+    if not spec.retrains or spec.params is not None:
+        return None
+    saved = read_selection(run_dir).get("plan")
+    if not saved:
+        return None
+    try:
+        now = plan(spec, source, run_dir)
+    except ConfigError:
+        return None
+    before = sorted({e[SOURCE] for e in saved if e.get(SOURCE) is not None})
+    after = sorted({e[SOURCE] for e in now.members if e.get(SOURCE) is not None})
+    if before == after:
+        return None
+    return (f"the ensemble's members come from trials {before}, but the search's {spec.select} selection is now "
+            f"{after}; rebuild it with `hpwf ensemble WORKFLOW --from {run_dir}`")
+
+
+def aggregate(run_dir: str | Path, spec: Ensemble | None = None) -> dict[str, Any]:
+    """Score the ensemble; see `hpwf.ensembles._aggregate.aggregate` (kept here for existing callers)."""
+    from hpwf.ensembles._aggregate import aggregate as run_aggregate
+
+    return run_aggregate(run_dir, spec)

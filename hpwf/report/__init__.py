@@ -1,0 +1,4 @@
+"""Read-only views of a run: the HTML report (`_html`) with its scheduler (`_schedule`) and UQ
+(`_uq`) sections, and the dashboard (`_dashboard`). May import: `hpwf.rundir`,
+`hpwf.ensembles`, the engine's public door (`hpwf.engine.schedulers`); never its internals.
+"""

@@ -1,0 +1,238 @@
+"""``hpwf report``: ``trials.csv`` and one self-contained ``report.html`` (plotly.js inline, no server)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpwf.engine.schedulers._halving import state_counts
+from hpwf.rundir._trialdir import trial_folder
+from hpwf.rundir._run import load_study, read_summary
+
+# Later sections (e.g. UQ) append here: each gets (study, run_dir) and returns an HTML chunk or None.
+EXTRA_SECTIONS: list[Callable[[optuna.Study, Path], str | None]] = []
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;
+vertical-align:top}th{background:#f3f3f3}.note{color:#666;font-style:italic}.FAIL{color:#b00}
+.PRUNED{color:#888}"""
+
+
+def write_report(run_dir: str | Path) -> list[Path]:
+    """Write trials.csv and report.html into run_dir; return both paths."""
+    run_dir = Path(run_dir)
+    study = load_study(run_dir)
+    csv_path, html_path = run_dir / "trials.csv", run_dir / "report.html"
+    with _quiet():
+        _atomic(csv_path, trials_table(study).to_csv(index=False))
+        chunks = _sections(study, run_dir)
+    _atomic(html_path, _page(f"hpwf report: {study.study_name}", chunks))
+    return [csv_path, html_path]
+
+
+def trials_table(study: optuna.Study) -> Any:
+    """Optuna's trials dataframe without hpwf's bookkeeping (``hpwf:*`` attributes, system attributes)."""
+    frame = study.trials_dataframe()
+    internal = [c for c in frame.columns if c.startswith(("system_attrs_", "user_attrs_hpwf:"))]
+    return frame.drop(columns=internal)
+
+
+def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
+    """The report's HTML chunks in order: header, figures, trial table, then ``EXTRA_SECTIONS``."""
+    chunks = [_header(study, run_dir, read_summary(run_dir)), *_figures(study), *_logged_metrics(study, run_dir),
+              _trial_table(study, run_dir)]
+    for section in EXTRA_SECTIONS:
+        try:
+            chunk = section(study, run_dir)
+        except Exception as exc:  # a broken add-on section must not cost the whole report
+            chunk = _note(f"section {getattr(section, '__name__', section)!r} failed: {type(exc).__name__}: {exc}")
+        if chunk is not None:
+            chunks.append(chunk)
+    return chunks
+
+
+def _page(title: str, chunks: list[str]) -> str:
+    """A complete HTML document around ``chunks``."""
+    body = "\n".join(chunks)
+    script = ""
+    if "Plotly.newPlot" in body:  # plotly.js inline, once, only when something was drawn
+        from plotly.offline import get_plotlyjs
+
+        script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_CSS}</style>{script}</head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def _header(study: optuna.Study, run_dir: Path, summary: dict[str, Any]) -> str:
+    """The run at a glance: study, directions, counts by state, best, elapsed time, utilisation."""
+    trials = study.get_trials(deepcopy=False)
+    counts = ", ".join(f"{n} {name}" for name, n in state_counts(trials, run_dir).items())
+    rows = [("study", study.study_name), ("directions", ", ".join(d.name.lower() for d in study.directions)),
+            ("trials", f"{len(trials)} ({counts})")]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        rows.append(("best", "no complete trial"))
+    elif len(study.directions) == 1:
+        best = study.best_trial
+        rows += [("best value", f"{_fmt(best.value)} (trial {best.number})"), ("best params", _params(best))]
+    else:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        more = f" and {len(front) - 10} more" if len(front) > 10 else ""
+        rows.append(("Pareto front", "; ".join(f"trial {t.number}: {_values(t)}" for t in front[:10]) + more))
+    if summary:
+        util = summary.get("utilisation")
+        rows += [("elapsed", f"{_fmt(summary.get('elapsed_s'))} s"),
+                 ("utilisation", "-" if util is None else f"{100 * util:.0f}% of {summary.get('slots', '?')} slots"),
+                 ("stop reason", str(summary.get("stop_reason") or "-"))]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Summary</h2>\n<table>{body}</table>"
+
+
+def _figures(study: optuna.Study) -> list[str]:
+    """One chunk per plot: the figure, or a note saying why Optuna cannot draw it for this study."""
+    from optuna import visualization as vis
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    names = {p for t in complete for p in t.params}
+    multi = len(study.directions) > 1
+    first: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": "objective 0"} if multi else {}
+    no_complete = None if complete else "no complete trial yet"
+    plots: list[tuple[str, Callable[[], Any], str | None]] = [
+        ("Parallel coordinates", lambda: vis.plot_parallel_coordinate(study, **first),
+         no_complete or (None if names else "no parameters")),
+        ("Intermediate values", lambda: vis.plot_intermediate_values(study),
+         None if any(t.intermediate_values for t in trials) else "no trial reported intermediate values"),
+    ]
+    if multi:
+        plots.insert(0, ("Pareto front", lambda: vis.plot_pareto_front(study), no_complete or (
+            None if len(study.directions) <= 3 else f"{len(study.directions)} objectives (at most 3 can be drawn)")))
+    else:
+        plots[:0] = [
+            ("Optimization history", lambda: vis.plot_optimization_history(study), no_complete),
+            ("Parameter importances", lambda: vis.plot_param_importances(study),
+             "needs at least 2 complete trials" if len(complete) < 2
+             else None if len(names) >= 2 else f"needs at least 2 parameters (this study has {len(names)})"),
+        ]
+    chunks = []
+    for title, plot, why_not in plots:
+        fig = None
+        if why_not is None:
+            try:
+                fig = plot()
+            except Exception as exc:  # e.g. ValueError for a study shape Optuna does not support
+                why_not = f"Optuna cannot draw it: {type(exc).__name__}: {exc}"
+        if fig is None or not fig.data:
+            chunks.append(f"<h2>{title}</h2>\n" + _note(f"Not drawn: {why_not or 'Optuna had nothing to draw'}."))
+            continue
+        chunks.append(f"<h2>{title}</h2>\n" + figure_html(fig))
+    return chunks
+
+
+def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """The named metrics a trial logged (``trial.log_metrics``): name -> [(step, value)], from its metrics.csv."""
+    path = folder / "metrics.csv"
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [c for c in (rows[0] if rows else {}) if c not in ("step", "value", "elapsed_s")]
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
+        if points:
+            out[name] = points
+    return out
+
+
+def _logged_metrics(study: optuna.Study, run_dir: Path, most: int = 8) -> list[str]:
+    """One subplot per metric the trials logged, a line per trial; nothing if none logged any."""
+    by_trial = {t.number: read_metrics(trial_folder(run_dir, t.number)) for t in study.get_trials(deepcopy=False)}
+    names = list(dict.fromkeys(n for m in by_trial.values() for n in m))
+    if not names:
+        return []
+    from plotly.subplots import make_subplots
+
+    shown = names[:most]
+    fig = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, subplot_titles=shown, vertical_spacing=0.08)
+    for number, metrics in by_trial.items():
+        first = True
+        for row, name in enumerate(shown, start=1):
+            if name in metrics:
+                steps, values = zip(*metrics[name])
+                fig.add_scatter(x=steps, y=values, mode="lines", name=f"trial {number}", legendgroup=str(number),
+                                showlegend=first, row=row, col=1)
+                first = False
+    fig.update_xaxes(title_text="step", row=len(shown), col=1)
+    fig.update_layout(height=max(320, 260 * len(shown)))
+    more = _note(f"{len(names) - most} more metrics are in the trials' metrics.csv: {', '.join(names[most:])}.") \
+        if len(names) > most else ""
+    return ["<h2>Logged metrics</h2>\n" + figure_html(fig) + more]
+
+
+def figure_html(fig: Any) -> str:
+    """A plotly figure as an HTML chunk; `_page` inlines plotly.js once for all of them."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px")
+
+
+def _trial_table(study: optuna.Study, run_dir: Path) -> str:
+    """Every trial: number (linked to its folder), state, value(s), params, duration, fail reason."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        folder = trial_folder(run_dir, t.number)
+        number = f'<a href="{folder.relative_to(run_dir)}/">{t.number}</a>' if folder.is_dir() else str(t.number)
+        reason = str(t.user_attrs.get("fail_reason") or "").strip().splitlines()
+        why = reason[0] if len(reason) == 1 else f"{reason[0]} … {reason[-1]}" if reason else ""
+        duration = "-" if t.duration is None else f"{t.duration.total_seconds():.3g} s"
+        cells = [_values(t), _params(t), duration, why]
+        rows.append(f'<tr class="{t.state.name}"><td>{number}</td><td>{t.state.name}</td>'
+                    + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("#", "state", "value(s)", "params", "duration", "fail reason"))
+    return f"<h2>Trials</h2>\n<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>"
+
+
+def _values(trial: FrozenTrial) -> str:
+    """The trial's objective value(s), or ``-``."""
+    return "-" if trial.values is None else ", ".join(_fmt(v) for v in trial.values)
+
+
+def _params(trial: FrozenTrial) -> str:
+    """``name=value`` pairs, comma-separated."""
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+
+
+def _fmt(value: Any) -> str:
+    """Floats to 6 significant digits, anything else via ``str``."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _note(text: str) -> str:
+    """An escaped ``<p class="note">``."""
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Optuna's log warnings and experimental warnings while plotting (notes say it instead)."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a fresh temporary sibling, then rename it over ``path`` (`hpwf.rundir._perms`)."""
+    from hpwf.rundir._perms import atomic_write
+
+    atomic_write(path, text)

@@ -1,0 +1,147 @@
+"""The UQ section of ``report.html``: metrics, members, calibration before and after, std vs error, band."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpwf.ensembles import _uq as uq
+from hpwf.report._html import EXTRA_SECTIONS, figure_html
+
+KEY_METRICS = ("rmse", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_90", "miscalibration_area", "ece",
+               "q_90", "accuracy", "brier", "entropy", "mutual_information")
+
+
+def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
+    """HTML for the run's ensemble, or None when the run has no aggregated ensemble."""
+    metrics_path, preds_path = run_dir / "uq_metrics.json", run_dir / "uq_predictions.npz"
+    if not metrics_path.exists():
+        return None
+    everything: dict[str, Any] = json.loads(metrics_path.read_text())
+    metrics = uq.model_metrics(everything)
+    chunks = ["<h2>Uncertainty quantification</h2>", _table(metrics)]
+    if isinstance(everything.get("selection"), dict):
+        chunks.append(_members(everything["selection"]))
+    if preds_path.exists():
+        p = dict(np.load(preds_path))
+        if "mean" in p:
+            chunks += [_calibration(p), _std_vs_error(p)]
+            if "x" in p:
+                chunks.append(_band(p))
+        elif "mutual_information" in p:
+            chunks.append(_entropy_histogram(p))
+    return "\n".join(chunks)
+
+
+def _table(metrics: dict[str, dict[str, float]]) -> str:
+    """Held-out metrics, one column per model (raw and +conformal side by side)."""
+    models = list(metrics)
+    rows = [k for k in KEY_METRICS if any(k in m for m in metrics.values())]
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    rows += [k for k in uq.COUNT_KEYS if any(k in m for m in metrics.values())]
+    body = "".join(
+        f"<tr><td>{k}</td>" + "".join(f"<td>{uq.format_metric(k, metrics[m].get(k))}</td>" for m in models) + "</tr>"
+        for k in rows
+    )
+    return f"<h3>Held-out metrics</h3><table><tr><th>metric</th>{head}</tr>{body}</table>"
+
+
+def _members(selection: dict[str, Any]) -> str:
+    """Who is in the ensemble: member or trial, source trial, weight, score."""
+    rows = selection.get("members") or []
+    method = html.escape(str(selection.get("method")))
+    metric = f" on validation {html.escape(str(selection['metric']))}" if selection.get("metric") else ""
+    stale = f"<p><b>warning:</b> {html.escape(selection['stale'])}</p>" if selection.get("stale") else ""
+    body = "".join(
+        f"<tr><td>{r.get('member', '-')}</td><td>{r.get('trial', r.get('source_trial'))}</td>"
+        f"<td>{r.get('weight', 0):.3f}</td><td>{_number(r.get('score'))}</td></tr>" for r in rows)
+    return (f"<h3>Ensemble: {method} selection{metric}, {len(rows)} rows</h3>{stale}"
+            "<table><tr><th>member</th><th>trial (source)</th><th>weight</th><th>score</th></tr>"
+            f"{body}</table>")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+
+
+def _models(p: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Model name -> (mean, std) on the held-out set."""
+    out = {"ensemble": (p["mean"], np.sqrt(p["aleatoric"] + p["epistemic"]))}
+    if "best_mean" in p:
+        out["best single model"] = (p["best_mean"], np.sqrt(p["best_var"]))
+    if "mc_mean" in p:
+        out["MC dropout"] = (p["mc_mean"], np.sqrt(p["mc_total"]))
+    return out
+
+
+def _calibration(p: dict[str, np.ndarray]) -> str:
+    """Expected vs observed coverage: raw (solid) and after conformal calibration (dashed)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="ideal", line={"dash": "dash", "color": "gray"}))
+    raw = {k.removeprefix("curve_raw__"): v for k, v in p.items() if k.startswith("curve_raw__")}
+    if raw:
+        for name, observed in raw.items():
+            fig.add_trace(go.Scatter(x=p["curve_expected"], y=observed, mode="lines+markers", name=f"{name} (raw)"))
+            after = p.get(f"curve_conformal__{name}")
+            if after is not None:
+                fig.add_trace(go.Scatter(x=p["curve_expected"], y=after, mode="lines+markers",
+                                         name=f"{name} (conformal)", line={"dash": "dot"}))
+    else:  # a run aggregated before the curves were saved
+        for name, (mean, std) in _models(p).items():
+            expected, observed = uq.calibration_curve(p["y"], mean, std)
+            fig.add_trace(go.Scatter(x=expected, y=observed, mode="lines+markers", name=name))
+    fig.update_layout(xaxis_title="expected coverage (central interval)", yaxis_title="observed coverage")
+    title = "Calibration, before and after conformal" if any(k.startswith("curve_conformal__") for k in p) \
+        else "Calibration"
+    return f"<h3>{title}</h3>" + figure_html(fig)
+
+
+def _std_vs_error(p: dict[str, np.ndarray]) -> str:
+    import plotly.graph_objects as go
+
+    mean, std = _models(p)["ensemble"]
+    fig = go.Figure(go.Scatter(x=std, y=np.abs(p["y"] - mean), mode="markers", marker={"size": 4, "opacity": 0.5},
+                               name="held-out points"))
+    top = float(std.max())
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, 1.645 * top], mode="lines", name="90% bound (1.645 σ)",
+                             line={"dash": "dash"}))
+    fig.update_layout(xaxis_title="predicted std (ensemble)", yaxis_title="|error|")
+    return "<h3>Predicted std vs absolute error</h3>" + figure_html(fig)
+
+
+def _band(p: dict[str, np.ndarray]) -> str:
+    import plotly.graph_objects as go
+
+    order = np.argsort(p["x"])
+    x, y, mean = p["x"][order], p["y"][order], p["mean"][order]
+    total, aleatoric = np.sqrt(p["aleatoric"] + p["epistemic"])[order], np.sqrt(p["aleatoric"])[order]
+    fig = go.Figure()
+    for width, name, color in ((total, "±2σ total", "rgba(31,119,180,0.2)"),
+                               (aleatoric, "±2σ aleatoric", "rgba(255,127,14,0.25)")):
+        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]),
+                                 y=np.concatenate([mean + 2 * width, (mean - 2 * width)[::-1]]),
+                                 fill="toself", fillcolor=color, line={"width": 0}, name=name))
+    fig.add_trace(go.Scatter(x=x, y=y, mode="markers", marker={"size": 3, "color": "black"}, name="held-out data"))
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name="predictive mean"))
+    fig.update_layout(xaxis_title="x", yaxis_title="y")
+    return "<h3>Predictive band (aleatoric vs epistemic)</h3>" + figure_html(fig)
+
+
+def _entropy_histogram(p: dict[str, Any]) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Histogram(x=uq.predictive_entropy(p["probs"]), name="predictive entropy", opacity=0.6))
+    fig.add_trace(go.Histogram(x=p["mutual_information"], name="mutual information (epistemic)", opacity=0.6))
+    fig.update_layout(barmode="overlay", xaxis_title="nats")
+    return "<h3>Per-sample uncertainty</h3>" + figure_html(fig)
+
+
+EXTRA_SECTIONS.append(uq_section)

@@ -1,0 +1,165 @@
+"""The run directory: ``run.json`` (how the run was started), the study storage, a lock, trial folders."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+
+from hpwf.rundir._perms import atomic_write, open_no_follow
+from hpwf.secrets import redact
+from hpwf.errors import ConfigError
+from hpwf.progress import say
+
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+DEFAULT_JOURNAL = "study.journal"
+
+
+@dataclass
+class RunRecord:
+    """What ``run.json`` keeps so that ``hpwf resume`` and ``hpwf status`` need only the folder."""
+
+    study_name: str
+    storage: str | None  # None: the journal file in the run directory
+    workflow: str | None  # absolute path, or None for a workflow given as Python objects
+    backend: str = "local"
+    options: dict[str, Any] = field(default_factory=dict)  # n_trials, timeout, seed, workers...
+    created: float = field(default_factory=time.time)
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``run.json`` (a storage URL never holds a password here: `hpwf.secrets`)."""
+        _write_json(run_dir / RUN_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        path = run_dir / RUN_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{run_dir}: not an hpwf run directory (no {RUN_FILE})") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable: {exc}") from None
+        return cls(**data)
+
+
+def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; ``None`` means a journal file in ``run_dir``.
+
+    Accepted: ``sqlite:///...``, ``postgresql://...`` (any SQLAlchemy URL), ``journal:PATH`` or a
+    path ending in ``.journal``/``.log`` (a journal file several processes can share), and
+    ``memory`` (in-memory: fast, but nothing survives the process).
+    """
+    if url is None:
+        return journal_storage(run_dir / DEFAULT_JOURNAL)
+    if url == "memory":
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("journal:"):
+        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")))
+    if url.endswith((".journal", ".log")) and "://" not in url:
+        return journal_storage(Path(url))
+    if "://" not in url:
+        raise ConfigError(f"storage {redact(url)!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy raises many kinds
+        first_line = (str(exc).splitlines() or [""])[0]
+        raise ConfigError(redact(f"storage {url!r}: {type(exc).__name__}: {first_line}")) from None
+
+
+def journal_storage(path: Path) -> optuna.storages.JournalStorage:
+    """A journal-file storage that several processes (and nodes) can share safely."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = JournalFileOpenLock(str(path))
+    if path.exists():
+        cut_torn_tail(path, lock)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+def cut_torn_tail(path: Path, lock: Any) -> None:
+    """Cut an incomplete last record off a journal file, under the journal's lock.
+
+    A write that failed part-way (a full disk, a quota) leaves a record without its newline.
+    Optuna skips it when reading, but the next append would be glued onto it, leaving a broken
+    line in the middle that no reader can pass. The writer that failed never saw it stored.
+    """
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            end = f.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                start = max(0, pos - 65536)
+                f.seek(start)
+                chunk = f.read(pos - start)
+                if pos == end and chunk.endswith(b"\n"):
+                    return
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    pos = start + newline + 1
+                    break
+                pos = start
+            f.truncate(pos)
+        say(f"hpwf: {path}: cut an incomplete last record ({end - pos} bytes) left by a failed write")
+    finally:
+        lock.release()
+
+
+def load_study(run_dir: str | Path) -> optuna.Study:
+    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too)."""
+    run_dir = Path(run_dir)
+    record = RunRecord.load(run_dir)
+    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir))
+
+
+class RunLock:
+    """An exclusive lock on a run directory: one live coordinator per run."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self._path = run_dir / ".lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._file = open_no_follow(self._path)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            self._file = None
+            raise ConfigError(f"{self._path.parent}: already in use by {holder}") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Atomically replace ``summary.json``."""
+    _write_json(run_dir / SUMMARY_FILE, summary)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` through a fresh temporary file; any URL's password is masked."""
+    atomic_write(path, redact(json.dumps(data, indent=1, default=str)) + "\n")

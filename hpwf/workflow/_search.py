@@ -1,0 +1,284 @@
+"""`Search`: what a workflow file declares about its search, validated on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+import contextlib
+import contextvars
+import importlib
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, cast
+
+from hpwf.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+# Optuna's class for each name (imported when a sampler or pruner is made, never by agents).
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+            "nsga2": "NSGAIISampler", "gp": "GPSampler", "grid": "GridSampler"}
+PRUNERS = {"asha": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner", "median": "MedianPruner",
+           "none": "NopPruner"}
+_checked_elsewhere = contextvars.ContextVar("hpwf_search_checked_elsewhere", default=False)
+
+
+@contextlib.contextmanager
+def checked_elsewhere() -> Iterator[None]:
+    """Within it, a `Search` skips the checks that make an Optuna sampler and pruner: agents load
+    the file the coordinator has checked already, and need neither."""
+    token = _checked_elsewhere.set(True)
+    try:
+        yield
+    finally:
+        _checked_elsewhere.reset(token)
+
+DIRECTIONS = ("minimize", "maximize")
+SCHEDULERS = ("none", "asha-resume", "hyperband-resume", "pbt")
+_SCHEDULER_OPTIONS = {
+    "asha-resume": {"min_resource", "reduction_factor", "max_resource"},
+    "hyperband-resume": {"min_resource", "reduction_factor", "max_resource"},
+    "pbt": {"quantile", "perturb", "resample_probability", "explore"},
+}
+
+
+@dataclass
+class Search:
+    """The description of a search, declared at module level in a workflow file.
+
+    Args:
+        direction: "minimize" or "maximize" (single objective).
+        directions: a list of directions, for multi-objective searches (instead of ``direction``).
+        n_trials: how many trials must finish (COMPLETE or PRUNED); failed trials do not count.
+        timeout: wall-clock budget in seconds over the whole run (resumes included).
+        sampler: an Optuna sampler name ("tpe", "random", "cmaes", "qmc", "nsga2", "gp", "grid")
+            or an ``optuna.samplers.BaseSampler`` object.
+        sampler_options: keyword arguments for the named sampler (``search_space`` for "grid").
+        pruner: "asha", "hyperband", "median", "none", or an ``optuna.pruners.BasePruner``.
+        pruner_options: keyword arguments for the named pruner.
+        ranks_per_trial: how many ranks train each trial data-parallel (Horovod); a list such as
+            ``[1, 2, 4]`` makes it a searched hyperparameter (``ranks_per_trial`` in the params).
+        storage: an Optuna storage URL; default: a journal file in the run directory.
+        seed: seeds the sampler and each trial's ``trial.seed``.
+        name: the study name; default: the workflow file's stem.
+        max_failures: stop the run after this many failed trials (default: ``n_trials``).
+        retries: a failed trial (it raised, returned NaN, lost its worker or ran out of time)
+            runs again with the same parameters, at most this many times.
+        trial_timeout: seconds a trial may run; past it the trial fails and its worker process
+            is ended (and restarted where the backend can).
+        heartbeat: seconds between heartbeats. A worker silent for 3 heartbeats is taken as
+            lost; a RUNNING trial whose stored heartbeat is that old (its coordinator vanished)
+            is failed and queued again, on every storage.
+        sample_ahead: propose values for the search space seen so far when a trial is handed
+            out, so a matching ``suggest_*`` costs no round trip (recorded only if used; a new
+            name or distribution still asks the coordinator). ``False``: every suggest asks.
+        scheduler: "none"; "asha-resume" (successive halving that pauses trials at a rung and
+            resumes them from their checkpoint once promoted; ``scheduler_options``:
+            ``min_resource`` (default 1), ``reduction_factor`` (3), ``max_resource``);
+            "hyperband-resume" (the same in Hyperband brackets; ``max_resource`` required); or
+            "pbt" (population-based training: ``population`` and ``interval`` required,
+            ``scheduler_options``: ``quantile`` (0.25), ``perturb`` ((0.8, 1.2)),
+            ``resample_probability`` (0.25), ``explore`` (the params PBT may change; default:
+            the float ones)). With "pbt", ``n_trials`` counts segments:
+            population x generations (it must be a multiple of ``population``).
+            The objective uses ``trial.restore()``, ``trial.should_pause()`` and ``trial.pause(state)``.
+        population: PBT's number of members.
+        interval: PBT's steps per segment (exploit/explore every ``interval`` reported steps).
+
+    Example:
+        >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
+        >>> search.n_trials
+        16
+    """
+
+    direction: str | None = None
+    directions: Sequence[str] | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    sampler: str | optuna.samplers.BaseSampler = "tpe"
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    pruner: str | optuna.pruners.BasePruner = "none"
+    pruner_options: Mapping[str, Any] = field(default_factory=dict)
+    ranks_per_trial: int | Sequence[int] = 1
+    storage: str | None = None
+    seed: int | None = None
+    name: str | None = None
+    max_failures: int | None = None
+    retries: int = 0
+    trial_timeout: float | None = None
+    heartbeat: float = 10.0
+    sample_ahead: bool = True
+    scheduler: str = "none"
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+    population: int | None = None
+    interval: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad option."""
+        if self.direction is not None and self.directions is not None:
+            raise ConfigError("give either direction= or directions=, not both")
+        for d in self.study_directions:
+            if d not in DIRECTIONS:
+                raise ConfigError(f"direction {d!r} must be 'minimize' or 'maximize'")
+        if self.n_trials is None and self.timeout is None:
+            raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
+        _check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)
+        _check_number("timeout", self.timeout, integer=False, low=0, strict=True, high=10**9)
+        if isinstance(self.ranks_per_trial, (list, tuple)):
+            if not self.ranks_per_trial:
+                raise ConfigError("ranks_per_trial must be a positive integer or a non-empty list of them")
+            for k in self.ranks_per_trial:
+                _check_number("ranks_per_trial", k, integer=True, low=1, high=10**6)
+        else:
+            _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
+        _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        _check_number("max_failures", self.max_failures, integer=True, low=0, high=10**9)
+        _check_number("retries", self.retries, integer=True, low=0, high=1000)
+        _check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
+        _check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
+        if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if not isinstance(self.sampler, str) and not _is_optuna(self.sampler, "samplers", "BaseSampler"):
+            raise ConfigError(f"sampler must be a name or an Optuna sampler, not {type(self.sampler).__name__}")
+        if isinstance(self.pruner, str) and self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if not isinstance(self.pruner, str) and not _is_optuna(self.pruner, "pruners", "BasePruner"):
+            raise ConfigError(f"pruner must be a name or an Optuna pruner, not {type(self.pruner).__name__}")
+        if self.sampler == "grid" and "search_space" not in self.sampler_options:
+            raise ConfigError("sampler 'grid' needs sampler_options={'search_space': {...}}")
+        if self.storage is not None and not isinstance(self.storage, str):
+            raise ConfigError("storage must be an Optuna storage URL string")
+        if len(self.study_directions) > 1 and self.pruner not in ("none", None):
+            raise ConfigError("pruning is not defined for multi-objective searches; use pruner='none'")
+        self._validate_scheduler()
+        if not _checked_elsewhere.get():
+            self.make_sampler(self.seed)  # bad sampler_options fail here, before any study exists
+            self.make_pruner()
+
+    def _validate_scheduler(self) -> None:
+        name, options = self.scheduler, dict(self.scheduler_options)
+        if name not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+        if name == "none":
+            if options or self.population is not None or self.interval is not None:
+                raise ConfigError("scheduler_options, population and interval need a scheduler (e.g. scheduler='pbt')")
+            return
+        if self.pruner not in ("none", None):
+            raise ConfigError(f"scheduler {name!r} decides what to stop itself; use pruner='none'")
+        if len(self.study_directions) > 1:
+            raise ConfigError(f"scheduler {name!r} needs a single-objective search")
+        unknown = set(options) - _SCHEDULER_OPTIONS[name]
+        if unknown:
+            raise ConfigError(f"scheduler {name!r}: unknown scheduler_options {sorted(unknown)}; "
+                              f"allowed: {sorted(_SCHEDULER_OPTIONS[name])}")
+        for key in ("min_resource", "reduction_factor", "max_resource"):
+            _check_number(key, options.get(key), integer=True, low=2 if key == "reduction_factor" else 1, high=10**9)
+        if name == "hyperband-resume" and options.get("max_resource") is None:
+            raise ConfigError("scheduler 'hyperband-resume' needs scheduler_options={'max_resource': ...}")
+        if name != "pbt":
+            if self.population is not None or self.interval is not None:
+                raise ConfigError("population and interval are options of scheduler='pbt'")
+            return
+        if self.population is None or self.interval is None:
+            raise ConfigError("scheduler 'pbt' needs population=... and interval=...")
+        _check_number("population", self.population, integer=True, low=2, high=10**6)
+        _check_number("interval", self.interval, integer=True, low=1, high=10**9)
+        if self.n_trials is None or self.n_trials % self.population:
+            raise ConfigError(f"scheduler 'pbt': n_trials counts segments (population x generations) and must be "
+                              f"a multiple of population={self.population}, not {self.n_trials}")
+        _check_number("quantile", options.get("quantile"), integer=False, low=0, strict=True, high=0.5)
+        _check_number("resample_probability", options.get("resample_probability"), integer=False, low=0, high=1)
+        explore = options.get("explore", [])
+        if isinstance(explore, str) or not isinstance(explore, (list, tuple)) or \
+                not all(isinstance(name, str) for name in explore):
+            raise ConfigError(f"scheduler_options explore must be a list of parameter names, not {explore!r}")
+        perturb = options.get("perturb", (0.8, 1.2))
+        if not isinstance(perturb, (list, tuple)) or not perturb or \
+                not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in perturb):
+            raise ConfigError(f"scheduler_options perturb must be a list of positive factors, not {perturb!r}")
+
+    def make_scheduler(self, study: optuna.Study) -> Any:
+        """The scheduler this search names for ``study`` (None for "none")."""
+        if self.scheduler == "none":
+            return None  # (a multi-objective study has no single direction)
+        options = dict(self.scheduler_options)
+        maximize = study.direction.name == "MAXIMIZE"
+        if self.scheduler in ("asha-resume", "hyperband-resume"):
+            from hpwf.engine.schedulers._halving import SuccessiveHalving, hyperband_brackets
+
+            low, eta = int(options.get("min_resource", 1)), int(options.get("reduction_factor", 3))
+            high = options.get("max_resource")
+            brackets = hyperband_brackets(low, int(high or low), eta) if self.scheduler == "hyperband-resume" else 1
+            return SuccessiveHalving(maximize, low, eta, high, brackets)
+        if self.scheduler == "pbt":
+            from hpwf.engine.schedulers._pbt import PopulationBasedTraining
+
+            assert self.population and self.interval and self.n_trials
+            return PopulationBasedTraining(
+                study, self.population, self.interval, self.n_trials // self.population,
+                quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
+                resample_probability=float(options.get("resample_probability", 0.25)),
+                explore=list(options["explore"]) if "explore" in options else None, seed=self.seed)
+        return None
+
+    @property
+    def study_directions(self) -> list[str]:
+        """The directions as a list (one entry for a single objective)."""
+        if self.directions is not None:
+            if isinstance(self.directions, str) or not self.directions:
+                raise ConfigError("directions must be a non-empty list such as ['minimize', 'maximize']")
+            return list(self.directions)
+        return [self.direction or "minimize"]
+
+    @property
+    def rank_choices(self) -> list[int]:
+        """The group sizes trials may have (one entry unless the size is searched)."""
+        k = self.ranks_per_trial
+        return sorted(set(k)) if isinstance(k, (list, tuple)) else [cast(int, k)]
+
+    def make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler this search names, seeded with ``seed``."""
+        if not isinstance(self.sampler, str):
+            return self.sampler
+        options = dict(self.sampler_options)
+        if self.sampler == "tpe":
+            options.setdefault("constant_liar", True)  # trials run in parallel
+        try:
+            return cast("optuna.samplers.BaseSampler", _optuna_class("samplers", SAMPLERS[self.sampler])(seed=seed, **options))
+        except (TypeError, ValueError, ImportError) as exc:
+            raise ConfigError(f"sampler {self.sampler!r} with options {dict(self.sampler_options)}: {exc}") from None
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        """The Optuna pruner this search names."""
+        if not isinstance(self.pruner, str):
+            return self.pruner
+        try:
+            return cast("optuna.pruners.BasePruner", _optuna_class("pruners", PRUNERS[self.pruner])(**dict(self.pruner_options)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"pruner {self.pruner!r} with options {dict(self.pruner_options)}: {exc}") from None
+
+
+def _optuna_class(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(f"optuna.{module}"), name)
+
+
+def _is_optuna(value: Any, module: str, base: str) -> bool:
+    """Whether ``value`` is an instance of ``optuna.<module>.<base>`` (made by the user, so imported)."""
+    return isinstance(value, _optuna_class(module, base))
+
+
+def _check_number(
+    key: str, value: Any, *, integer: bool, low: float, high: float, strict: bool = False
+) -> None:
+    if value is None:
+        return
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"{key} must be {kind}, not {value!r}")
+    if not math.isfinite(value) or value < low or (strict and value == low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ConfigError(f"{key} must be {bound}, not {value!r}")
+    if value > high:
+        raise ConfigError(f"{key} must be <= {high}, not {value!r}")
