@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
     from hpwf.api import RunResult, ensemble, resume, run, status
     from hpwf.engine.schedulers._pbt import schedule as pbt_schedule
-    from hpwf.pbt_replay import replay
-    from hpwf.ensembles._members import Ensemble, Member
+    from hpwf.api import replay
+    from hpwf.workflow._ensemble import Ensemble, Member
     from hpwf.errors import ConfigError, RunError
     from hpwf.rundir._run import load_study
     from hpwf.workflow._search import Search
@@ -32,8 +32,8 @@ _WHERE = {  # public name -> (module, name there)
     "TrialPruned": ("optuna.exceptions", "TrialPruned"),
     "RunResult": ("hpwf.api", "RunResult"), "ensemble": ("hpwf.api", "ensemble"), "resume": ("hpwf.api", "resume"),
     "run": ("hpwf.api", "run"), "status": ("hpwf.api", "status"),
-    "pbt_schedule": ("hpwf.engine.schedulers._pbt", "schedule"), "replay": ("hpwf.pbt_replay", "replay"),
-    "Ensemble": ("hpwf.ensembles._members", "Ensemble"), "Member": ("hpwf.ensembles._members", "Member"),
+    "pbt_schedule": ("hpwf.engine.schedulers._pbt", "schedule"), "replay": ("hpwf.api", "replay"),
+    "Ensemble": ("hpwf.workflow._ensemble", "Ensemble"), "Member": ("hpwf.workflow._ensemble", "Member"),
     "ConfigError": ("hpwf.errors", "ConfigError"), "RunError": ("hpwf.errors", "RunError"),
     "load_study": ("hpwf.rundir._run", "load_study"),
     "Search": ("hpwf.workflow._search", "Search"),

@@ -19,15 +19,16 @@ from hpwf.rundir._perms import check_run_trusted, is_shared, make_run_dir, run_u
 from hpwf.secrets import refuse_password
 from hpwf.backends import Backend, make_backend
 from hpwf.engine.schedulers._pbt import lineage as pbt_lineage
+from hpwf.ensembles._members import member_direction, member_search
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
-from hpwf.engine.schedulers._halving import state_counts
+from hpwf.rundir._states import state_counts
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir._run import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
 from hpwf.workflow._search import Search
+from hpwf.workflow._ensemble import ENSEMBLE_DIR
 from hpwf.workflow._loading import Workflow, load
 
-ENSEMBLE_DIR = "ensemble"
 
 
 @dataclass
@@ -158,7 +159,7 @@ def resume(
         sub = folder / ENSEMBLE_DIR
         if (sub / "run.json").exists():  # the current plan's members; a stale plan is warned about
             sub_record = RunRecord.load(sub)
-            search = _member_search(workflow, sub_record.storage, sub_record.study_name,
+            search = member_search(workflow, sub_record.storage, sub_record.study_name,
                                     sub_record.options.get("n_trials"))
             phases.append(EnsemblePhase(sub, sub_record, search, workflow, fresh=False))
         else:
@@ -204,7 +205,7 @@ def ensemble(
     planned = plan(spec, None if spec.params is not None else source, folder)
     sub = folder / ENSEMBLE_DIR
     todo = missing_members(planned, load_study(sub)) if (sub / "run.json").exists() else planned.members
-    _member_direction(wf)  # a missing direction is an error before anything is written
+    member_direction(wf)  # a missing direction is an error before anything is written
     _write_plan(folder, planned, spec, record.study_name)
     if not todo:
         say(f"[hpwf] ensemble: all {len(planned.members)} members of the plan are trained already")
@@ -221,7 +222,7 @@ def ensemble(
 
 def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
     """Select and score without training anything (an ensemble of trials, or nothing left to train)."""
-    from hpwf.ensembles._members import aggregate
+    from hpwf.ensembles._aggregate import aggregate
 
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     summary = {"complete": done, "pruned": 0, "fail": 0, "session_wall_s": 0.0, "stop_reason": None,
@@ -285,29 +286,6 @@ def _record(name: str, search: Search, wf: Workflow, backend: Backend, workers: 
     )
 
 
-def _member_search(wf: Workflow, storage: str | None, name: str, n: int | None = None) -> Search:
-    e = wf.ensemble
-    n = n or e.members
-    return Search(direction=_member_direction(wf), n_trials=n, sampler="random", pruner="none",
-                  ranks_per_trial=e.ranks_per_trial, seed=e.seed, name=name, storage=storage,
-                  max_failures=max(n * e.max_retries, 1), retries=e.max_retries)
-
-
-def _member_direction(wf: Workflow, announce: bool = False) -> str:
-    """The ensemble's direction, or the search's when it gives none (said once, on ``announce``)."""
-    e = wf.ensemble
-    if e.direction is not None:
-        return str(e.direction)
-    where = wf.path or "workflow"
-    if wf.search is None or wf.search.direction is None:
-        raise ConfigError(f"{where}: Ensemble(direction=...) is needed: there is no single-objective search "
-                          "to take it from (is a lower or a higher member score better?)")
-    if announce:
-        say(f"[hpwf] ensemble: members' scores are to {wf.search.direction}, as the search's "
-            f"(Ensemble(direction=...) to change)")
-    return str(wf.search.direction)
-
-
 def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
                     source_name: str | None = None, members: list[dict[str, Any]] | None = None) -> EnsemblePhase:
     """The members' sub-run in RUN_DIR/ensemble, sharing the search's storage.
@@ -317,10 +295,10 @@ def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int |
     """
     shared = storage or f"journal:{(folder / DEFAULT_JOURNAL).resolve()}"
     name = f"{source_name or wf.name}-ensemble"
-    search = _member_search(wf, shared, name, len(members) if members else None)
+    search = member_search(wf, shared, name, len(members) if members else None)
     sub = folder / ENSEMBLE_DIR
     record = _record(name, search, wf, backend, workers)
-    record.options["direction"] = _member_direction(wf, announce=True)
+    record.options["direction"] = member_direction(wf, announce=True)
     phase = EnsemblePhase(sub, record, search, wf, members=members or [])
     phase.record.options["source_study"] = source_name or wf.name
     return phase
@@ -344,7 +322,7 @@ def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble:
     first, root = results[0], phases[0].run_dir
     uq = None
     if ensemble is not None and not interrupted:
-        from hpwf.ensembles._members import aggregate
+        from hpwf.ensembles._aggregate import aggregate
 
         uq = aggregate(root, ensemble)
     return RunResult(root, first.study, first.summary, uq)
@@ -405,3 +383,19 @@ def _check_fits(search: Any, backend: Backend) -> None:
 
 
 
+
+
+def replay(source_run: str | Path, run_dir: str | Path, *, trial: int | None = None, backend: Any = "local",
+           workers: int | None = None, progress: bool = True) -> RunResult:
+    """Train one member from scratch along PBT's schedule of segment ``trial`` (default: the best final).
+
+    Returns the `RunResult` of the new run (its study holds the replayed segments, each with its parent).
+
+    Example:
+        >>> result = hpwf.replay("runs/pbt", "runs/pbt-replay", workers=1)  # doctest: +SKIP
+        >>> result.study.best_value  # doctest: +SKIP
+    """
+    from hpwf.engine.schedulers._replay import replay_workflow
+
+    return run(replay_workflow(source_run, trial), backend=backend, workers=workers, run_dir=run_dir,
+               progress=progress, ensemble=False)

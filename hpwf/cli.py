@@ -216,7 +216,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
                 seed=args.seed, progress=not args.quiet, shared_group=args.shared_group, ensemble=not args.no_ensemble,
             )
         elif args.command == "replay":
-            from hpwf.pbt_replay import replay
+            from hpwf.api import replay
 
             result = replay(args.source, args.run_dir, trial=args.trial, backend=backend, progress=not args.quiet)
         elif args.command == "ensemble":

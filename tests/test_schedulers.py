@@ -321,4 +321,6 @@ def test_a_paused_group_resumes_only_once_all_its_ranks_are_back(tmp_path: Path)
 
 def test_no_scheduler_on_a_multi_objective_study() -> None:
     search = Search(directions=["minimize", "maximize"], n_trials=2)
-    assert search.make_scheduler(optuna.create_study(directions=["minimize", "maximize"])) is None
+    from hpwf.engine.schedulers import make_scheduler
+
+    assert make_scheduler(search, optuna.create_study(directions=["minimize", "maximize"])) is None

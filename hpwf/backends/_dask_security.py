@@ -132,6 +132,6 @@ def _make_private(folder: Path) -> None:
 def serve_with_key_file(address: Address, key_path: str, name: str, reports: Path | None = None) -> int:
     """A Dask task's body: read the hub key from ``key_path``, then serve as an agent (one that
     cannot reach the coordinator leaves a report in ``reports``: `hpwf.wire._reach`)."""
-    from hpwf.wire._reach import serve_or_report
+    from hpwf.worker._agent import serve_or_report
 
     return serve_or_report(address, read_key_file(key_path), name, reports=reports)

@@ -4,6 +4,6 @@ and groups started by an older hpwf; the group's ranks now run `hpwf.worker._lau
 import sys
 
 if __name__ == "__main__":
-    from hpwf.worker._launched import main
+    from hpwf.worker._group_rank import main
 
     sys.exit(main())

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpwf.wire._netif import choose, job_hosts
-from hpwf.wire._reach import (REPORT_DIR_ENV, UNREACHABLE_EXIT, Announcing, arrivals, connect_or_report, mark_arrival,
-                         run_agent)
+from hpwf.wire._reach import REPORT_DIR_ENV, UNREACHABLE_EXIT, Announcing, arrivals, connect_or_report, mark_arrival
+from hpwf.worker._agent import run_agent
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
 

@@ -12,12 +12,10 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import TrialState
 
+from hpwf.rundir._attrs import HEARTBEAT_ATTR, RUN_ATTR, RUN_BEAT_PREFIX
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord
 from hpwf.engine.ledger import TrialState as S
 
-RUN_ATTR = "hpwf:run"
-HEARTBEAT_ATTR = "hpwf:heartbeat"  # a trial's own beat (older hpwf, or tools that beat per trial)
-RUN_BEAT_PREFIX = "hpwf:beat:"  # study attribute per run: {"t": wall time, "every": seconds}
 SILENT_BEATS = 3  # an agent silent this many heartbeats is lost
 CLOCK_SKEW_S = 300.0  # a beat older than its limit plus this, by our clock, is stale at first sight
 

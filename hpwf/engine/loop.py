@@ -10,7 +10,6 @@ result is already durable in its trial folder). While trials are short (under
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import threading
 from pathlib import Path
@@ -29,7 +28,8 @@ from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.receive import lose, receive
-from hpwf.engine.schedulers._halving import SEED_ATTR, Scheduler
+from hpwf.engine.schedulers._halving import Scheduler
+from hpwf.rundir._attrs import SEED_ATTR, carried, trial_seed
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
@@ -238,10 +238,10 @@ class Coordinator:
             values, record.proposed = self.ahead.propose(trial)
             params.update(values)
             dists.update(record.proposed)
-        seed = self._trial_seed(int(trial.user_attrs.get(SEED_ATTR, trial.number)))  # a replay keeps its seed
+        seed = trial_seed(self.seed, self.run_id, int(trial.user_attrs.get(SEED_ATTR, trial.number)))  # a replay keeps its seed
         task = Assign(record.ticket, trial.number, params, {k: from_optuna(d) for k, d in dists.items()},
                       seed, group=tuple(a.rank for a in chosen) if mpi else (),
-                      ranks=record.size, attrs=_carried(trial.user_attrs))
+                      ranks=record.size, attrs=carried(trial.user_attrs))
         record.agents = chosen
         record.working = set(chosen) if mpi or record.size == 1 else {chosen[0]}
         record.placed_at = self.session.clock.now()
@@ -326,13 +326,4 @@ class Coordinator:
             raise RunError(self.stop_reason)
         return summary
 
-    def _trial_seed(self, number: int) -> int:
-        base = "none" if self.seed is None else str(self.seed)
-        salt = self.run_id if self.seed is None else ""
-        return int(hashlib.sha256(f"{base}:{salt}:{number}".encode()).hexdigest()[:8], 16)
 
-
-def _carried(attrs: dict[str, Any]) -> dict[str, Any]:
-    """User attributes a trial carries to its agent (not the run's bookkeeping)."""
-    skip = (health.RUN_ATTR, health.HEARTBEAT_ATTR, "fail_reason", "traceback", "hpwf:retry_of")
-    return {k: v for k, v in attrs.items() if k not in skip}

@@ -14,13 +14,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.wire._protocol import Done
-from hpwf.engine.health import HEARTBEAT_ATTR, RUN_ATTR
+from hpwf.rundir import _attrs as attrs
+from hpwf.rundir._attrs import ATTEMPT_ATTR, FAIL_REASON_ATTR, HEARTBEAT_ATTR, RETRY_OF_ATTR, RUN_ATTR
 from hpwf.engine.session import Counts
 from hpwf.rundir._trialdir import FAILURE, read_result, trial_folder, write_atomically
 
-ATTEMPT_ATTR = "hpwf:attempt"
-RETRY_OF_ATTR = "hpwf:retry_of"
-_NOT_CARRIED = (RUN_ATTR, HEARTBEAT_ATTR, "fail_reason", "traceback", RETRY_OF_ATTR)
 
 
 class Outcomes:
@@ -56,7 +54,7 @@ class Outcomes:
     def fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None, *, may_retry: bool,
              counts_as_failure: bool = True) -> bool:
         """Store ``trial`` as FAIL with its reason; queue it again if a retry is left. True if queued."""
-        trial.set_user_attr("fail_reason", reason[:1000])
+        trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
         if traceback_text:
             trial.set_user_attr("traceback", traceback_text[-8000:])
         else:
@@ -81,7 +79,7 @@ class Outcomes:
         The parameters include those it was queued with and had not drawn yet (a retry that was
         interrupted before its objective asked for them keeps them).
         """
-        carried = {k: v for k, v in frozen.user_attrs.items() if k not in _NOT_CARRIED}
+        carried = attrs.carried(frozen.user_attrs)
         carried[RETRY_OF_ATTR] = frozen.number
         if attempt is not None:
             carried[ATTEMPT_ATTR] = attempt
@@ -106,7 +104,7 @@ class Outcomes:
         their own ``n_trials``. With ``keep_paused`` (a scheduler that resumes trials), this run's
         paused trials are returned, untouched, for the coordinator to adopt.
         """
-        from hpwf.engine.schedulers._halving import is_paused
+        from hpwf.rundir._states import is_paused
 
         paused = []
         trials = self.study.get_trials(deepcopy=False)
@@ -149,7 +147,7 @@ class Outcomes:
     def fail_stale(self, frozen: FrozenTrial, reason: str) -> None:
         """Fail a trial of a run that vanished, and queue it again (here, in this run)."""
         stale = optuna.trial.Trial(self.study, frozen._trial_id)
-        stale.set_user_attr("fail_reason", reason)
+        stale.set_user_attr(FAIL_REASON_ATTR, reason)
         self.study.tell(stale, state=TrialState.FAIL)
         self.requeue(frozen)
 

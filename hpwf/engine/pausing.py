@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from hpwf.wire._channel import send_quietly
 from hpwf.wire._protocol import Done, Stop
 from hpwf.engine.ledger import TrialRecord, TrialState
-from hpwf.engine.schedulers._halving import PAUSED_ATTR, RESTORE_ATTR
+from hpwf.rundir._attrs import PAUSED_ATTR, RESTORE_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator

@@ -17,8 +17,10 @@ from optuna.trial import TrialState
 from hpwf.wire._protocol import Setup
 from hpwf.backends import Backend
 from hpwf.engine.loop import Coordinator
+from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget, Session
 from hpwf.errors import ConfigError, RunError
+from hpwf.rundir._attrs import FAIL_REASON_ATTR
 from hpwf.progress import Progress, say
 from hpwf.rundir._run import DEFAULT_JOURNAL, RunLock, RunRecord, open_storage, read_summary
 from hpwf.workflow._search import Search
@@ -164,7 +166,7 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) 
             heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
             progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
                               timeout=search.timeout),
-            scheduler=search.make_scheduler(study),
+            scheduler=make_scheduler(search, study),
         )
         try:
             return PhaseResult(folder, study, coordinator.run(session))
@@ -207,7 +209,7 @@ def _retire_old_plan(study: optuna.Study) -> None:
         study.tell(frozen.number, state=TrialState.FAIL)
     for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)
         study.tell(trial, state=TrialState.FAIL)
 
 

@@ -17,6 +17,7 @@ from hpwf.wire._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Sug
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+from hpwf.rundir._attrs import fail_reason
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -85,7 +86,7 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
         if isinstance(message, Used):
             return None
         if isinstance(message, Suggest):
-            return _suggest(trial, message.name, to_optuna(message.distribution))
+            return suggest(trial, message.name, to_optuna(message.distribution))
         if isinstance(message, Report):
             if not c.outcomes.single:
                 return False  # Optuna prunes single-objective studies only
@@ -112,7 +113,7 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
         elif done.state == "paused" and c.scheduler is not None:
             pausing.paused(c, record)
         else:
-            reason = (done.error or "failed").strip().splitlines()[-1]
+            reason = fail_reason(done.error)
             c._fail(record, reason, done.error)
     if agent is None or record is None or agent.ticket != done.ticket:
         if agent is not None and agent.ticket == done.ticket:
@@ -177,7 +178,7 @@ def _detach(c: Coordinator, conn: Any, why: str) -> None:
         c._fail(record, f"the trial's launched ranks ended without a result ({why})")
 
 
-def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     """Sample with the public ``suggest_*`` API of the coordinator's Optuna trial."""
     if isinstance(dist, optuna.distributions.FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.engine.schedulers._halving import state_counts
+from hpwf.rundir._states import state_counts
 from hpwf.rundir._trialdir import trial_folder
 from hpwf.rundir._run import load_study, read_summary
 

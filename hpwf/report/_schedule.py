@@ -8,7 +8,8 @@ from pathlib import Path
 import optuna
 
 from hpwf.engine.schedulers._pbt import lineage
-from hpwf.engine.schedulers._halving import PAUSED_ATTR, is_paused
+from hpwf.rundir._attrs import PAUSED_ATTR, PBT_MEMBER, RESTORE_ATTR
+from hpwf.rundir._states import is_paused
 from hpwf.report._html import EXTRA_SECTIONS, figure_html
 
 
@@ -16,7 +17,7 @@ def scheduler_section(study: optuna.Study, run_dir: Path) -> str | None:
     """HTML for a run whose search paused trials or ran PBT; None for any other run."""
     trials = study.get_trials(deepcopy=False)
     paused = [t.number for t in trials if is_paused(t, run_dir)]
-    resumed = [t.number for t in trials if "hpwf:restore" in t.user_attrs and "pbt:member" not in t.user_attrs]
+    resumed = [t.number for t in trials if RESTORE_ATTR in t.user_attrs and PBT_MEMBER not in t.user_attrs]
     info = lineage(study)
     if not paused and not resumed and info is None:
         return None

@@ -29,8 +29,6 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
-import json
 import secrets
 import threading
 import time
@@ -42,11 +40,13 @@ from optuna.trial import TrialState
 
 from hpwf.wire._protocol import Assign, Done, Report, Suggest, UserAttr
 from hpwf.errors import ConfigError
+from hpwf.engine.receive import suggest
+from hpwf.wire._dists import to_optuna
+from hpwf.rundir._attrs import (ATTEMPT_ATTR, CONFIG, FAIL_REASON_ATTR, HEARTBEAT_ATTR, MEMBER, RETRY_OF_ATTR, RUN_ATTR,
+                               SEED, SOURCE, TRACEBACK_ATTR, fail_reason, trial_seed)
 from hpwf.workflow._loading import Workflow
 
 LOCK_FILE = "ensemble-plan.lock"
-# Attribute names the engine uses too: a run's own trials, liveness, attempts, retries.
-RUN_ATTR, HEARTBEAT_ATTR, ATTEMPT_ATTR, RETRY_ATTR = "hpwf:run", "hpwf:heartbeat", "hpwf:attempt", "hpwf:retry_of"
 HEARTBEAT_S = 10.0
 
 
@@ -120,7 +120,8 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
 
     Returns the sub-run's `hpwf.rundir._run.RunRecord`. Safe to call from many tasks at once.
     """
-    from hpwf.api import ENSEMBLE_DIR, _member_direction, _member_search
+    from hpwf.ensembles._members import member_direction, member_search
+    from hpwf.workflow._ensemble import ENSEMBLE_DIR
     from hpwf.ensembles._members import plan
     from hpwf.rundir._run import DEFAULT_JOURNAL, RUN_FILE, RunRecord
 
@@ -140,8 +141,8 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
         shared = (root.storage if root else storage) or f"journal:{(folder / DEFAULT_JOURNAL).resolve()}"
         name = f"{root.study_name if source is not None and root else wf.name}-ensemble"
         members = plan(wf.ensemble, source, folder).members
-        direction = _member_direction(wf)
-        search = _member_search(wf, shared, name)
+        direction = member_direction(wf)
+        search = member_search(wf, shared, name)
         record = RunRecord(
             study_name=name, storage=shared, workflow=str(wf.path) if wf.path else None, backend="local",
             options={"n_trials": search.n_trials, "timeout": None, "seed": search.seed, "workers": None,
@@ -161,8 +162,6 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
 
 def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: int) -> Claimed | None:
     """Move this member's WAITING trial to RUNNING (queueing a new attempt if it has none)."""
-    from hpwf.ensembles._members import CONFIG, MEMBER, SEED, SOURCE
-
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(MEMBER) == member]
     if not mine:
         raise ConfigError(f"--member {member}: the ensemble has members 0..{members - 1}")
@@ -171,12 +170,12 @@ def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: in
     for t in mine:
         if t.state == TrialState.RUNNING:  # its task was killed: this task is the member's only runner
             stale = optuna.trial.Trial(study, t._trial_id)
-            stale.set_user_attr("fail_reason", "interrupted: its array task ended; the member runs again")
+            stale.set_user_attr(FAIL_REASON_ATTR, "interrupted: its array task ended; the member runs again")
             study.tell(stale, state=TrialState.FAIL)
     if not any(t.state == TrialState.WAITING for t in mine):
         last = max(mine, key=lambda t: t.number)
         attrs = {k: last.user_attrs[k] for k in (MEMBER, CONFIG, SOURCE, SEED) if k in last.user_attrs}
-        attrs.update({RETRY_ATTR: last.number, ATTEMPT_ATTR: int(last.user_attrs.get(ATTEMPT_ATTR, 0)) + 1})
+        attrs.update({RETRY_OF_ATTR: last.number, ATTEMPT_ATTR: int(last.user_attrs.get(ATTEMPT_ATTR, 0)) + 1})
         study.enqueue_trial({}, user_attrs=attrs)
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -189,7 +188,7 @@ def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: in
             attrs = {k: v for k, v in t.user_attrs.items() if k in (MEMBER, CONFIG, SOURCE, SEED)}
             fields = {f.name for f in dataclasses.fields(Assign)}
             extra: dict[str, Any] = {"ticket": t.number} if "ticket" in fields else {}  # messages' key, where used
-            task = Assign(number=t.number, params={}, distributions={}, seed=_trial_seed(seed, t.number),
+            task = Assign(number=t.number, params={}, distributions={}, seed=trial_seed(seed, run_id, t.number),
                           attrs=attrs, **extra)
             return Claimed(task, t._trial_id)
     raise ConfigError(f"--member {member}: another process took its trial; is a second task of this member running?")
@@ -198,8 +197,7 @@ def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: in
 def _train(wf: Workflow, folder: Path, claimed: Claimed, study: optuna.Study | None, comm: Any) -> Done:
     """Run the member's training here (on every rank of a multi-rank member)."""
     from hpwf.worker._agent import run_trial
-    from hpwf.api import ENSEMBLE_DIR
-    from hpwf.ensembles._members import MemberObjective
+    from hpwf.workflow._ensemble import ENSEMBLE_DIR, MemberObjective
     from hpwf.workflow._trial import Group
 
     assert wf.ensemble is not None
@@ -219,7 +217,7 @@ def _answerer(trial: optuna.Trial | None) -> Any:
     def answer(message: Any) -> Any:
         assert trial is not None, "only rank 0 of a member talks to the storage"
         if isinstance(message, Suggest):
-            return _suggest(trial, message.name, message.distribution)
+            return suggest(trial, message.name, to_optuna(message.distribution))
         if isinstance(message, Report):
             trial.report(message.value, message.step)
             return trial.should_prune()
@@ -231,23 +229,10 @@ def _answerer(trial: optuna.Trial | None) -> Any:
     return answer
 
 
-def _suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
-    """Sample with the public ``suggest_*`` API, as the coordinator does."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    raise TypeError(f"unsupported distribution {dist!r}")
-
-
 def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bool:
     """Record the result (and result.json, as the coordinator writes it); True unless it failed."""
-    from hpwf.worker._agent import trial_folder
-    from hpwf.api import ENSEMBLE_DIR
+    from hpwf.rundir._trialdir import RESULT, trial_folder, write_result
+    from hpwf.workflow._ensemble import ENSEMBLE_DIR
 
     trial = optuna.trial.Trial(study, claimed.trial_id)
     if done.state == "complete" and done.values:
@@ -255,18 +240,16 @@ def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bo
     elif done.state == "pruned":
         frozen = study.tell(trial, state=TrialState.PRUNED)
     else:
-        reason = (done.error or "failed").strip().splitlines()[-1]
-        trial.set_user_attr("fail_reason", reason[:1000])
+        reason = fail_reason(done.error)
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)
         if done.error:
-            trial.set_user_attr("traceback", done.error[-8000:])
+            trial.set_user_attr(TRACEBACK_ATTR, done.error[-8000:])
         frozen = study.tell(trial, state=TrialState.FAIL)
         _say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) failed: {reason}")
     out = trial_folder(folder / ENSEMBLE_DIR, frozen.number)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "result.json").exists():  # (an agent that writes its own durable result.json keeps it)
-        result = {"number": frozen.number, "state": frozen.state.name, "values": frozen.values,
-                  "params": frozen.params, "duration_s": round(done.duration, 3)}
-        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    if not (out / RESULT).exists():  # (an agent that writes its own durable result.json keeps it)
+        write_result(out, frozen.number, frozen.state.name, frozen.values, frozen.params, done.duration)
     if frozen.state != TrialState.FAIL:
         _say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) "
              f"{frozen.state.name.lower()}: {frozen.value} in {done.duration:.1f} s")
@@ -275,7 +258,7 @@ def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bo
 
 def _aggregate_when_all_done(folder: Path, study: optuna.Study | None, members: int) -> None:
     """The last member to finish combines the members' predictions (``uq_metrics.json``)."""
-    from hpwf.ensembles._members import MEMBER, aggregate
+    from hpwf.ensembles._aggregate import aggregate
 
     if study is None:
         return
@@ -301,11 +284,6 @@ def _open(folder: Path, name: str, url: str | None, create: bool = True, directi
         except KeyError:
             raise ConfigError(f"{folder}: study {name!r} not found in its storage") from None
     return optuna.create_study(study_name=name, storage=storage, direction=cast(Any, direction), load_if_exists=True)
-
-
-def _trial_seed(seed: int, number: int) -> int:
-    """The seed the coordinator gives trial ``number`` of a seeded study (`Coordinator._trial_seed`)."""
-    return int(hashlib.sha256(f"{seed}::{number}".encode()).hexdigest()[:8], 16)
 
 
 def _world() -> Any:

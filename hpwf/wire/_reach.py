@@ -112,23 +112,6 @@ def connect_or_report(address: Address, authkey: bytes, name: str, rank: int | N
     return None  # pragma: no cover - the loop returns
 
 
-def serve_or_report(address: Address, authkey: bytes, name: str, rank: int | None = None,
-                    world: Any = None, reports: Path | None = None) -> int:
-    """`hpwf.worker._agent.serve`, except that an agent that cannot connect reports it and exits quietly."""
-    conn = connect_or_report(address, authkey, name, rank, reports)
-    if conn is None:
-        return UNREACHABLE_EXIT
-    return run_agent(conn, address, authkey, name, rank, world)
-
-
-def run_agent(conn: Any, address: Address, authkey: bytes, name: str, rank: int | None = None,
-              world: Any = None) -> int:
-    """Run trials over an open connection to the coordinator until told to stop."""
-    from hpwf.worker._agent import serve_on
-
-    return serve_on(conn, address, authkey, name, rank, world)
-
-
 def write_report(reports: Path, name: str, rank: int | None, error: BaseException,
                  address: Address) -> Path:
     """Write this agent's one-line report (JSON) into ``reports``; returns its path."""

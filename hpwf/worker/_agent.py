@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpwf.wire._channel import Address, connect
+from hpwf.wire._reach import UNREACHABLE_EXIT, connect_or_report
 from hpwf.wire._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used
 from hpwf.workflow._trial import Group, Trial, TrialPaused, is_pruned
 from hpwf.rundir._trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
@@ -209,7 +210,7 @@ def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
         with checked_elsewhere():  # the coordinator checked the file: no Optuna sampler made here
             workflow = load(setup.workflow_path)
         if setup.entry == "ensemble":
-            from hpwf.ensembles._members import MemberObjective
+            from hpwf.workflow._ensemble import MemberObjective
 
             assert workflow.ensemble is not None
             return MemberObjective(workflow.ensemble.train)
@@ -255,6 +256,21 @@ def serve_on(conn: Connection, address: Address, authkey: bytes, name: str, rank
 
 CHILD_ENV = "HPWF_AGENT_CHILD"
 QUICK_EXIT_S = 5.0  # a child that ends sooner than this, three times in a row, is not restarted
+
+
+def serve_or_report(address: Address, authkey: bytes, name: str, rank: int | None = None,
+                    world: Any = None, reports: Path | None = None) -> int:
+    """`hpwf.worker._agent.serve`, except that an agent that cannot connect reports it and exits quietly."""
+    conn = connect_or_report(address, authkey, name, rank, reports)
+    if conn is None:
+        return UNREACHABLE_EXIT
+    return run_agent(conn, address, authkey, name, rank, world)
+
+
+def run_agent(conn: Any, address: Address, authkey: bytes, name: str, rank: int | None = None,
+              world: Any = None) -> int:
+    """Run trials over an open connection to the coordinator until told to stop."""
+    return serve_on(conn, address, authkey, name, rank, world)
 
 
 def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int:

@@ -1,6 +1,6 @@
 """Trials of several ranks on backends whose agents are not MPI ranks (local, Dask).
 
-The trial's first agent runs ``mpirun -np K python -m hpwf.worker._launched``; the K ranks
+The trial's first agent runs ``mpirun -np K python -m hpwf.worker._group_rank``; the K ranks
 train the trial with Horovod on their ``MPI.COMM_WORLD``, and their rank 0 connects to the
 coordinator to carry the trial's requests. The other K-1 agents hold their slots meanwhile.
 """
@@ -34,7 +34,7 @@ def mpirun() -> str:
 def group_command(ranks: int) -> list[str]:
     """The launched group's command line. It holds no secret (anyone may read it with ``ps``):
     the hub's address, key and the trial travel in the ranks' environment (`ENV`)."""
-    return [mpirun(), "-np", str(ranks), sys.executable, "-m", "hpwf.worker._launched"]
+    return [mpirun(), "-np", str(ranks), sys.executable, "-m", "hpwf.worker._group_rank"]
 
 
 def run_launched_group(agent: Agent, task: Assign) -> Done:
@@ -52,38 +52,3 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
         return Done(task.ticket, "member")
     tail = (folder / "launch.log").read_text(errors="replace").strip().splitlines()[-5:]
     return Done(task.ticket, "fail", error=f"{' '.join(command[:3])} exited {proc.returncode}: " + " | ".join(tail))
-
-
-def main() -> int:
-    """One rank of a launched group."""
-    from mpi4py import MPI
-
-    from hpwf.wire._channel import connect
-    from hpwf.worker._agent import Agent, _resolve_objective, run_trial
-    from hpwf.workflow._trial import Group
-
-    address, authkey, task = pickle.loads(base64.b64decode(os.environ[ENV]))
-    world = MPI.COMM_WORLD
-    rank = world.Get_rank()
-    agent = Agent(connect(address, authkey), f"trial-{task.number}-rank-0", 0, attach=task.ticket,
-                  address=address, authkey=authkey) if rank == 0 else None
-    setup = world.bcast(agent.setup if agent else None, root=0)
-    objective = agent.objective if agent else _resolve_objective(setup)
-    if agent:
-        agent.current, agent.number = task.ticket, task.number
-    done = run_trial(
-        objective, task, Path(setup.run_dir), agent.request if agent else _no_requests,
-        Group(rank, world.Get_size(), world), lambda v: world.bcast(v, root=0), n_objectives=setup.n_objectives,
-    )
-    if agent:
-        agent.send(done)
-        agent.conn.close()
-    return 0
-
-
-def _no_requests(message: object) -> object:
-    raise RuntimeError("only rank 0 of a group talks to the coordinator")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -66,7 +66,7 @@ class Workflow:
 
 
 def _is_ensemble(value: Any) -> bool:
-    from hpwf.ensembles._members import Ensemble
+    from hpwf.workflow._ensemble import Ensemble
 
     return isinstance(value, Ensemble)
 

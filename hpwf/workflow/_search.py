@@ -199,30 +199,6 @@ class Search:
                 not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in perturb):
             raise ConfigError(f"scheduler_options perturb must be a list of positive factors, not {perturb!r}")
 
-    def make_scheduler(self, study: optuna.Study) -> Any:
-        """The scheduler this search names for ``study`` (None for "none")."""
-        if self.scheduler == "none":
-            return None  # (a multi-objective study has no single direction)
-        options = dict(self.scheduler_options)
-        maximize = study.direction.name == "MAXIMIZE"
-        if self.scheduler in ("asha-resume", "hyperband-resume"):
-            from hpwf.engine.schedulers._halving import SuccessiveHalving, hyperband_brackets
-
-            low, eta = int(options.get("min_resource", 1)), int(options.get("reduction_factor", 3))
-            high = options.get("max_resource")
-            brackets = hyperband_brackets(low, int(high or low), eta) if self.scheduler == "hyperband-resume" else 1
-            return SuccessiveHalving(maximize, low, eta, high, brackets)
-        if self.scheduler == "pbt":
-            from hpwf.engine.schedulers._pbt import PopulationBasedTraining
-
-            assert self.population and self.interval and self.n_trials
-            return PopulationBasedTraining(
-                study, self.population, self.interval, self.n_trials // self.population,
-                quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
-                resample_probability=float(options.get("resample_probability", 0.25)),
-                explore=list(options["explore"]) if "explore" in options else None, seed=self.seed)
-        return None
-
     @property
     def study_directions(self) -> list[str]:
         """The directions as a list (one entry for a single objective)."""

@@ -21,8 +21,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpwf.rundir._attrs import BRACKET_ATTR, PAUSED_ATTR, RESTORE_ATTR, SEED_ATTR
 from hpwf.rundir._trialdir import read_result, trial_folder
 
 if TYPE_CHECKING:
@@ -30,30 +32,6 @@ if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
 
 PAUSE = "pause"  # the Reply to a Report that tells the trial to pause
-PAUSED_ATTR = "hpwf:paused"  # user attr: the step a paused trial continues from (False once resumed)
-RESTORE_ATTR = "hpwf:restore"  # user attr: {"from": trial number holding the checkpoint, "step": next step}
-BRACKET_ATTR = "hpwf:bracket"
-SEED_ATTR = "hpwf:seed_of"  # user attr: the trial number whose ``trial.seed`` it gets (a replayed PBT segment's)
-
-
-def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
-    """A RUNNING trial in the study that paused (marked, or its durable result says so)."""
-    if frozen.state != TrialState.RUNNING:
-        return False
-    if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
-        return True
-    result = read_result(trial_folder(Path(run_dir), frozen.number))
-    return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
-
-
-def state_counts(trials: Iterable[FrozenTrial], run_dir: str | Path) -> dict[str, int]:
-    """Trials by state as ``hpwf status`` and the report show them: paused ones apart from running ones."""
-    counts = dict.fromkeys(("complete", "pruned", "fail", "running", "paused", "waiting"), 0)
-    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
-             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
-    for frozen in trials:
-        counts["paused" if is_paused(frozen, run_dir) else names[frozen.state]] += 1
-    return counts
 
 
 class Scheduler(Protocol):
@@ -176,3 +154,12 @@ class SuccessiveHalving:
 def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> int:
     """How many brackets fit: ``floor(log_eta(max_resource / min_resource)) + 1`` (at least 1)."""
     return max(1, int(math.floor(math.log(max_resource / min_resource, reduction_factor) + 1e-9)) + 1)
+
+
+def from_search(search: Any, study: optuna.Study) -> SuccessiveHalving:
+    """The successive halving (one bracket) or Hyperband (several) that ``search`` names."""
+    options = dict(search.scheduler_options)
+    low, eta = int(options.get("min_resource", 1)), int(options.get("reduction_factor", 3))
+    high = options.get("max_resource")
+    brackets = hyperband_brackets(low, int(high or low), eta) if search.scheduler == "hyperband-resume" else 1
+    return SuccessiveHalving(study.direction.name == "MAXIMIZE", low, eta, high, brackets)

@@ -35,13 +35,14 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.engine.schedulers._halving import PAUSE, RESTORE_ATTR
+from hpwf.engine.schedulers._halving import PAUSE
+from hpwf.rundir._attrs import PBT_EXPLOITED, PBT_GENERATION, PBT_MEMBER, PBT_PARENT, RESTORE_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
     from hpwf.engine.loop import Coordinator
 
-MEMBER, GENERATION, PARENT, EXPLOITED = "pbt:member", "pbt:generation", "pbt:parent", "pbt:exploited"
+MEMBER, GENERATION, PARENT, EXPLOITED = PBT_MEMBER, PBT_GENERATION, PBT_PARENT, PBT_EXPLOITED
 FIXED = ("ranks_per_trial",)  # never explored: the group size of a member stays
 
 
@@ -273,3 +274,14 @@ def lineage(study: optuna.Study) -> dict[str, Any] | None:
     return {"members": len({r["member"] for r in rows}), "segments": len(rows), "segments_list": rows,
             "best_final": best.number if best else None,
             "best_schedule": schedule(study, best.number) if best else []}
+
+
+def from_search(search: Any, study: optuna.Study) -> PopulationBasedTraining:
+    """The PBT that ``search`` names (``n_trials`` counts segments: population x generations)."""
+    options = dict(search.scheduler_options)
+    assert search.population and search.interval and search.n_trials
+    return PopulationBasedTraining(
+        study, search.population, search.interval, search.n_trials // search.population,
+        quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
+        resample_probability=float(options.get("resample_probability", 0.25)),
+        explore=list(options["explore"]) if "explore" in options else None, seed=search.seed)

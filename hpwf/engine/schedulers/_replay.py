@@ -10,14 +10,21 @@ segment stopped. Its study records each segment with its parent, as PBT does.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from hpwf.engine.schedulers._pbt import GENERATION, MEMBER, PopulationBasedTraining, _Latest, lineage, schedule
-from hpwf.engine.schedulers._halving import SEED_ATTR
+from hpwf.rundir._attrs import SEED_ATTR
 from hpwf.errors import ConfigError
+from hpwf.rundir._perms import check_run_trusted
+from hpwf.rundir._run import RunRecord, load_study
+from hpwf.workflow._loading import Workflow, load
+from hpwf.workflow._search import Search
 
 
 class Replay(PopulationBasedTraining):
@@ -72,3 +79,48 @@ def plan(study: optuna.Study, number: int | None, generations: int) -> tuple[lis
         raise ConfigError(f"--trial {number}: that PBT segment did not complete ({frozen.state.name})")
     paused = int(frozen.user_attrs.get(GENERATION, 0)) < generations - 1
     return schedule(study, number), max(frozen.intermediate_values) + 1 if paused else None
+
+
+def from_search(search: Any, study: optuna.Study) -> Replay:
+    """The replay that a `ReplaySearch` carries."""
+    return Replay(study, list(search.plan), search.end)
+
+
+@dataclass
+class ReplaySearch(Search):
+    """A PBT search replayed: ``plan`` and ``end`` as `plan` gives them (scheduler "replay")."""
+
+    plan: tuple[dict[str, Any], ...] = ()
+    end: int | None = None
+    replay_of: dict[str, Any] = field(default_factory=dict)  # {"run": source run dir, "trial": segment}
+
+    def _validate_scheduler(self) -> None:
+        if not self.plan:
+            raise ConfigError("a replay needs a schedule of at least one segment")
+
+    scheduler: str = "replay"
+
+
+def replay_workflow(source_run: str | Path, trial: int | None = None) -> Workflow:
+    """The source run's workflow with its PBT search replaced by the replay of segment ``trial``.
+
+    Raises:
+        ConfigError: the run is not ours to trust, ran no PBT, or ``trial`` is not a complete PBT segment.
+    """
+    folder = Path(source_run)
+    check_run_trusted(folder)
+    record = RunRecord.load(folder)
+    if record.workflow is None:
+        raise ConfigError(f"{folder}: started from Python objects, not a workflow file: nothing to replay")
+    wf = load(record.workflow)
+    search = wf.search
+    if search is None or search.scheduler != "pbt" or not search.population:
+        raise ConfigError(f"{record.workflow}: its search is not scheduler='pbt': nothing to replay")
+    n_trials = int(record.options.get("n_trials") or search.n_trials or 0)
+    segments, end = plan(load_study(folder), trial, n_trials // search.population)
+    fields = {f.name: getattr(search, f.name) for f in dataclasses.fields(Search)}
+    fields.update(n_trials=len(segments), timeout=None, storage=None, sampler="random", sampler_options={},
+                  seed=record.options.get("seed", search.seed), population=None, interval=None, scheduler="replay")
+    replayed = ReplaySearch(**fields, plan=tuple(segments), end=end,
+                            replay_of={"run": str(folder.resolve()), "trial": segments[-1]["trial"]})
+    return dataclasses.replace(wf, search=replayed, ensemble=None)

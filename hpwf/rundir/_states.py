@@ -1,0 +1,32 @@
+"""Trial states as `hpwf status` and the report show them: a paused trial is known from one source
+(its ``hpwf:paused`` mark, else its durable result), and counted apart from running ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpwf.rundir._attrs import PAUSED_ATTR
+from hpwf.rundir._trialdir import read_result, trial_folder
+
+
+def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
+    """A RUNNING trial in the study that paused (marked, or its durable result says so)."""
+    if frozen.state != TrialState.RUNNING:
+        return False
+    if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
+        return True
+    result = read_result(trial_folder(Path(run_dir), frozen.number))
+    return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
+
+
+def state_counts(trials: Iterable[FrozenTrial], run_dir: str | Path) -> dict[str, int]:
+    """Trials by state as ``hpwf status`` and the report show them: paused ones apart from running ones."""
+    counts = dict.fromkeys(("complete", "pruned", "fail", "running", "paused", "waiting"), 0)
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
+             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+    for frozen in trials:
+        counts["paused" if is_paused(frozen, run_dir) else names[frozen.state]] += 1
+    return counts
