@@ -16,15 +16,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optuna.exceptions import TrialPruned
 
-    from hpwf.api import RunResult, ensemble, resume, run, status
-    from hpwf.engine.schedulers._pbt import schedule as pbt_schedule
-    from hpwf.api import replay
-    from hpwf.workflow._ensemble import Ensemble, Member
+    from hpwf.api import RunResult, ensemble, replay, resume, run, status
+    from hpwf.engine.schedulers import schedule as pbt_schedule
     from hpwf.errors import ConfigError, RunError
-    from hpwf.rundir._run import load_study
-    from hpwf.workflow._search import Search
-    from hpwf.workflow._trial import Group, Restored, Trial, TrialPaused
-    from hpwf.workflow._loading import Workflow, load
+    from hpwf.rundir import load_study
+    from hpwf.workflow import Ensemble, Group, Member, Restored, Search, Trial, TrialPaused, Workflow, load
 
 __version__ = "0.1.0"
 

@@ -15,19 +15,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpwf.rundir._perms import check_run_trusted, is_shared, make_run_dir, run_umask
-from hpwf.secrets import refuse_password
 from hpwf.backends import Backend, make_backend
-from hpwf.engine.schedulers._pbt import lineage as pbt_lineage
-from hpwf.ensembles._members import member_direction, member_search
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
-from hpwf.rundir._states import state_counts
+from hpwf.engine.schedulers import lineage as pbt_lineage
+from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir._run import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
-from hpwf.workflow._search import Search
-from hpwf.workflow._ensemble import ENSEMBLE_DIR
-from hpwf.workflow._loading import Workflow, load
+from hpwf.rundir import (
+    DEFAULT_JOURNAL, RunRecord, check_run_trusted, is_shared, load_study, make_run_dir, open_storage, read_summary,
+    run_umask, state_counts)
+from hpwf.secrets import refuse_password
+from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow, load
 
 
 
@@ -184,7 +182,7 @@ def ensemble(
     trials, too). Members already trained with the same configuration, source trial and seed
     are kept; the others train now. An ensemble without ``train=`` only selects and scores.
     """
-    from hpwf.ensembles._members import missing_members, plan
+    from hpwf.ensembles import missing_members, plan
 
     wf = workflow if isinstance(workflow, Workflow) else load(workflow)
     if wf.ensemble is None:
@@ -222,7 +220,7 @@ def ensemble(
 
 def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
     """Select and score without training anything (an ensemble of trials, or nothing left to train)."""
-    from hpwf.ensembles._aggregate import aggregate
+    from hpwf.ensembles import aggregate
 
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     summary = {"complete": done, "pruned": 0, "fail": 0, "session_wall_s": 0.0, "stop_reason": None,
@@ -231,7 +229,7 @@ def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
 
 
 def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None) -> None:
-    from hpwf.ensembles._members import write_selection
+    from hpwf.ensembles import write_selection
 
     write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
 
@@ -266,7 +264,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")
     result["stop_reason"] = summary.get("stop_reason")
-    from hpwf.slurm._slurm import run_job_state
+    from hpwf.slurm import run_job_state
 
     result["slurm"] = run_job_state(folder)
     if (folder / ENSEMBLE_DIR / "run.json").exists():
@@ -322,7 +320,7 @@ def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble:
     first, root = results[0], phases[0].run_dir
     uq = None
     if ensemble is not None and not interrupted:
-        from hpwf.ensembles._aggregate import aggregate
+        from hpwf.ensembles import aggregate
 
         uq = aggregate(root, ensemble)
     return RunResult(root, first.study, first.summary, uq)
@@ -395,7 +393,7 @@ def replay(source_run: str | Path, run_dir: str | Path, *, trial: int | None = N
         >>> result = hpwf.replay("runs/pbt", "runs/pbt-replay", workers=1)  # doctest: +SKIP
         >>> result.study.best_value  # doctest: +SKIP
     """
-    from hpwf.engine.schedulers._replay import replay_workflow
+    from hpwf.engine.schedulers import replay_workflow
 
     return run(replay_workflow(source_run, trial), backend=backend, workers=workers, run_dir=run_dir,
                progress=progress, ensemble=False)

@@ -76,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--quiet", action="store_true")
 
-    from hpwf.slurm._array import add_member_parser
-    from hpwf.slurm._slurm import add_submit_parser
+    from hpwf.slurm import add_member_parser, add_submit_parser
 
     add_submit_parser(sub)
     add_member_parser(sub)
@@ -143,11 +142,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from hpwf import api
 
     if args.command == "submit":
-        from hpwf.slurm._slurm import submit_command
+        from hpwf.slurm import submit_command
 
         return submit_command(args)
     if args.command == "ensemble-member":
-        from hpwf.slurm._array import member_command
+        from hpwf.slurm import member_command
 
         return member_command(args)
     if args.command == "status":
@@ -157,14 +156,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         import hpwf.report._schedule  # noqa: F401 - adds the schedulers' section
         import hpwf.report._uq  # noqa: F401 - adds the UQ section
-        from hpwf.report._html import write_report
+        from hpwf.report import write_report
 
         paths = write_report(args.run_dir)
         for path in paths:
             print(path)
         return 0
     if args.command == "dashboard":
-        from hpwf.report._dashboard import serve_dashboard
+        from hpwf.report import serve_dashboard
 
         return serve_dashboard(args.run_dir, host=args.host, port=args.port)
     raise AssertionError(args.command)
@@ -176,9 +175,8 @@ def _run_or_resume(args: argparse.Namespace) -> int:
     Every rank runs under the run directory's umask (`hpwf.rundir._perms`), and a run directory that
     others can write is refused on every rank before MPI starts.
     """
-    from hpwf.rundir._perms import check_run_trusted, is_shared, run_umask
+    from hpwf.rundir import RunRecord, check_run_trusted, is_shared, run_umask
     from hpwf.secrets import refuse_password
-    from hpwf.rundir._run import RunRecord
 
     workers = _positive("--workers", args.workers)
     name, recorded = args.backend or "local", None
@@ -232,7 +230,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
         code = 0
         _print_end(result.run_dir, result.summary, result.study)
         if result.uq_metrics:
-            from hpwf.ensembles._uq import summarize
+            from hpwf.ensembles import summarize
 
             say(summarize(result.uq_metrics))
         return 130 if (result.summary.get("stop_reason") or "").startswith("interrupted") else 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpwf.worker._topology import placement
+from hpwf.workflow._topology import placement
 
 MPICH_NODE_B_RANK_3 = {  # hydra, ssh launcher, round-robin over two nodes
     "MPI_LOCALNRANKS": "2", "MPI_LOCALRANKID": "1", "PMI_FD": "6", "PMI_HOSTNAME": "nodeB",

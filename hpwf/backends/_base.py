@@ -11,10 +11,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.wire._reach import Unreachable
+from hpwf.wire import Unreachable
 
 if TYPE_CHECKING:
-    from hpwf.wire._channel import Address
+    from hpwf.wire import Address
 
 
 class Backend(ABC):

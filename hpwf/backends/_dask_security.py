@@ -25,7 +25,7 @@ from hpwf.errors import ConfigError
 if TYPE_CHECKING:
     from distributed.security import Security
 
-    from hpwf.wire._channel import Address
+    from hpwf.wire import Address
 
 # Dask serves /info, /json, /proxy, /metrics over plain HTTP even with the dashboard off; no pages.
 NO_HTTP_PAGES: dict[str, Any] = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
@@ -132,6 +132,6 @@ def _make_private(folder: Path) -> None:
 def serve_with_key_file(address: Address, key_path: str, name: str, reports: Path | None = None) -> int:
     """A Dask task's body: read the hub key from ``key_path``, then serve as an agent (one that
     cannot reach the coordinator leaves a report in ``reports``: `hpwf.wire._reach`)."""
-    from hpwf.worker._agent import serve_or_report
+    from hpwf.worker import serve_or_report
 
     return serve_or_report(address, read_key_file(key_path), name, reports=reports)

@@ -1,9 +1,7 @@
-"""Old entry point of a launched group (``python -m hpwf.backends._launch``), kept for job scripts
-and groups started by an older hpwf; the group's ranks now run `hpwf.worker._launched`."""
+"""Old entry point of a launched group's ranks (``python -m hpwf.backends._launch``), kept for
+groups started by an older hpwf; the ranks now run ``python -m hpwf.worker._group_rank``."""
 
-import sys
+import runpy
 
 if __name__ == "__main__":
-    from hpwf.worker._group_rank import main
-
-    sys.exit(main())
+    runpy.run_module("hpwf.worker._group_rank", run_name="__main__", alter_sys=True)

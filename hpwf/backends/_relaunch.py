@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from hpwf.wire._netif import HOSTFILE_FLAGS, HOSTS_FLAGS, job_slots
+from hpwf.wire import HOSTFILE_FLAGS, HOSTS_FLAGS, job_slots
 
 PROBE_TIMEOUT_S = 30.0
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from hpwf.wire._netif import INTERFACE_ENV, choose
 from hpwf.backends._base import Backend
+from hpwf.wire import INTERFACE_ENV, choose
 from hpwf.backends._dask_security import (
     LOOPBACK_HTTP, NO_HTTP_PAGES, is_plain, plain_warning, remove_key_file, temporary_pem, tls_config,
     user_security, write_key_file,
@@ -27,7 +27,7 @@ from hpwf.errors import ConfigError
 if TYPE_CHECKING:
     from distributed.security import Security
 
-    from hpwf.wire._channel import Address
+    from hpwf.wire import Address
 
 
 WORKERS_WAIT_S = 120.0

@@ -42,10 +42,10 @@ from hpwf.backends.dask import DaskBackend
 from hpwf.backends.local import agents_failure, submit_agents
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.slurm._sites import SiteConfig, load_site, walltime_seconds
+from hpwf.slurm import SiteConfig, load_site, walltime_seconds
 
 if TYPE_CHECKING:
-    from hpwf.wire._channel import Address
+    from hpwf.wire import Address
 
 JOB_SCRIPT = "dask-worker-job.sh"
 ENV_FILE = "job.env"  # the site config's env for the worker jobs

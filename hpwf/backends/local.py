@@ -15,8 +15,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.worker._agent import allow_children, end_children, serve_in_child
 from hpwf.backends._base import Backend
+from hpwf.worker import allow_children, end_children, serve_in_child
 from hpwf.backends._dask_security import (
     LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
 )
@@ -24,7 +24,7 @@ from hpwf.backends._dask_security import (
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
-    from hpwf.wire._channel import Address
+    from hpwf.wire import Address
 
 
 class LocalBackend(Backend):

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpwf.wire._netif import choose, job_hosts
-from hpwf.wire._reach import REPORT_DIR_ENV, UNREACHABLE_EXIT, Announcing, arrivals, connect_or_report, mark_arrival
-from hpwf.worker._agent import run_agent
 from hpwf.backends._base import Backend
 from hpwf.errors import ConfigError
+from hpwf.wire import (
+    Announcing, REPORT_DIR_ENV, UNREACHABLE_EXIT, arrivals, choose, connect_or_report, job_hosts, mark_arrival)
+from hpwf.worker import run_agent
 
 if TYPE_CHECKING:
-    from hpwf.wire._channel import Address
+    from hpwf.wire import Address
 
 
 class MPIBackend(Backend):
@@ -157,7 +157,7 @@ class MPIJobBackend(Backend):
                  interface: str | None = None) -> None:
         """``interface``: the network interface agents reach the coordinator by (default: loopback
         when the job's hosts are all this one, else the one on the route to them; `hpwf.wire._netif`)."""
-        from hpwf.worker._launched import mpirun
+        from hpwf.worker import mpirun
 
         self.ranks = ranks or os.cpu_count() or 1
         self.launcher = launcher or [mpirun()]
@@ -212,7 +212,7 @@ class MPIJobBackend(Backend):
         import sys
 
         flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
-        from hpwf.wire._channel import format_address
+        from hpwf.wire import format_address
 
         return [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
                 format_address(self._address)]
@@ -298,7 +298,7 @@ def main(argv: list[str]) -> int:
     """A rank of a job started by `MPIJobBackend`: ``python -m hpwf.backends.mpi HOST:PORT|unix:PATH``."""
     from mpi4py import MPI
 
-    from hpwf.wire._channel import parse_address
+    from hpwf.wire import parse_address
 
     world = MPI.COMM_WORLD
     _leave_stop_signals_to_the_coordinator()

@@ -12,9 +12,8 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import TrialState
 
-from hpwf.rundir._attrs import HEARTBEAT_ATTR, RUN_ATTR, RUN_BEAT_PREFIX
-from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord
-from hpwf.engine.ledger import TrialState as S
+from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState as S
+from hpwf.rundir import HEARTBEAT_ATTR, RUN_ATTR, RUN_BEAT_PREFIX
 
 SILENT_BEATS = 3  # an agent silent this many heartbeats is lost
 CLOCK_SKEW_S = 300.0  # a beat older than its limit plus this, by our clock, is stale at first sight

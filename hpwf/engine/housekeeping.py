@@ -11,7 +11,7 @@ from hpwf.engine import health
 from hpwf.engine.ledger import AgentState, TrialState
 from hpwf.engine.receive import lose
 from hpwf.engine.summary import progress_fields
-from hpwf.rundir._run import write_summary
+from hpwf.rundir import write_summary
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator

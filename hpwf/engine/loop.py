@@ -18,24 +18,21 @@ from typing import Any, Sequence
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from hpwf.wire._channel import send_quietly
-from hpwf.wire._dists import from_optuna
-from hpwf.wire._protocol import Abort, Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health, pausing
-from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
+from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.outcomes import Outcomes
-from hpwf.engine.receive import lose, receive
-from hpwf.engine.schedulers._halving import Scheduler
-from hpwf.rundir._attrs import SEED_ATTR, carried, trial_seed
 from hpwf.engine.placement import choose_from_hosts, may_ask
+from hpwf.engine.receive import lose, receive
+from hpwf.engine.schedulers import Scheduler
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
 from hpwf.errors import RunError
 from hpwf.progress import Progress
-from hpwf.rundir._run import write_summary
+from hpwf.rundir import SEED_ATTR, carried, trial_seed, write_summary
+from hpwf.wire import Abort, Assign, Setup, Stop, from_optuna, send_quietly
 
 A, S = AgentState, TrialState
 RANKS_PARAM = "ranks_per_trial"

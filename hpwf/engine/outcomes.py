@@ -13,11 +13,11 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.wire._protocol import Done
-from hpwf.rundir import _attrs as attrs
-from hpwf.rundir._attrs import ATTEMPT_ATTR, FAIL_REASON_ATTR, HEARTBEAT_ATTR, RETRY_OF_ATTR, RUN_ATTR
 from hpwf.engine.session import Counts
-from hpwf.rundir._trialdir import FAILURE, read_result, trial_folder, write_atomically
+from hpwf.rundir import (
+    ATTEMPT_ATTR, FAILURE, FAIL_REASON_ATTR, HEARTBEAT_ATTR, RETRY_OF_ATTR, RUN_ATTR, attrs, read_result, trial_folder,
+    write_atomically)
+from hpwf.wire import Done
 
 
 
@@ -104,7 +104,7 @@ class Outcomes:
         their own ``n_trials``. With ``keep_paused`` (a scheduler that resumes trials), this run's
         paused trials are returned, untouched, for the coordinator to adopt.
         """
-        from hpwf.rundir._states import is_paused
+        from hpwf.rundir import is_paused
 
         paused = []
         trials = self.study.get_trials(deepcopy=False)

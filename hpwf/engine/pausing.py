@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpwf.wire._channel import send_quietly
-from hpwf.wire._protocol import Done, Stop
 from hpwf.engine.ledger import TrialRecord, TrialState
-from hpwf.rundir._attrs import PAUSED_ATTR, RESTORE_ATTR
+from hpwf.rundir import PAUSED_ATTR, RESTORE_ATTR
+from hpwf.wire import Done, Stop, send_quietly
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator

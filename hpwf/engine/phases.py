@@ -14,17 +14,15 @@ from typing import Any, cast
 import optuna
 from optuna.trial import TrialState
 
-from hpwf.wire._protocol import Setup
 from hpwf.backends import Backend
 from hpwf.engine.loop import Coordinator
 from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget, Session
 from hpwf.errors import ConfigError, RunError
-from hpwf.rundir._attrs import FAIL_REASON_ATTR
 from hpwf.progress import Progress, say
-from hpwf.rundir._run import DEFAULT_JOURNAL, RunLock, RunRecord, open_storage, read_summary
-from hpwf.workflow._search import Search
-from hpwf.workflow._loading import Workflow
+from hpwf.rundir import DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, open_storage, read_summary
+from hpwf.wire import Setup
+from hpwf.workflow import Search, Workflow
 
 
 @dataclass
@@ -86,7 +84,7 @@ class EnsemblePhase(Phase):
         return self.folder.parent
 
     def objective(self) -> Any:
-        from hpwf.ensembles._members import MemberObjective
+        from hpwf.workflow import MemberObjective
 
         return MemberObjective(self.workflow.ensemble.train)  # type: ignore[union-attr]
 
@@ -97,7 +95,7 @@ class EnsemblePhase(Phase):
         """Queue the members to train; a rebuild first retires what an older plan left queued."""
         if not self.fresh or self.members is None or (existing and not self.rebuild):
             return
-        from hpwf.ensembles._members import plan, write_selection
+        from hpwf.ensembles import plan, write_selection
 
         members = self.members
         if self.rebuild:
@@ -117,8 +115,8 @@ class EnsemblePhase(Phase):
 
 def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[list[PhaseResult], bool]:
     """Run ``phases`` on one session; return their results and whether a signal stopped the run."""
-    from hpwf.wire._reach import fresh_report_dir
     from hpwf.progress import name_trials_in_optuna_warnings
+    from hpwf.wire import fresh_report_dir
 
     name_trials_in_optuna_warnings()
     results: list[PhaseResult] = []

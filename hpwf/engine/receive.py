@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.distributions import BaseDistribution
 
-from hpwf.wire._channel import send_quietly
-from hpwf.wire._dists import to_optuna
-from hpwf.wire._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
-from hpwf.rundir._attrs import fail_reason
+from hpwf.rundir import fail_reason
+from hpwf.wire import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -86,7 +84,7 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
         if isinstance(message, Used):
             return None
         if isinstance(message, Suggest):
-            return suggest(trial, message.name, to_optuna(message.distribution))
+            return suggest(trial, message.name, message.distribution)
         if isinstance(message, Report):
             if not c.outcomes.single:
                 return False  # Optuna prunes single-objective studies only
@@ -176,14 +174,3 @@ def _detach(c: Coordinator, conn: Any, why: str) -> None:
     c.session.drop(conn)
     if record is not None and record.result is None:
         c._fail(record, f"the trial's launched ranks ended without a result ({why})")
-
-
-def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
-    """Sample with the public ``suggest_*`` API of the coordinator's Optuna trial."""
-    if isinstance(dist, optuna.distributions.FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, optuna.distributions.IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    raise TypeError(f"unsupported distribution {dist!r}")

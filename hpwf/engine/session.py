@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from hpwf.wire._channel import Hub, send_quietly
-from hpwf.wire._protocol import Stop
 from hpwf.backends import Backend
 from hpwf.engine.ledger import AgentRecord, AgentState, Ledger
+from hpwf.wire import Hub, Stop, send_quietly
 
 
 class Clock(Protocol):

@@ -3,3 +3,12 @@
 (`_aggregate`), conformal calibration (`_conformal`) and the UQ metrics (`_uq`). May import:
 `hpwf.workflow`, `hpwf.rundir`, `hpwf.errors`, `hpwf.progress`; never the engine.
 """
+
+from __future__ import annotations
+
+from hpwf.ensembles import _uq as uq
+from hpwf.ensembles._aggregate import aggregate
+from hpwf.ensembles._members import member_direction, member_search, missing_members, plan, write_selection
+from hpwf.ensembles._uq import summarize
+
+__all__ = ['aggregate', 'member_direction', 'member_search', 'missing_members', 'plan', 'summarize', 'uq', 'write_selection']

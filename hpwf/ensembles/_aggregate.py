@@ -23,13 +23,13 @@ from typing import Any, Sequence, cast
 import numpy as np
 import optuna
 
-from hpwf.workflow import _predictions as predictions
 from hpwf.ensembles import _uq as uq
 from hpwf.ensembles._conformal import Conformal, calibrated_metrics
+from hpwf.workflow import predictions
 from hpwf.ensembles._members import (ENSEMBLE_DIR, SOURCE, Ensemble, complete_trials, current_members, read_selection,
                            select_trials, stale_sources, trial_folder, write_selection)
-from hpwf.errors import ConfigError
 from hpwf.ensembles._selection import combine
+from hpwf.errors import ConfigError
 
 Component = tuple[Path, float]  # a trial or member folder and its weight
 CURVE_LEVELS = np.linspace(0.05, 0.95, 19)
@@ -94,7 +94,7 @@ def _json_number(value: Any) -> Any:
 
 def _search_study(run_dir: Path) -> optuna.Study | None:
     """The run's search study, or None for an ensemble-only run."""
-    from hpwf.rundir._run import RunRecord, load_study
+    from hpwf.rundir import RunRecord, load_study
 
     if not (run_dir / "run.json").exists():
         return None
@@ -107,7 +107,7 @@ def _search_study(run_dir: Path) -> optuna.Study | None:
 
 def _members(run_dir: Path, models: dict[str, list[Component]]) -> list[dict[str, Any]]:
     """Fill "ensemble" and "best_member" from the trained members; return one row per member."""
-    from hpwf.rundir._run import RunRecord
+    from hpwf.rundir import RunRecord
 
     members = {i: (t, f) for i, (t, f) in current_members(run_dir).items()
                if predictions.path(f, "test").exists()}

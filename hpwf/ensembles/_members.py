@@ -27,15 +27,11 @@ import optuna
 from optuna.distributions import CategoricalChoiceType
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.workflow import _predictions as predictions
-from hpwf.errors import ConfigError
-from hpwf.rundir._trialdir import trial_folder
 from hpwf.ensembles._selection import Selection, allocate, greedy, top_k
-from hpwf.rundir._attrs import CONFIG, MEMBER, SEED, SOURCE
+from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.workflow._ensemble import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, MemberObjective
-from hpwf.workflow._loading import Workflow
-from hpwf.workflow._search import Search
+from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE, trial_folder
+from hpwf.workflow import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, MemberObjective, Search, Workflow, predictions
 
 SELECTION_FILE = "selection.json"
 _HPWF_PARAMS = ("ranks_per_trial",)
@@ -134,7 +130,7 @@ def current_members(run_dir: Path) -> dict[int, tuple[FrozenTrial, Path]]:
     Without a saved plan (runs made before plans were recorded): every member index's first
     complete run.
     """
-    from hpwf.rundir._run import load_study
+    from hpwf.rundir import load_study
 
     sub = run_dir / ENSEMBLE_DIR
     study = load_study(sub)

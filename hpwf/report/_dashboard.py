@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir._run import RunRecord, open_storage
+from hpwf.rundir import RunRecord, open_storage
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):

@@ -12,9 +12,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.rundir._states import state_counts
-from hpwf.rundir._trialdir import trial_folder
-from hpwf.rundir._run import load_study, read_summary
+from hpwf.rundir import load_study, read_summary, state_counts, trial_folder
 
 # Later sections (e.g. UQ) append here: each gets (study, run_dir) and returns an HTML chunk or None.
 EXTRA_SECTIONS: list[Callable[[optuna.Study, Path], str | None]] = []
@@ -233,6 +231,6 @@ def _quiet() -> Iterator[None]:
 
 def _atomic(path: Path, text: str) -> None:
     """Write ``text`` to a fresh temporary sibling, then rename it over ``path`` (`hpwf.rundir._perms`)."""
-    from hpwf.rundir._perms import atomic_write
+    from hpwf.rundir import atomic_write
 
     atomic_write(path, text)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import optuna
 
-from hpwf.engine.schedulers._pbt import lineage
-from hpwf.rundir._attrs import PAUSED_ATTR, PBT_MEMBER, RESTORE_ATTR
-from hpwf.rundir._states import is_paused
+from hpwf.engine.schedulers import lineage
 from hpwf.report._html import EXTRA_SECTIONS, figure_html
+from hpwf.rundir import PAUSED_ATTR, PBT_MEMBER, RESTORE_ATTR, is_paused
 
 
 def scheduler_section(study: optuna.Study, run_dir: Path) -> str | None:

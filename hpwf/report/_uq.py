@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from hpwf.ensembles import _uq as uq
+from hpwf.ensembles import uq
 from hpwf.report._html import EXTRA_SECTIONS, figure_html
 
 KEY_METRICS = ("rmse", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_90", "miscalibration_area", "ece",

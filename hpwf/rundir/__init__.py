@@ -2,3 +2,20 @@
 durable results (`_trialdir`), permissions and safe writes (`_perms`). May import:
 `hpwf.wire` (distributions as JSON), `hpwf.errors`, `hpwf.secrets`, `hpwf.progress`.
 """
+
+from __future__ import annotations
+
+from hpwf.rundir import _attrs as attrs
+from hpwf.rundir._attrs import (
+    ATTEMPT_ATTR, BRACKET_ATTR, CONFIG, FAIL_REASON_ATTR, HEARTBEAT_ATTR, MEMBER, PAUSED_ATTR, PBT_EXPLOITED,
+    PBT_GENERATION, PBT_MEMBER, PBT_PARENT, RESTORE_ATTR, RETRY_OF_ATTR, RUN_ATTR, RUN_BEAT_PREFIX, SEED, SEED_ATTR,
+    SOURCE, TRACEBACK_ATTR, carried, fail_reason, trial_seed)
+from hpwf.rundir._perms import (
+    PRIVATE_UMASK, SHARED_UMASK, atomic_write, atomic_writer, check_run_trusted, is_shared, make_run_dir, run_umask)
+from hpwf.rundir._run import (
+    DEFAULT_JOURNAL, RUN_FILE, RunLock, RunRecord, load_study, open_storage, read_summary, write_summary)
+from hpwf.rundir._states import is_paused, state_counts
+from hpwf.rundir._trialdir import (
+    FAILURE, PARAMS, RESULT, TRACEBACK, read_result, trial_folder, write_atomically, write_result)
+
+__all__ = ['ATTEMPT_ATTR', 'BRACKET_ATTR', 'CONFIG', 'DEFAULT_JOURNAL', 'FAILURE', 'FAIL_REASON_ATTR', 'HEARTBEAT_ATTR', 'MEMBER', 'PARAMS', 'PAUSED_ATTR', 'PBT_EXPLOITED', 'PBT_GENERATION', 'PBT_MEMBER', 'PBT_PARENT', 'PRIVATE_UMASK', 'RESTORE_ATTR', 'RESULT', 'RETRY_OF_ATTR', 'RUN_ATTR', 'RUN_BEAT_PREFIX', 'RUN_FILE', 'RunLock', 'RunRecord', 'SEED', 'SEED_ATTR', 'SHARED_UMASK', 'SOURCE', 'TRACEBACK', 'TRACEBACK_ATTR', 'atomic_write', 'atomic_writer', 'attrs', 'carried', 'check_run_trusted', 'fail_reason', 'is_paused', 'is_shared', 'load_study', 'make_run_dir', 'open_storage', 'read_result', 'read_summary', 'run_umask', 'state_counts', 'trial_folder', 'trial_seed', 'write_atomically', 'write_result', 'write_summary']

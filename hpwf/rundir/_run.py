@@ -8,16 +8,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import optuna
-
-from hpwf.rundir._perms import atomic_write, open_no_follow
-from hpwf.secrets import redact
 from hpwf.errors import ConfigError
 from hpwf.progress import say
+from hpwf.rundir._perms import RUN_FILE, atomic_write, open_no_follow
+from hpwf.secrets import redact
 
-RUN_FILE = "run.json"
+if TYPE_CHECKING:
+    import optuna
+
 SUMMARY_FILE = "summary.json"
 DEFAULT_JOURNAL = "study.journal"
 
@@ -56,6 +56,8 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
     path ending in ``.journal``/``.log`` (a journal file several processes can share), and
     ``memory`` (in-memory: fast, but nothing survives the process).
     """
+    import optuna
+
     if url is None:
         return journal_storage(run_dir / DEFAULT_JOURNAL)
     if url == "memory":
@@ -75,6 +77,7 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
 
 def journal_storage(path: Path) -> optuna.storages.JournalStorage:
     """A journal-file storage that several processes (and nodes) can share safely."""
+    import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +118,8 @@ def cut_torn_tail(path: Path, lock: Any) -> None:
 
 def load_study(run_dir: str | Path) -> optuna.Study:
     """The run's study, as plain Optuna sees it (what optuna-dashboard reads too)."""
+    import optuna
+
     run_dir = Path(run_dir)
     record = RunRecord.load(run_dir)
     return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir))

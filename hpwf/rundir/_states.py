@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
-
-from optuna.trial import FrozenTrial, TrialState
+from typing import TYPE_CHECKING, Iterable
 
 from hpwf.rundir._attrs import PAUSED_ATTR
 from hpwf.rundir._trialdir import read_result, trial_folder
 
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
 
 def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
     """A RUNNING trial in the study that paused (marked, or its durable result says so)."""
+    from optuna.trial import TrialState
+
     if frozen.state != TrialState.RUNNING:
         return False
     if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
@@ -24,6 +27,8 @@ def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
 
 def state_counts(trials: Iterable[FrozenTrial], run_dir: str | Path) -> dict[str, int]:
     """Trials by state as ``hpwf status`` and the report show them: paused ones apart from running ones."""
+    from optuna.trial import TrialState
+
     counts = dict.fromkeys(("complete", "pruned", "fail", "running", "paused", "waiting"), 0)
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
              TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hpwf.wire._dists import to_json
 from hpwf.rundir._perms import atomic_writer
+from hpwf.wire import to_json
 
 RESULT = "result.json"
 PARAMS = "params.json"

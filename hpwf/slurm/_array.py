@@ -38,13 +38,11 @@ from typing import Any, Iterator, cast
 import optuna
 from optuna.trial import TrialState
 
-from hpwf.wire._protocol import Assign, Done, Report, Suggest, UserAttr
 from hpwf.errors import ConfigError
-from hpwf.engine.receive import suggest
-from hpwf.wire._dists import to_optuna
-from hpwf.rundir._attrs import (ATTEMPT_ATTR, CONFIG, FAIL_REASON_ATTR, HEARTBEAT_ATTR, MEMBER, RETRY_OF_ATTR, RUN_ATTR,
+from hpwf.wire import Assign, Done, Report, Suggest, UserAttr, suggest
+from hpwf.rundir import (ATTEMPT_ATTR, CONFIG, FAIL_REASON_ATTR, HEARTBEAT_ATTR, MEMBER, RETRY_OF_ATTR, RUN_ATTR,
                                SEED, SOURCE, TRACEBACK_ATTR, fail_reason, trial_seed)
-from hpwf.workflow._loading import Workflow
+from hpwf.workflow import Workflow
 
 LOCK_FILE = "ensemble-plan.lock"
 HEARTBEAT_S = 10.0
@@ -69,7 +67,7 @@ def run_member(run_dir: str | Path, member: int, workflow: str | Path | None = N
         ConfigError: no ensemble in the workflow, no such member, or no finished search to
             take the top-k configurations from.
     """
-    from hpwf.workflow._loading import load
+    from hpwf.workflow import load
 
     folder = Path(run_dir).absolute()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -78,7 +76,7 @@ def run_member(run_dir: str | Path, member: int, workflow: str | Path | None = N
     claimed: Claimed | None = None
     error: str | None = None
     if workflow is None:
-        from hpwf.rundir._run import RunRecord
+        from hpwf.rundir import RunRecord
 
         recorded = RunRecord.load(folder).workflow
         if recorded is None:
@@ -120,10 +118,9 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
 
     Returns the sub-run's `hpwf.rundir._run.RunRecord`. Safe to call from many tasks at once.
     """
-    from hpwf.ensembles._members import member_direction, member_search
-    from hpwf.workflow._ensemble import ENSEMBLE_DIR
-    from hpwf.ensembles._members import plan
-    from hpwf.rundir._run import DEFAULT_JOURNAL, RUN_FILE, RunRecord
+    from hpwf.ensembles import member_direction, member_search, plan
+    from hpwf.rundir import DEFAULT_JOURNAL, RUN_FILE, RunRecord
+    from hpwf.workflow import ENSEMBLE_DIR
 
     assert wf.ensemble is not None
     sub = folder / ENSEMBLE_DIR
@@ -196,9 +193,8 @@ def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: in
 
 def _train(wf: Workflow, folder: Path, claimed: Claimed, study: optuna.Study | None, comm: Any) -> Done:
     """Run the member's training here (on every rank of a multi-rank member)."""
-    from hpwf.worker._agent import run_trial
-    from hpwf.workflow._ensemble import ENSEMBLE_DIR, MemberObjective
-    from hpwf.workflow._trial import Group
+    from hpwf.worker import run_trial
+    from hpwf.workflow import ENSEMBLE_DIR, Group, MemberObjective
 
     assert wf.ensemble is not None
     trial = optuna.trial.Trial(study, claimed.trial_id) if study is not None else None
@@ -217,7 +213,7 @@ def _answerer(trial: optuna.Trial | None) -> Any:
     def answer(message: Any) -> Any:
         assert trial is not None, "only rank 0 of a member talks to the storage"
         if isinstance(message, Suggest):
-            return suggest(trial, message.name, to_optuna(message.distribution))
+            return suggest(trial, message.name, message.distribution)
         if isinstance(message, Report):
             trial.report(message.value, message.step)
             return trial.should_prune()
@@ -231,8 +227,8 @@ def _answerer(trial: optuna.Trial | None) -> Any:
 
 def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bool:
     """Record the result (and result.json, as the coordinator writes it); True unless it failed."""
-    from hpwf.rundir._trialdir import RESULT, trial_folder, write_result
-    from hpwf.workflow._ensemble import ENSEMBLE_DIR
+    from hpwf.rundir import RESULT, trial_folder, write_result
+    from hpwf.workflow import ENSEMBLE_DIR
 
     trial = optuna.trial.Trial(study, claimed.trial_id)
     if done.state == "complete" and done.values:
@@ -258,7 +254,7 @@ def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bo
 
 def _aggregate_when_all_done(folder: Path, study: optuna.Study | None, members: int) -> None:
     """The last member to finish combines the members' predictions (``uq_metrics.json``)."""
-    from hpwf.ensembles._aggregate import aggregate
+    from hpwf.ensembles import aggregate
 
     if study is None:
         return
@@ -275,7 +271,7 @@ def _aggregate_when_all_done(folder: Path, study: optuna.Study | None, members: 
 
 
 def _open(folder: Path, name: str, url: str | None, create: bool = True, direction: str = "minimize") -> optuna.Study:
-    from hpwf.rundir._run import open_storage
+    from hpwf.rundir import open_storage
 
     storage = open_storage(url, folder)
     if not create:
@@ -288,7 +284,7 @@ def _open(folder: Path, name: str, url: str | None, create: bool = True, directi
 
 def _world() -> Any:
     """COMM_WORLD when this task runs the member on several MPI ranks, else None."""
-    from hpwf.worker._topology import LAUNCHERS, placement
+    from hpwf.workflow import LAUNCHERS, placement
 
     import os
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hpwf.secrets import redact, refuse_password
 from hpwf.errors import ConfigError
+from hpwf.secrets import redact, refuse_password
 
 SCHEDULERS = ("slurm", "local")
 LAUNCHERS = ("srun", "mpirun")

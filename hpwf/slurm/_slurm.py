@@ -40,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from hpwf.rundir._perms import (
+from hpwf.rundir import (
     PRIVATE_UMASK,
     SHARED_UMASK,
     atomic_write,
@@ -355,7 +355,7 @@ def _launch(job: Job) -> list[str]:
         return [
             f"hpwf_launch=(srun --kill-on-bad-exit=1{mpi}{extra})",
             'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then  # shared memory the killed MPI step left on each node',
-            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -m hpwf.slurm._slurm clean-shm "$SLURM_JOB_ID"',
+            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -m hpwf.slurm clean-shm "$SLURM_JOB_ID"',
             "fi",
         ]
     if site.mpirun:
@@ -510,10 +510,10 @@ def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
 
     Only the coordinator gets the signal; it stops the other ranks itself, so no agent dies
     mid-trial. Rank 0 is the ``python -m hpwf ...`` process of the step whose launcher variables
-    (``PMI_RANK``, ``SLURM_PROCID``, ... read with `hpwf.worker._topology.placement`) say rank 0. It is
+    (``PMI_RANK``, ``SLURM_PROCID``, ... read with `hpwf.workflow._topology.placement`) say rank 0. It is
     looked for up to ``wait_s`` seconds (the step may still be starting). Returns the pids signalled.
     """
-    from hpwf.worker._topology import LAUNCHERS, placement
+    from hpwf.workflow import LAUNCHERS, placement
 
     signum = signal.Signals["SIG" + signame.removeprefix("SIG")]
     needle = f"HPWF_STEP_TOKEN={token}".encode()
@@ -609,7 +609,7 @@ def submit_command(args: argparse.Namespace) -> int:
     ``--dependency=afterok``). Bad input raises `ConfigError` (exit 2) before anything is
     written; a job the scheduler refuses prints one line and returns 1.
     """
-    from hpwf.workflow._loading import load
+    from hpwf.workflow import load
 
     site = load_site(args.site)
     workflow = load(args.workflow)  # a bad workflow file fails here, not in the queue
@@ -677,7 +677,7 @@ def _submit(job: Job, workflow: Any, paths: list[Path], search: bool, array: boo
 
 def _search_done(run_dir: Path) -> bool:
     """The run's search reached its trial budget (a resubmitted ensemble array needs no search job)."""
-    from hpwf.rundir._run import read_summary
+    from hpwf.rundir import read_summary
 
     if not (run_dir / "run.json").exists():
         return False
@@ -699,15 +699,15 @@ def _check_array(args: argparse.Namespace, site: SiteConfig, workflow: Any, thro
 
 
 def main(argv: Sequence[str]) -> int:
-    """The job script's helpers: ``python -m hpwf.slurm._slurm signal-rank0 SIGNAL TOKEN`` (hand a
-    signal to the coordinator) and ``python -m hpwf.slurm._slurm clean-shm JOBID`` (before a restart)."""
+    """The job script's helpers: ``python -m hpwf.slurm signal-rank0 SIGNAL TOKEN`` (hand a
+    signal to the coordinator) and ``python -m hpwf.slurm clean-shm JOBID`` (before a restart)."""
     if len(argv) == 3 and argv[0] == "signal-rank0":
         return 0 if signal_rank0(argv[1], argv[2]) else 1
     if len(argv) == 2 and argv[0] == "clean-shm":
         for path in clean_stale_shm(argv[1]):
             print(f"[hpwf job] removed {path}, left by a killed MPI step of job {argv[1]}")
         return 0
-    print("usage: python -m hpwf.slurm._slurm signal-rank0 SIGNAL TOKEN | clean-shm JOBID", file=sys.stderr)
+    print("usage: python -m hpwf.slurm signal-rank0 SIGNAL TOKEN | clean-shm JOBID", file=sys.stderr)
     return 2
 
 

@@ -62,3 +62,17 @@ def to_json(dist: Dist) -> str:
         return json.dumps({"name": "CategoricalDistribution", "attributes": {"choices": list(dist[1])}})
     name = "FloatDistribution" if kind == "float" else "IntDistribution"
     return json.dumps({"name": name, "attributes": {"low": dist[1], "high": dist[2], "step": dist[3], "log": dist[4]}})
+
+
+def suggest(trial: Any, name: str, dist: Dist) -> Any:
+    """Sample ``name`` with the public ``suggest_*`` API of an Optuna trial (the coordinator's, or an
+    array task's), so samplers and the study record exactly what ``study.optimize`` would."""
+    from optuna import distributions as d
+
+    found = to_optuna(dist)
+    if isinstance(found, d.FloatDistribution):
+        return trial.suggest_float(name, found.low, found.high, step=found.step, log=found.log)
+    if isinstance(found, d.IntDistribution):
+        return trial.suggest_int(name, found.low, found.high, step=found.step, log=found.log)
+    assert isinstance(found, d.CategoricalDistribution)
+    return trial.suggest_categorical(name, found.choices)

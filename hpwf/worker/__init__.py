@@ -3,3 +3,10 @@ ranks under mpirun (`_launched`), and launcher variables map to one placement re
 (`_topology`). May import: `hpwf.wire`, `hpwf.workflow`, `hpwf.rundir`, `hpwf.ensembles`;
 never the engine or a backend.
 """
+
+from __future__ import annotations
+
+from hpwf.worker._agent import allow_children, end_children, run_agent, run_trial, serve_in_child, serve_or_report
+from hpwf.worker._launched import mpirun
+
+__all__ = ['allow_children', 'end_children', 'mpirun', 'run_agent', 'run_trial', 'serve_in_child', 'serve_or_report']

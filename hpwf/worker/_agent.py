@@ -26,11 +26,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable
 
-from hpwf.wire._channel import Address, connect
-from hpwf.wire._reach import UNREACHABLE_EXIT, connect_or_report
-from hpwf.wire._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used
-from hpwf.workflow._trial import Group, Trial, TrialPaused, is_pruned
-from hpwf.rundir._trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
+from hpwf.rundir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
+from hpwf.wire import (
+    Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, UNREACHABLE_EXIT, Used, connect,
+    connect_or_report)
+from hpwf.workflow import Group, Trial, TrialPaused, is_pruned
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
 SETUP_TIMEOUT_S = 120
@@ -204,13 +204,12 @@ def _as_values(result: Any, n_objectives: int = 1) -> list[float]:
 
 def _resolve_objective(setup: Setup) -> Callable[[Trial], Any]:
     if setup.workflow_path:
-        from hpwf.workflow._search import checked_elsewhere
-        from hpwf.workflow._loading import load
+        from hpwf.workflow import checked_elsewhere, load
 
         with checked_elsewhere():  # the coordinator checked the file: no Optuna sampler made here
             workflow = load(setup.workflow_path)
         if setup.entry == "ensemble":
-            from hpwf.workflow._ensemble import MemberObjective
+            from hpwf.workflow import MemberObjective
 
             assert workflow.ensemble is not None
             return MemberObjective(workflow.ensemble.train)

@@ -16,9 +16,9 @@ def main() -> int:
     """One rank of a launched group."""
     from mpi4py import MPI
 
-    from hpwf.wire._channel import connect
+    from hpwf.wire import connect
     from hpwf.worker._agent import Agent, _resolve_objective, run_trial
-    from hpwf.workflow._trial import Group
+    from hpwf.workflow import Group
 
     address, authkey, task = pickle.loads(base64.b64decode(os.environ[ENV]))
     world = MPI.COMM_WORLD

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.wire._protocol import Assign, Done
+from hpwf.wire import Assign, Done
 
 if TYPE_CHECKING:
     from hpwf.worker._agent import Agent
@@ -39,7 +39,7 @@ def group_command(ranks: int) -> list[str]:
 
 def run_launched_group(agent: Agent, task: Assign) -> Done:
     """Launch the trial's ranks and wait for them; the result reaches the coordinator directly."""
-    from hpwf.rundir._trialdir import trial_folder
+    from hpwf.rundir import trial_folder
 
     folder = trial_folder(agent.run_dir, task.number)
     folder.mkdir(parents=True, exist_ok=True)

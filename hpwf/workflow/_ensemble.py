@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from hpwf.errors import ConfigError
-from hpwf.rundir._attrs import CONFIG, MEMBER, SEED, SOURCE
+from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE
 from hpwf.workflow import _predictions as predictions
 from hpwf.workflow._trial import Trial
 
@@ -155,7 +155,7 @@ class Member:
     def suggest_categorical(self, name: str, choices: Sequence[CategoricalChoiceType]) -> CategoricalChoiceType:
         """The member's value of categorical parameter ``name``."""
         value = self._fixed(name)
-        return cast(CategoricalChoiceType, value)
+        return cast("CategoricalChoiceType", value)
 
     def suggest_uniform(self, name: str, low: float, high: float) -> float:
         return self.suggest_float(name, low, high)

@@ -14,9 +14,10 @@ for classification; optionally ``x`` (1-D inputs, for the report's band) and ``m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 FILES = {"test": "predictions.npz", "val": "predictions_val.npz", "cal": "predictions_cal.npz"}
 WEIGHTS_FILE = "weights.pt"
@@ -36,6 +37,8 @@ def check(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
         >>> sorted(check({"y": [1.0, 2.0], "mean": [1.0, 2.0]}))
         ['mean', 'y']
     """
+    import numpy as np
+
     named = {k: np.asarray(v) for k, v in arrays.items()}
     if "y" not in named:
         raise ValueError("save_predictions needs y= (the targets)")
@@ -52,6 +55,8 @@ def check(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def save(folder: Path, rank: int, split: str, arrays: dict[str, Any]) -> Path:
     """Check ``arrays`` on every rank; rank 0 writes them to ``split``'s file."""
+    import numpy as np
+
     target = path(folder, split)
     named = check(arrays)
     if rank == 0:
@@ -61,6 +66,8 @@ def save(folder: Path, rank: int, split: str, arrays: dict[str, Any]) -> Path:
 
 def load(folder: Path, split: str) -> dict[str, np.ndarray] | None:
     """``split``'s saved arrays, or None when that folder saved none."""
+    import numpy as np
+
     target = path(folder, split)
     if not target.exists():
         return None

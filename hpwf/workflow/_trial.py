@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, NoReturn, Sequence
 
-from hpwf.wire import _dists
-from hpwf.wire._dists import Dist
+from hpwf.wire import Dist, dists as _dists
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution, CategoricalChoiceType
@@ -162,11 +161,11 @@ class Trial:
             value = self._prefetched[name]
             self._unsent[name] = value
             if self.group.rank == 0:  # one way: recorded while the trial runs, as a round trip would
-                from hpwf.wire._protocol import Used
+                from hpwf.wire import Used
 
                 self._request(Used(self._ticket, self.take_used()))
         else:
-            from hpwf.wire._protocol import Suggest
+            from hpwf.wire import Suggest
 
             value = self._share(
                 self._request(Suggest(self._ticket, name, distribution, self.take_used())) if self.group.rank == 0 else None
@@ -181,7 +180,7 @@ class Trial:
 
         Only the group's rank 0 reports; average the value over the group first if it differs.
         """
-        from hpwf.wire._protocol import Report
+        from hpwf.wire import Report
 
         value = float(value)
         step = int(step)
@@ -271,7 +270,7 @@ class Trial:
         if self.group.rank == 0:
             import torch
 
-            from hpwf.rundir._perms import atomic_writer
+            from hpwf.rundir import atomic_writer
 
             with atomic_writer(self.folder / PAUSE_CHECKPOINT) as f:  # a fresh file: no planted link followed
                 torch.save({"step": step, "state": state}, f)
@@ -304,7 +303,7 @@ class Trial:
         """
         import json
 
-        from hpwf.wire._protocol import UserAttr
+        from hpwf.wire import UserAttr
 
         try:
             json.dumps(value)

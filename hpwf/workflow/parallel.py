@@ -94,7 +94,7 @@ def checkpoint(trial: Trial, state: dict[str, Any], name: str = "checkpoint.pt")
     """
     import torch
 
-    from hpwf.rundir._perms import atomic_writer
+    from hpwf.rundir import atomic_writer
 
     path = trial.folder / name
     if trial.group.rank == 0:
@@ -126,6 +126,6 @@ def device(trial: Trial) -> Any:
 
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    from hpwf.worker._topology import placement
+    from hpwf.workflow._topology import placement
 
     return torch.device(f"cuda:{placement().local_rank % torch.cuda.device_count()}")

@@ -22,7 +22,7 @@ search = dataclasses.replace(nt3_cnn.search, n_trials=2, pruner="none", pruner_o
 def objective(trial: hpwf.Trial) -> float:
     import torch
 
-    from hpwf.worker._topology import placement
+    from hpwf.workflow._topology import placement
 
     accuracy = nt3_cnn.objective(trial)
     state = parallel.restore(trial)  # rank 0 saved the trained model; every rank gets it

@@ -54,7 +54,7 @@ def objective(trial: hpwf.Trial) -> float:
 
 
 def record(trial, model, hvd, pruned_at=None):
-    from hpwf.worker._topology import placement
+    from hpwf.workflow._topology import placement
 
     weights = [round(float(v), 6) for v in model.weight.detach().flatten()]
     where = placement()

@@ -11,6 +11,9 @@ from typing import Any, Callable
 import optuna
 
 from hpwf.engine.schedulers import _halving, _pbt, _replay
+from hpwf.engine.schedulers._halving import PAUSE, Scheduler
+from hpwf.engine.schedulers._pbt import lineage, schedule
+from hpwf.engine.schedulers._replay import ReplaySearch, replay_workflow
 
 _BUILDERS: dict[str, Callable[[Any, optuna.Study], Any]] = {
     "asha-resume": _halving.from_search,
@@ -24,3 +27,5 @@ def make_scheduler(search: Any, study: optuna.Study) -> Any:
     """The scheduler ``search.scheduler`` names for ``study`` (None for "none")."""
     build = _BUILDERS.get(search.scheduler)
     return build(search, study) if build else None
+
+__all__ = ['ReplaySearch', 'Scheduler', 'lineage', 'make_scheduler', 'replay_workflow', 'schedule']

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.rundir._attrs import BRACKET_ATTR, PAUSED_ATTR, RESTORE_ATTR, SEED_ATTR
-from hpwf.rundir._trialdir import read_result, trial_folder
+from hpwf.rundir import BRACKET_ATTR, PAUSED_ATTR, RESTORE_ATTR, SEED_ATTR, read_result, trial_folder
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord

@@ -36,7 +36,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.engine.schedulers._halving import PAUSE
-from hpwf.rundir._attrs import PBT_EXPLOITED, PBT_GENERATION, PBT_MEMBER, PBT_PARENT, RESTORE_ATTR
+from hpwf.rundir import PBT_EXPLOITED, PBT_GENERATION, PBT_MEMBER, PBT_PARENT, RESTORE_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
@@ -104,8 +104,8 @@ class PopulationBasedTraining:
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
         """The segment ended: tell it COMPLETE with its last value, queue the member's next one."""
-        from hpwf.wire._protocol import Done
         from hpwf.engine.ledger import TrialState as S
+        from hpwf.wire import Done
 
         step, value = self._last.pop(record.ticket, (-1, math.nan))
         trial = record.trial

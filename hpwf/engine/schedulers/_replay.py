@@ -19,12 +19,9 @@ import optuna
 from optuna.trial import TrialState
 
 from hpwf.engine.schedulers._pbt import GENERATION, MEMBER, PopulationBasedTraining, _Latest, lineage, schedule
-from hpwf.rundir._attrs import SEED_ATTR
 from hpwf.errors import ConfigError
-from hpwf.rundir._perms import check_run_trusted
-from hpwf.rundir._run import RunRecord, load_study
-from hpwf.workflow._loading import Workflow, load
-from hpwf.workflow._search import Search
+from hpwf.rundir import RunRecord, SEED_ATTR, check_run_trusted, load_study
+from hpwf.workflow import Search, Workflow, load
 
 
 class Replay(PopulationBasedTraining):

@@ -30,7 +30,7 @@ hpwf_forward() {  # to rank 0 (the coordinator) only: it stops the other ranks i
     hpwf_signal=$1
     hpwf_woken=1
     echo "[hpwf job] $(date '+%F %T') SIG$1: stopping the run"
-    "$hpwf_python" -m hpwf.slurm._slurm signal-rank0 "$1" "$HPWF_STEP_TOKEN" \
+    "$hpwf_python" -m hpwf.slurm signal-rank0 "$1" "$HPWF_STEP_TOKEN" \
         || kill -s "$1" "$hpwf_step" 2>/dev/null
 }
 trap 'hpwf_forward USR1' USR1

@@ -1,0 +1,202 @@
+"""The house: hpwf's import graph, built from the source, has no cycle, keeps its layers pointing
+one way, and no module imports another folder's private name.
+
+Every import counts, function-local ones included (an import that only dodges a cycle still is
+one); imports under ``if TYPE_CHECKING:`` do not (they never run). Importing ``a.b.c`` runs
+``a/__init__`` and ``a/b/__init__`` first, so it counts as importing ``a`` and ``a.b`` too, except
+a module's own packages (Python has them half-imported already: that is no dependency).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "hpwf"
+
+# Each folder, and the folders (and top-level modules) it may import. Lower layers come first;
+# cli/api -> engine -> backends -> worker -> workflow -> rundir -> wire.
+BASE = {"hpwf.errors", "hpwf.progress", "hpwf.secrets"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "hpwf.wire": BASE,
+    "hpwf.rundir": BASE | {"hpwf.wire"},
+    "hpwf.workflow": BASE | {"hpwf.wire", "hpwf.rundir"},
+    "hpwf.ensembles": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow"},
+    "hpwf.worker": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow"},
+    "hpwf.backends": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.slurm"},
+    "hpwf.slurm": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.ensembles",
+                          "hpwf.engine"},
+    "hpwf.engine": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.ensembles",
+                           "hpwf.backends"},
+    "hpwf.report": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.ensembles", "hpwf.engine"},
+}
+TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "cli", "errors", "progress", "secrets",
+                     "parallel", "pbt_replay"}  # the last two: old paths kept as aliases
+MAX_LINES = 300
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+PACKAGES = {_name(p) for p in PACKAGE.rglob("__init__.py")}
+
+
+def _folder(module: str) -> str:
+    """The folder a module lives in (a package is its own folder)."""
+    return module if module in PACKAGES else module.rpartition(".")[0]
+
+
+def _top_folder(module: str) -> str:
+    """``hpwf.engine`` for ``hpwf.engine.schedulers._pbt``; a top-level module is itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(child) for child in ast.walk(node))
+    return skip
+
+
+def _imports(module: str) -> list[tuple[str, str | None, int]]:
+    """(module imported, name imported from it or None, line) for every import that runs."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_nodes(tree)
+    found: list[tuple[str, str | None, int]] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, None, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                here = module.split(".") if module in PACKAGES else module.split(".")[:-1]
+                here = here[: len(here) - (node.level - 1)]
+                base = ".".join(here + ([base] if base else []))
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                found.append((target, None, node.lineno) if target in MODULES else (base, alias.name, node.lineno))
+    return [(m, n, line) for m, n, line in found if m == "hpwf" or m.startswith("hpwf.")]
+
+
+def _edges(module: str) -> set[str]:
+    """The hpwf modules that importing ``module`` runs (its own packages left out)."""
+    out: set[str] = set()
+    for target, _, _ in _imports(module):
+        parts = target.split(".")
+        for k in range(2, len(parts) + 1):
+            name = ".".join(parts[:k])
+            if name in MODULES and name != module and not module.startswith(name + "."):
+                out.add(name)
+    return out
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for start in edges:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_graph_sees_function_local_imports_and_skips_type_checking_ones() -> None:
+    """A check of the checker: it must see the imports that cycles hide in."""
+    edges = _edges("hpwf.cli")
+    assert "hpwf.api" in edges  # imported inside a function only
+    imported = {m for m, _, _ in _imports("hpwf.worker._launched")}
+    assert "hpwf.worker._agent" not in imported  # under TYPE_CHECKING only
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle() -> None:
+    edges = {m: _edges(m) for m in MODULES}
+    assert _cycles(edges) == []
+
+
+def test_no_module_imports_another_folders_private_name() -> None:
+    bad = []
+    for module in MODULES:
+        here = _folder(module)
+        for target, name, line in _imports(module):
+            target_folder = _folder(target)
+            private_module = any(part.startswith("_") and part not in ("__init__", "__main__")
+                                 for part in target.split(".")[1:])
+            private_name = name is not None and name.startswith("_")
+            if (private_module or private_name) and target_folder != here and not target_folder.startswith(here + "."):
+                # a folder's own subfolders are its own business only through their door
+                bad.append(f"{MODULES[module].relative_to(ROOT)}:{line} imports {target}{'.' + name if name else ''}")
+    assert bad == []
+
+
+def test_layers_point_one_way() -> None:
+    bad = []
+    for module in MODULES:
+        folder = _top_folder(module)
+        if folder not in MAY_IMPORT:
+            continue  # the top-level modules (api, cli) may import any folder
+        allowed = MAY_IMPORT[folder] | {folder}
+        for target in _edges(module):
+            if _top_folder(target) not in allowed and target != "hpwf":
+                bad.append(f"{module} -> {target}")
+    assert bad == []
+
+
+def test_few_top_level_modules_and_every_folder_says_its_role() -> None:
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top <= TOP_LEVEL_MODULES, sorted(top - TOP_LEVEL_MODULES)
+    for package in PACKAGES - {"hpwf"}:
+        doc = ast.get_docstring(ast.parse(MODULES[package].read_text()))
+        assert doc and "import" in doc, f"{package}: its __init__ docstring must say its role and what it may import"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_are_short(module: str) -> None:
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module}: {lines} lines (at most {MAX_LINES})"
