@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, PARENT
-from hpwf.engine.schedulers._halving import RESTORE_ATTR
+from hpwf.rundir import RESTORE_ATTR
 
 
 def events(run_dir: Path, rank: int = 0) -> dict[int, list[dict[str, Any]]]:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.backends.dask_slurm import JOB_NAME, cluster_options
-from hpwf.slurm._sites import site_from_mapping
+from hpwf.slurm import site_from_mapping
 from tests.test_slurm import BUDGET, ROOT, TOY, slurm  # noqa: F401 - the session's Slurm
 
 SITE = """scheduler: slurm

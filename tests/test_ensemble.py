@@ -57,7 +57,7 @@ def test_uq_regression_search_then_ensemble_is_calibrated(tmp_path: Path) -> Non
 
 
 def test_bootstrap_is_reproducible_from_the_seed(tmp_path: Path) -> None:
-    from hpwf.ensembles._members import Member
+    from hpwf.workflow import Member
     from hpwf.workflow._trial import Trial
 
     def member(index: int, seed: int) -> Member:

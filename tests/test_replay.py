@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT, lineage, schedule
-from hpwf.engine.schedulers._halving import RESTORE_ATTR
+from hpwf.rundir import RESTORE_ATTR
 from hpwf.pbt_replay import replay
 from hpwf.rundir._run import RunRecord, open_storage
 

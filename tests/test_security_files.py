@@ -33,8 +33,8 @@ from hpwf.rundir._perms import atomic_write, check_run_trusted, make_run_dir
 from hpwf.secrets import has_password, redact, refuse_password, strip_password
 from hpwf.errors import ConfigError
 from hpwf.rundir._run import RunLock, RunRecord, open_storage, write_summary
-from hpwf.slurm._sites import SiteConfig, load_site
-from hpwf.slurm._slurm import render_script, resolve_job, write_script
+from hpwf.slurm import SiteConfig, load_site
+from hpwf.slurm import render_script, resolve_job, write_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hpwf.workflow import _predictions as predictions
-from hpwf.ensembles._members import Ensemble, Member, MemberObjective
+from hpwf.workflow import Ensemble, Member, MemberObjective
 from hpwf.errors import ConfigError
 from hpwf.ensembles._selection import allocate, combine, greedy, top_k
 from hpwf.workflow._trial import Trial

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from hpwf.errors import ConfigError
-from hpwf.slurm._sites import SiteConfig, load_site
-from hpwf.slurm._slurm import (
+from hpwf.slurm import SiteConfig, load_site
+from hpwf.slurm import (
     clean_stale_shm,
     mpich_shm_names,
     render_script,

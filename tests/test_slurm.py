@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
-from hpwf.slurm._slurm import job_state, wait_for_job
+from hpwf.slurm import job_state, wait_for_job
 
 pytestmark = pytest.mark.slurm
 

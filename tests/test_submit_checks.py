@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hpwf.slurm._sites import load_site, walltime_seconds
+from hpwf.slurm import load_site, walltime_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "workflows" / "toy.py"

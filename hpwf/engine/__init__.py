@@ -10,6 +10,10 @@
 - `session`: the hub, backend, agents and clock that phases share.
 - `phases`: the search and the ensemble as objects, and running them on one session.
 - `summary`: the progress line's fields and ``summary.json``.
+- `schedulers/`: successive halving, Hyperband, PBT and its replay, built by name.
+
+May import: `hpwf.backends`, `hpwf.worker`, `hpwf.workflow`, `hpwf.ensembles`, `hpwf.rundir`,
+`hpwf.wire`. The engine is the one writer of trial states in the study.
 """
 
 from __future__ import annotations

@@ -14,9 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.engine.session import Counts
-from hpwf.rundir import (
-    ATTEMPT_ATTR, FAILURE, FAIL_REASON_ATTR, HEARTBEAT_ATTR, RETRY_OF_ATTR, RUN_ATTR, attrs, read_result, trial_folder,
-    write_atomically)
+from hpwf.rundir import (ATTEMPT_ATTR, FAILURE, FAIL_REASON_ATTR, RETRY_OF_ATTR, RUN_ATTR, attrs, read_result, trial_folder, write_atomically)
 from hpwf.wire import Done
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.distributions import BaseDistribution
 
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead

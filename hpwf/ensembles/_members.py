@@ -18,20 +18,18 @@ The plan (which members, from which trials) is written to ``RUN_DIR/ensemble/sel
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, cast
+from typing import Any, Mapping, cast
 
-import numpy as np
 import optuna
-from optuna.distributions import CategoricalChoiceType
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.ensembles._selection import Selection, allocate, greedy, top_k
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE, trial_folder
-from hpwf.workflow import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, MemberObjective, Search, Workflow, predictions
+from hpwf.workflow import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, Search, Workflow, predictions
 
 SELECTION_FILE = "selection.json"
 _HPWF_PARAMS = ("ranks_per_trial",)

@@ -2,6 +2,6 @@
 
 import sys
 
-from hpwf.slurm._slurm import main
+from hpwf.slurm._jobs import main
 
 sys.exit(main(sys.argv[1:]))

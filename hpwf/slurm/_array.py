@@ -30,8 +30,6 @@ import contextlib
 import dataclasses
 import fcntl
 import secrets
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator, cast
 
@@ -39,21 +37,12 @@ import optuna
 from optuna.trial import TrialState
 
 from hpwf.errors import ConfigError
-from hpwf.wire import Assign, Done, Report, Suggest, UserAttr, suggest
-from hpwf.rundir import (ATTEMPT_ATTR, CONFIG, FAIL_REASON_ATTR, HEARTBEAT_ATTR, MEMBER, RETRY_OF_ATTR, RUN_ATTR,
-                               SEED, SOURCE, TRACEBACK_ATTR, fail_reason, trial_seed)
+from hpwf.rundir import MEMBER
+from hpwf.slurm._array_study import Claimed, answerer, claim, heartbeat, say, tell
+from hpwf.wire import Done
 from hpwf.workflow import Workflow
 
 LOCK_FILE = "ensemble-plan.lock"
-HEARTBEAT_S = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Claimed:
-    """The trial this task runs: its number, the task for `hpwf.worker._agent.run_trial`, its storage id."""
-
-    task: Assign
-    trial_id: int
 
 
 def run_member(run_dir: str | Path, member: int, workflow: str | Path | None = None,
@@ -90,7 +79,7 @@ def run_member(run_dir: str | Path, member: int, workflow: str | Path | None = N
         try:
             record = prepare(folder, wf, storage)
             study = _open(folder, record.study_name, record.storage)
-            claimed = _claim(study, member, wf.ensemble.members, str(record.options["run_id"]), wf.ensemble.seed)
+            claimed = claim(study, member, wf.ensemble.members, str(record.options["run_id"]), wf.ensemble.seed)
         except ConfigError as exc:
             error = str(exc)
     if comm is not None:
@@ -99,7 +88,7 @@ def run_member(run_dir: str | Path, member: int, workflow: str | Path | None = N
         raise ConfigError(error)
     if claimed is None:
         if rank == 0:
-            _say(f"member {member} is trained already (a complete trial in {folder / 'ensemble'}); nothing to do")
+            say(f"member {member} is trained already (a complete trial in {folder / 'ensemble'}); nothing to do")
             if not (folder / "uq_metrics.json").exists():
                 _aggregate_when_all_done(folder, study, wf.ensemble.members)
         return 0
@@ -107,7 +96,7 @@ def run_member(run_dir: str | Path, member: int, workflow: str | Path | None = N
     if rank != 0:
         return 0
     assert study is not None
-    ok = _tell(study, claimed, done, folder)
+    ok = tell(study, claimed, done, folder)
     if ok:
         _aggregate_when_all_done(folder, study, wf.ensemble.members)
     return 0 if ok else 1
@@ -157,40 +146,6 @@ def prepare(folder: Path, wf: Workflow, storage: str | None = None) -> Any:
         return record
 
 
-def _claim(study: optuna.Study, member: int, members: int, run_id: str, seed: int) -> Claimed | None:
-    """Move this member's WAITING trial to RUNNING (queueing a new attempt if it has none)."""
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(MEMBER) == member]
-    if not mine:
-        raise ConfigError(f"--member {member}: the ensemble has members 0..{members - 1}")
-    if any(t.state == TrialState.COMPLETE for t in mine):
-        return None
-    for t in mine:
-        if t.state == TrialState.RUNNING:  # its task was killed: this task is the member's only runner
-            stale = optuna.trial.Trial(study, t._trial_id)
-            stale.set_user_attr(FAIL_REASON_ATTR, "interrupted: its array task ended; the member runs again")
-            study.tell(stale, state=TrialState.FAIL)
-    if not any(t.state == TrialState.WAITING for t in mine):
-        last = max(mine, key=lambda t: t.number)
-        attrs = {k: last.user_attrs[k] for k in (MEMBER, CONFIG, SOURCE, SEED) if k in last.user_attrs}
-        attrs.update({RETRY_OF_ATTR: last.number, ATTEMPT_ATTR: int(last.user_attrs.get(ATTEMPT_ATTR, 0)) + 1})
-        study.enqueue_trial({}, user_attrs=attrs)
-    storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if t.user_attrs.get(MEMBER) != member:
-            continue
-        if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):  # compare-and-set
-            trial = optuna.trial.Trial(study, t._trial_id)
-            trial.set_user_attr(RUN_ATTR, run_id)
-            trial.set_user_attr(HEARTBEAT_ATTR, time.time())
-            attrs = {k: v for k, v in t.user_attrs.items() if k in (MEMBER, CONFIG, SOURCE, SEED)}
-            fields = {f.name for f in dataclasses.fields(Assign)}
-            extra: dict[str, Any] = {"ticket": t.number} if "ticket" in fields else {}  # messages' key, where used
-            task = Assign(number=t.number, params={}, distributions={}, seed=trial_seed(seed, run_id, t.number),
-                          attrs=attrs, **extra)
-            return Claimed(task, t._trial_id)
-    raise ConfigError(f"--member {member}: another process took its trial; is a second task of this member running?")
-
-
 def _train(wf: Workflow, folder: Path, claimed: Claimed, study: optuna.Study | None, comm: Any) -> Done:
     """Run the member's training here (on every rank of a multi-rank member)."""
     from hpwf.worker import run_trial
@@ -200,56 +155,11 @@ def _train(wf: Workflow, folder: Path, claimed: Claimed, study: optuna.Study | N
     trial = optuna.trial.Trial(study, claimed.trial_id) if study is not None else None
     objective = MemberObjective(wf.ensemble.train)
     sub = folder / ENSEMBLE_DIR
-    with _heartbeat(trial):
+    with heartbeat(trial):
         if comm is None:
-            return run_trial(objective, claimed.task, sub, _answerer(trial))
-        return run_trial(objective, claimed.task, sub, _answerer(trial),
+            return run_trial(objective, claimed.task, sub, answerer(trial))
+        return run_trial(objective, claimed.task, sub, answerer(trial),
                          Group(comm.Get_rank(), comm.Get_size(), comm), lambda v: comm.bcast(v, root=0))
-
-
-def _answerer(trial: optuna.Trial | None) -> Any:
-    """What the coordinator would answer a trial's requests, done here against the storage."""
-
-    def answer(message: Any) -> Any:
-        assert trial is not None, "only rank 0 of a member talks to the storage"
-        if isinstance(message, Suggest):
-            return suggest(trial, message.name, message.distribution)
-        if isinstance(message, Report):
-            trial.report(message.value, message.step)
-            return trial.should_prune()
-        if isinstance(message, UserAttr):
-            trial.set_user_attr(message.key, message.value)
-            return None
-        raise TypeError(f"unexpected request {message!r}")
-
-    return answer
-
-
-def _tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bool:
-    """Record the result (and result.json, as the coordinator writes it); True unless it failed."""
-    from hpwf.rundir import RESULT, trial_folder, write_result
-    from hpwf.workflow import ENSEMBLE_DIR
-
-    trial = optuna.trial.Trial(study, claimed.trial_id)
-    if done.state == "complete" and done.values:
-        frozen = study.tell(trial, done.values[0])
-    elif done.state == "pruned":
-        frozen = study.tell(trial, state=TrialState.PRUNED)
-    else:
-        reason = fail_reason(done.error)
-        trial.set_user_attr(FAIL_REASON_ATTR, reason)
-        if done.error:
-            trial.set_user_attr(TRACEBACK_ATTR, done.error[-8000:])
-        frozen = study.tell(trial, state=TrialState.FAIL)
-        _say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) failed: {reason}")
-    out = trial_folder(folder / ENSEMBLE_DIR, frozen.number)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / RESULT).exists():  # (an agent that writes its own durable result.json keeps it)
-        write_result(out, frozen.number, frozen.state.name, frozen.values, frozen.params, done.duration)
-    if frozen.state != TrialState.FAIL:
-        _say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) "
-             f"{frozen.state.name.lower()}: {frozen.value} in {done.duration:.1f} s")
-    return frozen.state != TrialState.FAIL
 
 
 def _aggregate_when_all_done(folder: Path, study: optuna.Study | None, members: int) -> None:
@@ -265,9 +175,9 @@ def _aggregate_when_all_done(folder: Path, study: optuna.Study | None, members: 
         try:
             aggregate(folder)
         except ConfigError as exc:  # no member saved predictions: nothing to combine
-            _say(f"no UQ metrics: {exc}")
+            say(f"no UQ metrics: {exc}")
             return
-    _say(f"all {members} members trained; UQ metrics in {folder / 'uq_metrics.json'}")
+    say(f"all {members} members trained; UQ metrics in {folder / 'uq_metrics.json'}")
 
 
 def _open(folder: Path, name: str, url: str | None, create: bool = True, direction: str = "minimize") -> optuna.Study:
@@ -296,27 +206,6 @@ def _world() -> Any:
 
 
 @contextlib.contextmanager
-def _heartbeat(trial: optuna.Trial | None) -> Iterator[None]:
-    """Stamp the trial's heartbeat while it trains, so a coordinator sees it alive."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            try:
-                trial.set_user_attr(HEARTBEAT_ATTR, time.time())  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - a missed beat is not worth ending the member for
-                pass
-
-    thread = threading.Thread(target=beat, name="hpwf-member-heartbeat", daemon=True) if trial else None
-    if thread:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-
-
-@contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
@@ -325,12 +214,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _say(text: str) -> None:
-    from hpwf.progress import say
-
-    say(f"[hpwf] {text}")
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -18,13 +18,12 @@ trial(s) (at least one), and the others are pruned at their last rung.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from hpwf.rundir import BRACKET_ATTR, PAUSED_ATTR, RESTORE_ATTR, SEED_ATTR, read_result, trial_folder
+from hpwf.rundir import BRACKET_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
