@@ -16,13 +16,15 @@ import optuna
 from optuna.trial import TrialState
 
 from hpwf.backends import Backend, make_backend
-from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
+from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase
+from hpwf.engine.setup import (
+    check_fits, check_storage, ensemble_phase, override, record, remove_if_unused, run_and_score, scored)
 from hpwf.engine.schedulers import lineage as pbt_lineage
 from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir import (
-    DEFAULT_JOURNAL, RunRecord, check_run_trusted, is_shared, load_study, make_run_dir, open_storage, read_summary,
+    RunRecord, check_run_trusted, is_shared, load_study, make_run_dir, read_summary,
     run_umask, state_counts)
 from hpwf.secrets import refuse_password
 from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow, load
@@ -83,16 +85,16 @@ def run(
         raise ConfigError(f"{folder}: already holds a run; continue it with `hpwf resume {folder}`")
     phases: list[Phase] = []
     if wf.search is not None:
-        search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
+        search = override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
         wf = dataclasses.replace(wf, search=search)
-        phases.append(SearchPhase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
+        phases.append(SearchPhase(folder, record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None and wf.ensemble.retrains and ensemble:
-        phases.append(_ensemble_phase(wf, folder, chosen, workers, storage))
+        phases.append(ensemble_phase(wf, folder, chosen, workers, storage))
     if not phases:
         raise ConfigError(f"{wf.path or 'workflow'}: no search to run (the ensemble runs elsewhere)")
     for phase in phases:  # every check before anything is written: an error leaves no run dir
-        _check_fits(phase.search, chosen)
-        _check_storage(phase)
+        check_fits(phase.search, chosen)
+        check_storage(phase)
     with run_umask(shared_group):
         created = not folder.exists()
         make_run_dir(folder, shared_group)
@@ -100,7 +102,7 @@ def run(
             return _start(wf, phases, folder, chosen, storage, progress)
         except ConfigError:
             if created:
-                _remove_if_unused(folder)
+                remove_if_unused(folder)
             raise
 
 
@@ -111,7 +113,7 @@ def _start(wf: Workflow, phases: list[Phase], folder: Path, chosen: Backend, sto
         root = dataclasses.replace(phases[0].record, options=dict(phases[0].record.options))
         root.storage = storage
         root.save(folder)
-    return _run_phases(phases, chosen, progress, _scored(wf, phases), checked=True)
+    return RunResult(*run_and_score(phases, chosen, progress, scored(wf, phases), checked=True))
 
 
 def resume(
@@ -150,7 +152,7 @@ def resume(
     chosen = backend if isinstance(backend, Backend) else make_backend(backend or record.backend, workers=options.get("workers"))
     phases: list[Phase] = []
     if workflow.search is not None:
-        search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
+        search = override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
         record.options = options
         phases.append(SearchPhase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
     if workflow.ensemble is not None and workflow.ensemble.retrains and (ensemble or workflow.search is None):
@@ -161,9 +163,9 @@ def resume(
                                     sub_record.options.get("n_trials"))
             phases.append(EnsemblePhase(sub, sub_record, search, workflow, fresh=False))
         else:
-            phases.append(_ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
+            phases.append(ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
     with run_umask(is_shared(folder)):
-        return _run_phases(phases, chosen, progress, _scored(workflow, phases))
+        return RunResult(*run_and_score(phases, chosen, progress, scored(workflow, phases)))
 
 
 def ensemble(
@@ -209,13 +211,13 @@ def ensemble(
         say(f"[hpwf] ensemble: all {len(planned.members)} members of the plan are trained already")
         return _aggregate_only(folder, source, spec)
     chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
-    phase = _ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name,
+    phase = ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name,
                             members=todo)
     phase.rebuild = True
     kept = len(planned.members) - len(todo)
     say(f"[hpwf] ensemble: {len(todo)} members to train" + (f", {kept} kept from before" if kept else ""))
     with run_umask(is_shared(folder)):
-        return _run_phases([phase], chosen, progress, spec)
+        return RunResult(*run_and_score([phase], chosen, progress, spec))
 
 
 def _aggregate_only(folder: Path, study: optuna.Study, spec: Any) -> RunResult:
@@ -271,116 +273,6 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         members = status(folder / ENSEMBLE_DIR)
         result["ensemble"] = {k: members[k] for k in ("complete", "fail", "running", "n_trials")}
     return result
-
-
-# --- phases ------------------------------------------------------------------------------------
-def _record(name: str, search: Search, wf: Workflow, backend: Backend, workers: int | None) -> RunRecord:
-    replay_of = getattr(search, "replay_of", None)  # `hpwf.pbt_replay.ReplaySearch`: a resume refuses it
-    return RunRecord(
-        study_name=name, storage=search.storage, workflow=str(wf.path) if wf.path else None, backend=backend.name,
-        options={"n_trials": search.n_trials, "timeout": search.timeout, "seed": search.seed,
-                 "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6),
-                 **({"replay_of": replay_of} if replay_of else {})},
-    )
-
-
-def _ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
-                    source_name: str | None = None, members: list[dict[str, Any]] | None = None) -> EnsemblePhase:
-    """The members' sub-run in RUN_DIR/ensemble, sharing the search's storage.
-
-    ``members``: the plan entries to train; default: planned once the search phase has
-    finished (a selection needs its results), or now for a fixed ``params=`` configuration.
-    """
-    shared = storage or f"journal:{(folder / DEFAULT_JOURNAL).resolve()}"
-    name = f"{source_name or wf.name}-ensemble"
-    search = member_search(wf, shared, name, len(members) if members else None)
-    sub = folder / ENSEMBLE_DIR
-    record = _record(name, search, wf, backend, workers)
-    record.options["direction"] = member_direction(wf, announce=True)
-    phase = EnsemblePhase(sub, record, search, wf, members=members or [])
-    phase.record.options["source_study"] = source_name or wf.name
-    return phase
-
-
-def _scored(wf: Workflow, phases: list[Phase]) -> Any:
-    """The ensemble to score after the phases: one that trained members here, or one that only
-    selects trials; not one whose members run elsewhere (``ensemble=False``: a Slurm job array)."""
-    e = wf.ensemble
-    if e is None or (e.retrains and not any(isinstance(p, EnsemblePhase) for p in phases)):
-        return None
-    return e
-
-
-def _run_phases(phases: list[Phase], backend: Backend, progress: bool, ensemble: Any = None,
-                checked: bool = False) -> RunResult:
-    """Run the phases on one session; then score the ensemble (unless a signal stopped the run)."""
-    for phase in phases if not checked else []:
-        _check_fits(phase.search, backend)
-    results, interrupted = run_phases(phases, backend, progress)
-    first, root = results[0], phases[0].run_dir
-    uq = None
-    if ensemble is not None and not interrupted:
-        from hpwf.ensembles import aggregate
-
-        uq = aggregate(root, ensemble)
-    return RunResult(root, first.study, first.summary, uq)
-
-
-def _override(search: Any, overrides: dict[str, Any]) -> Any:
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(search, **changes) if changes else search
-
-
-
-
-def _check_storage(phase: Phase) -> None:
-    """Open a named storage and compare an existing study's directions, before any file is written.
-
-    The default (a journal file in the run directory) has nothing to check yet.
-    """
-    url = phase.search.storage
-    if url is None or url == "memory":
-        return
-    journal = url.removeprefix("journal:").removeprefix("//") if url.startswith("journal:") else (
-        url if url.endswith((".journal", ".log")) and "://" not in url else None)
-    if journal is not None and not Path(journal).exists():
-        return  # a new journal file: opening it would create it (and its folder)
-    storage = open_storage(url, phase.folder)
-    try:
-        study_id = storage.get_study_id_from_name(phase.record.study_name)
-    except KeyError:
-        return
-    have = [d.name.lower() for d in storage.get_study_directions(study_id)]
-    if have != phase.search.study_directions:
-        raise ConfigError(f"study {phase.record.study_name!r} in that storage has directions {have}, "
-                          f"the workflow {phase.search.study_directions}")
-
-
-def _remove_if_unused(folder: Path) -> None:
-    """Remove a run directory this call made if it holds nothing but its lock (and empty folders)."""
-    leftovers = [p for p in folder.rglob("*") if not p.is_dir() and p.name != ".lock"]
-    if leftovers:
-        return
-    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    folder.rmdir()
-
-
-def _check_fits(search: Any, backend: Backend) -> None:
-    """Refuse group sizes the backend can never hold; say when ranks will stay idle."""
-    backend.check()
-    biggest = max(search.rank_choices)
-    if biggest > backend.slots:
-        raise ConfigError(
-            f"ranks_per_trial={biggest} needs more ranks than the {backend.slots} that --backend "
-            f"{backend.name} runs trials on"
-        )
-    if len(search.rank_choices) == 1 and backend.slots % biggest:
-        say(f"[hpwf] note: {backend.slots % biggest} of {backend.slots} ranks stay idle: "
-            f"{backend.slots} is not a multiple of ranks_per_trial={biggest}")
-
-
-
 
 
 def replay(source_run: str | Path, run_dir: str | Path, *, trial: int | None = None, backend: Any = "local",

@@ -151,11 +151,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return member_command(args)
     if args.command == "status":
         info = api.status(args.run_dir)
-        print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
+        from hpwf.report import format_status
+
+        print(json.dumps(info, indent=1, default=str) if args.json else format_status(info))
         return 0
     if args.command == "report":
-        import hpwf.report._schedule  # noqa: F401 - adds the schedulers' section
-        import hpwf.report._uq  # noqa: F401 - adds the UQ section
         from hpwf.report import write_report
 
         paths = write_report(args.run_dir)
@@ -228,7 +228,9 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
                 progress=not args.quiet, ensemble=not args.no_ensemble,
             )
         code = 0
-        _print_end(result.run_dir, result.summary, result.study)
+        from hpwf.report import print_end
+
+        print_end(result.run_dir, result.summary, result.study)
         if result.uq_metrics:
             from hpwf.ensembles import summarize
 
@@ -245,66 +247,3 @@ def _positive(flag: str, value: int | None) -> int | None:
     if value is not None and value < 1:
         raise ConfigError(f"{flag} must be >= 1, not {value}")
     return value
-
-
-def _print_end(run_dir: Path, summary: dict, study: Any = None) -> None:  # type: ignore[type-arg]
-    say(
-        f"[hpwf] {summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed"
-        f" in {summary['session_wall_s']:.1f} s; {_best_text(summary, study)}; run dir {run_dir}"
-    )
-    reason = summary.get("stop_reason")
-    if reason:
-        more = f"; continue with `hpwf resume {run_dir}`" if reason.startswith("interrupted") else ""
-        say(f"[hpwf] stopped: {reason}{more}")
-
-
-def _best_text(summary: dict, study: Any) -> str:  # type: ignore[type-arg]
-    """``best V (trial N)``, or the Pareto front of a multi-objective study, or ``no complete trial``."""
-    if study is not None and len(study.directions) > 1:
-        from optuna.trial import TrialState
-
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            return "no complete trial"
-        return _front_text(sorted(t.number for t in study.best_trials))
-    if summary.get("best_value") is None:
-        return "no complete trial"
-    return f"best {summary['best_value']:.6g} (trial {summary.get('best_trial')})"
-
-
-def _front_text(numbers: list[int], shown: int = 10) -> str:
-    """``Pareto front: 3 trials (#1, #4, #7)``, the list cut after ``shown`` numbers."""
-    listed = ", ".join(f"#{n}" for n in numbers[:shown]) + (f", ... {len(numbers) - shown} more" if len(numbers) > shown else "")
-    return f"Pareto front: {len(numbers)} trial{'s' if len(numbers) != 1 else ''} ({listed})"
-
-
-def _format_status(info: dict) -> str:  # type: ignore[type-arg]
-    lines = [
-        f"study      {info['study']}  ({info['run_dir']})",
-        f"trials     {info['complete']} complete, {info['pruned']} pruned, {info['fail']} failed, "
-        f"{info['running']} running, {info.get('paused', 0)} paused, {info['waiting']} waiting  "
-        f"(budget: {info.get('n_trials')})",
-    ]
-    if info.get("best_value") is not None:
-        lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
-        lines.extend(f"  {k} = {v}" for k, v in (info.get("best_params") or {}).items())
-    if info.get("pareto_front"):
-        lines.append(f"best       {_front_text(info['pareto_front']['trials'])}")
-    for t in info.get("best_trials", [])[:10]:
-        lines.append(f"  trial {t['number']}: values {t['values']}")
-    if info.get("pbt"):
-        p = info["pbt"]
-        lines.append(f"pbt        {p['segments']} segments of {p['members']} members; best lineage: "
-                     + " -> ".join(str(s["trial"]) for s in p["best_schedule"]))
-    if info.get("elapsed_s") is not None:
-        lines.append(f"elapsed    {info['elapsed_s']:.1f} s, utilisation {info.get('utilisation')}")
-    if info.get("stop_reason"):
-        lines.append(f"stopped    {info['stop_reason']}")
-    if info.get("ensemble"):
-        e = info["ensemble"]
-        lines.append(f"ensemble   {e['complete']} of {e['n_trials']} members done, {e['fail']} failed attempts")
-    slurm = info.get("slurm") or {}
-    if slurm.get("job_id"):
-        lines.append(f"slurm      job {slurm['job_id']}: {slurm['state'] or 'no longer known to Slurm'}")
-    if slurm.get("array_job_id"):
-        lines.append(f"slurm      array {slurm['array_job_id']}: {slurm['array_state'] or 'done (no longer in the queue)'}")
-    return "\n".join(lines)

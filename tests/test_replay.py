@@ -115,3 +115,13 @@ def test_a_replay_is_not_resumed_as_the_pbt_it_replays(pbt_run: Path, tmp_path: 
 def test_help_lists_replay() -> None:
     out = hpwf_cli("--help").stdout
     assert "replay" in out and "PBT" in out
+
+
+def test_write_report_from_python_has_the_scheduler_section(pbt_run: Path, tmp_path: Path) -> None:
+    """The report's sections are one explicit list: Python's `write_report`, with nothing else
+    imported first, writes the same sections as `hpwf report` (the PBT lineage included)."""
+    code = "import sys; from hpwf.report import write_report; write_report(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, str(pbt_run)], capture_output=True, text=True, env=ENV,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "<h2>Scheduler</h2>" in (pbt_run / "report.html").read_text()

@@ -262,7 +262,7 @@ def test_a_failed_pbt_segment_ends_its_line_and_the_run_still_ends(session: Fake
 
 
 def test_status_shows_paused_trials_as_their_own_count() -> None:
-    from hpwf.cli import _format_status
+    from hpwf.report import format_status as _format_status
 
     text = _format_status({"study": "s", "run_dir": "r", "complete": 1, "pruned": 2, "fail": 0, "running": 1,
                            "paused": 3, "waiting": 0, "n_trials": 8})

@@ -12,10 +12,14 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpwf.report._figure import figure_html
+from hpwf.report._schedule import scheduler_section
+from hpwf.report._uq import uq_section
 from hpwf.rundir import load_study, read_summary, state_counts, trial_folder
 
-# Later sections (e.g. UQ) append here: each gets (study, run_dir) and returns an HTML chunk or None.
-EXTRA_SECTIONS: list[Callable[[optuna.Study, Path], str | None]] = []
+# The sections after the trial table, in order: each gets (study, run_dir) and returns an HTML chunk
+# or None. An explicit list: `write_report` from Python writes the same report as `hpwf report`.
+EXTRA_SECTIONS: tuple[Callable[[optuna.Study, Path], str | None], ...] = (scheduler_section, uq_section)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;
@@ -173,11 +177,6 @@ def _logged_metrics(study: optuna.Study, run_dir: Path, most: int = 8) -> list[s
     more = _note(f"{len(names) - most} more metrics are in the trials' metrics.csv: {', '.join(names[most:])}.") \
         if len(names) > most else ""
     return ["<h2>Logged metrics</h2>\n" + figure_html(fig) + more]
-
-
-def figure_html(fig: Any) -> str:
-    """A plotly figure as an HTML chunk; `_page` inlines plotly.js once for all of them."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px")
 
 
 def _trial_table(study: optuna.Study, run_dir: Path) -> str:

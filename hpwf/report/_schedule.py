@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 
 from hpwf.engine.schedulers import lineage
-from hpwf.report._html import EXTRA_SECTIONS, figure_html
+from hpwf.report._figure import figure_html
 from hpwf.rundir import PAUSED_ATTR, PBT_MEMBER, RESTORE_ATTR, is_paused
 
 
@@ -58,6 +58,3 @@ def _lineage_plot(info: dict) -> str:  # type: ignore[type-arg]
     fig.update_layout(title="PBT lineage (dashed red: exploit, a copied checkpoint)",
                       xaxis_title="generation", yaxis_title="value at the segment's end")
     return figure_html(fig)
-
-
-EXTRA_SECTIONS.append(scheduler_section)

@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 
 from hpwf.ensembles import uq
-from hpwf.report._html import EXTRA_SECTIONS, figure_html
+from hpwf.report._figure import figure_html
 
 KEY_METRICS = ("rmse", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_90", "miscalibration_area", "ece",
                "q_90", "accuracy", "brier", "entropy", "mutual_information")
@@ -142,6 +142,3 @@ def _entropy_histogram(p: dict[str, Any]) -> str:
     fig.add_trace(go.Histogram(x=p["mutual_information"], name="mutual information (epistemic)", opacity=0.6))
     fig.update_layout(barmode="overlay", xaxis_title="nats")
     return "<h3>Per-sample uncertainty</h3>" + figure_html(fig)
-
-
-EXTRA_SECTIONS.append(uq_section)

@@ -1,0 +1,10 @@
+"""A plotly figure as an HTML chunk of the report (plotly.js is inlined once, by the page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def figure_html(fig: Any) -> str:
+    """A plotly figure as an HTML chunk; the report's page inlines plotly.js once for all of them."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px")
