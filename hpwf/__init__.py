@@ -28,14 +28,14 @@ _WHERE = {  # public name -> (module, name there)
     "TrialPruned": ("optuna.exceptions", "TrialPruned"),
     "RunResult": ("hpwf.api", "RunResult"), "ensemble": ("hpwf.api", "ensemble"), "resume": ("hpwf.api", "resume"),
     "run": ("hpwf.api", "run"), "status": ("hpwf.api", "status"),
-    "pbt_schedule": ("hpwf.engine.schedulers._pbt", "schedule"), "replay": ("hpwf.api", "replay"),
-    "Ensemble": ("hpwf.workflow._ensemble", "Ensemble"), "Member": ("hpwf.workflow._ensemble", "Member"),
+    "pbt_schedule": ("hpwf.engine.schedulers", "schedule"), "replay": ("hpwf.api", "replay"),
+    "Ensemble": ("hpwf.workflow", "Ensemble"), "Member": ("hpwf.workflow", "Member"),
     "ConfigError": ("hpwf.errors", "ConfigError"), "RunError": ("hpwf.errors", "RunError"),
-    "load_study": ("hpwf.rundir._run", "load_study"),
-    "Search": ("hpwf.workflow._search", "Search"),
-    "Group": ("hpwf.workflow._trial", "Group"), "Restored": ("hpwf.workflow._trial", "Restored"), "Trial": ("hpwf.workflow._trial", "Trial"),
-    "TrialPaused": ("hpwf.workflow._trial", "TrialPaused"),
-    "Workflow": ("hpwf.workflow._loading", "Workflow"), "load": ("hpwf.workflow._loading", "load"),
+    "load_study": ("hpwf.rundir", "load_study"),
+    "Search": ("hpwf.workflow", "Search"),
+    "Group": ("hpwf.workflow", "Group"), "Restored": ("hpwf.workflow", "Restored"), "Trial": ("hpwf.workflow", "Trial"),
+    "TrialPaused": ("hpwf.workflow", "TrialPaused"),
+    "Workflow": ("hpwf.workflow", "Workflow"), "load": ("hpwf.workflow", "load"),
 }
 
 __all__ = sorted(_WHERE)

@@ -21,7 +21,7 @@ import pytest
 
 import hpwf
 from hpwf.progress import Progress, duration, time_left
-from hpwf.workflow._trial import MetricsFile
+from hpwf.workflow._metrics import MetricsFile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"

@@ -1,6 +1,8 @@
 """What a user writes and an objective sees: loading a workflow file (`_loading`), `Search`
-(`_search`), `Trial` (`_trial`), predictions files (`_predictions`) and the Horovod helpers
-(`parallel`). Never imports Optuna on an agent. May import: `hpwf.wire`, `hpwf.rundir`.
+(`_search`), `Ensemble` and `Member` (`_ensemble`), `Trial` (`_trial`) with its metrics file
+(`_metrics`) and pause checkpoint (`_pause`), predictions files (`_predictions`), the launcher's
+rank table (`_topology`) and the Horovod helpers (`parallel`). Never imports Optuna or numpy on an
+agent. May import: `hpwf.wire`, `hpwf.rundir`.
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ from __future__ import annotations
 from hpwf.workflow import _predictions as predictions
 from hpwf.workflow._ensemble import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, MemberObjective
 from hpwf.workflow._loading import Workflow, load
+from hpwf.workflow._metrics import MetricsFile
+from hpwf.workflow._pause import Restored, TrialPaused
 from hpwf.workflow._search import Search, checked_elsewhere
 from hpwf.workflow._topology import LAUNCHERS, placement
-from hpwf.workflow._trial import Group, Restored, Trial, TrialPaused, is_pruned
+from hpwf.workflow._trial import Group, Trial, is_pruned
 
-__all__ = ['DEFAULT_SIZE', 'ENSEMBLE_DIR', 'Ensemble', 'Group', 'LAUNCHERS', 'Member', 'MemberObjective', 'Restored', 'Search', 'Trial', 'TrialPaused', 'Workflow', 'checked_elsewhere', 'is_pruned', 'load', 'placement', 'predictions']
+__all__ = ['DEFAULT_SIZE', 'ENSEMBLE_DIR', 'Ensemble', 'Group', 'LAUNCHERS', 'Member', 'MetricsFile', 'MemberObjective', 'Restored', 'Search', 'Trial', 'TrialPaused', 'Workflow', 'checked_elsewhere', 'is_pruned', 'load', 'placement', 'predictions']

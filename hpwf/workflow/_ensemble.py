@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 from hpwf.errors import ConfigError
 from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE
 from hpwf.workflow import _predictions as predictions
+from hpwf.workflow._compat import OptunaOldNames
 from hpwf.workflow._trial import Trial
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class Ensemble:
         return self.top_k or (1 if self.retrains else DEFAULT_SIZE)
 
 
-class Member:
+class Member(OptunaOldNames):
     """What ``train(member)`` sees: its index, configuration, seed, group and folder.
 
     It answers ``suggest_float``/``suggest_int``/``suggest_categorical`` (and the other
@@ -156,15 +157,6 @@ class Member:
         """The member's value of categorical parameter ``name``."""
         value = self._fixed(name)
         return cast("CategoricalChoiceType", value)
-
-    def suggest_uniform(self, name: str, low: float, high: float) -> float:
-        return self.suggest_float(name, low, high)
-
-    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
-        return self.suggest_float(name, low, high, log=True)
-
-    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
-        return self.suggest_float(name, low, high, step=q)
 
     def _fixed(self, name: str) -> Any:
         if name not in self.params:

@@ -20,36 +20,22 @@ With a scheduler that pauses trials (``Search(scheduler="asha-resume" | "hyperba
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Sequence
 
+from hpwf.rundir import RESTORE_ATTR
 from hpwf.wire import Dist, dists as _dists
+from hpwf.workflow._compat import OptunaOldNames
+from hpwf.workflow._metrics import MetricsFile
+from hpwf.workflow._pause import Restored, TrialPaused, load_pause, save_pause
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution, CategoricalChoiceType
     from optuna.exceptions import TrialPruned
-
-PAUSE_CHECKPOINT = "pause.pt"  # in the trial folder: the state saved by `Trial.pause`
-RESTORE_ATTR = "hpwf:restore"  # set by the coordinator: {"from": trial number, "step": next step}
-
-
-class TrialPaused(Exception):
-    """Raised by `Trial.pause` once the trial's state is saved: the trial ends for now."""
-
-
-class Restored(NamedTuple):
-    """What `Trial.restore` gives back: the state passed to `Trial.pause` and the step to continue from."""
-
-    state: Any
-    step: int
-
 
 Request = Callable[[Any], Any]  # send a message to the coordinator and return its reply value
 
@@ -63,7 +49,7 @@ class Group:
     comm: Any = None  # an mpi4py communicator for the group, where there is one
 
 
-class Trial:
+class Trial(OptunaOldNames):
     """The trial handed to ``objective(trial)``; mirrors ``optuna.Trial`` where it matters.
 
     Parameters are sampled on the coordinator: values it could sample ahead of time arrive
@@ -131,22 +117,6 @@ class Trial:
         """Sample one of ``choices``."""
         return self._suggest(name, _dists.categorical(choices))
 
-    # Optuna's older names, kept while the installed Optuna keeps them (it warns that they go).
-    def suggest_uniform(self, name: str, low: float, high: float) -> float:
-        """``suggest_float(name, low, high)`` (deprecated in Optuna)."""
-        _deprecated("suggest_uniform", "suggest_float(name, low, high)")
-        return self.suggest_float(name, low, high)
-
-    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
-        """``suggest_float(name, low, high, log=True)`` (deprecated in Optuna)."""
-        _deprecated("suggest_loguniform", "suggest_float(name, low, high, log=True)")
-        return self.suggest_float(name, low, high, log=True)
-
-    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
-        """``suggest_float(name, low, high, step=q)`` (deprecated in Optuna)."""
-        _deprecated("suggest_discrete_uniform", "suggest_float(name, low, high, step=q)")
-        return self.suggest_float(name, low, high, step=q)
-
     @property
     def distributions(self) -> dict[str, BaseDistribution]:
         """The suggested parameters' distributions, as Optuna's (imports Optuna)."""
@@ -205,18 +175,7 @@ class Trial:
         same step, one row per step, and the report draws them. Unlike ``report``, they do not
         reach the pruner or the study. Only the group's rank 0 writes (average over the group first).
         """
-        values = {**(metrics or {}), **named}
-        if not values:
-            raise ValueError("log_metrics: give at least one metric, e.g. log_metrics(step, train_loss=0.3)")
-        clean: dict[str, float] = {}
-        for key, value in values.items():
-            if not isinstance(key, str) or not key or key in MetricsFile.FIXED:
-                raise ValueError(f"log_metrics: metric names are non-empty strings other than "
-                                 f"{', '.join(MetricsFile.FIXED)}, not {key!r}")
-            try:
-                clean[key] = float(value)
-            except (TypeError, ValueError):
-                raise TypeError(f"log_metrics: {key}={value!r} is not a number") from None
+        clean = MetricsFile.checked({**(metrics or {}), **named})
         if self.group.rank == 0:
             self._metrics.record(int(step), clean, time.time() - self._started)
 
@@ -268,12 +227,7 @@ class Trial:
         """
         step = max(self.intermediate_values) + 1 if self.intermediate_values else 0
         if self.group.rank == 0:
-            import torch
-
-            from hpwf.rundir import atomic_writer
-
-            with atomic_writer(self.folder / PAUSE_CHECKPOINT) as f:  # a fresh file: no planted link followed
-                torch.save({"step": step, "state": state}, f)
+            save_pause(self.folder, step, state)
         self._share(None)  # every rank leaves once rank 0 has written
         raise TrialPaused(step)
 
@@ -286,14 +240,8 @@ class Trial:
         where = self.user_attrs.get(RESTORE_ATTR)
         if not where:
             return None
-        loaded = None
-        if self.group.rank == 0:
-            import torch
-
-            path = self.folder.parent / f"{int(where['from']):05d}" / PAUSE_CHECKPOINT
-            loaded = torch.load(path, weights_only=True)  # tensors and plain containers, never code
-        loaded = self._share(loaded)
-        return Restored(loaded["state"], int(loaded["step"]))
+        loaded = load_pause(self.folder.parent, int(where["from"])) if self.group.rank == 0 else None
+        return self._share(loaded)
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable value to the trial in the study.
@@ -323,90 +271,6 @@ class Trial:
         self._metrics.record(step, {"value": value}, time.time() - self._started)
 
 
-class MetricsFile:
-    """A trial's ``metrics.csv``: ``step,value,elapsed_s`` then the named metrics, one row per step.
-
-    ``report`` fills ``value``, ``log_metrics`` the named columns; calls for the step of the last
-    row complete that row. Rows are appended; only a new metric name rewrites the file (with
-    the wider header), so per-batch logging stays cheap.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> f = MetricsFile(pathlib.Path(tempfile.mkdtemp()) / "metrics.csv")
-        >>> f.record(0, {"value": 0.5}, 1.0, now=5.0); f.record(0, {"loss": 0.7}, 1.2, now=5.2)
-        >>> f.record(1, {"loss": 0.6}, 2.0, now=6.0)
-        >>> print(f.path.read_text().strip())
-        step,value,elapsed_s,time,loss
-        0,0.5,1.200,5.200,0.7
-        1,,2.000,6.000,0.6
-    """
-
-    FIXED = ("step", "value", "elapsed_s", "time")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.columns: list[str] = list(self.FIXED)
-        self.rows: list[dict[str, Any]] = []
-        self._last_row_at: int | None = None  # byte offset where the last row starts
-        if path.exists():  # a trial resumed from a pause goes on with its earlier rows
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                for row in reader:
-                    self.rows.append({k: (int(v) if k == "step" else float(v)) for k, v in row.items() if v})
-                self.columns += [c for c in reader.fieldnames or () if c not in self.columns]
-
-    def record(self, step: int, values: dict[str, float], elapsed: float, now: float | None = None) -> None:
-        """Add ``values`` to the row of ``step`` (the last row when it has that step, else a new one).
-
-        ``elapsed_s`` is the time since this attempt started; ``time`` the clock (``now``), so
-        the attempts of a resumed trial line up.
-        """
-        wider = [k for k in values if k not in self.columns]
-        self.columns += wider
-        same_row = bool(self.rows) and self.rows[-1]["step"] == step
-        if same_row:
-            self.rows[-1].update(values)
-        else:
-            self.rows.append({"step": step, **values})
-        self.rows[-1]["elapsed_s"] = elapsed
-        self.rows[-1]["time"] = time.time() if now is None else now
-        if wider or self._last_row_at is None:
-            self._rewrite()
-            return
-        with self.path.open("r+b") as f:
-            at = self._last_row_at if same_row else f.seek(0, 2)
-            f.seek(at)
-            f.truncate()
-            f.write(self._line(self.rows[-1]))
-            self._last_row_at = at
-
-    def _rewrite(self) -> None:
-        head = self._line({c: c for c in self.columns})
-        lines = [self._line(row) for row in self.rows]
-        with self.path.open("wb") as f:
-            f.write(head + b"".join(lines))
-        self._last_row_at = len(head) + sum(map(len, lines[:-1]))
-
-    def _line(self, row: dict[str, Any]) -> bytes:
-        out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerow([_cell(c, row.get(c)) for c in self.columns])
-        return out.getvalue().encode()
-
-
-def _cell(column: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if column in ("elapsed_s", "time") and isinstance(value, float):
-        return f"{value:.3f}"
-    if column == "step" or isinstance(value, str):
-        return str(value)
-    return repr(float(value))
-
-
-def _deprecated(name: str, instead: str) -> None:
-    warnings.warn(f"{name} is deprecated in Optuna (v3.0.0); use {instead} instead", FutureWarning, stacklevel=3)
-
-
 def is_pruned(exc: BaseException) -> bool:
     """Whether ``exc`` is Optuna's ``TrialPruned`` (never true while Optuna is not imported)."""
     exceptions = sys.modules.get("optuna.exceptions")
@@ -421,4 +285,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Trial", "Group", "MetricsFile", "Restored", "TrialPaused", "TrialPruned", "is_pruned"]
+__all__ = ["Trial", "Group", "Restored", "TrialPaused", "TrialPruned", "is_pruned"]
