@@ -30,7 +30,6 @@ from hpwf.secrets import refuse_password
 from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow, load
 
 
-
 @dataclass
 class RunResult:
     """What a finished run gives back (the search phase's study and summary, if it had one)."""

@@ -322,5 +322,3 @@ class Coordinator:
         if self.stop_reason and self.stop_reason.startswith(("backend failed", "more than")):
             raise RunError(self.stop_reason)
         return summary
-
-

@@ -18,7 +18,6 @@ from hpwf.rundir import (ATTEMPT_ATTR, FAILURE, FAIL_REASON_ATTR, RETRY_OF_ATTR,
 from hpwf.wire import Done
 
 
-
 class Outcomes:
     """Tells results and failures to ``study`` and keeps the phase's `Counts`."""
 

@@ -62,4 +62,3 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("state") in ("COMPLETE", "PRUNED", "FAIL") else None
-

@@ -350,11 +350,6 @@ def parse_address(text: str) -> Address:
     return host, int(port)
 
 
-def default_advertise_host() -> str:
-    """A name other hosts can reach this one by (for remote Dask or MPI agents)."""
-    return socket.gethostname()
-
-
 def send_quietly(conn: Connection, message: Any) -> bool:
     """Send, reporting a dead peer as False instead of raising."""
     try:
