@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from hpwf.backends import Backend, make_backend
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase
 from hpwf.engine.setup import (
-    check_fits, check_storage, ensemble_phase, override, record, remove_if_unused, run_and_score, scored)
+    check_fits, check_storage, ensemble_phase, override, remove_if_unused, run_and_score, run_record, scored)
 from hpwf.engine.schedulers import lineage as pbt_lineage
 from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
@@ -86,7 +86,7 @@ def run(
     if wf.search is not None:
         search = override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
         wf = dataclasses.replace(wf, search=search)
-        phases.append(SearchPhase(folder, record(wf.name, search, wf, chosen, workers), search, wf))
+        phases.append(SearchPhase(folder, run_record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None and wf.ensemble.retrains and ensemble:
         phases.append(ensemble_phase(wf, folder, chosen, workers, storage))
     if not phases:

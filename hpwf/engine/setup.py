@@ -20,7 +20,7 @@ from hpwf.rundir import DEFAULT_JOURNAL, RunRecord, open_storage
 from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow
 
 
-def record(name: str, search: Search, wf: Workflow, backend: Backend, workers: int | None) -> RunRecord:
+def run_record(name: str, search: Search, wf: Workflow, backend: Backend, workers: int | None) -> RunRecord:
     replay_of = getattr(search, "replay_of", None)  # `hpwf.pbt_replay.ReplaySearch`: a resume refuses it
     return RunRecord(
         study_name=name, storage=search.storage, workflow=str(wf.path) if wf.path else None, backend=backend.name,
@@ -41,7 +41,7 @@ def ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | 
     name = f"{source_name or wf.name}-ensemble"
     search = member_search(wf, shared, name, len(members) if members else None)
     sub = folder / ENSEMBLE_DIR
-    record = record(name, search, wf, backend, workers)
+    record = run_record(name, search, wf, backend, workers)
     record.options["direction"] = member_direction(wf, announce=True)
     phase = EnsemblePhase(sub, record, search, wf, members=members or [])
     phase.record.options["source_study"] = source_name or wf.name
