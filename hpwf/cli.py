@@ -82,15 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_member_parser(sub)
 
+    store_help = "the study's store, when run.json names one outside the run directory"
     p = sub.add_parser("status", help="counts by state, best trial and params")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--storage", help=store_help)
 
     p = sub.add_parser("report", help="write trials.csv and report.html into the run dir")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--storage", help=store_help)
 
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on the run's study (live while it runs)")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--storage", help=store_help)
+    p.add_argument("--writable", action="store_true",
+                   help="let the dashboard change the study (tell trials, notes, delete); default: read only")
     p.add_argument("--port", type=int, default=8080, help="default: 8080")
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     return parser
@@ -151,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return member_command(args)
     if args.command == "status":
-        info = api.status(args.run_dir)
+        info = api.status(args.run_dir, args.storage)
         print(json.dumps(info, indent=1, default=str) if args.json else _format_status(info))
         return 0
     if args.command == "report":
@@ -159,14 +165,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         import hpwf.report._uq  # noqa: F401 - adds the UQ section
         from hpwf.report._html import write_report
 
-        paths = write_report(args.run_dir)
+        paths = write_report(args.run_dir, args.storage)
         for path in paths:
             print(path)
         return 0
     if args.command == "dashboard":
         from hpwf.report._dashboard import serve_dashboard
 
-        return serve_dashboard(args.run_dir, host=args.host, port=args.port)
+        return serve_dashboard(args.run_dir, host=args.host, port=args.port, storage=args.storage,
+                               writable=args.writable)
     raise AssertionError(args.command)
 
 
@@ -254,6 +261,10 @@ def _print_end(run_dir: Path, summary: dict, study: Any = None) -> None:  # type
         f"[hpwf] {summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed"
         f" in {summary['session_wall_s']:.1f} s; {_best_text(summary, study)}; run dir {run_dir}"
     )
+    refused = summary.get("connections_refused") or 0
+    if refused:
+        say(f"[hpwf] the coordinator hung up on {refused} connection(s) that did not prove the run's key "
+            "in time (wrong key, silent, or over the per-address limit); agents retried")
     reason = summary.get("stop_reason")
     if reason:
         more = f"; continue with `hpwf resume {run_dir}`" if reason.startswith("interrupted") else ""

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.engine.schedulers._halving import state_counts
 from hpwf.rundir._trialdir import trial_folder
-from hpwf.rundir._run import load_study, read_summary
+from hpwf.rundir._run import open_run_study, read_summary
 
 # Later sections (e.g. UQ) append here: each gets (study, run_dir) and returns an HTML chunk or None.
 EXTRA_SECTIONS: list[Callable[[optuna.Study, Path], str | None]] = []
@@ -25,10 +25,13 @@ vertical-align:top}th{background:#f3f3f3}.note{color:#666;font-style:italic}.FAI
 .PRUNED{color:#888}"""
 
 
-def write_report(run_dir: str | Path) -> list[Path]:
-    """Write trials.csv and report.html into run_dir; return both paths."""
+def write_report(run_dir: str | Path, storage: str | None = None) -> list[Path]:
+    """Write trials.csv and report.html into run_dir; return both paths.
+
+    The run directory must be the user's; a store outside it opens only as ``storage`` (`open_run_store`).
+    """
     run_dir = Path(run_dir)
-    study = load_study(run_dir)
+    study = open_run_study(run_dir, storage)
     csv_path, html_path = run_dir / "trials.csv", run_dir / "report.html"
     with _quiet():
         _atomic(csv_path, trials_table(study).to_csv(index=False))

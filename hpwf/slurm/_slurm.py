@@ -355,7 +355,7 @@ def _launch(job: Job) -> list[str]:
         return [
             f"hpwf_launch=(srun --kill-on-bad-exit=1{mpi}{extra})",
             'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then  # shared memory the killed MPI step left on each node',
-            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -m hpwf.slurm._slurm clean-shm "$SLURM_JOB_ID"',
+            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -P -m hpwf.slurm._slurm clean-shm "$SLURM_JOB_ID"',
             "fi",
         ]
     if site.mpirun:
@@ -525,7 +525,7 @@ def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
                 continue
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                if argv[1:3] != [b"-m", b"hpwf"]:
+                if argv[1:3] != [b"-m", b"hpwf"] and argv[1:4] != [b"-P", b"-m", b"hpwf"]:
                     continue
                 raw = (entry / "environ").read_bytes().split(b"\0")
             except OSError:

@@ -289,10 +289,15 @@ class Trial:
             return None
         loaded = None
         if self.group.rank == 0:
+            import io
+
             import torch
 
+            from hpwf.rundir._perms import read_private
+
             path = self.folder.parent / f"{int(where['from']):05d}" / PAUSE_CHECKPOINT
-            loaded = torch.load(path, weights_only=True)  # tensors and plain containers, never code
+            data = read_private(path)  # ours, no link followed, no one else can write it
+            loaded = torch.load(io.BytesIO(data), weights_only=True)  # tensors and plain containers, never code
         loaded = self._share(loaded)
         return Restored(loaded["state"], int(loaded["step"]))
 
