@@ -127,7 +127,7 @@ def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None 
     The run directory must pass `check_run_trusted` (as for ``resume``). A store file named by
     ``run.json`` (journal, SQLite) is opened only inside the run directory (``root``, for a
     sub-run: the run above it) and only if it exists; ``storage`` (given on the command line by
-    the user) opens any store. Nothing is created or cut.
+    the user) opens any store. No store is created (a torn last record of a journal is cut, as a run does).
 
     Raises:
         ConfigError: one line: an untrusted run directory, a store outside it, a missing store.
@@ -147,11 +147,6 @@ def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None 
                               f"if it is yours, pass --storage {redact(str(url))}")
         if not path.is_file():
             raise ConfigError(f"{run_dir}: no study store at {path}")
-    if path is not None and url is not None and not url.startswith("sqlite"):
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-        return record, optuna.storages.JournalStorage(backend)
     return record, open_storage(url, run_dir)
 
 
