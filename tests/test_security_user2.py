@@ -578,3 +578,19 @@ def test_a_flood_of_silent_handshakes_does_not_keep_the_agents_out(other_user: O
     assert summary["complete"] + summary["pruned"] == int(n_trials) and summary["agents_seen"] == 2
     assert summary["connections_refused"] > 100, summary  # her flood reached the hub, and was hung up on
     assert quiet_summary["connections_refused"] == 0
+
+
+def test_file_modes_are_not_judged_from_a_folder_she_owns(other_user: OtherUser, tmp_path: Path) -> None:
+    """Her folder, group-readable and setgid, says nothing about who may read our files: 0600."""
+    from hpwf.rundir._perms import atomic_write, is_shared
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, other_user.uid, -1)
+    theirs.chmod(0o2770)
+    atomic_write(theirs / "run.json", "{}")
+    assert not is_shared(theirs) and stat.S_IMODE((theirs / "run.json").stat().st_mode) == 0o600
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(0o2750)
+    assert is_shared(mine)

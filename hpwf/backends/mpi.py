@@ -197,7 +197,7 @@ class MPIJobBackend(Backend):
         import subprocess
         import sys
 
-        from hpwf.safepath import child_pythonpath
+        from hpwf.worker._start import child_pythonpath
 
         env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": child_pythonpath()}
         self._launches += 1
@@ -216,7 +216,7 @@ class MPIJobBackend(Backend):
         flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
         from hpwf.wire._channel import format_address
 
-        from hpwf.safepath import python_command
+        from hpwf.worker._start import python_command
 
         return [*self.launcher, *flags, "-np", str(self.ranks),
                 *python_command("hpwf.backends.mpi", format_address(self._address))]

@@ -271,7 +271,7 @@ def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int
     import pickle
     import subprocess
 
-    from hpwf.safepath import child_pythonpath, python_command
+    from hpwf.worker._start import child_pythonpath, python_command
 
     env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
            "PYTHONPATH": child_pythonpath()}

@@ -34,7 +34,7 @@ def mpirun() -> str:
 def group_command(ranks: int) -> list[str]:
     """The launched group's command line. It holds no secret (anyone may read it with ``ps``):
     the hub's address, key and the trial travel in the ranks' environment (`ENV`)."""
-    from hpwf.safepath import python_command
+    from hpwf.worker._start import python_command
 
     return [mpirun(), "-np", str(ranks), *python_command("hpwf.worker._launched")]
 
@@ -47,7 +47,7 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
     folder.mkdir(parents=True, exist_ok=True)
     payload = base64.b64encode(pickle.dumps((agent.address, agent.authkey, task))).decode()
     command = group_command(task.ranks)
-    from hpwf.safepath import child_pythonpath
+    from hpwf.worker._start import child_pythonpath
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OUTER_MPI_VARS)}  # not the agent's own job
     env["PYTHONPATH"] = child_pythonpath()
