@@ -106,26 +106,18 @@ def workflow_with_helper(tmp_path: Path) -> Path:
     return folder / "flow.py"
 
 
+@pytest.mark.parametrize("backend", ["local", "mpirun"])
 def test_the_hpwf_command_and_its_agents_ignore_code_planted_in_the_working_directory(
-        hostile_cwd: Path, workflow_with_helper: Path, tmp_path: Path) -> None:
+        hostile_cwd: Path, workflow_with_helper: Path, tmp_path: Path, backend: str) -> None:
+    """Local agents (``python -P -m hpwf.worker._agent``) and the ``mpirun`` backend's ranks
+    (``python -P -m hpwf.backends.mpi``), started from her folder."""
     run_dir = tmp_path / "run"
     done = subprocess.run([HPWF_COMMAND, "run", str(workflow_with_helper), "--run-dir", str(run_dir),
-                           "--workers", "2", "--quiet"], cwd=hostile_cwd, env=env(), capture_output=True,
-                          text=True, timeout=300)
+                           "--backend", backend, "--workers", "2", "--quiet"], cwd=hostile_cwd, env=env(),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert planted_ran(hostile_cwd) == [], "code planted in the working directory ran as the user"
     assert json.loads((run_dir / "summary.json").read_text())["complete"] == 4  # the helper beside it imported
-
-
-def test_the_mpirun_backends_ranks_ignore_code_planted_in_the_working_directory(
-        hostile_cwd: Path, workflow_with_helper: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    done = subprocess.run([HPWF_COMMAND, "run", str(workflow_with_helper), "--run-dir", str(run_dir),
-                           "--backend", "mpirun", "--workers", "2", "--quiet"], cwd=hostile_cwd, env=env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert planted_ran(hostile_cwd) == []
-    assert json.loads((run_dir / "summary.json").read_text())["complete"] == 4
 
 
 def test_mpirun_python_P_m_hpwf_ignores_code_planted_in_the_working_directory(
@@ -283,6 +275,21 @@ while time.time() < deadline:
 '''
 
 
+def start_swapper(user: OtherUser, parent: Path, name: str) -> subprocess.Popen[str]:
+    """Her inotify watch on ``parent`` for ``name``, running (as her) once this returns."""
+    script = parent / "swap.py"
+    script.write_text(SWAPPER)
+    script.chmod(0o644)
+    watcher = subprocess.Popen(["/usr/bin/python3", "-I", str(script), str(parent), name], user=user.uid,
+                               group=user.gid, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={"PATH": "/usr/bin:/bin"})
+    deadline = time.time() + 30
+    while not (parent / ".watching").exists():
+        assert watcher.poll() is None and time.time() < deadline, watcher.communicate()
+        time.sleep(0.05)
+    return watcher
+
+
 @pytest.mark.parametrize("what", ["run directory", "pause.pt"])
 def test_a_run_directory_in_a_folder_she_can_write_is_refused_before_she_can_swap_it(
         other_user: OtherUser, tmp_path: Path, what: str) -> None:
@@ -290,17 +297,7 @@ def test_a_run_directory_in_a_folder_she_can_write_is_refused_before_she_can_swa
     try:
         parent.chmod(0o777)  # her folder, or one everyone may write (not sticky)
         as_other(other_user, parent)
-        script = parent / "swap.py"
-        script.write_text(SWAPPER)
-        as_other(other_user, script)
-        name = "q" if what == "run directory" else "trials"
-        watcher = subprocess.Popen(["/usr/bin/python3", "-I", str(script), str(parent), name],
-                                   user=other_user.uid, group=other_user.gid, cwd="/", stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
-        deadline = time.time() + 30
-        while not (parent / ".watching").exists():
-            assert watcher.poll() is None and time.time() < deadline, watcher.communicate()
-            time.sleep(0.05)
+        watcher = start_swapper(other_user, parent, "q" if what == "run directory" else "trials")
         if what == "run directory":
             command = ["run", str(TOY), "--run-dir", str(parent / "q"), "--workers", "1", "--n-trials", "3"]
         else:  # asha-resume pauses trials into RUN_DIR/trials/N/pause.pt; she waits for ``trials`` to swap
@@ -330,16 +327,7 @@ def test_a_run_directory_in_a_sticky_folder_like_tmp_is_fine_and_cannot_be_swapp
     parent = Path(tempfile.mkdtemp(prefix="hpwf-sticky-", dir="/tmp"))
     try:
         parent.chmod(0o1777)  # root's, sticky: like /tmp
-        script = parent / "swap.py"
-        script.write_text(SWAPPER)
-        script.chmod(0o644)
-        watcher = subprocess.Popen(["/usr/bin/python3", "-I", str(script), str(parent), "q"],
-                                   user=other_user.uid, group=other_user.gid, cwd="/", stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
-        deadline = time.time() + 30
-        while not (parent / ".watching").exists():
-            assert watcher.poll() is None and time.time() < deadline, watcher.communicate()
-            time.sleep(0.05)
+        watcher = start_swapper(other_user, parent, "q")
         done = subprocess.run([PYTHON, "-m", "hpwf", "run", str(TOY), "--run-dir", str(parent / "q"), "--workers",
                                "1", "--n-trials", "3", "--quiet"], env=env(), cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
