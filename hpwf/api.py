@@ -24,7 +24,7 @@ from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir import (
-    RunRecord, check_run_trusted, is_shared, load_study, make_run_dir, read_summary,
+    RunRecord, check_run_trusted, open_run_study, is_shared, load_study, make_run_dir, read_summary,
     run_umask, state_counts)
 from hpwf.secrets import refuse_password
 from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow, load
@@ -235,15 +235,18 @@ def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None)
     write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
 
 
-def status(run_dir: str | Path) -> dict[str, Any]:
+def status(run_dir: str | Path, storage: str | None = None, _root: Path | None = None) -> dict[str, Any]:
     """Counts by state, the best trial and its params, read from the study itself.
+
+    The run directory must be the user's (as for `resume`), and a store file that ``run.json``
+    names outside it is opened only when given as ``storage`` (`open_run_store`).
 
     Example:
         >>> hpwf.status("runs/quickstart")["complete"]  # doctest: +SKIP
         16
     """
     folder = Path(run_dir)
-    study = load_study(folder)
+    study = open_run_study(folder, storage, _root)
     trials = study.get_trials(deepcopy=False)
     count = state_counts(trials, folder)
     result: dict[str, Any] = {
@@ -269,7 +272,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
 
     result["slurm"] = run_job_state(folder)
     if (folder / ENSEMBLE_DIR / "run.json").exists():
-        members = status(folder / ENSEMBLE_DIR)
+        members = status(folder / ENSEMBLE_DIR, storage, _root or folder)
         result["ensemble"] = {k: members[k] for k in ("complete", "fail", "running", "n_trials")}
     return result
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import say
@@ -81,15 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_member_parser(sub)
 
+    store_help = "the study's store, when run.json names one outside the run directory"
     p = sub.add_parser("status", help="counts by state, best trial and params")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--storage", help=store_help)
 
     p = sub.add_parser("report", help="write trials.csv and report.html into the run dir")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--storage", help=store_help)
 
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on the run's study (live while it runs)")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--storage", help=store_help)
+    p.add_argument("--writable", action="store_true",
+                   help="let the dashboard change the study (tell trials, notes, delete); default: read only")
     p.add_argument("--port", type=int, default=8080, help="default: 8080")
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     return parser
@@ -150,7 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return member_command(args)
     if args.command == "status":
-        info = api.status(args.run_dir)
+        info = api.status(args.run_dir, args.storage)
         from hpwf.report import format_status
 
         print(json.dumps(info, indent=1, default=str) if args.json else format_status(info))
@@ -158,14 +164,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from hpwf.report import write_report
 
-        paths = write_report(args.run_dir)
+        paths = write_report(args.run_dir, args.storage)
         for path in paths:
             print(path)
         return 0
     if args.command == "dashboard":
         from hpwf.report import serve_dashboard
 
-        return serve_dashboard(args.run_dir, host=args.host, port=args.port)
+        return serve_dashboard(args.run_dir, host=args.host, port=args.port, storage=args.storage,
+                               writable=args.writable)
     raise AssertionError(args.command)
 
 

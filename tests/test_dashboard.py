@@ -21,8 +21,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+_TOKEN: dict[str, str] = {}  # base URL -> the token its dashboard printed
+
+
 def _get(url: str) -> dict:  # type: ignore[type-arg]
-    with urllib.request.urlopen(url, timeout=30) as response:
+    base = next(b for b in _TOKEN if url.startswith(b))
+    request = urllib.request.Request(url, headers={"Cookie": f"hpwf_dashboard={_TOKEN[base]}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
@@ -32,10 +37,11 @@ def _start_dashboard(run_dir: Path) -> tuple[subprocess.Popen[str], str]:
                             env=_env(), cwd=ROOT, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()
-    found = re.search(r"on (http://\S+/)", line)
+    found = re.search(r"on (http://\S+/)\?token=(\S+)", line)
     if not found:
         proc.kill()
         raise AssertionError(f"no address printed: {line!r}{proc.stderr.read()}")
+    _TOKEN[found.group(1)] = found.group(2)
     return proc, found.group(1)
 
 

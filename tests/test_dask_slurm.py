@@ -119,7 +119,8 @@ def test_worker_jobs_are_sized_from_the_site_config(tmp_path: Path) -> None:
                  "#SBATCH -t 48:00:00", "#SBATCH --qos=high", "#SBATCH --exclusive", f"#SBATCH -J {JOB_NAME}",
                  "module load python/3.11", f". {tmp_path}/job.env || exit 1", "source /opt/env.sh"):
         assert line + "\n" in script, (line, script)
-    assert "/shared/venv/bin/python -m distributed.cli.dask_worker" in script
+    assert "/shared/venv/bin/python -P -m distributed.cli.dask_worker" in script  # nothing from the job's cwd
+    assert "--local-directory $hpwf_scratch" in script and "hpwf_scratch=$(mktemp -d" in script  # private scratch
     assert "--nthreads 1" in script and "--nworkers 4" in script
     assert "OMP_NUM_THREADS" not in script  # the env's values stay in job.env
     # Workers leave 5-15 min before the 48 h walltime: lifetime 47:50, +-5 min.

@@ -1,7 +1,7 @@
 """Commands that files written by an older hpwf still run after the house moved.
 
 Slurm re-runs a requeued job's script as it was written into the run directory, so a job script
-written before the move (tests/slurm/golden/local.sh: what `hpwf submit` wrote with
+written before the move (tests/slurm/written_before_the_move/local.sh: what `hpwf submit` wrote with
 site_configs/local.yaml, kept as that main wrote it) must still run, resume and hand a signal to
 rank 0 (``python -m hpwf``, ``python -m hpwf.slurm signal-rank0``). A launched group started by an
 older agent runs ``python -m hpwf.backends._launch``; ``from hpwf import parallel`` and
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "slurm" / "golden" / "local.sh"
+GOLDEN = ROOT / "tests" / "slurm" / "written_before_the_move" / "local.sh"
 VENV_BIN = Path(sys.executable).parent
 
 

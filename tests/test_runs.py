@@ -27,8 +27,8 @@ def hpwf_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300
     )
 
 
-def status(run_dir: Path) -> dict:  # type: ignore[type-arg]
-    proc = hpwf_cli("status", str(run_dir), "--json")
+def status(run_dir: Path, storage: str | None = None) -> dict:  # type: ignore[type-arg]
+    proc = hpwf_cli("status", str(run_dir), "--json", *(["--storage", storage] if storage else []))
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -135,7 +135,7 @@ def test_sqlite_storage_and_multi_objective(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     study = optuna.load_study(study_name="two_goals", storage=f"sqlite:///{db}")
     assert len(study.trials) == 8 and len(study.best_trials) == 8  # all on the Pareto front
-    assert len(status(run_dir)["best_trials"]) == 8
+    assert len(status(run_dir, storage=f"sqlite:///{db}")["best_trials"]) == 8  # a store outside: named
 
 
 def test_workflow_as_python_objects_from_examples(tmp_path: Path) -> None:

@@ -388,7 +388,7 @@ def test_the_ranks_command_lines_hold_no_secret(tmp_path: Path) -> None:
     command = backend.command()
     assert command[-3:] == ["-m", "hpwf.backends.mpi", "127.0.0.1:5000"]
     assert not [a for a in command if bytes(range(32)).hex() in a or "://" in a]
-    assert group_command(4)[1:] == ["-np", "4", sys.executable, "-m", "hpwf.worker._group_rank"]
+    assert group_command(4)[1:] == ["-np", "4", sys.executable, "-P", "-m", "hpwf.worker._group_rank"]
     # the job script's launch line: storage without a password; a password never gets that far
     site = SiteConfig(scheduler="slurm", launcher="srun", storage="postgresql://alice@db/hpwf")
     job = resolve_job(site, TOY, name="toy", run_dir=tmp_path / "run", ntasks_per_node=2, workdir=ROOT)

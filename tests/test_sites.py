@@ -117,7 +117,7 @@ def test_hostile_values_reach_the_launch_verbatim_and_never_run(tmp_path: Path) 
     assert calls[1]["argv"] == ["load", "$(touch PWNED_MODULE2)\nnext"]
     assert calls[2]["argv"] == [
         "--kill-on-bad-exit=1", "--mpi=pmi2", "--label; touch PWNED_ARG", "$(touch PWNED_ARG2)",
-        "multi\nline `touch PWNED_ARG3`", str(python), "-m", "hpwf", "run", str(workdir / f"wf {evil}.py"),
+        "multi\nline `touch PWNED_ARG3`", str(python), "-P", "-m", "hpwf", "run", str(workdir / f"wf {evil}.py"),
         "--backend", "mpi", "--run-dir", str(tmp_path / f"runs {evil}"),
         "--storage", "postgresql://us;er$(x)@db.example/hpwf",
     ]

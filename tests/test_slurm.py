@@ -23,6 +23,9 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.slurm import job_state, wait_for_job
+from hpwf.slurm._slurm import job_state, wait_for_job
+from tests.test_security_files import other_user  # noqa: F401 - fixtures: the other user
+from tests.test_security_user2 import hostile_cwd, planted_ran  # noqa: F401 - and her planted folder
 
 pytestmark = pytest.mark.slurm
 
@@ -222,3 +225,20 @@ def test_handwritten_example_script(slurm: str, tmp_path: Path) -> None:
     state = wait_for_job(job, timeout=300)
     assert state == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()
     check_budget(run_dir)
+
+
+def test_a_job_ignores_code_planted_in_its_working_directory(slurm: str, tmp_path: Path,
+                                                            hostile_cwd: Path) -> None:
+    """Issue 21: submitted from a folder where another user planted ``hpwf/`` and ``optuna/``, the
+    job's ``cd`` there and every rank's ``python -P -m hpwf`` import neither."""
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-P", "-m", "hpwf", "submit", str(TOY), "--site", str(GENERIC), "--nodes",
+                           "1", "--ntasks-per-node", "4", "--time", "00:10:00", "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, cwd=hostile_cwd, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.strip()
+    assert finish(job, run_dir) == "COMPLETED", log_of(run_dir, job)
+    check_budget(run_dir)
+    assert f"cd {hostile_cwd} " in (run_dir / "job.sh").read_text()
+    assert planted_ran(hostile_cwd) == [], "code planted in the job's working directory ran in the job"

@@ -228,6 +228,8 @@ def cluster_options(site: SiteConfig, processes: int, log_directory: Path) -> di
     if site.env:  # written by `DaskSlurmBackend.start`, mode 0600
         prologue.append(f". {shlex.quote(str(log_directory / ENV_FILE))} || exit 1")
     prologue += list(site.setup)
+    # Dask's scratch space: a fresh private folder on the node, not the shared dask-scratch-space
+    prologue.append('hpwf_scratch=$(mktemp -d "${TMPDIR:-/tmp}/hpwf-dask-XXXXXXXX") || exit 1')
     extra = [f"--{key}={value}" for key, value in (("qos", site.qos), ("constraint", site.constraint)) if value]
     if site.gpus_per_node:
         extra.append(f"--gpus-per-node={site.gpus_per_node}")
@@ -238,11 +240,12 @@ def cluster_options(site: SiteConfig, processes: int, log_directory: Path) -> di
         "job_directives_skip": [] if site.memory else ["--mem"],
         "job_cpu": site.cpus_per_node or processes,
         "walltime": _hms(walltime), "queue": site.partition, "account": site.account,
-        "python": site.python or sys.executable,
+        "python": f"{shlex.quote(site.python or sys.executable)} -P",  # nothing from the job's working directory
         "job_script_prologue": prologue,
         "job_extra_directives": extra + list(site.sbatch),
         "worker_extra_args": ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"],
         "log_directory": str(log_directory),
+        "local_directory": "$hpwf_scratch",
         "interface": os.environ.get("HPWF_DASK_INTERFACE"),
         "scheduler_options": {"dashboard_address": ":0"},  # no fixed port 8787 on a shared login node
         "job_name": JOB_NAME,

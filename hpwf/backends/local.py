@@ -3,7 +3,7 @@ worker threads each keep one agent process running.
 
 The cluster talks over ``inproc://`` (memory, no socket), so there is no Dask port for another
 user to probe; Dask's HTTP pages are off and its (empty) HTTP server listens on a free loopback
-port. Agents are separate processes, light (no Optuna, no Dask), and reach the coordinator's hub
+port. Dask's scratch space is a fresh private folder (`private_scratch`), removed at close. Agents are separate processes, light (no Optuna, no Dask), and reach the coordinator's hub
 with the key in a file only this user can read.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +49,7 @@ class LocalBackend(Backend):
         self._client: Client | None = None
         self._futures: list = []
         self._key_file: Path | None = None
+        self._scratch: str | None = None
 
     @property
     def slots(self) -> int:
@@ -57,11 +60,12 @@ class LocalBackend(Backend):
         from distributed import Client, LocalCluster
 
         allow_children()
-        with dask.config.set(NO_HTTP_PAGES):
+        self._scratch = private_scratch()
+        with dask.config.set({**NO_HTTP_PAGES, "temporary-directory": self._scratch}):
             self._cluster = LocalCluster(
                 n_workers=1, threads_per_worker=self.workers, processes=False, protocol="inproc://",
                 dashboard_address=None, scheduler_kwargs={"dashboard_address": LOOPBACK_HTTP},
-                worker_dashboard_address=LOOPBACK_HTTP,
+                worker_dashboard_address=LOOPBACK_HTTP, local_directory=self._scratch,
                 silence_logs=logging.ERROR,
             )
         self._client = Client(self._cluster)
@@ -81,6 +85,18 @@ class LocalBackend(Backend):
         self._client = self._cluster = None
         remove_key_file(self._key_file)
         self._key_file = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def private_scratch() -> str:
+    """A fresh folder only this user can enter, for Dask's scratch space (``temporary-directory``).
+
+    Dask's default, ``dask-scratch-space`` in the system's temporary directory, is shared by every
+    user of the machine: whoever made it first could plant links at its lock files.
+    """
+    return tempfile.mkdtemp(prefix="hpwf-dask-")  # mode 0700, a new name
 
 
 def submit_agents(client, address: Address, key_file: Path, count: int, prefix: str,  # type: ignore[no-untyped-def]

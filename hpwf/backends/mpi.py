@@ -197,7 +197,9 @@ class MPIJobBackend(Backend):
         import subprocess
         import sys
 
-        env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        from hpwf.worker import child_pythonpath
+
+        env = {**os.environ, AUTH_ENV: self._authkey.hex(), "PYTHONPATH": child_pythonpath()}
         self._launches += 1
         self._launch_id = f"{os.getpid()}.{self._launches}"
         if self.report_dir is not None:
@@ -214,8 +216,10 @@ class MPIJobBackend(Backend):
         flags = ["-disable-auto-cleanup"] if _is_hydra(self.launcher[0]) else []
         from hpwf.wire import format_address
 
-        return [*self.launcher, *flags, "-np", str(self.ranks), sys.executable, "-m", "hpwf.backends.mpi",
-                format_address(self._address)]
+        from hpwf.worker import python_command
+
+        return [*self.launcher, *flags, "-np", str(self.ranks),
+                *python_command("hpwf.backends.mpi", format_address(self._address))]
 
     def heal(self, live: int) -> None:
         """A rank that dies inside a collective ends the whole MPI job (MPI has no way back):

@@ -38,4 +38,5 @@ def summarize(c: Coordinator) -> dict[str, Any]:
         "agents_unreachable": c.backend.unreachable_agents,
         "utilisation": round(min(busy / (slots * wall), 1.0), 4),
         "stop_reason": c.stop_reason,
+        "connections_refused": getattr(session.hub, "refused", 0),  # hung up on by the hub (a flood?)
     }

@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpwf.report._figure import figure_html
 from hpwf.report._schedule import scheduler_section
 from hpwf.report._uq import uq_section
-from hpwf.rundir import load_study, read_summary, state_counts, trial_folder
+from hpwf.rundir import open_run_study, read_summary, state_counts, trial_folder
 
 # The sections after the trial table, in order: each gets (study, run_dir) and returns an HTML chunk
 # or None. An explicit list: `write_report` from Python writes the same report as `hpwf report`.
@@ -27,10 +27,13 @@ vertical-align:top}th{background:#f3f3f3}.note{color:#666;font-style:italic}.FAI
 .PRUNED{color:#888}"""
 
 
-def write_report(run_dir: str | Path) -> list[Path]:
-    """Write trials.csv and report.html into run_dir; return both paths."""
+def write_report(run_dir: str | Path, storage: str | None = None) -> list[Path]:
+    """Write trials.csv and report.html into run_dir; return both paths.
+
+    The run directory must be the user's; a store outside it opens only as ``storage`` (`open_run_store`).
+    """
     run_dir = Path(run_dir)
-    study = load_study(run_dir)
+    study = open_run_study(run_dir, storage)
     csv_path, html_path = run_dir / "trials.csv", run_dir / "report.html"
     with _quiet():
         _atomic(csv_path, trials_table(study).to_csv(index=False))

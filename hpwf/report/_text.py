@@ -14,6 +14,10 @@ def print_end(run_dir: Path, summary: dict, study: Any = None) -> None:  # type:
         f"[hpwf] {summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed"
         f" in {summary['session_wall_s']:.1f} s; {best_text(summary, study)}; run dir {run_dir}"
     )
+    refused = summary.get("connections_refused") or 0
+    if refused:
+        say(f"[hpwf] the coordinator hung up on {refused} connection(s) that did not prove the run's key "
+            "in time (wrong key, silent, or over the per-address limit); agents retried")
     reason = summary.get("stop_reason")
     if reason:
         more = f"; continue with `hpwf resume {run_dir}`" if reason.startswith("interrupted") else ""

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import stat
@@ -38,11 +39,13 @@ RUN_FILE = "run.json"
 
 
 def is_shared(folder: Path) -> bool:
-    """Whether ``folder`` is shared with its group (group may read and enter it)."""
+    """Whether ``folder`` is shared with its group (group may read and enter it). Only a folder
+    of this user's counts: the mode of someone else's folder says nothing about our files."""
     try:
-        return folder.stat().st_mode & 0o050 == 0o050
+        st = folder.stat()
     except OSError:
         return False
+    return st.st_uid == os.geteuid() and st.st_mode & 0o050 == 0o050
 
 
 def file_mode(folder: Path) -> int:
@@ -74,16 +77,48 @@ def make_run_dir(folder: Path, shared: bool = False) -> None:
     """
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
+        check_parents(folder)
         try:
             folder.mkdir(mode=0o700)
         except FileExistsError:
             check_trusted(folder)
-        if shared:  # the project directory's group, where the system lets us (a member, or root)
-            with contextlib.suppress(PermissionError):
-                os.chown(folder, -1, folder.parent.stat().st_gid)
-        folder.chmod(SHARED_DIR if shared else PRIVATE_DIR)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:  # the folder we made (or checked), through one descriptor: a swap in between is seen
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise ConfigError(f"--run-dir {folder}: replaced by {_user(st.st_uid)}'s folder while it was made")
+            if shared:  # the project directory's group, where the system lets us (a member, or root)
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fd, -1, folder.parent.stat().st_gid)
+            os.fchmod(fd, SHARED_DIR if shared else PRIVATE_DIR)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise ConfigError(f"--run-dir {folder}: cannot create: {exc.strerror or exc}") from None
+        problem = "is a symbolic link; hpwf does not follow it" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise ConfigError(f"--run-dir {folder}: cannot create: {problem}") from None
+
+
+def check_parents(folder: Path) -> None:
+    """Refuse a run directory inside a folder (or a folder above it) another user can write:
+    whoever can write the folder can swap the run directory for one of her own. A sticky folder
+    of this user's or root's (``/tmp``) is fine: there no one can move another's entries.
+
+    Raises:
+        ConfigError: ``"<folder>: <who> can write <ancestor> ..."``.
+    """
+    ancestor = Path(os.path.realpath(folder.parent))
+    for place in (ancestor, *ancestor.parents):
+        try:
+            st = place.stat()
+        except OSError:
+            continue
+        others = st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022
+        if not others or (st.st_mode & stat.S_ISVTX and st.st_uid in (os.geteuid(), 0)):
+            continue
+        who = (f"{_user(st.st_uid)}" if st.st_uid not in (os.geteuid(), 0)
+               else "anyone" if st.st_mode & 0o002 else "its group")
+        raise ConfigError(f"{folder}: {who} can write {place} (mode {stat.S_IMODE(st.st_mode):04o}), and so swap "
+                          "the run directory for one of their own; put the run in a folder only you can write")
 
 
 def check_trusted(path: Path) -> None:
@@ -109,7 +144,9 @@ def check_trusted(path: Path) -> None:
 
 
 def check_run_trusted(run_dir: Path) -> None:
-    """`check_trusted` on a run directory, its ``run.json`` and its ensemble sub-run's."""
+    """`check_trusted` on a run directory, its ``run.json`` and its ensemble sub-run's, and
+    `check_parents` on the folders above it."""
+    check_parents(run_dir)
     for path in (run_dir, run_dir / RUN_FILE, run_dir / "ensemble", run_dir / "ensemble" / RUN_FILE):
         check_trusted(path)
 
@@ -153,6 +190,29 @@ def open_no_follow(path: Path) -> IO[str]:
         problem = "is a symbolic link; hpwf does not follow it" if path.is_symlink() else (exc.strerror or str(exc))
         raise ConfigError(f"{path}: {problem}") from None
     return os.fdopen(fd, "r+")
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a file of this user's that no one else can write, read through one descriptor
+    opened without following a symbolic link (a checkpoint to load, say).
+
+    Raises:
+        ConfigError: a link, not a regular file, someone else's, or writable by others.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        problem = "is a symbolic link; hpwf does not follow it" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise ConfigError(f"{path}: {problem}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if st.st_uid != os.geteuid():
+            raise ConfigError(f"{path}: owned by {_user(st.st_uid)}, not by you; not loaded")
+        if st.st_mode & 0o022:
+            raise ConfigError(f"{path}: others can write it (mode {stat.S_IMODE(st.st_mode):04o}); not loaded")
+        return f.read()
 
 
 def _user(uid: int) -> str:

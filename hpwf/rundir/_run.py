@@ -125,6 +125,58 @@ def load_study(run_dir: str | Path) -> optuna.Study:
     return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir))
 
 
+def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None = None,
+                   ) -> tuple[RunRecord, optuna.storages.BaseStorage]:
+    """The run's record and store for a command that only reads (``status``, ``report``, ``dashboard``).
+
+    The run directory must pass `check_run_trusted` (as for ``resume``). A store file named by
+    ``run.json`` (journal, SQLite) is opened only inside the run directory (``root``, for a
+    sub-run: the run above it) and only if it exists; ``storage`` (given on the command line by
+    the user) opens any store. No store is created (a torn last record of a journal is cut, as a run does).
+
+    Raises:
+        ConfigError: one line: an untrusted run directory, a store outside it, a missing store.
+    """
+    from hpwf.rundir._perms import check_run_trusted
+
+    check_run_trusted(run_dir)
+    record = RunRecord.load(run_dir)
+    url = storage or record.storage
+    if url == "memory":
+        raise ConfigError(f"{run_dir}: the run kept its study in memory; nothing is left to show")
+    path = store_file(url, run_dir)
+    if path is not None:
+        inside = Path(os.path.realpath(root or run_dir))
+        if storage is None and inside not in Path(os.path.realpath(path)).parents:
+            raise ConfigError(f"{run_dir / RUN_FILE}: names a store outside the run directory ({redact(str(url))}); "
+                              f"if it is yours, pass --storage {redact(str(url))}")
+        if not path.is_file():
+            raise ConfigError(f"{run_dir}: no study store at {path}")
+    return record, open_storage(url, run_dir)
+
+
+def store_file(url: str | None, run_dir: Path) -> Path | None:
+    """The file a storage URL keeps its study in (journal, SQLite), or None (a database server)."""
+    if url is None:
+        return run_dir / DEFAULT_JOURNAL
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:").removeprefix("//"))
+    if url.endswith((".journal", ".log")) and "://" not in url:
+        return Path(url)
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0] or ":memory:")
+    return None
+
+
+def open_run_study(run_dir: Path, storage: str | None = None, root: Path | None = None) -> optuna.Study:
+    """The run's study through `open_run_store`; a study no longer in the store is one line too."""
+    record, store = open_run_store(run_dir, storage, root)
+    try:
+        return optuna.load_study(study_name=record.study_name, storage=store)
+    except KeyError:
+        raise ConfigError(f"{run_dir}: study {record.study_name!r} is not in its store (deleted?)") from None
+
+
 class RunLock:
     """An exclusive lock on a run directory: one live coordinator per run."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from hpwf.slurm._array import add_member_parser, member_command
 from hpwf.slurm._job import Job, check_ranks_fit, node_local_warnings, resolve_job
-from hpwf.slurm._jobs import clean_stale_shm, job_state, main, mpich_shm_names, run_job_state, signal_rank0, wait_for_job
+from hpwf.slurm._jobs import (
+    clean_stale_shm, job_state, main, mpich_shm_names, run_job_state, signal_rank0, wait_for_job)
 from hpwf.slurm._render import render_array_script, render_env, render_script, write_script
 from hpwf.slurm._schedulers import SCHEDULERS, Scheduler, SubmitError, sbatch_quote, scheduler_for
 from hpwf.slurm._site_file import load_site, site_from_mapping

@@ -20,7 +20,7 @@ mpirun): rank 0 talks to the storage and shares the claimed trial with the other
 
 Example (inside an array task)::
 
-    python -m hpwf ensemble-member runs/uq --member "$SLURM_ARRAY_TASK_ID"
+    python -P -m hpwf ensemble-member runs/uq --member "$SLURM_ARRAY_TASK_ID"
 """
 
 from __future__ import annotations

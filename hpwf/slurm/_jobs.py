@@ -97,7 +97,7 @@ def signal_rank0(signame: str, token: str, wait_s: float = 10.0) -> list[int]:
                 continue
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                if argv[1:3] != [b"-m", b"hpwf"]:
+                if argv[1:3] != [b"-m", b"hpwf"] and argv[1:4] != [b"-P", b"-m", b"hpwf"]:
                     continue
                 raw = (entry / "environ").read_bytes().split(b"\0")
             except OSError:

@@ -143,7 +143,7 @@ def _launch(job: Job) -> list[str]:
         return [
             f"hpwf_launch=(srun --kill-on-bad-exit=1{mpi}{extra})",
             'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then  # shared memory the killed MPI step left on each node',
-            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -m hpwf.slurm clean-shm "$SLURM_JOB_ID"',
+            '    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -P -m hpwf.slurm clean-shm "$SLURM_JOB_ID"',
             "fi",
         ]
     if site.mpirun:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hpwf.errors import ConfigError
-from hpwf.slurm._sites import KEYS, LAUNCHERS, REQUIRED, SCHEDULERS, _KINDS, SiteConfig, _show_key, _type_name
+from hpwf.slurm._sites import KEYS, LAUNCHERS, REQUIRED, SCHEDULERS, SiteConfig, _KINDS, _show_key, _type_name
 
 
 def load_site(path: str | Path) -> SiteConfig:

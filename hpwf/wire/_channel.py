@@ -5,8 +5,15 @@ Contract:
       runs on this host (the listen host is a loopback address), else on TCP.
     * Every connection proves it holds the run's key before the hub reads a single pickle: a
       mutual HMAC-SHA256 challenge (`_prove`, `_check`), done in a thread of its own with a
-      deadline of `HANDSHAKE_TIMEOUT_S`. A wrong key, silence, random bytes or a flood of
-      connections costs the hub a short-lived thread each; the accept loop goes on.
+      deadline of `HANDSHAKE_TIMEOUT_S` (`SILENT_S` for a peer that has sent nothing yet). A
+      wrong key, silence, random bytes or a flood of connections costs the hub a short-lived
+      thread each; the accept loop goes on.
+    * A flood of silent connections cannot keep agents out (issue 21, item 6): at most
+      `PER_PEER` handshakes are in flight per peer address and `MAX_HANDSHAKES` in all; when
+      either is full, the oldest handshake whose peer has said nothing (of that address, or of
+      the address holding the most) is hung up on to make room. An agent answers the hub's
+      greeting at once, so it is not the oldest silent one for long. `Hub.refused` counts the
+      connections hung up on (the run's summary says so).
     * After `Hub.close` nothing is accepted: the listener is closed (the Unix socket removed),
       and a connection still in its handshake is hung up on.
     * `connect` retries (bounded by its ``timeout``) while the hub is not there yet or is busy,
@@ -40,7 +47,9 @@ Address = Union[str, tuple[str, int]]  # a Unix socket's path, or (host, port)
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection that has not proved the key by then is hung up on
 CONNECT_TIMEOUT_S = 120.0  # how long an agent keeps trying to reach the hub
 GONE_AFTER_S = 5.0  # nobody listening for this long: the hub has closed, the agent gives up
-MAX_HANDSHAKES = 128  # handshakes in flight at once; more connections are hung up on at once
+MAX_HANDSHAKES = 128  # handshakes in flight at once
+PER_PEER = 16  # handshakes in flight from one address
+SILENT_S = 2.0  # a peer that has sent nothing this long after the greeting is hung up on
 TCP_ENV = "HPWF_HUB_TCP"  # set to 1 to listen on TCP even when every agent is on this host
 
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -80,7 +89,9 @@ class Hub:
         self._new: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._pending: dict[int, _Pending] = {}  # handshakes in flight, by id(): oldest first
+        self._pending_lock = threading.Lock()
+        self.refused = 0  # connections hung up on before or during their handshake
         self._wake_r, self._wake_w = os.pipe()
         self._stop_r, self._stop_w = os.pipe()
         for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
@@ -124,22 +135,54 @@ class Hub:
 
     def _accept_one(self) -> None:
         try:
-            sock, _ = self._sock.accept()
+            sock, peer = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # the client left between select and accept
-        if not self._handshakes.acquire(blocking=False):
-            sock.close()  # too many handshakes in flight: an agent retries, a flood is dropped
+        entry = _Pending(sock, peer[0] if isinstance(peer, tuple) else "unix")
+        if not self._admit(entry):
+            self.refused += 1
+            sock.close()  # full of handshakes that all speak: an agent retries
             return
         try:
-            threading.Thread(target=self._handshake, args=(sock,), name="hpwf-handshake", daemon=True).start()
+            threading.Thread(target=self._handshake, args=(entry,), name="hpwf-handshake", daemon=True).start()
         except RuntimeError:  # no thread to be had
-            self._handshakes.release()
+            self._settle(entry)
             sock.close()
 
-    def _handshake(self, sock: socket.socket) -> None:
+    def _admit(self, entry: _Pending) -> bool:
+        """Make room for ``entry`` (hang up on the oldest silent handshake where full); False: none."""
+        with self._pending_lock:
+            pending = list(self._pending.values())
+            same = [p for p in pending if p.peer == entry.peer]
+            if len(same) >= PER_PEER:
+                pool = same
+            elif len(pending) >= MAX_HANDSHAKES:
+                by_peer: dict[str, list[_Pending]] = {}
+                for p in pending:
+                    by_peer.setdefault(p.peer, []).append(p)
+                pool = max(by_peer.values(), key=len)
+            else:
+                pool = None
+            if pool is not None:
+                victim = next((p for p in pool if not p.spoke), None)
+                if victim is None:
+                    return False
+                del self._pending[id(victim)]
+                self.refused += 1
+                with contextlib.suppress(OSError):
+                    victim.sock.shutdown(socket.SHUT_RDWR)  # its thread sees the hang-up and ends
+            self._pending[id(entry)] = entry
+            return True
+
+    def _settle(self, entry: _Pending) -> None:
+        with self._pending_lock:
+            self._pending.pop(id(entry), None)
+
+    def _handshake(self, entry: _Pending) -> None:
+        sock = entry.sock
         try:
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
-            _check(sock, self.authkey, deadline)
+            _check(sock, self.authkey, deadline, entry)
             sock.settimeout(None)
             with self._lock:
                 if self._closed:
@@ -149,9 +192,12 @@ class Hub:
                 with contextlib.suppress(OSError):  # full pipe: the loop is awake anyway
                     os.write(self._wake_w, b"x")
         except Exception:  # noqa: BLE001 - a wrong key, silence, garbage, a hang-up: drop it
+            with self._pending_lock:
+                if id(entry) in self._pending:  # (an evicted one is counted already)
+                    self.refused += 1
             sock.close()
         finally:
-            self._handshakes.release()
+            self._settle(entry)
 
     # --- what the coordinator calls ----------------------------------------------------------
     def take_new(self) -> list[Connection]:
@@ -262,11 +308,24 @@ def _connect_once(address: Address, authkey: bytes, deadline: float) -> Connecti
 # --- the handshake -------------------------------------------------------------------------
 # hub -> agent: MAGIC + hub nonce; agent -> hub: agent nonce + HMAC(key, "agent" + both nonces);
 # hub -> agent: HMAC(key, "hub" + both nonces), sent only if the agent's proof was right.
-def _check(sock: socket.socket, key: bytes, deadline: float) -> None:
-    """The hub's side: the peer must prove ``key``; then prove it back."""
+class _Pending:
+    """A connection in its handshake: its peer's address, and whether the peer has said anything."""
+
+    __slots__ = ("sock", "peer", "spoke")
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock, self.peer, self.spoke = sock, peer, False
+
+
+def _check(sock: socket.socket, key: bytes, deadline: float, entry: _Pending | None = None) -> None:
+    """The hub's side: the peer must prove ``key``; then prove it back. A peer silent for
+    `SILENT_S` after the greeting is hung up on."""
     ours = secrets.token_bytes(_NONCE)
     _send(sock, _MAGIC + ours, deadline)
-    reply = _recv(sock, _NONCE + _MAC, deadline)
+    first = _recv(sock, 1, min(deadline, time.monotonic() + SILENT_S))
+    if entry is not None:
+        entry.spoke = True
+    reply = first + _recv(sock, _NONCE + _MAC - 1, deadline)
     theirs, proof = reply[:_NONCE], reply[_NONCE:]
     if not hmac.compare_digest(proof, _mac(key, b"agent", ours, theirs)):
         _send(sock, _REFUSED, deadline)

@@ -286,12 +286,14 @@ def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int
     import pickle
     import subprocess
 
+    from hpwf.worker._start import child_pythonpath, python_command
+
     env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+           "PYTHONPATH": child_pythonpath()}
     runs, quick = 0, 0
     while True:
         start = time.time()
-        with subprocess.Popen([sys.executable, "-m", "hpwf.worker._agent"], env=env, stdin=subprocess.DEVNULL,
+        with subprocess.Popen(python_command("hpwf.worker._agent"), env=env, stdin=subprocess.DEVNULL,
                               preexec_fn=_die_with_parent) as child:
             with _CHILDREN_LOCK:
                 _CHILDREN.add(child)

@@ -34,7 +34,9 @@ def mpirun() -> str:
 def group_command(ranks: int) -> list[str]:
     """The launched group's command line. It holds no secret (anyone may read it with ``ps``):
     the hub's address, key and the trial travel in the ranks' environment (`ENV`)."""
-    return [mpirun(), "-np", str(ranks), sys.executable, "-m", "hpwf.worker._group_rank"]
+    from hpwf.worker._start import python_command
+
+    return [mpirun(), "-np", str(ranks), *python_command("hpwf.worker._group_rank")]
 
 
 def run_launched_group(agent: Agent, task: Assign) -> Done:
@@ -45,7 +47,10 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
     folder.mkdir(parents=True, exist_ok=True)
     payload = base64.b64encode(pickle.dumps((agent.address, agent.authkey, task))).decode()
     command = group_command(task.ranks)
+    from hpwf.worker._start import child_pythonpath
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OUTER_MPI_VARS)}  # not the agent's own job
+    env["PYTHONPATH"] = child_pythonpath()
     with open(folder / "launch.log", "ab") as log:
         proc = subprocess.run(command, env={**env, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode == 0:

@@ -31,10 +31,14 @@ def save_pause(folder: Path, step: int, state: Any) -> None:
 
 
 def load_pause(trials_dir: Path, number: int) -> Restored:
-    """The checkpoint trial ``number`` paused with (in PBT maybe another member's: an exploit)."""
+    """The checkpoint trial ``number`` paused with (in PBT maybe another member's: an exploit): ours,
+    no link followed, no one else can write it."""
+    import io
+
     import torch
 
-    from hpwf.rundir import trial_folder
+    from hpwf.rundir import read_private, trial_folder
 
-    loaded = torch.load(trial_folder(trials_dir.parent, number) / PAUSE_CHECKPOINT, weights_only=True)
+    data = read_private(trial_folder(trials_dir.parent, number) / PAUSE_CHECKPOINT)
+    loaded = torch.load(io.BytesIO(data), weights_only=True)
     return Restored(loaded["state"], int(loaded["step"]))

@@ -16,7 +16,7 @@ cd {{workdir}} || exit 1
 hpwf_member=${SLURM_ARRAY_TASK_ID:?not an array task: submit this script with sbatch --array=...}
 
 echo "[hpwf job] $(date '+%F %T') start ${SLURM_RESTART_COUNT:-0}: member $hpwf_member"
-"${hpwf_launch[@]}" "$hpwf_python" -m hpwf ensemble-member {{member_args}} --member "$hpwf_member"
+"${hpwf_launch[@]}" "$hpwf_python" -P -m hpwf ensemble-member {{member_args}} --member "$hpwf_member"
 hpwf_rc=$?
 echo "[hpwf job] $(date '+%F %T') member $hpwf_member exited with code $hpwf_rc"
 

@@ -32,7 +32,7 @@ hpwf_run_dir=/scratch/user/runs/toy
 hpwf_max_requeues=5
 hpwf_launch=(srun --kill-on-bad-exit=1)
 if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then  # shared memory the killed MPI step left on each node
-    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -m hpwf.slurm clean-shm "$SLURM_JOB_ID"
+    srun --mpi=none --ntasks-per-node=1 --ntasks="${SLURM_NNODES:-1}" "$hpwf_python" -P -m hpwf.slurm clean-shm "$SLURM_JOB_ID"
 fi
 cd /home/user/project || exit 1
 
@@ -50,14 +50,14 @@ hpwf_forward() {  # to rank 0 (the coordinator) only: it stops the other ranks i
     hpwf_signal=$1
     hpwf_woken=1
     echo "[hpwf job] $(date '+%F %T') SIG$1: stopping the run"
-    "$hpwf_python" -m hpwf.slurm signal-rank0 "$1" "$HPWF_STEP_TOKEN" \
+    "$hpwf_python" -P -m hpwf.slurm signal-rank0 "$1" "$HPWF_STEP_TOKEN" \
         || kill -s "$1" "$hpwf_step" 2>/dev/null
 }
 trap 'hpwf_forward USR1' USR1
 trap 'hpwf_forward TERM' TERM
 
 echo "[hpwf job] $(date '+%F %T') start ${SLURM_RESTART_COUNT:-0}: hpwf ${hpwf_args[0]} ${hpwf_run_dir}"
-"${hpwf_launch[@]}" "$hpwf_python" -m hpwf "${hpwf_args[@]}" &
+"${hpwf_launch[@]}" "$hpwf_python" -P -m hpwf "${hpwf_args[@]}" &
 hpwf_step=$!
 while :; do  # a trapped signal cuts `wait` short: then wait again for the step's own exit code
     hpwf_woken=
