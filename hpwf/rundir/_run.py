@@ -170,6 +170,8 @@ def store_file(url: str | None, run_dir: Path) -> Path | None:
 
 def open_run_study(run_dir: Path, storage: str | None = None, root: Path | None = None) -> optuna.Study:
     """The run's study through `open_run_store`; a study no longer in the store is one line too."""
+    import optuna
+
     record, store = open_run_store(run_dir, storage, root)
     try:
         return optuna.load_study(study_name=record.study_name, storage=store)
