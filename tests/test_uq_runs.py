@@ -41,7 +41,11 @@ def check_greedy_conformal_run(run_dir: Path) -> dict[str, Any]:
               "best_trial+conformal"}
     assert models <= set(metrics), set(metrics)
     for name in models:
-        assert {"nll", "crps", "rmse", "picp_90", "ece", "miscalibration_area"} <= set(metrics[name])
+        scores = {"rescaled_nll", "rescaled_crps"} if "+" in name else {"nll", "crps", "mixture_nll", "mixture_crps"}
+        assert scores | {"rmse", "picp_90", "ece", "miscalibration_area", "winkler_90"} <= set(metrics[name])
+        assert "worst_sigma_decile_90" in metrics[name] and "worst_x_bin_90" in metrics[name]
+    assert "nll" not in metrics["ensemble+conformal"]  # sigma-rescaling is labelled as such, not as conformal
+    assert len(metrics["conditional"]["ensemble+conformal"]["sigma_deciles_90"]) == 10
     cal = metrics["ensemble+conformal"]
     assert 0.86 <= cal["picp_90"] <= 0.94, cal  # 600 test points: +-0.03 is about 2.5 standard errors
     assert cal["rmse"] == metrics["ensemble"]["rmse"]  # calibration moves intervals, not means

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -94,7 +94,7 @@ class OutOfBag:
 
 
 def _leave_out(oob: Sequence[OutOfBag], test_mean: np.ndarray, test_var: np.ndarray | None,
-               weights: np.ndarray) -> tuple[np.ndarray, ...]:
+               weights: np.ndarray) -> tuple[Any, ...]:
     """Per training row i with a member out of bag: y_i, mu_{-i}(x_i), s_{-i}(x_i), mu_{-i}(X), s_{-i}(X)."""
     rows = np.unique(np.concatenate([o.index for o in oob]))
     k, n = len(oob), len(rows)

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpwf.workflow import _predictions as predictions
 from hpwf.errors import ConfigError
 from hpwf.rundir._trialdir import trial_folder
+from hpwf.ensembles import _calibrate as calib
 from hpwf.ensembles._selection import METRIC_NAMES, Selection, allocate, greedy, top_k
 from hpwf.workflow._trial import Trial
 
@@ -38,7 +39,6 @@ ENSEMBLE_DIR = "ensemble"
 SELECTION_FILE = "selection.json"
 MEMBER_FILE = "member.json"
 SELECTS = ("topk", "greedy")
-CALIBRATIONS = (None, "conformal")
 DEFAULT_SIZE = 5
 _HPWF_PARAMS = ("ranks_per_trial",)
 
@@ -61,8 +61,14 @@ class Ensemble:
         metric: greedy selection's validation metric: "nll" (default), "crps", "rmse", "ece"
             (regression), "nll", "brier", "ece", "accuracy" (classification), or a function
             ``metric(y, combined) -> float`` where lower is better.
-        calibrate: "conformal": split-conformal intervals from calibration predictions
-            (``save_predictions("cal", ...)``); ``uq_metrics.json`` keeps raw and calibrated.
+        calibrate: a method or a list: "conformal" (split), "mondrian", "cqr", "jackknife+"
+            (regression), "temperature", "aps", "raps" (classifiers); from calibration
+            predictions (``save_predictions("cal", ...)``) or, for "jackknife+", the members'
+            out-of-bag ones ("oob"). ``uq_metrics.json`` keeps raw and calibrated
+            (`hpwf.ensembles._calibrate`).
+        calibrate_options: level, beta, bins, raps_lambda, raps_k, jackknife (see there).
+        select_options: greedy's init (start from the top k), tolerance (best prefix),
+            min_distinct, bags (bagged selection), see `hpwf.ensembles._selection.greedy`.
         direction: whether a lower ("minimize") or higher member score is better; default: the
             search's direction (required when there is no search).
         seed: members' seeds derive from it (member i: ``seed * 1000 + i``).
@@ -83,7 +89,9 @@ class Ensemble:
     top_k: int | None = None
     params: Mapping[str, Any] | None = None
     metric: str | Callable[..., float] = "nll"
-    calibrate: str | None = None
+    calibrate: str | Sequence[str] | None = None
+    calibrate_options: Mapping[str, Any] | None = None
+    select_options: Mapping[str, Any] | None = None
     direction: str | None = None
     seed: int = 0
     ranks_per_trial: int = 1
@@ -116,8 +124,11 @@ class Ensemble:
             raise ConfigError("params= needs train= (members retrain that configuration)")
         if not callable(self.metric) and self.metric not in METRIC_NAMES:
             raise ConfigError(f"metric {self.metric!r} must be one of {', '.join(METRIC_NAMES)} or a function")
-        if self.calibrate not in CALIBRATIONS:
-            raise ConfigError(f"calibrate {self.calibrate!r} must be 'conformal' or None")
+        calib.methods(self.calibrate)
+        calib.options(self.calibrate_options)
+        calib.options(self.select_options, calib.SELECT_OPTIONS, "select_options")
+        if self.select_options and self.select != "greedy":
+            raise ConfigError("select_options= is for select='greedy'")
         if self.direction not in (None, "minimize", "maximize"):
             raise ConfigError(f"direction {self.direction!r} must be 'minimize' or 'maximize'")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -209,8 +220,18 @@ class Member:
             np.savez(self.folder / "bootstrap.npz", in_bag=in_bag, out_of_bag=out_of_bag)
         return in_bag, out_of_bag
 
+    def folds(self, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows to train on and the held-out fold (member i holds out fold i mod k): members for CV+.
+
+        Every member shuffles ``range(n)`` alike (from the ensemble's seed), so the folds partition it.
+        """
+        order = np.random.default_rng(self.seed // 1000).permutation(n)
+        held = np.sort(np.array_split(order, k)[self.index % k])
+        return np.setdiff1d(np.arange(n), held), held
+
     def save_predictions(self, split: str = "test", **arrays: Any) -> Path:
-        """Predictions on ``split`` ("test": held-out, scored; "cal": for conformal; "val").
+        """Predictions on ``split`` ("test": held-out, scored; "cal": for conformal; "val"; "oob":
+        on this member's out-of-bag or held-out-fold training rows, with ``index=``, for jackknife+).
 
         Arrays: ``y`` plus ``mean`` (and ``var``) for regression, or ``probs``; optional
         ``mc_mean``/``mc_var`` (T, N) hold MC-dropout passes of this member's model.
@@ -272,7 +293,8 @@ def select_trials(spec: Ensemble, study: optuna.Study, run_dir: Path, need: str 
             raise ConfigError(f"{run_dir}: no complete trial saved validation predictions for greedy selection "
                               "(trial.save_predictions('val', y=..., ...))")
         try:
-            return greedy(candidates, spec.size or DEFAULT_SIZE, spec.metric)
+            return greedy(candidates, spec.size or DEFAULT_SIZE, spec.metric, seed=spec.seed,
+                          **calib.options(spec.select_options, calib.SELECT_OPTIONS, "select_options"))
         except ValueError as exc:
             raise ConfigError(f"{run_dir}: greedy selection: {exc}") from None
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
