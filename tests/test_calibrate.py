@@ -125,3 +125,21 @@ def test_ensemble_options_are_checked() -> None:
             Ensemble(select="greedy", **bad)
     with pytest.raises(ConfigError, match="select_options"):
         Ensemble(select="topk", select_options={"bags": 3})
+
+
+def test_report_labels_the_scores_and_shows_conditional_coverage(tmp_path: Path) -> None:
+    import json
+
+    from hpwf.report._uq import uq_section
+
+    comps = _members(tmp_path, oob=True)
+    metrics, _ = _score_models({"ensemble": comps}, None, ("conformal", "mondrian"), calib.options(None))
+    metrics["selection"] = {"method": "greedy", "metric": "nll", "rounds": 3, "trace": [1.0, 0.9, 0.8, 0.85],
+                            "members": []}
+    (tmp_path / "uq_metrics.json").write_text(json.dumps(metrics))
+    page = uq_section(None, tmp_path)  # type: ignore[arg-type]
+    assert page is not None
+    for text in ("NLL (moment-matched Gaussian)", "NLL (exact mixture)", "NLL (σ rescaled on cal, not conformal)",
+                 "coverage@90, worst σ-decile", "interval (Winkler) score @90", "Coverage by predicted σ decile",
+                 "Coverage by input x decile", "best prefix: 3 of 4 rounds", "ensemble+mondrian"):
+        assert text in page, text
