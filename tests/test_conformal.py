@@ -74,5 +74,6 @@ def test_docstring_examples_of_the_uq_modules() -> None:
     from hpwf.ensembles import _uq as uq
 
     ensemble = importlib.import_module("hpwf.ensembles._members")
-    for module in (uq, selection, conformal, predictions, ensemble):
+    new = [importlib.import_module(f"hpwf.ensembles.{m}") for m in ("_scores", "_intervals", "_classify", "_calibrate")]
+    for module in (uq, selection, conformal, predictions, ensemble, *new):
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -111,7 +111,7 @@ def winkler(y: ArrayLike, lower: ArrayLike, upper: ArrayLike, level: float) -> f
     """Mean interval (Winkler) score at ``level``: width + (2 / alpha) * distance outside; lower is better.
 
     Example:
-        >>> winkler([0.0, 3.0], [-1.0, -1.0], [1.0, 1.0], 0.9)  # widths 2, 2; a miss by 2 costs 40
+        >>> round(winkler([0.0, 3.0], [-1.0, -1.0], [1.0, 1.0], 0.9), 9)  # widths 2, 2; a miss by 2 costs 40
         22.0
     """
     y, lo, hi = (np.asarray(a, dtype=float) for a in (y, lower, upper))
