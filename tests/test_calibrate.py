@@ -143,3 +143,25 @@ def test_report_labels_the_scores_and_shows_conditional_coverage(tmp_path: Path)
                  "coverage@90, worst σ-decile", "interval (Winkler) score @90", "Coverage by predicted σ decile",
                  "Coverage by input x decile", "best prefix: 3 of 4 rounds", "ensemble+mondrian"):
         assert text in page, text
+
+
+def test_cqr_group_mondrian_and_cv_plus_entries(tmp_path: Path) -> None:
+    comps = _members(tmp_path, k=5)
+    train_rng = np.random.default_rng(9)
+    x, y, s = _sine(train_rng, 500)
+    folds = np.array_split(train_rng.permutation(500), 5)
+    for (folder, _), held in zip(comps, folds):  # fold members: every row held out once -> CV+
+        for split in ("cal", "test"):
+            a = predictions.load(folder, split)
+            assert a is not None
+            sd = np.sqrt(a["var"])
+            group = (a["x"] > 5).astype(int)  # a user group per row
+            predictions.save(folder, 0, split, {**a, "lower": a["mean"] - 1.2 * sd, "upper": a["mean"] + 1.2 * sd,
+                                                "group": group})
+        held = np.sort(held)
+        predictions.save(folder, 0, "oob", {"index": held, "y": y[held], "mean": np.sin(x[held]), "var": s[held] ** 2})
+    metrics, _ = _score_models({"ensemble": comps}, None, ("mondrian", "cqr", "jackknife+"), calib.options(None))
+    assert metrics["ensemble+mondrian"]["bins"] == 2 and "worst_group_90" in metrics["ensemble+mondrian"]
+    assert 0.86 <= metrics["ensemble+cqr"]["picp_90"] <= 0.94  # 1.2 sigma quantiles widened to 90 %
+    assert metrics["ensemble+cqr"]["width_90"] > 2 * 1.2 * 0.05
+    assert "ensemble+cv+" in metrics and 0.86 <= metrics["ensemble+cv+"]["picp_90"] <= 0.94
