@@ -178,7 +178,7 @@ def _score_models(models: dict[str, list[Component]], mc: Path | None, chosen: t
             if cal is not None:
                 cal_probs = np.tensordot(w, np.stack([c["probs"] for c in cal]), axes=1)
                 entries, lists = calib.classification_entries(name, y, np.tensordot(w, probs, axes=1),
-                                                                  cal[0]["y"], cal_probs, chosen, opts)
+                                                              cal[0]["y"], cal_probs, chosen, opts)
                 metrics.update(entries)
                 conditional.update(lists)
             continue
@@ -232,7 +232,7 @@ def _calibration(comps: Sequence[Component], chosen: tuple[str, ...], classifica
     calib.shared_cal_targets([f for f, _ in comps], cal)
     for (folder, _), c in zip(comps, cal):
         note = calib.check_disjoint(folder, {"cal": c, "val": predictions.load(folder, "val"),
-                                                 "test": predictions.load(folder, "test")})
+                                             "test": predictions.load(folder, "test")})
         if note:
             from hpwf.progress import say
 
