@@ -3,7 +3,8 @@
 UQ_BENCH_DATA: "sine" (heteroscedastic, known noise), "diabetes" or "digits" (scikit-learn's
 bundled copies, nothing downloaded). UQ_BENCH_MODE: "greedy" (the search, then greedy
 selection of its trials, no retraining) or "bootstrap" (8 members of the best configuration
-on bootstrap resamples, for `hpwf ensemble --from`). Both calibrate with split conformal.
+on bootstrap resamples, for `hpwf ensemble --from`). Both calibrate: split conformal and
+Mondrian (regression), temperature scaling and APS/RAPS sets (digits).
 UQ_BENCH_QUICK=1: small sizes (a smoke test).
 
 Regression models are MLPs with a Gaussian head (mean, variance; Gaussian NLL loss) and
@@ -26,6 +27,7 @@ QUICK = os.environ.get("UQ_BENCH_QUICK") == "1"
 CLASSIFICATION = DATA == "digits"
 EPOCHS = {"sine": 1500, "diabetes": 400, "digits": 150}[DATA] // (5 if QUICK else 1)
 PASSES = 30
+CALIBRATE = ["temperature", "aps", "raps"] if CLASSIFICATION else ["conformal", "mondrian"]
 
 search = hpwf.Search(direction="minimize", n_trials=4 if QUICK else 16, sampler="tpe", seed=0)  # validation NLL
 
@@ -153,6 +155,6 @@ def train_member(member: hpwf.Member) -> float:
 
 
 if MODE == "bootstrap":
-    ensemble = hpwf.Ensemble(members=3 if QUICK else 8, train=train_member, top_k=1, calibrate="conformal")
+    ensemble = hpwf.Ensemble(members=3 if QUICK else 8, train=train_member, top_k=1, calibrate=CALIBRATE)
 else:
-    ensemble = hpwf.Ensemble(select="greedy", size=3 if QUICK else 10, calibrate="conformal")
+    ensemble = hpwf.Ensemble(select="greedy", size=3 if QUICK else 10, calibrate=CALIBRATE)

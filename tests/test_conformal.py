@@ -61,7 +61,7 @@ def test_raw_overconfident_model_is_fixed_by_calibration():
     assert 1.9 < m["scale"] < 2.1  # the model is overconfident by 2
     assert m["q_90"] == pytest.approx(2 * 1.645, rel=0.08)
     assert m["ece"] < 0.02 and m["miscalibration_area"] < 0.02
-    assert {"nll", "crps", "rmse", "width_90", "n_cal"} <= set(m)
+    assert {"rescaled_nll", "rescaled_crps", "rmse", "width_90", "n_cal"} <= set(m) and "nll" not in set(m)
 
 
 def test_docstring_examples_of_the_uq_modules() -> None:
@@ -74,5 +74,6 @@ def test_docstring_examples_of_the_uq_modules() -> None:
     from hpwf.ensembles import _uq as uq
 
     ensemble = importlib.import_module("hpwf.ensembles._members")
-    for module in (uq, selection, conformal, predictions, ensemble):
+    new = [importlib.import_module(f"hpwf.ensembles.{m}") for m in ("_scores", "_intervals", "_classify", "_calibrate")]
+    for module in (uq, selection, conformal, predictions, ensemble, *new):
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -36,7 +36,7 @@ def test_uq_regression_search_then_ensemble_is_calibrated(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "uq_metrics.json").read_text())
     models = {"ensemble", "best_member", "best_trial", "mc_dropout"}
-    assert set(metrics) == models | {f"{m}+conformal" for m in models} | {"selection"}
+    assert set(metrics) == models | {f"{m}+conformal" for m in models} | {"selection", "conditional"}
     ens, cal = metrics["ensemble"], metrics["ensemble+conformal"]
     assert 0.85 <= ens["picp_90"] <= 0.96, ens
     assert 0.87 <= cal["picp_90"] <= 0.93, cal  # 1,000 test points, 400 calibration points

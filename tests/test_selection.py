@@ -148,5 +148,46 @@ def test_greedy_trace_is_the_score_of_the_weighted_mixture() -> None:
     sel = greedy(cands, size=7)
     chosen = sorted(sel.weights)
     c = combine([cands[k] for k in chosen], [sel.weights[k] for k in chosen])
-    assert sel.trace[-1] == pytest.approx(uq.gaussian_nll(y, c["mean"], c["var"]), rel=1e-9)
+    assert sel.rounds is not None  # the kept prefix's score is its best, and the mixture's
+    assert sel.trace[sel.rounds - 1] == pytest.approx(uq.gaussian_nll(y, c["mean"], c["var"]), rel=1e-9)
+    assert sel.trace[sel.rounds - 1] == min(sel.trace)
     assert sel.trace[0] == pytest.approx(min(sel.single.values()), rel=1e-12)
+
+
+def test_greedy_sums_are_centred_for_large_offset_targets() -> None:
+    """Defect 3: E[m^2] - mean^2 of raw means loses every digit when targets sit at 1e8."""
+    y, cands = planted()
+    shifted = {k: {**c, "y": c["y"] + 1e8, "mean": c["mean"] + 1e8} for k, c in cands.items()}
+    plain, offset = greedy(cands, size=6), greedy(shifted, size=6)
+    assert offset.weights == plain.weights
+    assert offset.trace == pytest.approx(plain.trace, abs=1e-6)
+
+
+def test_greedy_returns_the_best_prefix_not_the_last_round() -> None:
+    """Defect 4: with replacement the score rises after its minimum; Caruana keeps the best prefix."""
+    _, cands = planted()
+    sel = greedy(cands, size=3, metric="nll")
+    assert sel.trace[2] > sel.trace[1]  # round 3 made the mixture worse ...
+    assert sel.weights == {3: 0.5, 5: 0.5} and sel.rounds == 2  # ... so the two-round prefix is returned
+    loose = greedy(cands, size=3, metric="nll", tolerance=10.0)
+    assert loose.rounds == 1 and loose.weights == {3: 1.0}  # the shortest prefix within the tolerance
+
+
+def test_greedy_starts_from_top_k_and_keeps_distinct_members() -> None:
+    y = np.linspace(-1, 1, 50)
+    cands = {0: {"y": y, "mean": y, "var": np.full(50, 0.01)}, 1: {"y": y, "mean": y + 1, "var": np.full(50, 0.01)},
+             2: {"y": y, "mean": y + 0.1, "var": np.full(50, 0.02)}}
+    assert greedy(cands, size=4).weights == {0: 1.0}  # collapses to one trial: no epistemic spread
+    two = greedy(cands, size=4, min_distinct=2)
+    assert len(two.weights) >= 2 and 1 not in two.weights
+    top = greedy(cands, size=2, init=2)
+    assert top.trace[0] == pytest.approx(top.single[0]) and set(top.weights) <= {0, 2}
+    with pytest.raises(ValueError, match="min_distinct"):
+        greedy(cands, size=2, min_distinct=4)
+
+
+def test_bagged_greedy_averages_weights_over_resamples() -> None:
+    _, cands = planted()
+    bagged = greedy(cands, size=4, bags=8, seed=1)
+    assert sum(bagged.weights.values()) == pytest.approx(1.0)
+    assert bagged.weights[3] + bagged.weights[5] > 0.9 and bagged.bags == 8

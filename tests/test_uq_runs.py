@@ -41,13 +41,20 @@ def check_greedy_conformal_run(run_dir: Path) -> dict[str, Any]:
               "best_trial+conformal"}
     assert models <= set(metrics), set(metrics)
     for name in models:
-        assert {"nll", "crps", "rmse", "picp_90", "ece", "miscalibration_area"} <= set(metrics[name])
+        scores = {"rescaled_nll", "rescaled_crps"} if "+" in name else {"nll", "crps", "mixture_nll", "mixture_crps"}
+        assert scores | {"rmse", "picp_90", "ece", "miscalibration_area", "winkler_90"} <= set(metrics[name])
+        assert "worst_sigma_decile_90" in metrics[name] and "worst_x_bin_90" in metrics[name]
+    assert "nll" not in metrics["ensemble+conformal"]  # sigma-rescaling is labelled as such, not as conformal
+    assert len(metrics["conditional"]["ensemble+conformal"]["sigma_deciles_90"]) == 10
     cal = metrics["ensemble+conformal"]
     assert 0.86 <= cal["picp_90"] <= 0.94, cal  # 600 test points: +-0.03 is about 2.5 standard errors
     assert cal["rmse"] == metrics["ensemble"]["rmse"]  # calibration moves intervals, not means
     assert cal["q_90"] > 0 and cal["n_cal"] == 300
+    for name in ("ensemble+mondrian", "ensemble+jackknife+ab"):  # adaptive, and no held-out calibration rows
+        assert 0.85 <= metrics[name]["picp_90"] <= 0.95 and "worst_slab_90" in metrics[name], (name, metrics[name])
     sel = metrics["selection"]
-    assert sel["method"] == "greedy" and sel["metric"] == "nll" and sel["calibrate"] == "conformal"
+    assert sel["method"] == "greedy" and sel["metric"] == "nll"
+    assert sel["calibrate"] == ["conformal", "mondrian", "jackknife+"] and sel["calibrate_options"]["beta"] == 0.01
     weights = {int(k): w for k, w in sel["weights"].items()}
     assert sum(weights.values()) == pytest.approx(1.0)
     assert len(sel["trace"]) == 4 and sel["trace"][0] == pytest.approx(min(sel["single"].values()), abs=1e-6)

@@ -1,7 +1,10 @@
 """Bootstrap and seed ensembles for UQ: `Ensemble`/`Member` and the members' plan
 (`_members`), greedy/top-k selection (`_selection`), aggregation of members' predictions
-(`_aggregate`), conformal calibration (`_conformal`) and the UQ metrics (`_uq`). May import:
-`hpwf.workflow`, `hpwf.rundir`, `hpwf.errors`, `hpwf.progress`; never the engine.
+(`_aggregate`), calibration: split conformal (`_conformal`), Mondrian, CQR, jackknife+ and
+CV+ (`_intervals`), temperature scaling and APS/RAPS sets (`_classify`), the methods'
+options and entries (`_calibrate`); the UQ metrics (`_uq`), exact mixture scores and
+conditional coverage (`_scores`). May import: `hpwf.workflow`, `hpwf.rundir`, `hpwf.errors`,
+`hpwf.progress`; never the engine.
 """
 
 from __future__ import annotations

@@ -7,8 +7,14 @@ Models scored side by side (each one object in ``uq_metrics.json``):
 - ``"best_member"``: the member with the best validation score (as ``train`` returned it);
 - ``"best_trial"``: the search's best trial (by its objective) that saved test predictions;
 - ``"mc_dropout"``: MC-dropout passes one model saved (``mc_mean``/``mc_var``);
-- ``"<model>+conformal"``: the same model with split-conformal intervals
-  (``Ensemble(calibrate="conformal")``, regression), see `hpwf.ensembles._conformal`.
+- ``"<model>+<method>"``: the same model calibrated by each method of
+  ``Ensemble(calibrate=...)`` (conformal, mondrian, cqr, jackknife+ as "+jackknife+ab" or
+  "+cv+"; temperature, aps, raps for classifiers), see `hpwf.ensembles._calibrate`.
+
+A regression model's ``nll``/``crps`` score the moment-matched Gaussian N(mean, total
+variance); ``mixture_nll``/``mixture_crps``/``mixture_picp_*`` score the exact mixture beside
+them. Every interval has its Winkler score and conditional coverage (``worst_sigma_decile_90``,
+``worst_x_bin_90``, ``worst_slab_90``); the per-bin lists are under ``"conditional"``.
 
 ``uq_metrics.json`` also holds ``"selection"``: the method, the metric, the weights per trial,
 and ``"members"``, one row per member or selected trial (source trial, weight, score).
@@ -23,7 +29,7 @@ from typing import Any, Sequence, cast
 import numpy as np
 import optuna
 
-from hpwf.ensembles import _uq as uq
+from hpwf.ensembles import _calibrate as calib, _uq as uq
 from hpwf.ensembles._conformal import Conformal, calibrated_metrics
 from hpwf.workflow import predictions
 from hpwf.ensembles._members import (ENSEMBLE_DIR, SOURCE, Ensemble, complete_trials, current_members, read_selection,
@@ -68,10 +74,13 @@ def aggregate(run_dir: str | Path, spec: Ensemble | None = None) -> dict[str, An
             models["best_trial"] = [(best, 1.0)]
     mc = next((comps[0][0] for comps in (models.get("best_member"), models.get("best_trial"), models["ensemble"])
                if comps and "mc_mean" in (predictions.load(comps[0][0], "test") or {})), None)
-    metrics, arrays = _score_models(models, mc, calibrate == "conformal")
+    chosen = calib.methods(calibrate)
+    opts = calib.options(spec.calibrate_options if spec is not None else saved.get("calibrate_options"))
+    metrics, arrays = _score_models(models, mc, chosen, opts)
     selection_record: dict[str, Any] = dict(saved.get("selection") or {"method": "fixed"})
     selection_record["members"] = rows
     selection_record["calibrate"] = calibrate
+    selection_record["calibrate_options"] = opts
     if spec is not None and search is not None and retrains:
         note = stale_sources(spec, run_dir, search)
         if note:
@@ -80,7 +89,7 @@ def aggregate(run_dir: str | Path, spec: Ensemble | None = None) -> dict[str, An
             say(f"[hpwf] warning: {note}")
         selection_record["stale"] = note
     metrics["selection"] = selection_record
-    write_selection(run_dir, {**saved, "calibrate": calibrate, "members": rows})
+    write_selection(run_dir, {**saved, "calibrate": calibrate, "calibrate_options": opts, "members": rows})
     (run_dir / "uq_metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_number))
     np.savez(run_dir / "uq_predictions.npz", **arrays)  # type: ignore[arg-type]
     return metrics
@@ -138,15 +147,17 @@ def _load(components: Sequence[Component], split: str) -> list[dict[str, np.ndar
     return cast(list[dict[str, np.ndarray]], loaded)
 
 
-def _score_models(models: dict[str, list[Component]], mc: Path | None,
-                  conformal: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _score_models(models: dict[str, list[Component]], mc: Path | None, chosen: tuple[str, ...],
+                  opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     metrics: dict[str, Any] = {}
+    conditional: dict[str, dict[str, list[float]]] = {}
     arrays: dict[str, np.ndarray] = {"curve_expected": CURVE_LEVELS}
     y: np.ndarray | None = None
     for name, comps in models.items():
         test = _load(comps, "test")
         assert test is not None
         weights = [w for _, w in comps]
+        w = uq.normalised_weights(weights, len(test))
         if y is None:
             y = test[0]["y"]
             arrays["y"] = y
@@ -156,36 +167,76 @@ def _score_models(models: dict[str, list[Component]], mc: Path | None,
             if not np.array_equal(p["y"], y):
                 raise ConfigError(f"{folder}: its test targets y differ from the other models': "
                                   "every trial and member must predict the same test set")
+        cal = _calibration(comps, chosen, "probs" in test[0], name == "ensemble")
         if "probs" in test[0]:
-            if conformal and name == "ensemble":
-                from hpwf.progress import say
-
-                say("[hpwf] note: calibrate='conformal' makes intervals for regression; classifiers are scored raw")
             probs = np.stack([p["probs"] for p in test])
             metrics[name] = uq.classification_metrics(y, probs, weights)
             if name == "ensemble":
-                arrays["probs"] = np.tensordot(uq.normalised_weights(weights, len(test)), probs, axes=1)
+                arrays["probs"] = np.tensordot(w, probs, axes=1)
                 arrays["mutual_information"] = uq.mutual_information(probs, weights)
+            if cal is not None:
+                cal_probs = np.tensordot(w, np.stack([c["probs"] for c in cal]), axes=1)
+                entries, lists = calib.classification_entries(name, y, np.tensordot(w, probs, axes=1),
+                                                              cal[0]["y"], cal_probs, chosen, opts)
+                metrics.update(entries)
+                conditional.update(lists)
             continue
         combined = combine(test, weights)
         metrics[name] = uq.regression_metrics(y, combined["mean"], combined["var"])
+        extra, conditional[name] = calib.raw_extras(y, test, w, combined["mean"], combined["var"], opts)
+        metrics[name].update(extra)
         _keep_arrays(arrays, name, combined)
         _curves(arrays, name, y, combined["mean"], combined["var"])
-        if conformal:
-            cal = _load(comps, "cal")
-            if cal is None:
-                missing = next(f for f, _ in comps if predictions.load(f, "cal") is None)
-                raise ConfigError(f"calibrate='conformal' needs calibration predictions: {missing} has no "
-                                  f"{predictions.FILES['cal']} (save_predictions('cal', y=..., mean=..., var=...))")
-            fitted = combine(cal, weights)
-            cp = Conformal.fit(cal[0]["y"], fitted["mean"], fitted["var"])
-            metrics[f"{name}+conformal"] = calibrated_metrics(cp, y, combined["mean"], combined["var"])
+        fitted = combine(cal, weights) if cal is not None else None
+        oob = _load(comps, "oob") if "jackknife+" in chosen and name == "ensemble" else None
+        if "jackknife+" in chosen and name == "ensemble" and oob is None:
+            missing = next(f for f, _ in comps if predictions.load(f, "oob") is None)
+            raise ConfigError(f"calibrate='jackknife+' needs out-of-bag predictions: {missing} has no "
+                              f"{predictions.FILES['oob']} (member.save_predictions('oob', index=..., y=..., mean=...))")
+        entries, lists = calib.regression_entries(
+            name, y, test, cal, oob, w, combined["mean"], combined["var"],
+            None if fitted is None else fitted["mean"], None if fitted is None else fitted["var"], chosen, opts)
+        metrics.update(entries)
+        conditional.update(lists)
+        if cal is not None and "conformal" in chosen:
+            cp = Conformal.fit(cal[0]["y"], fitted["mean"], fitted["var"])  # type: ignore[index]
             arrays[f"curve_conformal__{name}"] = cp.coverage(y, combined["mean"], combined["var"], CURVE_LEVELS)
     if "ensemble" in metrics and "n" in metrics["ensemble"]:
         metrics["ensemble"]["members"] = float(len(models["ensemble"]))
     if mc is not None and y is not None:
-        _mc_dropout(metrics, arrays, mc, y, conformal)
-    return _ordered(metrics), arrays
+        _mc_dropout(metrics, arrays, mc, y, "conformal" in chosen)
+    out = _ordered(metrics)
+    out["conditional"] = conditional
+    return out, arrays
+
+
+def _calibration(comps: Sequence[Component], chosen: tuple[str, ...], classification: bool,
+                 ensemble: bool) -> list[dict[str, np.ndarray]] | None:
+    """The components' calibration predictions when a method needs them; the splits checked."""
+    needs = [m for m in chosen if m in (calib.CLASSIFICATION if classification else calib.REGRESSION)
+             and m != "jackknife+"]
+    if not needs:
+        if ensemble and chosen and not any(m in (calib.CLASSIFICATION if classification else calib.REGRESSION)
+                                           for m in chosen):
+            from hpwf.progress import say
+
+            kind = "classifiers" if classification else "regression models"
+            say(f"[hpwf] note: calibrate={list(chosen)} has no method for {kind}; they are scored raw")
+        return None
+    cal = _load(comps, "cal")
+    if cal is None:
+        missing = next(f for f, _ in comps if predictions.load(f, "cal") is None)
+        raise ConfigError(f"calibrate={needs[0]!r} needs calibration predictions: {missing} has no "
+                          f"{predictions.FILES['cal']} (save_predictions('cal', y=..., mean=..., var=...))")
+    calib.shared_cal_targets([f for f, _ in comps], cal)
+    for (folder, _), c in zip(comps, cal):
+        note = calib.check_disjoint(folder, {"cal": c, "val": predictions.load(folder, "val"),
+                                             "test": predictions.load(folder, "test")})
+        if note:
+            from hpwf.progress import say
+
+            say(f"[hpwf] warning: {note}")
+    return cal
 
 
 def _keep_arrays(arrays: dict[str, np.ndarray], name: str, combined: dict[str, np.ndarray]) -> None:
@@ -216,5 +267,6 @@ def _mc_dropout(metrics: dict[str, Any], arrays: dict[str, np.ndarray], folder: 
 
 
 def _ordered(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Each raw model followed by its calibrated entries ("<model>+<method>")."""
     base = [k for k in metrics if "+" not in k]
-    return {k: metrics[k] for name in base for k in (name, f"{name}+conformal") if k in metrics}
+    return {k: metrics[k] for name in base for k in metrics if k == name or k.startswith(f"{name}+")}

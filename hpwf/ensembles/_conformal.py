@@ -8,9 +8,11 @@ at least 1 - alpha (and below 1 - alpha + 1 / (n + 1) when scores have no ties).
 ceil((n + 1)(1 - alpha)) > n the interval is unbounded (q = inf).
 
 Calibrated figures (`calibrated_metrics`): coverage, widths and calibration error come from
-the conformal intervals at each level; NLL and CRPS, which need a distribution, are those of
-the Gaussian N(mu, (c sigma)^2) with c^2 = mean(s_i^2), the maximum-likelihood rescaling on
-the same calibration set. RMSE and MAE do not change (the means do not move).
+the conformal intervals at each level. The conformal method gives intervals, not a
+distribution, so there is no conformal NLL or CRPS: ``rescaled_nll`` and ``rescaled_crps`` are
+those of the Gaussian N(mu, (c sigma)^2) with c^2 = mean(s_i^2), the maximum-likelihood
+sigma-rescaling on the same calibration set, labelled as such. RMSE and MAE do not change
+(the means do not move).
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ class Conformal:
 
 
 def calibrated_metrics(conformal: Conformal, y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> dict[str, float]:
-    """The keys of ``uq.regression_metrics`` after calibration, plus q_68/q_90/q_95, scale, n_cal.
+    """The keys of ``uq.regression_metrics`` after calibration (nll, crps as rescaled_nll, rescaled_crps),
+    plus q_68/q_90/q_95, scale, n_cal.
 
     Example:
         >>> cal = Conformal.fit(np.linspace(-2, 2, 99), np.zeros(99), np.ones(99))
@@ -95,6 +98,7 @@ def calibrated_metrics(conformal: Conformal, y: ArrayLike, mean: ArrayLike, var:
     y, mu, v = (np.asarray(a, dtype=float) for a in (y, mean, var))
     sigma = np.sqrt(np.maximum(v, 1e-12))
     out = uq.regression_metrics(y, mu, (conformal.scale * sigma) ** 2)  # nll, crps, rmse, mae, n
+    out["rescaled_nll"], out["rescaled_crps"] = out.pop("nll"), out.pop("crps")  # sigma-rescaling, not conformal
     for key, level in LEVELS.items():
         q = conformal.multiplier(level)
         out[f"picp_{key}"] = float(np.mean(np.abs(y - mu) <= q * sigma))

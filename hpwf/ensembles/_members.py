@@ -25,6 +25,7 @@ from typing import Any, Mapping, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpwf.ensembles import _calibrate as calib
 from hpwf.ensembles._selection import Selection, allocate, greedy, top_k
 from hpwf.errors import ConfigError
 from hpwf.progress import say
@@ -61,7 +62,8 @@ def select_trials(spec: Ensemble, study: optuna.Study, run_dir: Path, need: str 
             raise ConfigError(f"{run_dir}: no complete trial saved validation predictions for greedy selection "
                               "(trial.save_predictions('val', y=..., ...))")
         try:
-            return greedy(candidates, spec.size or DEFAULT_SIZE, spec.metric)
+            return greedy(candidates, spec.size or DEFAULT_SIZE, spec.metric, seed=spec.seed,
+                          **calib.options(spec.select_options, calib.SELECT_OPTIONS, "select_options"))
         except ValueError as exc:
             raise ConfigError(f"{run_dir}: greedy selection: {exc}") from None
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -1,14 +1,21 @@
 """Ensembles chosen from predictions already made: Caruana's greedy selection, the top k.
 
-Greedy selection (Caruana et al., 2004; as in DeepHyper's AutoDEUQ) starts from an empty
-ensemble and, ``size`` times, adds the candidate (with replacement: a candidate may be added
-again) whose addition gives the best validation score of the combined ensemble. A candidate's
-weight is how often it was added, divided by ``size``. Nothing is retrained.
+Greedy selection (Caruana et al., 2004; as in DeepHyper's AutoDEUQ) starts from the ``init``
+best single candidates and, for ``size`` rounds in all, adds the candidate (with replacement: a
+candidate may be added again) whose addition gives the best validation score of the combined
+ensemble. It returns the **best prefix** of those rounds (the shortest one within ``tolerance``
+of the best score), not the last round: with replacement the score can rise after its minimum.
+``min_distinct`` forces that many different candidates first (so the ensemble keeps an
+epistemic spread); ``bags`` repeats the selection on bootstrap resamples of the validation
+rows and averages the weights (Caruana et al.'s bagged selection, for small validation sets).
+A candidate's weight is how often it was added in the chosen prefix, divided by its length.
+Nothing is retrained.
 
 Combining: regression candidates form a Gaussian mixture (mean, total variance =
-aleatoric + epistemic), scored as a Gaussian with that mean and variance, exactly as
-``uq.regression_metrics`` scores an ensemble; classification candidates average their
-probabilities.
+aleatoric + epistemic); the selection metrics score it as the moment-matched Gaussian with that
+mean and variance, exactly as ``uq.regression_metrics`` does. Running sums are kept of means
+centred on the candidates' average, so targets offset by 1e8 lose no precision.
+Classification candidates average their probabilities.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class Selection:
         metric: the validation metric greedy selection optimised (None for "topk").
         trace: the ensemble's validation score after each greedy round.
         single: each candidate's own validation score (greedy) or search value (topk).
+        rounds: greedy: the length of the prefix of ``trace`` that was kept (the best one).
+        bags: greedy: how many bootstrap resamples of the validation rows were averaged.
     """
 
     method: str
@@ -56,6 +65,8 @@ class Selection:
     metric: str | None = None
     trace: list[float] = field(default_factory=list)
     single: dict[int, float] = field(default_factory=dict)
+    rounds: int | None = None
+    bags: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready record (trial numbers as keys, in order of weight)."""
@@ -63,7 +74,8 @@ class Selection:
         return {"method": self.method, "metric": self.metric,
                 "weights": {str(k): round(self.weights[k], 6) for k in order},
                 "trace": [round(v, 6) for v in self.trace],
-                "single": {str(k): round(v, 6) for k, v in sorted(self.single.items())}}
+                "single": {str(k): round(v, 6) for k, v in sorted(self.single.items())},
+                "rounds": self.rounds, "bags": self.bags}
 
 
 def combine(candidates: Sequence[Arrays], weights: Sequence[float] | None = None) -> dict[str, np.ndarray]:
@@ -97,23 +109,31 @@ def metric_function(metric: str | MetricFn, classification: bool) -> tuple[Metri
     return table[metric]
 
 
-def greedy(candidates: Mapping[int, Arrays], size: int, metric: str | MetricFn = "nll") -> Selection:
-    """Caruana's greedy selection with replacement, ``size`` rounds, on validation predictions.
+def greedy(candidates: Mapping[int, Arrays], size: int, metric: str | MetricFn = "nll", *, init: int = 1,
+           tolerance: float = 0.0, min_distinct: int = 1, bags: int = 0, seed: int = 0) -> Selection:
+    """Caruana's greedy selection with replacement on validation predictions; the best prefix.
 
     Args:
         candidates: trial number -> its validation arrays (``y`` and ``mean``/``var`` or ``probs``);
             every candidate must predict the same ``y``.
-        size: rounds; each adds one candidate (again, if it is still the best addition).
+        size: rounds in all (at least ``init`` and ``min_distinct``); each adds one candidate.
         metric: a name (regression: nll, crps, rmse, ece; classification: nll, brier, ece,
             accuracy) or ``metric(y, combined) -> float``, lower is better.
+        init: start from the ``init`` best single candidates (DeepHyper's top k).
+        tolerance: return the shortest prefix whose score is within this of the best prefix's.
+        min_distinct: the first rounds add candidates not yet chosen until this many differ;
+            only prefixes with that many are returned.
+        bags: > 0: run on that many bootstrap resamples of the validation rows (from ``seed``)
+            and average the weights.
 
     Returns:
-        The selection; ties go to the lower trial number.
+        The selection (``trace``: the score after every round; ``rounds``: the prefix kept);
+        ties go to the lower trial number.
 
     Example:
         >>> y = np.zeros(4)
         >>> cands = {0: {"y": y, "mean": y + 1, "var": y + 1}, 1: {"y": y, "mean": y - 1, "var": y + 1}}
-        >>> greedy(cands, 2).weights
+        >>> greedy(cands, 3).weights  # round 3 made it worse: the best prefix is two rounds
         {0: 0.5, 1: 0.5}
     """
     if not candidates:
@@ -124,41 +144,82 @@ def greedy(candidates: Mapping[int, Arrays], size: int, metric: str | MetricFn =
         if not np.array_equal(np.asarray(candidates[k]["y"], dtype=float), y):
             raise ValueError(f"trial {k}'s validation targets y differ from trial {numbers[0]}'s: "
                              "every trial must predict the same validation set")
+    if not 1 <= min_distinct <= len(numbers):
+        raise ValueError(f"min_distinct={min_distinct} needs that many candidates; there are {len(numbers)}")
+    if init < 1 or tolerance < 0 or bags < 0:
+        raise ValueError("greedy needs init >= 1, tolerance >= 0 and bags >= 0")
+    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
     classification = "probs" in candidates[numbers[0]]
     fn, higher = metric_function(metric, classification)
-    sign = -1.0 if higher else 1.0
     single = {k: fn(y, combine([candidates[k]])) for k in numbers}
-    counts = dict.fromkeys(numbers, 0)
-    sums = _Sums(classification)
+    if bags:
+        return _bagged(candidates, numbers, y, size, metric, dict(init=init, tolerance=tolerance,
+                                                                   min_distinct=min_distinct), bags, seed, single, name)
+    sign = -1.0 if higher else 1.0
+    ranked = sorted(numbers, key=lambda k: (sign * single[k], k))
+    sums = _Sums(classification, candidates)
+    chosen: list[int] = []
     trace: list[float] = []
-    for _ in range(size):  # each round costs one pass over the candidates, O(K N)
-        best_k, best_score = numbers[0], np.inf
-        for k in numbers:
-            score = sign * fn(y, sums.with_one_more(candidates[k]))
-            if score < best_score:
-                best_k, best_score = k, score
-        counts[best_k] += 1
+    for r in range(max(size, init, min_distinct)):  # each round costs one pass over the candidates, O(K N)
+        if r < init:
+            best_k = ranked[r % len(ranked)]
+            best_score = sign * fn(y, sums.with_one_more(candidates[best_k]))
+        else:
+            pool = [k for k in numbers if k not in chosen] if len(set(chosen)) < min_distinct else numbers
+            best_k, best_score = pool[0], np.inf
+            for k in pool:
+                score = sign * fn(y, sums.with_one_more(candidates[k]))
+                if score < best_score:
+                    best_k, best_score = k, score
+        chosen.append(best_k)
         sums.add(candidates[best_k])
         trace.append(sign * best_score)
-    weights = {k: c / size for k, c in counts.items() if c}
-    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
-    return Selection("greedy", weights, name, trace, single)
+    allowed = [r for r in range(len(chosen)) if len(set(chosen[:r + 1])) >= min_distinct]
+    best = min(sign * trace[r] for r in allowed)
+    rounds = next(r for r in allowed if sign * trace[r] <= best + tolerance) + 1
+    counts = {k: chosen[:rounds].count(k) for k in numbers}
+    weights = {k: c / rounds for k, c in counts.items() if c}
+    return Selection("greedy", weights, name, trace, single, rounds)
+
+
+def _bagged(candidates: Mapping[int, Arrays], numbers: list[int], y: np.ndarray, size: int, metric: str | MetricFn,
+            options: dict[str, Any], bags: int, seed: int, single: dict[int, float], name: str) -> Selection:
+    """Greedy on ``bags`` bootstrap resamples of the validation rows; the weights averaged."""
+    rng = np.random.default_rng(seed)
+    total = dict.fromkeys(numbers, 0.0)
+    for _ in range(bags):
+        rows = rng.integers(0, len(y), len(y))
+        sub = {k: {a: np.asarray(v)[rows] for a, v in candidates[k].items() if np.ndim(v) and len(v) == len(y)}
+               for k in numbers}
+        for k, w in greedy(sub, size, metric, **options).weights.items():
+            total[k] += w / bags
+    weights = {k: w for k, w in total.items() if w > 0}
+    fn, _ = metric_function(metric, "probs" in candidates[numbers[0]])
+    score = fn(y, combine([candidates[k] for k in weights], list(weights.values())))
+    return Selection("greedy", weights, name, [score], single, bags=bags)
 
 
 class _Sums:
-    """Running sums of the chosen candidates (repeats counted), so adding one more is O(N)."""
+    """Running sums of the chosen candidates (repeats counted), so adding one more is O(N).
 
-    def __init__(self, classification: bool) -> None:
+    Means are summed after subtracting ``ref``, the candidates' average mean at each point:
+    E[m^2] - E[m]^2 of raw means loses every digit when targets are large (1e8).
+    """
+
+    def __init__(self, classification: bool, candidates: Mapping[int, Arrays] | None = None) -> None:
         self.classification = classification
         self.n = 0
-        self.first: Any = 0.0  # sum of means, or of probabilities
-        self.second: Any = 0.0  # sum of squared means
+        self.first: Any = 0.0  # sum of centred means, or of probabilities
+        self.second: Any = 0.0  # sum of squared centred means
         self.aleatoric: Any = 0.0  # sum of variances
+        self.ref: Any = 0.0
+        if candidates and not classification:
+            self.ref = np.mean([np.asarray(c["mean"], dtype=float) for c in candidates.values()], axis=0)
 
     def _terms(self, c: Arrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.classification:
             return np.asarray(c["probs"], dtype=float), np.zeros(1), np.zeros(1)
-        mean = np.asarray(c["mean"], dtype=float)
+        mean = np.asarray(c["mean"], dtype=float) - self.ref
         var = np.asarray(c["var"], dtype=float) if "var" in c else np.zeros_like(mean)
         return mean, mean**2, var
 
@@ -173,10 +234,11 @@ class _Sums:
         n = self.n + 1
         if self.classification:
             return {"probs": (self.first + first) / n}
-        mean = (self.first + first) / n
-        epistemic = np.maximum((self.second + second) / n - mean**2, 0.0)
+        centred = (self.first + first) / n
+        epistemic = np.maximum((self.second + second) / n - centred**2, 0.0)
         aleatoric = (self.aleatoric + var) / n
-        return {"mean": mean, "var": aleatoric + epistemic, "aleatoric": aleatoric, "epistemic": epistemic}
+        return {"mean": centred + self.ref, "var": aleatoric + epistemic, "aleatoric": aleatoric,
+                "epistemic": epistemic}
 
 
 def top_k(values: Mapping[int, float], k: int, maximize: bool) -> Selection:

@@ -13,8 +13,24 @@ import optuna
 from hpwf.ensembles import uq
 from hpwf.report._figure import figure_html
 
-KEY_METRICS = ("rmse", "nll", "crps", "picp_68", "picp_90", "picp_95", "width_90", "miscalibration_area", "ece",
-               "q_90", "accuracy", "brier", "entropy", "mutual_information")
+KEY_METRICS = ("rmse", "nll", "crps", "mixture_nll", "mixture_crps", "rescaled_nll", "rescaled_crps", "picp_68",
+               "picp_90", "picp_95", "mixture_picp_90", "width_90", "winkler_90", "worst_sigma_decile_90",
+               "worst_x_bin_90", "worst_group_90", "worst_slab_90", "miscalibration_area", "ece", "q_90", "bins",
+               "accuracy", "brier", "entropy", "mutual_information", "temperature", "ece_before",
+               "set_coverage_90", "set_size_90", "worst_class_coverage_90", "classwise_set_coverage_90",
+               "classwise_set_size_90", "classwise_worst_class_coverage_90")
+LABELS = {"nll": "NLL (moment-matched Gaussian)", "crps": "CRPS (moment-matched Gaussian)",
+          "mixture_nll": "NLL (exact mixture)", "mixture_crps": "CRPS (exact mixture)",
+          "rescaled_nll": "NLL (σ rescaled on cal, not conformal)", "rescaled_crps": "CRPS (σ rescaled on cal)",
+          "mixture_picp_90": "PICP@90 (mixture quantiles)", "winkler_90": "interval (Winkler) score @90",
+          "worst_sigma_decile_90": "coverage@90, worst σ-decile", "worst_x_bin_90": "coverage@90, worst x decile",
+          "worst_group_90": "coverage@90, worst group", "worst_slab_90": "coverage@90, worst slab (≥20 %)",
+          "bins": "Mondrian bins", "ece_before": "ECE before temperature scaling",
+          "set_coverage_90": "set coverage@90", "set_size_90": "mean set size@90",
+          "worst_class_coverage_90": "set coverage@90, worst class",
+          "classwise_set_coverage_90": "class-conditional sets: coverage@90",
+          "classwise_set_size_90": "class-conditional sets: mean size",
+          "classwise_worst_class_coverage_90": "class-conditional sets: worst class"}
 
 
 def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
@@ -27,6 +43,8 @@ def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
     chunks = ["<h2>Uncertainty quantification</h2>", _table(metrics)]
     if isinstance(everything.get("selection"), dict):
         chunks.append(_members(everything["selection"]))
+    if isinstance(everything.get("conditional"), dict):
+        chunks.append(_conditional(everything["conditional"]))
     if preds_path.exists():
         p = dict(np.load(preds_path))
         if "mean" in p:
@@ -45,10 +63,34 @@ def _table(metrics: dict[str, dict[str, float]]) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
     rows += [k for k in uq.COUNT_KEYS if any(k in m for m in metrics.values())]
     body = "".join(
-        f"<tr><td>{k}</td>" + "".join(f"<td>{uq.format_metric(k, metrics[m].get(k))}</td>" for m in models) + "</tr>"
+        f"<tr><td>{html.escape(LABELS.get(k, k))}</td>"
+        + "".join(f"<td>{uq.format_metric(k, metrics[m].get(k))}</td>" for m in models) + "</tr>"
         for k in rows
     )
-    return f"<h3>Held-out metrics</h3><table><tr><th>metric</th>{head}</tr>{body}</table>"
+    return (f"<h3>Held-out metrics</h3><table><tr><th>metric</th>{head}</tr>{body}</table>"
+            "<p>An ensemble's distribution is a mixture of its members' Gaussians: the moment-matched rows score "
+            "the Gaussian with its mean and variance, the exact-mixture rows the mixture itself. A "
+            "conformal method gives intervals only; its NLL/CRPS rows come from σ rescaled on the "
+            "calibration set.</p>")
+
+
+def _conditional(conditional: dict[str, dict[str, list[float]]]) -> str:
+    """Coverage at 90 % by decile of predicted σ (and of x), one line per model: where coverage fails."""
+    import plotly.graph_objects as go
+
+    chunks = []
+    for key, title in (("sigma_deciles_90", "predicted σ decile"), ("x_bins_90", "input x decile"),
+                       ("class_coverage_90", "class"), ("classwise_class_coverage_90", "class (class-conditional)")):
+        series = {m: v[key] for m, v in conditional.items() if key in v}
+        if not series:
+            continue
+        fig = go.Figure()
+        for name, values in series.items():
+            fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name))
+        fig.add_hline(y=0.9, line_dash="dash", line_color="gray")
+        fig.update_layout(xaxis_title=title, yaxis_title="coverage (nominal 0.90)")
+        chunks.append(f"<h3>Coverage by {title}</h3>" + figure_html(fig))
+    return "\n".join(chunks)
 
 
 def _members(selection: dict[str, Any]) -> str:
@@ -56,6 +98,8 @@ def _members(selection: dict[str, Any]) -> str:
     rows = selection.get("members") or []
     method = html.escape(str(selection.get("method")))
     metric = f" on validation {html.escape(str(selection['metric']))}" if selection.get("metric") else ""
+    if selection.get("rounds"):
+        metric += f" (best prefix: {selection['rounds']} of {len(selection.get('trace') or [])} rounds)"
     stale = f"<p><b>warning:</b> {html.escape(selection['stale'])}</p>" if selection.get("stale") else ""
     body = "".join(
         f"<tr><td>{r.get('member', '-')}</td><td>{r.get('trial', r.get('source_trial'))}</td>"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from hpwf.workflow import _predictions as predictions
 from hpwf.workflow._ensemble import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, MemberObjective
+from hpwf.workflow._ensemble_options import (
+    CALIBRATE_OPTIONS, CLASSIFICATION, REGRESSION, SELECT_OPTIONS, methods, options)
 from hpwf.workflow._loading import Workflow, load
 from hpwf.workflow._metrics import MetricsFile
 from hpwf.workflow._pause import Restored, TrialPaused
@@ -16,4 +18,4 @@ from hpwf.workflow._search import Search, checked_elsewhere
 from hpwf.workflow._topology import LAUNCHERS, placement
 from hpwf.workflow._trial import Group, Trial, is_pruned
 
-__all__ = ['DEFAULT_SIZE', 'ENSEMBLE_DIR', 'Ensemble', 'Group', 'LAUNCHERS', 'Member', 'MetricsFile', 'MemberObjective', 'Restored', 'Search', 'Trial', 'TrialPaused', 'Workflow', 'checked_elsewhere', 'is_pruned', 'load', 'placement', 'predictions']
+__all__ = ['CALIBRATE_OPTIONS', 'CLASSIFICATION', 'DEFAULT_SIZE', 'ENSEMBLE_DIR', 'Ensemble', 'Group', 'LAUNCHERS', 'Member', 'MemberObjective', 'MetricsFile', 'REGRESSION', 'Restored', 'SELECT_OPTIONS', 'Search', 'Trial', 'TrialPaused', 'Workflow', 'checked_elsewhere', 'is_pruned', 'load', 'methods', 'options', 'placement', 'predictions']

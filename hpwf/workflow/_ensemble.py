@@ -15,6 +15,7 @@ from hpwf.errors import ConfigError
 from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE
 from hpwf.workflow import _predictions as predictions
 from hpwf.workflow._compat import OptunaOldNames
+from hpwf.workflow._ensemble_options import SELECT_OPTIONS, methods, options
 from hpwf.workflow._trial import Trial
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 ENSEMBLE_DIR = "ensemble"  # RUN_DIR/ensemble: the members' study, plan and metrics
 MEMBER_FILE = "member.json"
 SELECTS = ("topk", "greedy")
-CALIBRATIONS = (None, "conformal")
 DEFAULT_SIZE = 5
 METRIC_NAMES = ("nll", "crps", "rmse", "ece", "brier", "accuracy")
 
@@ -47,8 +47,13 @@ class Ensemble:
         metric: greedy selection's validation metric: "nll" (default), "crps", "rmse", "ece"
             (regression), "nll", "brier", "ece", "accuracy" (classification), or a function
             ``metric(y, combined) -> float`` where lower is better.
-        calibrate: "conformal": split-conformal intervals from calibration predictions
-            (``save_predictions("cal", ...)``); ``uq_metrics.json`` keeps raw and calibrated.
+        calibrate: a method or a list: "conformal" (split), "mondrian", "cqr", "jackknife+"
+            (regression), "temperature", "aps", "raps" (classifiers); from calibration
+            predictions (``save_predictions("cal", ...)``) or, for "jackknife+", the members'
+            out-of-bag ones ("oob"). ``uq_metrics.json`` keeps raw and calibrated.
+        calibrate_options: level, beta, bins, raps_lambda, raps_k, jackknife (`CALIBRATE_OPTIONS`).
+        select_options: greedy's init (start from the top k), tolerance (best prefix),
+            min_distinct, bags (bagged selection), see `hpwf.ensembles` greedy.
         direction: whether a lower ("minimize") or higher member score is better; default: the
             search's direction (required when there is no search).
         seed: members' seeds derive from it (member i: ``seed * 1000 + i``).
@@ -69,7 +74,9 @@ class Ensemble:
     top_k: int | None = None
     params: Mapping[str, Any] | None = None
     metric: str | Callable[..., float] = "nll"
-    calibrate: str | None = None
+    calibrate: str | Sequence[str] | None = None
+    calibrate_options: Mapping[str, Any] | None = None
+    select_options: Mapping[str, Any] | None = None
     direction: str | None = None
     seed: int = 0
     ranks_per_trial: int = 1
@@ -102,8 +109,11 @@ class Ensemble:
             raise ConfigError("params= needs train= (members retrain that configuration)")
         if not callable(self.metric) and self.metric not in METRIC_NAMES:
             raise ConfigError(f"metric {self.metric!r} must be one of {', '.join(METRIC_NAMES)} or a function")
-        if self.calibrate not in CALIBRATIONS:
-            raise ConfigError(f"calibrate {self.calibrate!r} must be 'conformal' or None")
+        methods(self.calibrate)
+        options(self.calibrate_options)
+        options(self.select_options, SELECT_OPTIONS, "select_options")
+        if self.select_options and self.select != "greedy":
+            raise ConfigError("select_options= is for select='greedy'")
         if self.direction not in (None, "minimize", "maximize"):
             raise ConfigError(f"direction {self.direction!r} must be 'minimize' or 'maximize'")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -188,8 +198,20 @@ class Member(OptunaOldNames):
             np.savez(self.folder / "bootstrap.npz", in_bag=in_bag, out_of_bag=out_of_bag)
         return in_bag, out_of_bag
 
+    def folds(self, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows to train on and the held-out fold (member i holds out fold i mod k): members for CV+.
+
+        Every member shuffles ``range(n)`` alike (from the ensemble's seed), so the folds partition it.
+        """
+        import numpy as np
+
+        order = np.random.default_rng(self.seed // 1000).permutation(n)
+        held = np.sort(np.array_split(order, k)[self.index % k])
+        return np.setdiff1d(np.arange(n), held), held
+
     def save_predictions(self, split: str = "test", **arrays: Any) -> Path:
-        """Predictions on ``split`` ("test": held-out, scored; "cal": for conformal; "val").
+        """Predictions on ``split`` ("test": held-out, scored; "cal": for conformal; "val"; "oob":
+        on this member's out-of-bag or held-out-fold training rows, with ``index=``, for jackknife+).
 
         Arrays: ``y`` plus ``mean`` (and ``var``) for regression, or ``probs``; optional
         ``mc_mean``/``mc_var`` (T, N) hold MC-dropout passes of this member's model.

@@ -4,11 +4,14 @@ A split is the set the predictions were made on:
 
 - ``"val"``: validation predictions, used to select trials (greedy ensembles); never scored;
 - ``"cal"``: a calibration set for conformal intervals (``Ensemble(calibrate="conformal")``);
-- ``"test"``: the held-out set that ``uq_metrics.json`` scores.
+- ``"test"``: the held-out set that ``uq_metrics.json`` scores;
+- ``"oob"``: a member's predictions on the training rows it did not train on (out of bag, or
+  its held-out fold), with ``index`` (their row numbers), for jackknife+ and CV+.
 
 The arrays: ``y`` (targets) with ``mean`` (and ``var``) for regression, or ``probs`` (N, C)
-for classification; optionally ``x`` (1-D inputs, for the report's band) and ``mc_mean`` /
-``mc_var`` (T, N) for MC-dropout passes.
+for classification; optionally ``x`` (inputs: 1-D for the report's band and coverage by input
+bin), ``mc_mean`` / ``mc_var`` (T, N) for MC-dropout passes, ``lower`` / ``upper`` (quantile
+predictions, for CQR) and ``group`` (a label per row, for Mondrian conformal by group).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-FILES = {"test": "predictions.npz", "val": "predictions_val.npz", "cal": "predictions_cal.npz"}
+FILES = {"test": "predictions.npz", "val": "predictions_val.npz", "cal": "predictions_cal.npz",
+         "oob": "predictions_oob.npz"}
 WEIGHTS_FILE = "weights.pt"
 
 
@@ -45,7 +49,7 @@ def check(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
     if ("mean" in named) == ("probs" in named):
         raise ValueError("save_predictions needs mean= (regression) or probs= (classification), one of them")
     n = len(named["y"])
-    for key in ("mean", "var", "probs", "x"):
+    for key in ("mean", "var", "probs", "x", "lower", "upper", "group", "index"):
         if key in named and len(named[key]) != n:
             raise ValueError(f"{key} has {len(named[key])} rows, y has {n}")
     if "var" in named and np.any(named["var"] < 0):

@@ -4,6 +4,9 @@ y = sin(x) + N(0, (0.05 + |x - 5| / 10)^2). A model is a ridge polynomial for th
 for the log-variance, built by ``build(trial)`` from its suggested parameters; members replay
 the same builder (``build(member)``). Trials save validation, calibration and test predictions.
 
+Members save their out-of-bag predictions ("oob"), so the ensemble is calibrated three ways:
+split conformal, Mondrian by predicted sigma, and jackknife+-after-bootstrap.
+
 Environment: UQ_MEMBERS (default 4; 0 = no retraining, the trials themselves form the
 ensemble), UQ_TRIALS (default 8), UQ_SIZE (greedy rounds, default 4), UQ_SELECT=topk (the 2
 best trials by the search's value instead of greedy), UQ_PLANT=1 (a trial's value is minus its
@@ -72,11 +75,13 @@ def train_member(member):
     predict = fit(build(member), x[in_bag], y[in_bag])  # the objective's own builder, replayed
     save_all(member, predict)
     mean, var = predict(x[out_of_bag])
+    member.save_predictions("oob", index=out_of_bag, x=x[out_of_bag], y=y[out_of_bag], mean=mean, var=var)
     return float(np.mean(0.5 * np.log(2 * np.pi * var) + (y[out_of_bag] - mean) ** 2 / (2 * var)))
 
 
 members = int(os.environ.get("UQ_MEMBERS", "4"))
 selection = {"select": "topk", "top_k": 2} if os.environ.get("UQ_SELECT") == "topk" else \
     {"select": "greedy", "size": int(os.environ.get("UQ_SIZE", "4"))}
-ensemble = hpwf.Ensemble(**selection, calibrate="conformal",
+calibrate = ["conformal", "mondrian", "jackknife+"] if members else "conformal"  # jackknife+: members' out-of-bag rows
+ensemble = hpwf.Ensemble(**selection, calibrate=calibrate, calibrate_options={"beta": 0.01},
                          **({"members": members, "train": train_member} if members else {}))
