@@ -53,6 +53,7 @@ def run(
     progress: bool = True,
     shared_group: bool = False,
     ensemble: bool = True,
+    threads_per_trial: int | None = None,
 ) -> RunResult:
     """Run a workflow's search to its budget in a new run directory, then its ensemble if any.
 
@@ -60,7 +61,7 @@ def run(
         workflow: a workflow file, or a `Workflow` made of Python objects.
         backend: "local" (a Dask LocalCluster), another backend name, or a `Backend` object.
         workers: agents for the local backend (default: the machine's cores).
-        n_trials, timeout, storage, seed: override the workflow's `Search`.
+        n_trials, timeout, storage, seed, threads_per_trial: override the workflow's `Search`.
         run_dir: where everything goes (default: ``runs/<name>-<time>``), created readable by
             you only; with ``shared_group`` its group may read it too (never write).
         ensemble: False runs the search only (the members run elsewhere, e.g. as a Slurm
@@ -84,7 +85,8 @@ def run(
         raise ConfigError(f"{folder}: already holds a run; continue it with `hpwf resume {folder}`")
     phases: list[Phase] = []
     if wf.search is not None:
-        search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
+        search = _override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed,
+                                       "threads_per_trial": threads_per_trial})
         wf = dataclasses.replace(wf, search=search)
         phases.append(SearchPhase(folder, _record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None and wf.ensemble.retrains and ensemble:
@@ -125,6 +127,7 @@ def resume(
     timeout: float | None = None,
     progress: bool = True,
     ensemble: bool = True,
+    threads_per_trial: int | None = None,
 ) -> RunResult:
     """Continue an interrupted (or finished) run to its budget; completed trials are kept.
 
@@ -147,11 +150,13 @@ def resume(
             raise ConfigError(f"{folder}: started from Python objects; resume it with hpwf.resume(..., workflow=...)")
         workflow = load(record.workflow)
     options = dict(record.options)
-    options.update({k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "workers": workers}.items() if v is not None})
+    options.update({k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "workers": workers,
+                                      "threads_per_trial": threads_per_trial}.items() if v is not None})
     chosen = backend if isinstance(backend, Backend) else make_backend(backend or record.backend, workers=options.get("workers"))
     phases: list[Phase] = []
     if workflow.search is not None:
-        search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
+        search = _override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed", "threads_per_trial")}
+                           | {"storage": record.storage})
         record.options = options
         phases.append(SearchPhase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
     if workflow.ensemble is not None and workflow.ensemble.retrains and (ensemble or workflow.search is None):
@@ -281,6 +286,7 @@ def _record(name: str, search: Search, wf: Workflow, backend: Backend, workers: 
         study_name=name, storage=search.storage, workflow=str(wf.path) if wf.path else None, backend=backend.name,
         options={"n_trials": search.n_trials, "timeout": search.timeout, "seed": search.seed,
                  "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6),
+                 "threads_per_trial": search.threads_per_trial,
                  **({"replay_of": replay_of} if replay_of else {})},
     )
 
@@ -290,7 +296,8 @@ def _member_search(wf: Workflow, storage: str | None, name: str, n: int | None =
     n = n or e.members
     return Search(direction=_member_direction(wf), n_trials=n, sampler="random", pruner="none",
                   ranks_per_trial=e.ranks_per_trial, seed=e.seed, name=name, storage=storage,
-                  max_failures=max(n * e.max_retries, 1), retries=e.max_retries)
+                  max_failures=max(n * e.max_retries, 1), retries=e.max_retries,
+                  threads_per_trial=wf.search.threads_per_trial if wf.search else None)
 
 
 def _member_direction(wf: Workflow, announce: bool = False) -> str:

@@ -150,7 +150,7 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) 
         wf = phase.workflow
         payload = None if wf.path else _pickle(phase.objective())
         setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
-                      n_objectives=len(search.study_directions))
+                      n_objectives=len(search.study_directions), threads=search.threads_per_trial)
         before = read_summary(folder) if not phase.fresh else {}
         budget = Budget(
             n_trials=search.n_trials, timeout=search.timeout,

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from hpwf.wire._channel import Address, connect
 from hpwf.wire._protocol import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used
+from hpwf.worker._threads import apply_threads, set_torch_threads
 from hpwf.workflow._trial import Group, Trial, TrialPaused, is_pruned
 from hpwf.rundir._trialdir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
 
@@ -52,6 +53,7 @@ class Agent:
             raise RuntimeError(f"expected Setup from the coordinator, got {setup!r}")
         self.setup = setup
         self.run_dir = Path(setup.run_dir)
+        self.threads = apply_threads(setup.threads)  # before the workflow imports torch or numpy
         self.objective = _resolve_objective(setup)
         self._replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -99,7 +101,8 @@ class Agent:
             if isinstance(task, Stop):
                 return count
             if isinstance(task, Setup):  # the run moves to its next phase (e.g. the ensemble)
-                self.setup, self.run_dir, self.objective = task, Path(task.run_dir), _resolve_objective(task)
+                self.setup, self.run_dir, self.threads = task, Path(task.run_dir), apply_threads(task.threads)
+                self.objective = _resolve_objective(task)
             if isinstance(task, Assign):
                 self.current, self.number = task.ticket, task.number
                 done = self.run(task)
@@ -113,6 +116,7 @@ class Agent:
             from hpwf.worker._launched import run_launched_group
 
             return run_launched_group(self, task)
+        set_torch_threads(self.threads)  # an objective may have changed it
         if not task.group:
             return run_trial(self.objective, task, self.run_dir, self.request, n_objectives=self.setup.n_objectives)
         comm = self.world.Create_group(self.world.group.Incl(list(task.group)), tag=task.ticket % 32767)
@@ -257,7 +261,8 @@ CHILD_ENV = "HPWF_AGENT_CHILD"
 QUICK_EXIT_S = 5.0  # a child that ends sooner than this, three times in a row, is not restarted
 
 
-def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+def serve_in_child(target: Callable[..., Any], *args: Any, child_env: dict[str, str] | None = None,
+                   **kwargs: Any) -> int:
     """Run ``target(*args)`` (`serve`, or a function that calls it) in a child process, started
     again whenever it ends abnormally.
 
@@ -265,13 +270,14 @@ def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int
     timeout) ends its agent process with `ABORT_EXIT`; in a child, that leaves the Dask worker
     alive, so a long search never exhausts Dask's ``allowed-failures`` and loses its slots.
     Returns how many children ran. ``target`` (a module-level function) and its arguments reach
-    the child pickled in its environment (readable by this user only).
+    the child pickled in its environment (readable by this user only); ``child_env`` adds to that
+    environment (e.g. `hpwf.worker._threads.AGENTS_ENV`).
     """
     import base64
     import pickle
     import subprocess
 
-    env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
+    env = {**os.environ, **(child_env or {}), CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     runs, quick = 0, 0
     while True:

@@ -81,6 +81,9 @@ class Search:
             the float ones)). With "pbt", ``n_trials`` counts segments:
             population x generations (it must be a multiple of ``population``).
             The objective uses ``trial.restore()``, ``trial.should_pause()`` and ``trial.pause(state)``.
+        threads_per_trial: threads each rank of a trial uses (torch, OpenMP, MKL, OpenBLAS);
+            default: the host's cores shared among the agents on it, unless the user set
+            ``OMP_NUM_THREADS`` (and friends) explicitly (`hpwf.worker._threads`).
         population: PBT's number of members.
         interval: PBT's steps per segment (exploit/explore every ``interval`` reported steps).
 
@@ -111,6 +114,7 @@ class Search:
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
     population: int | None = None
     interval: int | None = None
+    threads_per_trial: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -138,6 +142,7 @@ class Search:
         _check_number("retries", self.retries, integer=True, low=0, high=1000)
         _check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
         _check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
+        _check_number("threads_per_trial", self.threads_per_trial, integer=True, low=1, high=4096)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if not isinstance(self.sampler, str) and not _is_optuna(self.sampler, "samplers", "BaseSampler"):
