@@ -122,6 +122,10 @@ def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[l
     results: list[PhaseResult] = []
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
+    reached = _budgets_reached(phases)
+    if reached is not None:  # a resume with nothing to do: no agent is started, nothing waits
+        backend.release_unstarted()
+        return reached, False
     backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
     try:
         with Session(backend) as session:
@@ -190,6 +194,34 @@ def _open_study(phase: Phase) -> tuple[optuna.Study, int]:
         raise ConfigError(f"study {study.study_name!r} in that storage has directions "
                           f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
     return study, existing
+
+
+def _budgets_reached(phases: list[Phase]) -> list[PhaseResult] | None:
+    """The phases' results when every one is a resume whose budget is spent already (one line
+    says so); else ``None``."""
+    results, why = [], ""
+    for phase in phases:
+        summary = read_summary(phase.folder)
+        if phase.fresh or not summary:
+            return None
+        search = phase.search
+        try:
+            study = optuna.load_study(study_name=phase.record.study_name,
+                                      storage=open_storage(search.storage, phase.folder))
+        except KeyError:
+            return None
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        elapsed = float(summary.get("elapsed_s") or 0.0)
+        if search.n_trials is not None and finished >= search.n_trials:
+            why = f"{finished} of n_trials={search.n_trials} finished"
+        elif search.timeout is not None and elapsed >= search.timeout:
+            why = f"{elapsed:.0f} s of timeout={search.timeout:g} s spent"
+        else:
+            return None
+        results.append(PhaseResult(phase.folder, study, summary))
+    say(f"[hpwf] nothing to do: the budget is already reached ({why}); "
+        f"raise it with --n-trials or --timeout to go on")
+    return results
 
 
 def existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:

@@ -193,6 +193,8 @@ def run_trial(
 
 def _as_values(result: Any, n_objectives: int = 1) -> list[float]:
     """The objective's return value as floats, checked against the study's objectives."""
+    if result is None:
+        raise TypeError("objective returned None; return a float (or a tuple for several directions)")
     many = isinstance(result, (list, tuple))
     if n_objectives == 1 and many and len(result) != 1:
         raise ValueError(f"the objective returned {len(result)} values; the study has one direction")

@@ -54,6 +54,8 @@ class Search:
             or an ``optuna.samplers.BaseSampler`` object.
         sampler_options: keyword arguments for the named sampler (``search_space`` for "grid").
         pruner: "asha", "hyperband", "median", "none", or an ``optuna.pruners.BasePruner``.
+            Default: "median", as an Optuna study's (``MedianPruner()``: it prunes only trials
+            that call ``should_prune``), or "none" for several directions or with ``scheduler``.
         pruner_options: keyword arguments for the named pruner.
         ranks_per_trial: how many ranks train each trial data-parallel (Horovod); a list such as
             ``[1, 2, 4]`` makes it a searched hyperparameter (``ranks_per_trial`` in the params).
@@ -99,7 +101,7 @@ class Search:
     timeout: float | None = None
     sampler: str | optuna.samplers.BaseSampler = "tpe"
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
-    pruner: str | optuna.pruners.BasePruner = "none"
+    pruner: str | optuna.pruners.BasePruner | None = None  # None: Optuna's default (see `pruner_name`)
     pruner_options: Mapping[str, Any] = field(default_factory=dict)
     ranks_per_trial: int | Sequence[int] = 1
     storage: str | None = None
@@ -149,7 +151,8 @@ class Search:
             raise ConfigError(f"sampler must be a name or an Optuna sampler, not {type(self.sampler).__name__}")
         if isinstance(self.pruner, str) and self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
-        if not isinstance(self.pruner, str) and not _is_optuna(self.pruner, "pruners", "BasePruner"):
+        if self.pruner is not None and not isinstance(self.pruner, str) and \
+                not _is_optuna(self.pruner, "pruners", "BasePruner"):
             raise ConfigError(f"pruner must be a name or an Optuna pruner, not {type(self.pruner).__name__}")
         if self.sampler == "grid" and "search_space" not in self.sampler_options:
             raise ConfigError("sampler 'grid' needs sampler_options={'search_space': {...}}")
@@ -255,14 +258,23 @@ class Search:
         except (TypeError, ValueError, ImportError) as exc:
             raise ConfigError(f"sampler {self.sampler!r} with options {dict(self.sampler_options)}: {exc}") from None
 
+    @property
+    def pruner_name(self) -> str | None:
+        """The pruner's name (``None`` for an Optuna object): the default follows Optuna's study,
+        "median", except where pruning is not defined (several directions, a scheduler)."""
+        if self.pruner is None:
+            return "median" if len(self.study_directions) == 1 and self.scheduler == "none" else "none"
+        return self.pruner if isinstance(self.pruner, str) else None
+
     def make_pruner(self) -> optuna.pruners.BasePruner:
         """The Optuna pruner this search names."""
-        if not isinstance(self.pruner, str):
-            return self.pruner
+        name = self.pruner_name
+        if name is None:
+            return cast("optuna.pruners.BasePruner", self.pruner)
         try:
-            return cast("optuna.pruners.BasePruner", _optuna_class("pruners", PRUNERS[self.pruner])(**dict(self.pruner_options)))
+            return cast("optuna.pruners.BasePruner", _optuna_class("pruners", PRUNERS[name])(**dict(self.pruner_options)))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"pruner {self.pruner!r} with options {dict(self.pruner_options)}: {exc}") from None
+            raise ConfigError(f"pruner {name!r} with options {dict(self.pruner_options)}: {exc}") from None
 
 
 def _optuna_class(module: str, name: str) -> Any:
