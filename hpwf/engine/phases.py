@@ -210,6 +210,8 @@ def _budgets_reached(phases: list[Phase]) -> list[PhaseResult] | None:
                                       storage=open_storage(search.storage, phase.folder))
         except KeyError:
             return None
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return None  # a killed coordinator's trials: the run recovers them
         finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         elapsed = float(summary.get("elapsed_s") or 0.0)
         if search.n_trials is not None and finished >= search.n_trials:
