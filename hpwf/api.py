@@ -217,9 +217,7 @@ def ensemble(
     chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
     phase = _ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name,
                             members=todo)
-    phase.rebuild = True
-    kept = len(planned.members) - len(todo)
-    say(f"[hpwf] ensemble: {len(todo)} members to train" + (f", {kept} kept from before" if kept else ""))
+    phase.rebuild, phase.kept = True, len(planned.members) - len(todo)
     with run_umask(is_shared(folder)):
         return _run_phases([phase], chosen, progress, spec)
 

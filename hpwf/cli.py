@@ -274,7 +274,21 @@ def _best_text(summary: dict, study: Any) -> str:  # type: ignore[type-arg]
         return _front_text(sorted(t.number for t in study.best_trials))
     if summary.get("best_value") is None:
         return "no complete trial"
+    member = _member_of(study, summary.get("best_trial"))
+    if member is not None:  # the members' study numbers its trials apart from the search's
+        return f"best member score {summary['best_value']:.6g} (member {member})"
     return f"best {summary['best_value']:.6g} (trial {summary.get('best_trial')})"
+
+
+def _member_of(study: Any, number: int | None) -> int | None:
+    """The ensemble member index of trial ``number`` of a members' study, else None."""
+    if study is None or number is None:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials) or trials[number].number != number:
+        return None
+    member = trials[number].user_attrs.get("member")
+    return int(member) if isinstance(member, int) else None
 
 
 def _front_text(numbers: list[int], shown: int = 10) -> str:

@@ -7,6 +7,7 @@ agents run (`Phase.entry`, the name the wire carries). `run_phases` runs them in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -76,6 +77,7 @@ class EnsemblePhase(Phase):
 
     members: list[dict[str, Any]] | None = None
     rebuild: bool = False
+    kept: int = 0  # a rebuild: members of the plan trained before, kept as they are
 
     entry = "ensemble"
 
@@ -89,7 +91,9 @@ class EnsemblePhase(Phase):
         return MemberObjective(self.workflow.ensemble.train)  # type: ignore[union-attr]
 
     def announce(self) -> None:
-        say(f"[hpwf] ensemble: {self.search.n_trials} members in {self.folder}")
+        todo = self.search.n_trials or 0
+        counts = f"{todo + self.kept} members ({self.kept} kept, {todo} to train)" if self.kept else f"{todo} members"
+        say(f"[hpwf] ensemble: {counts} in {self.folder}")
 
     def prepare(self, study: optuna.Study, existing: int) -> None:
         """Queue the members to train; a rebuild first retires what an older plan left queued."""
@@ -193,6 +197,10 @@ def _open_study(phase: Phase) -> tuple[optuna.Study, int]:
     if [d.name.lower() for d in study.directions] != search.study_directions:
         raise ConfigError(f"study {study.study_name!r} in that storage has directions "
                           f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
+    if search.metric_names is not None and study.metric_names != list(search.metric_names):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna calls set_metric_names experimental
+            study.set_metric_names(list(search.metric_names))
     return study, existing
 
 

@@ -48,6 +48,8 @@ class Search:
     Args:
         direction: "minimize" or "maximize" (single objective).
         directions: a list of directions, for multi-objective searches (instead of ``direction``).
+        metric_names: a name per objective (as Optuna's ``study.set_metric_names``), used by the
+            report's axes; default: "objective 0", "objective 1", ...
         n_trials: how many trials must finish (COMPLETE or PRUNED); failed trials do not count.
         timeout: wall-clock budget in seconds over the whole run (resumes included).
         sampler: an Optuna sampler name ("tpe", "random", "cmaes", "qmc", "nsga2", "gp", "grid")
@@ -97,6 +99,7 @@ class Search:
 
     direction: str | None = None
     directions: Sequence[str] | None = None
+    metric_names: Sequence[str] | None = None
     n_trials: int | None = None
     timeout: float | None = None
     sampler: str | optuna.samplers.BaseSampler = "tpe"
@@ -128,6 +131,12 @@ class Search:
         for d in self.study_directions:
             if d not in DIRECTIONS:
                 raise ConfigError(f"direction {d!r} must be 'minimize' or 'maximize'")
+        if self.metric_names is not None:
+            names = self.metric_names
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names) or \
+                    len(set(names)) != len(names) or len(names) != len(self.study_directions):
+                raise ConfigError(f"metric_names must be {len(self.study_directions)} different non-empty names "
+                                  f"(one per direction), not {names!r}")
         if self.n_trials is None and self.timeout is None:
             raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
         _check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)

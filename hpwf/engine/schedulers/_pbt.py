@@ -264,6 +264,7 @@ def lineage(study: optuna.Study) -> dict[str, Any] | None:
         return None
     rows = [{"trial": t.number, "member": t.user_attrs[MEMBER], "generation": t.user_attrs.get(GENERATION, 0),
              "parent": t.user_attrs.get(PARENT), "exploited": bool(t.user_attrs.get(EXPLOITED)),
+             "start_step": int((t.user_attrs.get(RESTORE_ATTR) or {}).get("step", 0)),
              "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in segments]
     done = [t for t in segments if t.state == TrialState.COMPLETE and t.value is not None]
     last = max((int(t.user_attrs.get(GENERATION, 0)) for t in done), default=0)
