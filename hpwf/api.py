@@ -238,6 +238,14 @@ def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None)
     write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
 
 
+def pbt_best_final(study: optuna.Study, lineage: dict[str, Any] | None = None) -> Any:
+    """A PBT run's best segment of the last generation (what ``best`` means for PBT), else None."""
+    info = lineage if lineage is not None else pbt_lineage(study)
+    if not info or info.get("best_final") is None:
+        return None
+    return next((t for t in study.get_trials(deepcopy=False) if t.number == info["best_final"]), None)
+
+
 def status(run_dir: str | Path) -> dict[str, Any]:
     """Counts by state, the best trial and its params, read from the study itself.
 
@@ -264,6 +272,10 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     lineage = pbt_lineage(study)
     if lineage:
         result["pbt"] = lineage
+        final = pbt_best_final(study, lineage)
+        if final is not None:  # a segment of an earlier generation is no model PBT ends with
+            result.update(best_value=final.value, best_trial=final.number, best_params=final.params,
+                          best_is="the best final PBT segment")
     summary = read_summary(folder)
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")

@@ -274,6 +274,12 @@ def _best_text(summary: dict, study: Any) -> str:  # type: ignore[type-arg]
         return _front_text(sorted(t.number for t in study.best_trials))
     if summary.get("best_value") is None:
         return "no complete trial"
+    if study is not None:
+        from hpwf.api import pbt_best_final
+
+        final = pbt_best_final(study)
+        if final is not None:
+            return f"best {final.value:.6g} (trial {final.number}, the best final PBT segment)"
     member = _member_of(study, summary.get("best_trial"))
     if member is not None:  # the members' study numbers its trials apart from the search's
         return f"best member score {summary['best_value']:.6g} (member {member})"
@@ -305,7 +311,8 @@ def _format_status(info: dict) -> str:  # type: ignore[type-arg]
         f"(budget: {info.get('n_trials')})",
     ]
     if info.get("best_value") is not None:
-        lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
+        what = f", {info['best_is']}" if info.get("best_is") else ""
+        lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']}{what})")
         lines.extend(f"  {k} = {v}" for k, v in (info.get("best_params") or {}).items())
     if info.get("pareto_front"):
         lines.append(f"best       {_front_text(info['pareto_front']['trials'])}")

@@ -58,10 +58,10 @@ def replay_workflow(source_run: str | Path, trial: int | None = None) -> Workflo
     if search is None or search.scheduler != "pbt" or not search.population:
         raise ConfigError(f"{record.workflow}: its search is not scheduler='pbt': nothing to replay")
     n_trials = int(record.options.get("n_trials") or search.n_trials or 0)
-    segments, end = plan(load_study(folder), trial, n_trials // search.population)
+    segments, end = plan(load_study(folder), trial, n_trials // search.population, stop_last=search.generations is not None)
     fields = {f.name: getattr(search, f.name) for f in dataclasses.fields(Search)}
     fields.update(n_trials=len(segments), timeout=None, storage=None, sampler="random", sampler_options={},
-                  seed=record.options.get("seed", search.seed), population=None, interval=None)
+                  seed=record.options.get("seed", search.seed), population=None, interval=None, generations=None)
     replayed = ReplaySearch(**fields, plan=tuple(segments), end=end,
                             replay_of={"run": str(folder.resolve()), "trial": segments[-1]["trial"]})
     return dataclasses.replace(wf, search=replayed, ensemble=None)

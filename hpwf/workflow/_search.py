@@ -37,7 +37,7 @@ SCHEDULERS = ("none", "asha-resume", "hyperband-resume", "pbt")
 _SCHEDULER_OPTIONS = {
     "asha-resume": {"min_resource", "reduction_factor", "max_resource"},
     "hyperband-resume": {"min_resource", "reduction_factor", "max_resource"},
-    "pbt": {"quantile", "perturb", "resample_probability", "explore"},
+    "pbt": {"quantile", "perturb", "resample_probability", "explore", "initial"},
 }
 
 
@@ -82,14 +82,19 @@ class Search:
             "pbt" (population-based training: ``population`` and ``interval`` required,
             ``scheduler_options``: ``quantile`` (0.25), ``perturb`` ((0.8, 1.2)),
             ``resample_probability`` (0.25), ``explore`` (the params PBT may change; default:
-            the float ones)). With "pbt", ``n_trials`` counts segments:
-            population x generations (it must be a multiple of ``population``).
+            the float ones), ``initial`` (starting values apart from the explore ranges:
+            {name: value | [a value per member] | callable(random.Random)})). With "pbt",
+            ``n_trials`` counts segments: population x generations (it must be a multiple of
+            ``population``); or give ``generations`` instead.
             The objective uses ``trial.restore()``, ``trial.should_pause()`` and ``trial.pause(state)``.
         threads_per_trial: threads each rank of a trial uses (torch, OpenMP, MKL, OpenBLAS);
             default: the host's cores shared among the agents on it, unless the user set
             ``OMP_NUM_THREADS`` (and friends) explicitly (`hpwf.worker._threads`).
         population: PBT's number of members.
         interval: PBT's steps per segment (exploit/explore every ``interval`` reported steps).
+        generations: PBT's segments per member (``n_trials`` = population x generations). With
+            it, each member's last segment stops by itself at step ``generations x interval``
+            (without it, the last segment runs the objective to its end).
 
     Example:
         >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
@@ -120,8 +125,12 @@ class Search:
     population: int | None = None
     interval: int | None = None
     threads_per_trial: int | None = None
+    generations: int | None = None
 
     def __post_init__(self) -> None:
+        if self.generations is not None and self.n_trials is None and isinstance(self.population, int) \
+                and isinstance(self.generations, int) and not isinstance(self.generations, bool):
+            self.n_trials = self.population * self.generations  # PBT's budget in segments
         self.validate()
 
     def validate(self) -> None:
@@ -179,8 +188,9 @@ class Search:
         if name not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
         if name == "none":
-            if options or self.population is not None or self.interval is not None:
-                raise ConfigError("scheduler_options, population and interval need a scheduler (e.g. scheduler='pbt')")
+            if options or self.population is not None or self.interval is not None or self.generations is not None:
+                raise ConfigError("scheduler_options, population, interval and generations need a scheduler "
+                                  "(e.g. scheduler='pbt')")
             return
         if self.pruner not in ("none", None):
             raise ConfigError(f"scheduler {name!r} decides what to stop itself; use pruner='none'")
@@ -195,13 +205,19 @@ class Search:
         if name == "hyperband-resume" and options.get("max_resource") is None:
             raise ConfigError("scheduler 'hyperband-resume' needs scheduler_options={'max_resource': ...}")
         if name != "pbt":
-            if self.population is not None or self.interval is not None:
-                raise ConfigError("population and interval are options of scheduler='pbt'")
+            if self.population is not None or self.interval is not None or self.generations is not None:
+                raise ConfigError("population, interval and generations are options of scheduler='pbt'")
             return
         if self.population is None or self.interval is None:
             raise ConfigError("scheduler 'pbt' needs population=... and interval=...")
         _check_number("population", self.population, integer=True, low=2, high=10**6)
         _check_number("interval", self.interval, integer=True, low=1, high=10**9)
+        _check_number("generations", self.generations, integer=True, low=1, high=10**9)
+        initial = options.get("initial", {})
+        if not isinstance(initial, dict) or not all(isinstance(k, str) for k in initial) or any(
+                isinstance(v, (list, tuple)) and not v for v in initial.values()):
+            raise ConfigError(f"scheduler_options initial must map parameter names to a value, a non-empty list "
+                              f"(one per member, cycled) or a callable(random.Random), not {initial!r}")
         if self.n_trials is None or self.n_trials % self.population:
             raise ConfigError(f"scheduler 'pbt': n_trials counts segments (population x generations) and must be "
                               f"a multiple of population={self.population}, not {self.n_trials}")
@@ -237,7 +253,8 @@ class Search:
                 study, self.population, self.interval, self.n_trials // self.population,
                 quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
                 resample_probability=float(options.get("resample_probability", 0.25)),
-                explore=list(options["explore"]) if "explore" in options else None, seed=self.seed)
+                explore=list(options["explore"]) if "explore" in options else None, seed=self.seed,
+                stop_last=self.generations is not None, initial=options.get("initial"))
         return None
 
     @property

@@ -49,10 +49,12 @@ class Replay(PopulationBasedTraining):
         return self.scores[generation][member], dict(self.plan[generation + 1]["params"]), False
 
 
-def plan(study: optuna.Study, number: int | None, generations: int) -> tuple[list[dict[str, Any]], int | None]:
+def plan(study: optuna.Study, number: int | None, generations: int,
+         stop_last: bool = False) -> tuple[list[dict[str, Any]], int | None]:
     """The schedule of segment ``number`` (default: the best final one) and the step it paused before.
 
-    ``generations``: the PBT run's (a segment of an earlier generation paused; the last ran to its end).
+    ``generations``: the PBT run's (a segment of an earlier generation paused; the last ran to its end,
+    unless ``stop_last``: the run had ``generations=`` and stopped it too).
 
     Raises:
         ConfigError: the study ran no PBT, or ``number`` is not a complete PBT segment.
@@ -70,5 +72,5 @@ def plan(study: optuna.Study, number: int | None, generations: int) -> tuple[lis
         raise ConfigError(f"--trial {number}: not a PBT segment of study {study.study_name!r}")
     if frozen.state != TrialState.COMPLETE or not frozen.intermediate_values:
         raise ConfigError(f"--trial {number}: that PBT segment did not complete ({frozen.state.name})")
-    paused = int(frozen.user_attrs.get(GENERATION, 0)) < generations - 1
+    paused = stop_last or int(frozen.user_attrs.get(GENERATION, 0)) < generations - 1
     return schedule(study, number), max(frozen.intermediate_values) + 1 if paused else None
