@@ -76,3 +76,21 @@ def test_the_default_pruner_is_optunas_median(tmp_path: Path) -> None:
     result = hpwf.run(_workflow(tmp_path, body, n_trials=8), workers=1, run_dir=tmp_path / "run", progress=False)
     states = [t.state.name for t in result.study.trials]
     assert states == ["COMPLETE"] * 5 + ["PRUNED"] * 3, states
+
+
+@pytest.mark.mpi
+def test_a_resume_of_a_finished_run_under_mpirun_ends_at_once_with_exit_0(tmp_path: Path) -> None:
+    """The ranks waiting for rank 0 are released with exit 0: mpirun itself succeeds."""
+    import os
+    import subprocess
+    import sys
+
+    wf = _workflow(tmp_path, "    return trial.suggest_float('x', 0, 1)", n_trials=2)
+    mpirun = [str(Path(sys.executable).parent / "mpirun"), "-np", "3", sys.executable, "-m", "hpwf"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for command in (["run", str(wf), "--backend", "mpi", "--run-dir", str(tmp_path / "run"), "--quiet"],
+                    ["resume", str(tmp_path / "run")]):
+        proc = subprocess.run([*mpirun, *command], capture_output=True, text=True, timeout=240, cwd=root, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing to do: the budget is already reached (2 of n_trials=2 finished)" in proc.stderr, proc.stderr
