@@ -92,3 +92,12 @@ def test_the_default_divides_the_cores_among_the_agents_on_a_host() -> None:
     apply_threads(None, env)
     assert env == {"MKL_NUM_THREADS": "7", AGENTS_ENV: "2", "OMP_NUM_THREADS": str(max(1, CORES // 2)),
                    "OPENBLAS_NUM_THREADS": str(max(1, CORES // 2))}
+
+
+def test_a_bad_thread_count_is_one_line_exit_2(tmp_path: Path) -> None:
+    with pytest.raises(hpwf.ConfigError, match="threads_per_trial must be >= 1, not 0"):
+        hpwf.Search(direction="minimize", n_trials=1, threads_per_trial=0)
+    proc = subprocess.run([sys.executable, "-m", "hpwf", "run", str(WORKFLOW), "--threads-per-trial", "0",
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["hpwf: error: --threads-per-trial must be >= 1, not 0"], proc.stderr
+    assert not (tmp_path / "run").exists()
