@@ -19,7 +19,7 @@ from hpwf.backends import Backend, make_backend
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase
 from hpwf.engine.setup import (
     check_fits, check_storage, ensemble_phase, override, remove_if_unused, run_and_score, run_record, scored)
-from hpwf.engine.schedulers import lineage as pbt_lineage
+from hpwf.engine.schedulers import lineage as pbt_lineage, pbt_best_final
 from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
 from hpwf.progress import say
@@ -53,6 +53,7 @@ def run(
     progress: bool = True,
     shared_group: bool = False,
     ensemble: bool = True,
+    threads_per_trial: int | None = None,
 ) -> RunResult:
     """Run a workflow's search to its budget in a new run directory, then its ensemble if any.
 
@@ -60,7 +61,7 @@ def run(
         workflow: a workflow file, or a `Workflow` made of Python objects.
         backend: "local" (a Dask LocalCluster), another backend name, or a `Backend` object.
         workers: agents for the local backend (default: the machine's cores).
-        n_trials, timeout, storage, seed: override the workflow's `Search`.
+        n_trials, timeout, storage, seed, threads_per_trial: override the workflow's `Search`.
         run_dir: where everything goes (default: ``runs/<name>-<time>``), created readable by
             you only; with ``shared_group`` its group may read it too (never write).
         ensemble: False runs the search only (the members run elsewhere, e.g. as a Slurm
@@ -84,7 +85,8 @@ def run(
         raise ConfigError(f"{folder}: already holds a run; continue it with `hpwf resume {folder}`")
     phases: list[Phase] = []
     if wf.search is not None:
-        search = override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed})
+        search = override(wf.search, {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed,
+                                       "threads_per_trial": threads_per_trial})
         wf = dataclasses.replace(wf, search=search)
         phases.append(SearchPhase(folder, run_record(wf.name, search, wf, chosen, workers), search, wf))
     if wf.ensemble is not None and wf.ensemble.retrains and ensemble:
@@ -125,6 +127,7 @@ def resume(
     timeout: float | None = None,
     progress: bool = True,
     ensemble: bool = True,
+    threads_per_trial: int | None = None,
 ) -> RunResult:
     """Continue an interrupted (or finished) run to its budget; completed trials are kept.
 
@@ -147,11 +150,13 @@ def resume(
             raise ConfigError(f"{folder}: started from Python objects; resume it with hpwf.resume(..., workflow=...)")
         workflow = load(record.workflow)
     options = dict(record.options)
-    options.update({k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "workers": workers}.items() if v is not None})
+    options.update({k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "workers": workers,
+                                      "threads_per_trial": threads_per_trial}.items() if v is not None})
     chosen = backend if isinstance(backend, Backend) else make_backend(backend or record.backend, workers=options.get("workers"))
     phases: list[Phase] = []
     if workflow.search is not None:
-        search = override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed")} | {"storage": record.storage})
+        search = override(workflow.search, {k: options.get(k) for k in ("n_trials", "timeout", "seed", "threads_per_trial")}
+                          | {"storage": record.storage})
         record.options = options
         phases.append(SearchPhase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
     if workflow.ensemble is not None and workflow.ensemble.retrains and (ensemble or workflow.search is None):
@@ -212,9 +217,7 @@ def ensemble(
     chosen = backend if isinstance(backend, Backend) else make_backend(backend, workers=workers)
     phase = ensemble_phase(wf, folder, chosen, workers, record.storage, source_name=record.study_name,
                             members=todo)
-    phase.rebuild = True
-    kept = len(planned.members) - len(todo)
-    say(f"[hpwf] ensemble: {len(todo)} members to train" + (f", {kept} kept from before" if kept else ""))
+    phase.rebuild, phase.kept = True, len(planned.members) - len(todo)
     with run_umask(is_shared(folder)):
         return RunResult(*run_and_score([phase], chosen, progress, spec))
 
@@ -264,6 +267,10 @@ def status(run_dir: str | Path, storage: str | None = None, _root: Path | None =
     lineage = pbt_lineage(study)
     if lineage:
         result["pbt"] = lineage
+        final = pbt_best_final(study, lineage)
+        if final is not None:  # a segment of an earlier generation is no model PBT ends with
+            result.update(best_value=final.value, best_trial=final.number, best_params=final.params,
+                          best_is="the best final PBT segment")
     summary = read_summary(folder)
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")

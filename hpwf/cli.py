@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", type=Path, help="the site config for --backend dask-slurm (worker jobs' shape)")
     p.add_argument("--workers", type=int, help="agents for the local backend (default: cores)")
     p.add_argument("--n-trials", type=int, help="trials that must finish (overrides the workflow)")
+    p.add_argument("--threads-per-trial", type=int, help="threads per rank of a trial (default: cores / agents)")
     p.add_argument("--timeout", type=float, help="time budget in seconds (overrides the workflow)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<workflow>-<time>")
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run dir)")
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", type=Path, help="the site config for --backend dask-slurm")
     p.add_argument("--workers", type=int)
     p.add_argument("--n-trials", type=int, help="raise (or lower) the budget")
+    p.add_argument("--threads-per-trial", type=int, help="threads per rank of a trial (default: cores / agents)")
     p.add_argument("--timeout", type=float)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-ensemble", action="store_true", help="resume the search only")
@@ -219,6 +221,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
                 args.workflow, backend=backend,
                 n_trials=args.n_trials, timeout=args.timeout, run_dir=args.run_dir, storage=args.storage,
                 seed=args.seed, progress=not args.quiet, shared_group=args.shared_group, ensemble=not args.no_ensemble,
+                threads_per_trial=_positive("--threads-per-trial", args.threads_per_trial),
             )
         elif args.command == "replay":
             from hpwf.api import replay
@@ -233,6 +236,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
             result = api.resume(
                 args.run_dir, backend=backend, n_trials=args.n_trials, timeout=args.timeout,
                 progress=not args.quiet, ensemble=not args.no_ensemble,
+                threads_per_trial=_positive("--threads-per-trial", args.threads_per_trial),
             )
         code = 0
         from hpwf.report import print_end

@@ -105,6 +105,8 @@ class Progress:
 def time_left(done_here: int, session_s: float, total: int | None, done: int, timeout: float | None,
               elapsed: float) -> float | None:
     """Seconds left: the trials left at this session's pace, capped by the time budget; None if unknown."""
+    if total and done >= total:
+        return None  # the budget is spent: an unused time budget is not time left
     estimates = []
     if total and done < total and done_here > 0 and session_s > 0:
         estimates.append((total - done) * session_s / done_here)

@@ -23,6 +23,7 @@ from tests import objectives
 def run(backend: Backend, tmp_path: Path, objective: Callable[..., Any], **search: Any) -> hpwf.RunResult:
     search.setdefault("n_trials", 6)
     search.setdefault("direction", "minimize")
+    search.setdefault("pruner", "none")  # backends, not pruning, are under test (the default is Optuna's median)
     wf = hpwf.Workflow(objective=objective, search=hpwf.Search(**search))
     return hpwf.run(wf, backend=backend, run_dir=tmp_path / "run", progress=False)
 

@@ -100,3 +100,14 @@ def test_a_two_rank_trial_longer_than_three_heartbeats_completes_on_dask(dask_cl
     run_on(dask_cluster, "tests/workflows/long_group.py", run_dir)
     trials = hpwf.load_study(run_dir).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] and trials[0].value == 4.5
+
+
+def test_agents_on_a_dask_cluster_share_their_host(dask_cluster: str, tmp_path: Path) -> None:
+    """Dask's nanny sets one thread per worker process (its ``pre-spawn-environ``): the agents keep
+    the administrator's word, torch included, whatever the host's cores."""
+    run_dir = tmp_path / "run"
+    run_on(dask_cluster, "tests/workflows/threads_check.py", run_dir)
+    seen = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/threads.rank0.json"))]
+    count = 1
+    assert seen == [{"OMP_NUM_THREADS": str(count), "MKL_NUM_THREADS": str(count),
+                     "OPENBLAS_NUM_THREADS": str(count), "torch": count}] * 2, seen

@@ -34,7 +34,8 @@ def objective(trial):
 
 MULTI = """
 import hpwf
-search = hpwf.Search(directions=["minimize", "maximize"], n_trials=8, sampler="nsga2", seed=0)
+search = hpwf.Search(directions=["minimize", "maximize"], n_trials=8, sampler="nsga2", seed=0,
+                     metric_names=["loss", "gain"])
 def objective(trial):
     x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
     return x + y, x * (1 - y)
@@ -60,6 +61,38 @@ def train_member(member):
     return float(np.mean((y - mean) ** 2))
 ensemble = hpwf.Ensemble(members=4, train=train_member, top_k=1, seed=0)
 """
+
+
+CLASSIFIER = """
+import numpy as np
+import hpwf
+search = hpwf.Search(direction="minimize", n_trials=2, sampler="random", seed=0)
+def objective(trial):
+    return trial.suggest_float("x", 0, 1)
+def train_member(member):
+    rng = np.random.default_rng(member.index)
+    y = np.arange(60) % 3
+    logits = rng.normal(0, 1, (60, 3)) + 2.0 * np.eye(3)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    member.save_predictions(y=y, probs=probs)
+    return float(np.mean(probs.argmax(1) != y))
+ensemble = hpwf.Ensemble(members=3, train=train_member, top_k=1, seed=0)
+"""
+
+PBT = """
+import hpwf
+from tests.objectives import pbt_walk
+search = hpwf.Search(direction="minimize", n_trials=8, sampler="random", scheduler="pbt", population=4,
+                     interval=2, seed=0)
+def objective(trial):
+    return pbt_walk(trial, steps=4)
+"""
+
+
+def sections(source: str) -> dict[str, str]:
+    """The report's chunks by their heading (h2 or h3), in order."""
+    parts = re.split(r"<h[23]>(.*?)</h[23]>", source)
+    return {title: body for title, body in zip(parts[1::2], parts[2::2])}
 
 
 def chromium() -> str:
@@ -144,12 +177,33 @@ def test_the_browser_check_catches_a_script_error_and_a_blank_plot(tmp_path: Pat
 
 
 def test_single_objective_report_renders(tmp_path: Path) -> None:
-    check_report_renders(_run(tmp_path, SINGLE), expect_at_least=5)  # history, importances, coordinates,
+    run_dir = _run(tmp_path, SINGLE)
+    check_report_renders(run_dir, expect_at_least=5)  # history, importances, coordinates,
     # intermediate values, logged metrics
+    logged = sections((run_dir / "report.html").read_text())["Logged metrics"]
+    assert '"text":"train_loss"' in logged and '"text":"lr"' in logged
+    assert '"text":"time"' not in logged  # metrics.csv's Unix time is bookkeeping, not a metric
 
 
 def test_multi_objective_report_renders(tmp_path: Path) -> None:
-    check_report_renders(_run(tmp_path, MULTI), expect_at_least=2)  # Pareto front, parallel coordinates
+    run_dir = _run(tmp_path, MULTI)
+    check_report_renders(run_dir, expect_at_least=3)  # Pareto front, parallel coordinates of each objective
+    chunks = sections((run_dir / "report.html").read_text())
+    assert "Parallel coordinates: loss" in chunks and "Parallel coordinates: gain" in chunks, list(chunks)
+    assert '"text":"loss"' in chunks["Pareto front"] and '"text":"gain"' in chunks["Pareto front"]
+    assert "Logged metrics" not in chunks  # it never called log_metrics
+
+
+def test_pbt_report_leads_with_the_schedule(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path, PBT, env={"PYTHONPATH": str(ROOT)})
+    check_report_renders(run_dir, expect_at_least=4)  # lineage, explored params, history, intermediate values
+    titles = list(sections((run_dir / "report.html").read_text()))
+    assert titles[:2] == ["Summary", "Scheduler"], titles
+    explored = sections((run_dir / "report.html").read_text())["Explored params over steps"]
+    assert "best final lineage (replayed)" in explored and '"text":"lr"' in explored
+    assert any(t.startswith("Parameter importances (PBT: the 4 final segments of generation 1") for t in titles), titles
+    assert any(t.startswith("Parallel coordinates (PBT: the 4 final segments") for t in titles), titles
+    assert "Logged metrics" not in titles  # report() alone logs no named metric
 
 
 def test_pruned_heavy_report_renders(tmp_path: Path) -> None:
@@ -159,6 +213,13 @@ def test_pruned_heavy_report_renders(tmp_path: Path) -> None:
     states = [t.state.name for t in hpwf.load_study(run_dir).trials]
     assert states.count("PRUNED") >= states.count("COMPLETE"), states
     check_report_renders(run_dir, expect_at_least=4)
+
+
+def test_classification_ensemble_has_a_reliability_diagram(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path, CLASSIFIER)
+    check_report_renders(run_dir, expect_at_least=3)  # history, coordinates, reliability, entropy
+    titles = list(sections((run_dir / "report.html").read_text()))
+    assert any(t.startswith("Reliability diagram (ECE ") for t in titles), titles
 
 
 def test_uq_report_renders(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def test_multi_objective_and_extra_sections(tmp_path: Path, monkeypatch: pytest.
     assert len(pd.read_csv(csv_path)) == 6
     page = html_path.read_text()
     titles = re.findall(r"<h2>(.*?)</h2>", page)
-    assert titles == ["Summary", "Pareto front", "Parallel coordinates", "Intermediate values", "Trials", "UQ"]
-    assert len(PLOTLY_JS.findall(page)) == 1 and page.count("Plotly.newPlot(") == 2
+    assert titles == ["Summary", "Pareto front", "Parallel coordinates: objective 0", "Parallel coordinates: objective 1",
+                      "Intermediate values", "Trials", "UQ"]  # coordinates for every objective (issue 22)
+    assert len(PLOTLY_JS.findall(page)) == 1 and page.count("Plotly.newPlot(") == 3
     assert "minimize, maximize" in page and f"6 trials in {tmp_path.name}" in page
     assert any("failed: ZeroDivisionError" in note for note in _notes(page))

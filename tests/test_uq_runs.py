@@ -138,13 +138,15 @@ def test_rebuild_after_resume_and_a_new_top_k(tmp_path: Path) -> None:
 
     rebuilt = cli("ensemble", TINY, "--from", str(run_dir), "--workers", "2", "--quiet", env=env)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    assert "2 members to train" in rebuilt.stderr
+    assert "ensemble: 2 members in" in rebuilt.stderr
     assert sources() == [5, 4] and not json.loads((run_dir / "uq_metrics.json").read_text())["selection"]["stale"]
 
     wider = cli("ensemble", TINY, "--from", str(run_dir), "--top-k", "3", "--members", "6", "--workers", "2",
                 "--quiet", env=env)
     assert wider.returncode == 0, wider.stderr[-3000:]
-    assert "4 members to train, 2 kept from before" in wider.stderr
+    assert "ensemble: 6 members (2 kept, 4 to train) in" in wider.stderr and "4 members in" not in wider.stderr
+    end = [line for line in wider.stderr.splitlines() if " complete, " in line][-1]
+    assert "best member score" in end and "(member " in end and "(trial " not in end, end  # issue 22
     assert sources() == [5, 4, 3, 5, 4, 3]
     members = hpwf.load_study(run_dir / "ensemble").trials
     assert sum(t.state == TrialState.COMPLETE for t in members) == 2 + 2 + 4  # members 0 and 1 reused

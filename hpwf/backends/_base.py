@@ -88,6 +88,10 @@ class Backend(ABC):
     def heal(self, live: int) -> None:
         """Called every half second: restart agents that are gone, where the backend can."""
 
+    def release_unstarted(self) -> None:
+        """The run needed no agent (a resume whose budget is spent): let whatever waits for the
+        start end normally. MPI ranks waiting for rank 0 exit 0."""
+
     def check(self) -> None:
         """Raise `ConfigError` before anything is written if this backend cannot run here."""
 

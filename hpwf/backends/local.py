@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpwf.backends._base import Backend
-from hpwf.worker import allow_children, end_children, serve_in_child
+from hpwf.worker import AGENTS_ENV, allow_children, end_children, serve_in_child
 from hpwf.backends._dask_security import (
     LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
 )
@@ -108,14 +108,18 @@ def submit_agents(client, address: Address, key_file: Path, count: int, prefix: 
     ``in_child``: the agent runs in a child of the worker, started again after an abort, so the
     worker lives and Dask's ``allowed-failures`` is never used up.
     """
-    workers = list(client.scheduler_info()["workers"]) or [None]
+    info = client.scheduler_info()["workers"]
+    workers = list(info) or [None]
     run = secrets.token_hex(4)  # keys unique per run: a shared cluster may still know an older run's agents
+    places = [workers[i % len(workers)] for i in range(count)]
+    hosts = [info[w].get("host") if w else None for w in places]
     futures = []
-    for i in range(count):
-        where = workers[i % len(workers)]
+    for i, where in enumerate(places):
         body = (serve_in_child, serve_with_key_file) if in_child else (serve_with_key_file,)
+        # the agents this host runs share its cores (`hpwf.worker._threads`)
+        extra = {"child_env": {AGENTS_ENV: str(hosts.count(hosts[i]))}} if in_child else {}
         futures.append(client.submit(
-            *body, address, str(key_file), f"{prefix}-{i}", reports=reports,
+            *body, address, str(key_file), f"{prefix}-{i}", reports=reports, **extra,
             key=f"hpwf-agent-{prefix}-{i}-{run}",
             pure=False, workers=[where] if where else None, allow_other_workers=where is not None,
         ))

@@ -94,6 +94,9 @@ class MPIBackend(Backend):
             return f"only {seen} of {self.slots} worker ranks connected within 300 s"
         return None
 
+    def release_unstarted(self) -> None:
+        self._release(("exit", 0))
+
     def close(self, exit_code: int = 0) -> None:
         """Releases the waiting ranks if the run never started (they exit with ``exit_code``)."""
         self._release(("exit", exit_code or 1))

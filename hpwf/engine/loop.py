@@ -135,8 +135,12 @@ class Coordinator:
         n = self.budget.n_trials
         if self.scheduler is not None and not self.scheduler.may_ask():
             pausing.drain(self)  # PBT: members held for a quorum that will not come go on now
-            if not self.scheduler.may_ask():
-                return True  # e.g. a PBT member whose segment failed has no next segment
+            if not self.scheduler.may_ask():  # e.g. a PBT member whose segment failed has no next segment
+                if not self.stop_reason and n is not None and self.counts.finished_ok < n:
+                    why = getattr(self.scheduler, "why_done", None)
+                    self.stop_reason = why(self.counts.finished_ok, n) if why else \
+                        f"the scheduler has nothing left to run ({self.counts.finished_ok} of {n} finished)"
+                return True
         return bool(self.stop_reason) or (n is not None and self.counts.finished_ok >= n)
 
     def end(self) -> None:

@@ -7,6 +7,7 @@ agents run (`Phase.entry`, the name the wire carries). `run_phases` runs them in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -76,6 +77,7 @@ class EnsemblePhase(Phase):
 
     members: list[dict[str, Any]] | None = None
     rebuild: bool = False
+    kept: int = 0  # a rebuild: members of the plan trained before, kept as they are
 
     entry = "ensemble"
 
@@ -89,7 +91,9 @@ class EnsemblePhase(Phase):
         return MemberObjective(self.workflow.ensemble.train)  # type: ignore[union-attr]
 
     def announce(self) -> None:
-        say(f"[hpwf] ensemble: {self.search.n_trials} members in {self.folder}")
+        todo = self.search.n_trials or 0
+        counts = f"{todo + self.kept} members ({self.kept} kept, {todo} to train)" if self.kept else f"{todo} members"
+        say(f"[hpwf] ensemble: {counts} in {self.folder}")
 
     def prepare(self, study: optuna.Study, existing: int) -> None:
         """Queue the members to train; a rebuild first retires what an older plan left queued."""
@@ -122,6 +126,10 @@ def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[l
     results: list[PhaseResult] = []
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar speaks instead
+    reached = _budgets_reached(phases)
+    if reached is not None:  # a resume with nothing to do: no agent is started, nothing waits
+        backend.release_unstarted()
+        return reached, False
     backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
     try:
         with Session(backend) as session:
@@ -150,7 +158,7 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) 
         wf = phase.workflow
         payload = None if wf.path else _pickle(phase.objective())
         setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
-                      n_objectives=len(search.study_directions))
+                      n_objectives=len(search.study_directions), threads=search.threads_per_trial)
         before = read_summary(folder) if not phase.fresh else {}
         budget = Budget(
             n_trials=search.n_trials, timeout=search.timeout,
@@ -189,7 +197,41 @@ def _open_study(phase: Phase) -> tuple[optuna.Study, int]:
     if [d.name.lower() for d in study.directions] != search.study_directions:
         raise ConfigError(f"study {study.study_name!r} in that storage has directions "
                           f"{[d.name.lower() for d in study.directions]}, the workflow {search.study_directions}")
+    if search.metric_names is not None and study.metric_names != list(search.metric_names):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna calls set_metric_names experimental
+            study.set_metric_names(list(search.metric_names))
     return study, existing
+
+
+def _budgets_reached(phases: list[Phase]) -> list[PhaseResult] | None:
+    """The phases' results when every one is a resume whose budget is spent already (one line
+    says so); else ``None``."""
+    results, why = [], ""
+    for phase in phases:
+        summary = read_summary(phase.folder)
+        if phase.fresh or not summary:
+            return None
+        search = phase.search
+        try:
+            study = optuna.load_study(study_name=phase.record.study_name,
+                                      storage=open_storage(search.storage, phase.folder))
+        except KeyError:
+            return None
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return None  # a killed coordinator's trials: the run recovers them
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        elapsed = float(summary.get("elapsed_s") or 0.0)
+        if search.n_trials is not None and finished >= search.n_trials:
+            why = f"{finished} of n_trials={search.n_trials} finished"
+        elif search.timeout is not None and elapsed >= search.timeout:
+            why = f"{elapsed:.0f} s of timeout={search.timeout:g} s spent"
+        else:
+            return None
+        results.append(PhaseResult(phase.folder, study, summary))
+    say(f"[hpwf] nothing to do: the budget is already reached ({why}); "
+        f"raise it with --n-trials or --timeout to go on")
+    return results
 
 
 def existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:

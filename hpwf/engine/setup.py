@@ -26,6 +26,7 @@ def run_record(name: str, search: Search, wf: Workflow, backend: Backend, worker
         study_name=name, storage=search.storage, workflow=str(wf.path) if wf.path else None, backend=backend.name,
         options={"n_trials": search.n_trials, "timeout": search.timeout, "seed": search.seed,
                  "workers": workers, "max_failures": search.max_failures, "run_id": secrets.token_hex(6),
+                 "threads_per_trial": search.threads_per_trial,
                  **({"replay_of": replay_of} if replay_of else {})},
     )
 

@@ -190,7 +190,8 @@ def member_search(wf: Workflow, storage: str | None, name: str, n: int | None = 
     n = n or e.members
     return Search(direction=member_direction(wf), n_trials=n, sampler="random", pruner="none",
                   ranks_per_trial=e.ranks_per_trial, seed=e.seed, name=name, storage=storage,
-                  max_failures=max(n * e.max_retries, 1), retries=e.max_retries)
+                  max_failures=max(n * e.max_retries, 1), retries=e.max_retries,
+                  threads_per_trial=wf.search.threads_per_trial if wf.search else None)
 
 
 def member_direction(wf: Workflow, announce: bool = False) -> str:

@@ -270,6 +270,24 @@ def expected_calibration_error(y: ArrayLike, probs: ArrayLike, bins: int = 15) -
     return float(gap.sum() / max(count.sum(), 1))
 
 
+def reliability_bins(y: ArrayLike, probs: ArrayLike, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-label reliability: per non-empty confidence bin, (mean confidence, accuracy, count).
+
+    Example:
+        >>> conf, acc, n = reliability_bins([0, 1], [[0.9, 0.1], [0.6, 0.4]], bins=4)
+        >>> conf.tolist(), acc.tolist(), n.tolist()
+        ([0.6, 0.9], [0.0, 1.0], [1, 1])
+    """
+    p = np.asarray(probs, dtype=float)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == np.asarray(y).astype(int)).astype(float)
+    idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    used = count > 0
+    return (np.bincount(idx, conf, bins)[used] / count[used], np.bincount(idx, correct, bins)[used] / count[used],
+            count[used])
+
+
 def classification_metrics(y: ArrayLike, member_probs: ArrayLike, weights: ArrayLike | None = None) -> dict[str, float]:
     """Metrics of the (weighted) ensemble-mean classifier; member_probs (K, N, C) or (N, C) (K=1).
 

@@ -7,7 +7,7 @@ import csv
 import html
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -15,11 +15,14 @@ from optuna.trial import FrozenTrial, TrialState
 from hpwf.report._figure import figure_html
 from hpwf.report._schedule import scheduler_section
 from hpwf.report._uq import uq_section
-from hpwf.rundir import open_run_study, read_summary, state_counts, trial_folder
+from hpwf.rundir import PBT_GENERATION, PBT_MEMBER, open_run_study, read_summary, state_counts, trial_folder
 
-# The sections after the trial table, in order: each gets (study, run_dir) and returns an HTML chunk
-# or None. An explicit list: `write_report` from Python writes the same report as `hpwf report`.
-EXTRA_SECTIONS: tuple[Callable[[optuna.Study, Path], str | None], ...] = (scheduler_section, uq_section)
+# The sections around the generic plots, in order, each (study, run_dir) -> an HTML chunk or None: one
+# explicit list, so `write_report` from Python writes the same report as `hpwf report`. Sections that
+# explain the run better than the generic plots (PBT's schedule) lead, right after the summary.
+LEAD_SECTIONS: tuple[Callable[[optuna.Study, Path], str | None], ...] = (scheduler_section,)
+EXTRA_SECTIONS: tuple[Callable[[optuna.Study, Path], str | None], ...] = (uq_section,)
+METRICS_BOOKKEEPING = ("step", "value", "elapsed_s", "time")  # metrics.csv columns that are not logged metrics
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;
@@ -51,9 +54,14 @@ def trials_table(study: optuna.Study) -> Any:
 
 def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
     """The report's HTML chunks in order: header, figures, trial table, then ``EXTRA_SECTIONS``."""
-    chunks = [_header(study, run_dir, read_summary(run_dir)), *_figures(study), *_logged_metrics(study, run_dir),
-              _trial_table(study, run_dir)]
-    for section in EXTRA_SECTIONS:
+    return [_header(study, run_dir, read_summary(run_dir)), *_extra(LEAD_SECTIONS, study, run_dir),
+            *_figures(study), *_logged_metrics(study, run_dir), _trial_table(study, run_dir),
+            *_extra(EXTRA_SECTIONS, study, run_dir)]
+
+
+def _extra(sections: Sequence[Callable[[optuna.Study, Path], str | None]], study: optuna.Study, run_dir: Path) -> list[str]:
+    chunks = []
+    for section in sections:
         try:
             chunk = section(study, run_dir)
         except Exception as exc:  # a broken add-on section must not cost the whole report
@@ -90,7 +98,8 @@ def _header(study: optuna.Study, run_dir: Path, summary: dict[str, Any]) -> str:
     else:
         front = sorted(study.best_trials, key=lambda t: t.number)
         more = f" and {len(front) - 10} more" if len(front) > 10 else ""
-        rows.append(("Pareto front", "; ".join(f"trial {t.number}: {_values(t)}" for t in front[:10]) + more))
+        named = ", ".join(metric_names(study))
+        rows.append((f"Pareto front ({named})", "; ".join(f"trial {t.number}: {_values(t)}" for t in front[:10]) + more))
     if summary:
         util = summary.get("utilisation")
         rows += [("elapsed", f"{_fmt(summary.get('elapsed_s'))} s"),
@@ -100,29 +109,66 @@ def _header(study: optuna.Study, run_dir: Path, summary: dict[str, Any]) -> str:
     return f"<h2>Summary</h2>\n<table>{body}</table>"
 
 
+def metric_names(study: optuna.Study) -> list[str]:
+    """The objectives' names (``Search(metric_names=...)``, Optuna's ``set_metric_names``), else "objective i"."""
+    names = study.metric_names
+    return list(names) if names else [f"objective {i}" for i in range(len(study.directions))]
+
+
+def final_segments(study: optuna.Study) -> tuple[optuna.Study, str] | None:
+    """For a PBT run: an in-memory study of its last generation's complete segments and a label
+    saying so; None for any other run. A segment's params are those of its last interval only,
+    so importances and parallel coordinates over every segment would mislead."""
+    trials = study.get_trials(deepcopy=False)
+    segments = [t for t in trials if PBT_MEMBER in t.user_attrs and t.state == TrialState.COMPLETE]
+    if not segments:
+        return None
+    last = max(int(t.user_attrs.get(PBT_GENERATION, 0)) for t in segments)
+    finals = [t for t in segments if int(t.user_attrs.get(PBT_GENERATION, 0)) == last]
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials(finals)
+    return view, (f" (PBT: the {len(finals)} final segments of generation {last}, each with the params of its "
+                  f"last interval; {len(segments)} complete segments in all)")
+
+
+def _coordinates(study: optuna.Study, i: int, name: str) -> Callable[[], Any]:
+    """Draws the parallel coordinates of objective ``i``."""
+    from optuna import visualization as vis
+
+    return lambda: vis.plot_parallel_coordinate(study, target=lambda t: t.values[i], target_name=name)
+
+
 def _figures(study: optuna.Study) -> list[str]:
     """One chunk per plot: the figure, or a note saying why Optuna cannot draw it for this study."""
     from optuna import visualization as vis
 
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    finals = final_segments(study)
+    view, label = finals if finals else (study, "")
+    complete = [t for t in view.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     names = {p for t in complete for p in t.params}
     multi = len(study.directions) > 1
-    first: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": "objective 0"} if multi else {}
+    objectives = metric_names(study)
     no_complete = None if complete else "no complete trial yet"
     plots: list[tuple[str, Callable[[], Any], str | None]] = [
-        ("Parallel coordinates", lambda: vis.plot_parallel_coordinate(study, **first),
-         no_complete or (None if names else "no parameters")),
-        ("Intermediate values", lambda: vis.plot_intermediate_values(study),
-         None if any(t.intermediate_values for t in trials) else "no trial reported intermediate values"),
+        (f"Parallel coordinates{label}", lambda: vis.plot_parallel_coordinate(view), no_complete or (
+            None if names else "no parameters")),
+    ] if not multi else [  # one per objective, each named
+        (f"Parallel coordinates: {name}",
+         _coordinates(view, i, name),
+         no_complete or (None if names else "no parameters")) for i, name in enumerate(objectives)
     ]
+    plots.append(("Intermediate values", lambda: vis.plot_intermediate_values(study),
+                  None if any(t.intermediate_values for t in trials) else "no trial reported intermediate values"))
     if multi:
-        plots.insert(0, ("Pareto front", lambda: vis.plot_pareto_front(study), no_complete or (
-            None if len(study.directions) <= 3 else f"{len(study.directions)} objectives (at most 3 can be drawn)")))
+        plots.insert(0, ("Pareto front", lambda: vis.plot_pareto_front(study, target_names=objectives),
+                         no_complete or (None if len(study.directions) <= 3
+                                         else f"{len(study.directions)} objectives (at most 3 can be drawn)")))
     else:
         plots[:0] = [
-            ("Optimization history", lambda: vis.plot_optimization_history(study), no_complete),
-            ("Parameter importances", lambda: vis.plot_param_importances(study),
+            ("Optimization history" + (" (every PBT segment is a trial)" if finals else ""),
+             lambda: vis.plot_optimization_history(study, target_name=objectives[0]), no_complete),
+            (f"Parameter importances{label}", lambda: vis.plot_param_importances(view, target_name=objectives[0]),
              "needs at least 2 complete trials" if len(complete) < 2
              else None if len(names) >= 2 else f"needs at least 2 parameters (this study has {len(names)})"),
         ]
@@ -135,9 +181,10 @@ def _figures(study: optuna.Study) -> list[str]:
             except Exception as exc:  # e.g. ValueError for a study shape Optuna does not support
                 why_not = f"Optuna cannot draw it: {type(exc).__name__}: {exc}"
         if fig is None or not fig.data:
-            chunks.append(f"<h2>{title}</h2>\n" + _note(f"Not drawn: {why_not or 'Optuna had nothing to draw'}."))
+            chunks.append(f"<h2>{html.escape(title)}</h2>\n"
+                          + _note(f"Not drawn: {why_not or 'Optuna had nothing to draw'}."))
             continue
-        chunks.append(f"<h2>{title}</h2>\n" + figure_html(fig))
+        chunks.append(f"<h2>{html.escape(title)}</h2>\n" + figure_html(fig))
     return chunks
 
 
@@ -148,7 +195,7 @@ def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
         return {}
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    names = [c for c in (rows[0] if rows else {}) if c not in ("step", "value", "elapsed_s")]
+    names = [c for c in (rows[0] if rows else {}) if c not in METRICS_BOOKKEEPING]
     out: dict[str, list[tuple[int, float]]] = {}
     for name in names:
         points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]

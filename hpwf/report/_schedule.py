@@ -26,12 +26,40 @@ def scheduler_section(study: optuna.Study, run_dir: Path) -> str | None:
                       f"{html.escape(str(paused[:50]))}; {len(resumed)} trial(s) paused and resumed at least once.</p>")
     if info is not None:
         chunks.append(_lineage_plot(info))
+        chunks.append(_explored_plot(info))
         rows = "".join(f"<tr><td>{s['generation']}</td><td>{s['trial']}</td><td>{s['start_step']}</td>"
                        f"<td>{html.escape(str(s['value']))}</td><td>{html.escape(str(s['params']))}</td></tr>"
                        for s in info["best_schedule"])
         chunks.append("<h3>Best final configuration as a schedule</h3><table><tr><th>generation</th><th>segment</th>"
                       f"<th>from step</th><th>value</th><th>params</th></tr>{rows}</table>")
     return "\n".join(chunks)
+
+
+def _explored_plot(info: dict, most: int = 6) -> str:  # type: ignore[type-arg]
+    """Each explored param over steps: a line per member, and the best final lineage's schedule
+    (the one `hpwf replay` follows) drawn thick."""
+    from plotly.subplots import make_subplots
+
+    rows = sorted(info["segments_list"], key=lambda r: (r["member"], r["generation"]))
+    names = [n for n in dict.fromkeys(k for r in rows for k in r["params"])
+             if len({repr(r["params"].get(n)) for r in rows}) > 1][:most]
+    if not names:
+        return "<p class=\"note\">No param changed between segments: nothing was explored.</p>"
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=names, vertical_spacing=0.08)
+    members = sorted({r["member"] for r in rows})
+    for i, name in enumerate(names, start=1):
+        for member in members:
+            mine = [r for r in rows if r["member"] == member and name in r["params"]]
+            fig.add_scatter(x=[r["start_step"] for r in mine], y=[r["params"][name] for r in mine], mode="lines+markers",
+                            line={"shape": "hv", "width": 1}, name=f"member {member}", legendgroup=f"m{member}",
+                            showlegend=i == 1, row=i, col=1)
+        best = [s for s in info["best_schedule"] if name in s["params"]]
+        fig.add_scatter(x=[s["start_step"] for s in best], y=[s["params"][name] for s in best], mode="lines+markers",
+                        line={"shape": "hv", "width": 4, "color": "#d80"}, name="best final lineage (replayed)",
+                        legendgroup="best", showlegend=i == 1, row=i, col=1)
+    fig.update_xaxes(title_text="step (a segment's params hold from its first step)", row=len(names), col=1)
+    fig.update_layout(height=max(320, 240 * len(names)), title="PBT schedule: explored params over steps")
+    return "<h3>Explored params over steps</h3>" + figure_html(fig)
 
 
 def _lineage_plot(info: dict) -> str:  # type: ignore[type-arg]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hpwf.progress import say
+from hpwf.rundir import MEMBER
 
 
 def print_end(run_dir: Path, summary: dict, study: Any = None) -> None:  # type: ignore[type-arg]
@@ -34,7 +35,27 @@ def best_text(summary: dict, study: Any) -> str:  # type: ignore[type-arg]
         return front_text(sorted(t.number for t in study.best_trials))
     if summary.get("best_value") is None:
         return "no complete trial"
+    if study is not None:
+        from hpwf.engine.schedulers import pbt_best_final
+
+        final = pbt_best_final(study)
+        if final is not None:
+            return f"best {final.value:.6g} (trial {final.number}, the best final PBT segment)"
+    member = _member_of(study, summary.get("best_trial"))
+    if member is not None:  # the members' study numbers its trials apart from the search's
+        return f"best member score {summary['best_value']:.6g} (member {member})"
     return f"best {summary['best_value']:.6g} (trial {summary.get('best_trial')})"
+
+
+def _member_of(study: Any, number: int | None) -> int | None:
+    """The ensemble member index of trial ``number`` of a members' study, else None."""
+    if study is None or number is None:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials) or trials[number].number != number:
+        return None
+    member = trials[number].user_attrs.get(MEMBER)
+    return int(member) if isinstance(member, int) else None
 
 
 def front_text(numbers: list[int], shown: int = 10) -> str:
@@ -52,7 +73,8 @@ def format_status(info: dict) -> str:  # type: ignore[type-arg]
         f"(budget: {info.get('n_trials')})",
     ]
     if info.get("best_value") is not None:
-        lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']})")
+        what = f", {info['best_is']}" if info.get("best_is") else ""
+        lines.append(f"best       {info['best_value']:.6g}  (trial {info['best_trial']}{what})")
         lines.extend(f"  {k} = {v}" for k, v in (info.get("best_params") or {}).items())
     if info.get("pareto_front"):
         lines.append(f"best       {front_text(info['pareto_front']['trials'])}")

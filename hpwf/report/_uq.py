@@ -52,6 +52,8 @@ def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
             if "x" in p:
                 chunks.append(_band(p))
         elif "mutual_information" in p:
+            if "probs" in p and "y" in p:
+                chunks.append(_reliability(p))
             chunks.append(_entropy_histogram(p))
     return "\n".join(chunks)
 
@@ -176,6 +178,20 @@ def _band(p: dict[str, np.ndarray]) -> str:
     fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name="predictive mean"))
     fig.update_layout(xaxis_title="x", yaxis_title="y")
     return "<h3>Predictive band (aleatoric vs epistemic)</h3>" + figure_html(fig)
+
+
+def _reliability(p: dict[str, Any]) -> str:
+    """A classifier's reliability diagram: accuracy against confidence, per confidence bin."""
+    import plotly.graph_objects as go
+
+    conf, acc, count = uq.reliability_bins(p["y"], p["probs"])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="ideal", line={"dash": "dash", "color": "gray"}))
+    fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name="ensemble", marker={"size": 6 + 14 * count / count.max()},
+                             text=[f"{n} samples" for n in count]))
+    fig.update_layout(xaxis_title="confidence (top-label probability)", yaxis_title="accuracy",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+    return f"<h3>Reliability diagram (ECE {uq.expected_calibration_error(p['y'], p['probs']):.3f})</h3>" + figure_html(fig)
 
 
 def _entropy_histogram(p: dict[str, Any]) -> str:

@@ -111,6 +111,7 @@ class Setup:
     entry: str = "objective"
     heartbeat_s: float = 10.0
     n_objectives: int = 1  # how many values the objective must return
+    threads: int | None = None  # threads per rank of a trial (None: the host's cores / its agents)
 
 
 @dataclass(frozen=True)

@@ -9,5 +9,6 @@ from __future__ import annotations
 from hpwf.worker._agent import allow_children, end_children, run_agent, run_trial, serve_in_child, serve_or_report
 from hpwf.worker._launched import mpirun
 from hpwf.worker._start import child_pythonpath, python_command
+from hpwf.worker._threads import AGENTS_ENV
 
-__all__ = ['allow_children', 'child_pythonpath', 'end_children', 'mpirun', 'python_command', 'run_agent', 'run_trial', 'serve_in_child', 'serve_or_report']
+__all__ = ['AGENTS_ENV', 'allow_children', 'child_pythonpath', 'end_children', 'mpirun', 'python_command', 'run_agent', 'run_trial', 'serve_in_child', 'serve_or_report']

@@ -30,6 +30,9 @@ from hpwf.rundir import PARAMS, TRACEBACK, trial_folder, write_atomically, write
 from hpwf.wire import (
     Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, UNREACHABLE_EXIT, Used, connect,
     connect_or_report)
+from hpwf.rundir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
+from hpwf.wire import Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used, connect
+from hpwf.worker._threads import apply_threads, set_torch_threads
 from hpwf.workflow import Group, Trial, TrialPaused, is_pruned
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
@@ -53,6 +56,7 @@ class Agent:
             raise RuntimeError(f"expected Setup from the coordinator, got {setup!r}")
         self.setup = setup
         self.run_dir = Path(setup.run_dir)
+        self.threads = apply_threads(setup.threads)  # before the workflow imports torch or numpy
         self.objective = _resolve_objective(setup)
         self._replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -100,7 +104,8 @@ class Agent:
             if isinstance(task, Stop):
                 return count
             if isinstance(task, Setup):  # the run moves to its next phase (e.g. the ensemble)
-                self.setup, self.run_dir, self.objective = task, Path(task.run_dir), _resolve_objective(task)
+                self.setup, self.run_dir, self.threads = task, Path(task.run_dir), apply_threads(task.threads)
+                self.objective = _resolve_objective(task)
             if isinstance(task, Assign):
                 self.current, self.number = task.ticket, task.number
                 done = self.run(task)
@@ -114,6 +119,7 @@ class Agent:
             from hpwf.worker._launched import run_launched_group
 
             return run_launched_group(self, task)
+        set_torch_threads(self.threads)  # an objective may have changed it
         if not task.group:
             return run_trial(self.objective, task, self.run_dir, self.request, n_objectives=self.setup.n_objectives)
         comm = self.world.Create_group(self.world.group.Incl(list(task.group)), tag=task.ticket % 32767)
@@ -190,6 +196,8 @@ def run_trial(
 
 def _as_values(result: Any, n_objectives: int = 1) -> list[float]:
     """The objective's return value as floats, checked against the study's objectives."""
+    if result is None:
+        raise TypeError("objective returned None; return a float (or a tuple for several directions)")
     many = isinstance(result, (list, tuple))
     if n_objectives == 1 and many and len(result) != 1:
         raise ValueError(f"the objective returned {len(result)} values; the study has one direction")
@@ -272,7 +280,8 @@ def run_agent(conn: Any, address: Address, authkey: bytes, name: str, rank: int 
     return serve_on(conn, address, authkey, name, rank, world)
 
 
-def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+def serve_in_child(target: Callable[..., Any], *args: Any, child_env: dict[str, str] | None = None,
+                   **kwargs: Any) -> int:
     """Run ``target(*args)`` (`serve`, or a function that calls it) in a child process, started
     again whenever it ends abnormally.
 
@@ -280,7 +289,8 @@ def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int
     timeout) ends its agent process with `ABORT_EXIT`; in a child, that leaves the Dask worker
     alive, so a long search never exhausts Dask's ``allowed-failures`` and loses its slots.
     Returns how many children ran. ``target`` (a module-level function) and its arguments reach
-    the child pickled in its environment (readable by this user only).
+    the child pickled in its environment (readable by this user only); ``child_env`` adds to that
+    environment (e.g. `hpwf.worker._threads.AGENTS_ENV`).
     """
     import base64
     import pickle
@@ -288,7 +298,7 @@ def serve_in_child(target: Callable[..., Any], *args: Any, **kwargs: Any) -> int
 
     from hpwf.worker._start import child_pythonpath, python_command
 
-    env = {**os.environ, CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
+    env = {**os.environ, **(child_env or {}), CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
            "PYTHONPATH": child_pythonpath()}
     runs, quick = 0, 0
     while True:

@@ -18,6 +18,7 @@ def main() -> int:
 
     from hpwf.wire import connect
     from hpwf.worker._agent import Agent, _resolve_objective, run_trial
+    from hpwf.worker._threads import apply_threads
     from hpwf.workflow import Group
 
     address, authkey, task = pickle.loads(base64.b64decode(os.environ[ENV]))
@@ -26,6 +27,8 @@ def main() -> int:
     agent = Agent(connect(address, authkey), f"trial-{task.number}-rank-0", 0, attach=task.ticket,
                   address=address, authkey=authkey) if rank == 0 else None
     setup = world.bcast(agent.setup if agent else None, root=0)
+    if not agent:
+        apply_threads(setup.threads)  # rank 0's agent did so before loading the workflow
     objective = agent.objective if agent else _resolve_objective(setup)
     if agent:
         agent.current, agent.number = task.ticket, task.number

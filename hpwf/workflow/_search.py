@@ -37,7 +37,7 @@ SCHEDULERS = ("none", "asha-resume", "hyperband-resume", "pbt")
 _SCHEDULER_OPTIONS = {
     "asha-resume": {"min_resource", "reduction_factor", "max_resource"},
     "hyperband-resume": {"min_resource", "reduction_factor", "max_resource"},
-    "pbt": {"quantile", "perturb", "resample_probability", "explore"},
+    "pbt": {"quantile", "perturb", "resample_probability", "explore", "initial"},
 }
 
 
@@ -48,12 +48,16 @@ class Search:
     Args:
         direction: "minimize" or "maximize" (single objective).
         directions: a list of directions, for multi-objective searches (instead of ``direction``).
+        metric_names: a name per objective (as Optuna's ``study.set_metric_names``), used by the
+            report's axes; default: "objective 0", "objective 1", ...
         n_trials: how many trials must finish (COMPLETE or PRUNED); failed trials do not count.
         timeout: wall-clock budget in seconds over the whole run (resumes included).
         sampler: an Optuna sampler name ("tpe", "random", "cmaes", "qmc", "nsga2", "gp", "grid")
             or an ``optuna.samplers.BaseSampler`` object.
         sampler_options: keyword arguments for the named sampler (``search_space`` for "grid").
         pruner: "asha", "hyperband", "median", "none", or an ``optuna.pruners.BasePruner``.
+            Default: "median", as an Optuna study's (``MedianPruner()``: it prunes only trials
+            that call ``should_prune``), or "none" for several directions or with ``scheduler``.
         pruner_options: keyword arguments for the named pruner.
         ranks_per_trial: how many ranks train each trial data-parallel (Horovod); a list such as
             ``[1, 2, 4]`` makes it a searched hyperparameter (``ranks_per_trial`` in the params).
@@ -78,11 +82,19 @@ class Search:
             "pbt" (population-based training: ``population`` and ``interval`` required,
             ``scheduler_options``: ``quantile`` (0.25), ``perturb`` ((0.8, 1.2)),
             ``resample_probability`` (0.25), ``explore`` (the params PBT may change; default:
-            the float ones)). With "pbt", ``n_trials`` counts segments:
-            population x generations (it must be a multiple of ``population``).
+            the float ones), ``initial`` (starting values apart from the explore ranges:
+            {name: value | [a value per member] | callable(random.Random)})). With "pbt",
+            ``n_trials`` counts segments: population x generations (it must be a multiple of
+            ``population``); or give ``generations`` instead.
             The objective uses ``trial.restore()``, ``trial.should_pause()`` and ``trial.pause(state)``.
+        threads_per_trial: threads each rank of a trial uses (torch, OpenMP, MKL, OpenBLAS);
+            default: the host's cores shared among the agents on it, unless the user set
+            ``OMP_NUM_THREADS`` (and friends) explicitly (`hpwf.worker._threads`).
         population: PBT's number of members.
         interval: PBT's steps per segment (exploit/explore every ``interval`` reported steps).
+        generations: PBT's segments per member (``n_trials`` = population x generations). With
+            it, each member's last segment stops by itself at step ``generations x interval``
+            (without it, the last segment runs the objective to its end).
 
     Example:
         >>> search = Search(direction="maximize", n_trials=16, sampler="tpe", pruner="asha")
@@ -92,11 +104,12 @@ class Search:
 
     direction: str | None = None
     directions: Sequence[str] | None = None
+    metric_names: Sequence[str] | None = None
     n_trials: int | None = None
     timeout: float | None = None
     sampler: str | optuna.samplers.BaseSampler = "tpe"
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
-    pruner: str | optuna.pruners.BasePruner = "none"
+    pruner: str | optuna.pruners.BasePruner | None = None  # None: Optuna's default (see `pruner_name`)
     pruner_options: Mapping[str, Any] = field(default_factory=dict)
     ranks_per_trial: int | Sequence[int] = 1
     storage: str | None = None
@@ -111,8 +124,13 @@ class Search:
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
     population: int | None = None
     interval: int | None = None
+    threads_per_trial: int | None = None
+    generations: int | None = None
 
     def __post_init__(self) -> None:
+        if self.generations is not None and self.n_trials is None and isinstance(self.population, int) \
+                and isinstance(self.generations, int) and not isinstance(self.generations, bool):
+            self.n_trials = self.population * self.generations  # PBT's budget in segments
         self.validate()
 
     def validate(self) -> None:
@@ -122,6 +140,12 @@ class Search:
         for d in self.study_directions:
             if d not in DIRECTIONS:
                 raise ConfigError(f"direction {d!r} must be 'minimize' or 'maximize'")
+        if self.metric_names is not None:
+            names = self.metric_names
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names) or \
+                    len(set(names)) != len(names) or len(names) != len(self.study_directions):
+                raise ConfigError(f"metric_names must be {len(self.study_directions)} different non-empty names "
+                                  f"(one per direction), not {names!r}")
         if self.n_trials is None and self.timeout is None:
             raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
         _check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)
@@ -138,13 +162,15 @@ class Search:
         _check_number("retries", self.retries, integer=True, low=0, high=1000)
         _check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
         _check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
+        _check_number("threads_per_trial", self.threads_per_trial, integer=True, low=1, high=4096)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if not isinstance(self.sampler, str) and not _is_optuna(self.sampler, "samplers", "BaseSampler"):
             raise ConfigError(f"sampler must be a name or an Optuna sampler, not {type(self.sampler).__name__}")
         if isinstance(self.pruner, str) and self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
-        if not isinstance(self.pruner, str) and not _is_optuna(self.pruner, "pruners", "BasePruner"):
+        if self.pruner is not None and not isinstance(self.pruner, str) and \
+                not _is_optuna(self.pruner, "pruners", "BasePruner"):
             raise ConfigError(f"pruner must be a name or an Optuna pruner, not {type(self.pruner).__name__}")
         if self.sampler == "grid" and "search_space" not in self.sampler_options:
             raise ConfigError("sampler 'grid' needs sampler_options={'search_space': {...}}")
@@ -162,8 +188,9 @@ class Search:
         if name not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
         if name == "none":
-            if options or self.population is not None or self.interval is not None:
-                raise ConfigError("scheduler_options, population and interval need a scheduler (e.g. scheduler='pbt')")
+            if options or self.population is not None or self.interval is not None or self.generations is not None:
+                raise ConfigError("scheduler_options, population, interval and generations need a scheduler "
+                                  "(e.g. scheduler='pbt')")
             return
         if self.pruner not in ("none", None):
             raise ConfigError(f"scheduler {name!r} decides what to stop itself; use pruner='none'")
@@ -178,13 +205,19 @@ class Search:
         if name == "hyperband-resume" and options.get("max_resource") is None:
             raise ConfigError("scheduler 'hyperband-resume' needs scheduler_options={'max_resource': ...}")
         if name != "pbt":
-            if self.population is not None or self.interval is not None:
-                raise ConfigError("population and interval are options of scheduler='pbt'")
+            if self.population is not None or self.interval is not None or self.generations is not None:
+                raise ConfigError("population, interval and generations are options of scheduler='pbt'")
             return
         if self.population is None or self.interval is None:
             raise ConfigError("scheduler 'pbt' needs population=... and interval=...")
         _check_number("population", self.population, integer=True, low=2, high=10**6)
         _check_number("interval", self.interval, integer=True, low=1, high=10**9)
+        _check_number("generations", self.generations, integer=True, low=1, high=10**9)
+        initial = options.get("initial", {})
+        if not isinstance(initial, dict) or not all(isinstance(k, str) for k in initial) or any(
+                isinstance(v, (list, tuple)) and not v for v in initial.values()):
+            raise ConfigError(f"scheduler_options initial must map parameter names to a value, a non-empty list "
+                              f"(one per member, cycled) or a callable(random.Random), not {initial!r}")
         if self.n_trials is None or self.n_trials % self.population:
             raise ConfigError(f"scheduler 'pbt': n_trials counts segments (population x generations) and must be "
                               f"a multiple of population={self.population}, not {self.n_trials}")
@@ -226,14 +259,23 @@ class Search:
         except (TypeError, ValueError, ImportError) as exc:
             raise ConfigError(f"sampler {self.sampler!r} with options {dict(self.sampler_options)}: {exc}") from None
 
+    @property
+    def pruner_name(self) -> str | None:
+        """The pruner's name (``None`` for an Optuna object): the default follows Optuna's study,
+        "median", except where pruning is not defined (several directions, a scheduler)."""
+        if self.pruner is None:
+            return "median" if len(self.study_directions) == 1 and self.scheduler == "none" else "none"
+        return self.pruner if isinstance(self.pruner, str) else None
+
     def make_pruner(self) -> optuna.pruners.BasePruner:
         """The Optuna pruner this search names."""
-        if not isinstance(self.pruner, str):
-            return self.pruner
+        name = self.pruner_name
+        if name is None:
+            return cast("optuna.pruners.BasePruner", self.pruner)
         try:
-            return cast("optuna.pruners.BasePruner", _optuna_class("pruners", PRUNERS[self.pruner])(**dict(self.pruner_options)))
+            return cast("optuna.pruners.BasePruner", _optuna_class("pruners", PRUNERS[name])(**dict(self.pruner_options)))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"pruner {self.pruner!r} with options {dict(self.pruner_options)}: {exc}") from None
+            raise ConfigError(f"pruner {name!r} with options {dict(self.pruner_options)}: {exc}") from None
 
 
 def _optuna_class(module: str, name: str) -> Any:

@@ -12,7 +12,7 @@ import optuna
 
 from hpwf.engine.schedulers import _halving, _pbt, _replay
 from hpwf.engine.schedulers._halving import PAUSE, Scheduler
-from hpwf.engine.schedulers._pbt import lineage, schedule
+from hpwf.engine.schedulers._pbt import lineage, pbt_best_final, schedule
 from hpwf.engine.schedulers._replay import ReplaySearch, replay_workflow
 
 _BUILDERS: dict[str, Callable[[Any, optuna.Study], Any]] = {
@@ -28,4 +28,4 @@ def make_scheduler(search: Any, study: optuna.Study) -> Any:
     build = _BUILDERS.get(search.scheduler)
     return build(search, study) if build else None
 
-__all__ = ['ReplaySearch', 'Scheduler', 'lineage', 'make_scheduler', 'replay_workflow', 'schedule']
+__all__ = ['ReplaySearch', 'Scheduler', 'lineage', 'pbt_best_final', 'make_scheduler', 'replay_workflow', 'schedule']

@@ -18,7 +18,13 @@ tells the segment COMPLETE with that value. Then the member's next segment is qu
 
 The next segment's user attrs record the lineage: ``pbt:member``, ``pbt:generation``,
 ``pbt:parent`` (the segment whose checkpoint it starts from), ``pbt:exploited``. The last
-generation does not pause: it runs the objective to its end. Generation ``g`` always starts at
+generation does not pause: it runs the objective to its end; with ``stop_last`` (``Search(generations=G)``)
+it stops at step ``G * interval`` as the others pause, and the member ends there.
+
+``initial`` separates the starting values from the explore ranges (Ray Tune's starting config
+vs ``hyperparam_mutations``): {name: value} starts every member at that value, {name: [v0, v1,
+...]} gives member ``i`` value ``i mod len``, {name: callable(random.Random)} draws each
+member's start; the objective's ``suggest_*`` range is what explore perturbs and resamples in. Generation ``g`` always starts at
 step ``g * interval``. A member's next segment is held back (its ranks serve others meanwhile)
 until every member has started and a quorum (half the population, at least two) has finished
 its generation, so that every member is ranked at the same step.
@@ -62,12 +68,13 @@ class PopulationBasedTraining:
     def __init__(self, study: optuna.Study, population: int, interval: int, generations: int, *,
                  quantile: float = 0.25, perturb: tuple[float, float] = (0.8, 1.2),
                  resample_probability: float = 0.25, explore: list[str] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, stop_last: bool = False, initial: dict[str, Any] | None = None) -> None:
         self.study = study
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         self.population, self.interval, self.generations = population, interval, generations
         self.quantile, self.perturb, self.resample_probability = quantile, perturb, resample_probability
         self.explore = None if explore is None else set(explore)
+        self.stop_last, self.initial = stop_last, dict(initial or {})
         self.rng = random.Random(seed)
         self.members = 0  # generation-0 members asked so far
         self.pending = 0  # next segments queued in the study, not asked yet
@@ -77,15 +84,27 @@ class PopulationBasedTraining:
 
     # --- asking ---------------------------------------------------------------------------
     def may_ask(self) -> bool:
+        if self.initial and self.members == 0 and not any(MEMBER in t.user_attrs for t in self.study.get_trials(
+                deepcopy=False)):
+            self._queue_starts()
         if self.members < self.population or self.pending > 0:
             return True  # (below: a failed segment queued again by a retry or an interrupt)
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _queue_starts(self) -> None:
+        """Queue generation 0 with the ``initial`` values, one segment per member."""
+        for member in range(self.population):
+            params = {name: _start(spec, member, self.rng) for name, spec in self.initial.items()}
+            self.study.enqueue_trial(params, user_attrs={MEMBER: member, GENERATION: 0}, skip_if_exists=False)
 
     def on_asked(self, trial: Any) -> None:
         attrs = trial.user_attrs
         if MEMBER in attrs:
             if int(attrs.get(GENERATION, 0)) > 0:
                 self.pending = max(0, self.pending - 1)
+            else:  # a start queued with its initial values
+                self.members = max(self.members, int(attrs[MEMBER]) + 1)
+                self._release()
             return
         trial.set_user_attr(MEMBER, self.members)
         trial.set_user_attr(GENERATION, 0)
@@ -100,7 +119,9 @@ class PopulationBasedTraining:
 
     def end_step(self, generation: int) -> int | None:
         """The step a segment of ``generation`` pauses before (None: the last runs to its end)."""
-        return None if generation >= self.generations - 1 else (generation + 1) * self.interval
+        if generation >= self.generations - 1:
+            return self.generations * self.interval if self.stop_last else None
+        return (generation + 1) * self.interval
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
         """The segment ended: tell it COMPLETE with its last value, queue the member's next one."""
@@ -117,8 +138,14 @@ class PopulationBasedTraining:
         member, generation = int(attrs[MEMBER]), int(attrs.get(GENERATION, 0))
         self.scores.setdefault(generation, {})[member] = _Latest(
             generation, value, trial.number, step + 1, dict(trial.params), dict(trial.distributions))
-        self._held.append((member, generation))
+        if generation < self.generations - 1:  # the last generation stopped: the member is done
+            self._held.append((member, generation))
         self._release()
+
+    def why_done(self, finished: int, budget: int) -> str:
+        """The stop reason when no member has a next segment before ``budget`` segments finished."""
+        return (f"PBT: no member has a next segment ({finished} of {budget} segments finished): each member's "
+                "objective returned before its last generation's end, or its segment failed")
 
     def _quorum(self) -> int:
         return max(2, math.ceil(self.population / 2))
@@ -213,6 +240,15 @@ class PopulationBasedTraining:
         self._release()
 
 
+def _start(spec: Any, member: int, rng: random.Random) -> Any:
+    """A member's initial value: fixed, the member's entry of a list, or drawn by a callable."""
+    if callable(spec):
+        return spec(rng)
+    if isinstance(spec, (list, tuple)):
+        return spec[member % len(spec)]
+    return spec
+
+
 def _sample(dist: BaseDistribution, rng: random.Random) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return rng.choice(dist.choices)
@@ -265,6 +301,7 @@ def lineage(study: optuna.Study) -> dict[str, Any] | None:
         return None
     rows = [{"trial": t.number, "member": t.user_attrs[MEMBER], "generation": t.user_attrs.get(GENERATION, 0),
              "parent": t.user_attrs.get(PARENT), "exploited": bool(t.user_attrs.get(EXPLOITED)),
+             "start_step": int((t.user_attrs.get(RESTORE_ATTR) or {}).get("step", 0)),
              "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in segments]
     done = [t for t in segments if t.state == TrialState.COMPLETE and t.value is not None]
     last = max((int(t.user_attrs.get(GENERATION, 0)) for t in done), default=0)
@@ -284,4 +321,13 @@ def from_search(search: Any, study: optuna.Study) -> PopulationBasedTraining:
         study, search.population, search.interval, search.n_trials // search.population,
         quantile=float(options.get("quantile", 0.25)), perturb=tuple(options.get("perturb", (0.8, 1.2))),
         resample_probability=float(options.get("resample_probability", 0.25)),
-        explore=list(options["explore"]) if "explore" in options else None, seed=search.seed)
+        explore=list(options["explore"]) if "explore" in options else None, seed=search.seed,
+        stop_last=search.generations is not None, initial=options.get("initial"))
+
+
+def pbt_best_final(study: optuna.Study, info: dict[str, Any] | None = None) -> Any:
+    """A PBT run's best segment of the last generation (what ``best`` means for PBT), else None."""
+    info = info if info is not None else lineage(study)
+    if not info or info.get("best_final") is None:
+        return None
+    return next((t for t in study.get_trials(deepcopy=False) if t.number == info["best_final"]), None)

@@ -53,10 +53,12 @@ class Replay(PopulationBasedTraining):
         return self.scores[generation][member], dict(self.plan[generation + 1]["params"]), False
 
 
-def plan(study: optuna.Study, number: int | None, generations: int) -> tuple[list[dict[str, Any]], int | None]:
+def plan(study: optuna.Study, number: int | None, generations: int,
+         stop_last: bool = False) -> tuple[list[dict[str, Any]], int | None]:
     """The schedule of segment ``number`` (default: the best final one) and the step it paused before.
 
-    ``generations``: the PBT run's (a segment of an earlier generation paused; the last ran to its end).
+    ``generations``: the PBT run's (a segment of an earlier generation paused; the last ran to its end,
+    unless ``stop_last``: the run had ``generations=`` and stopped it too).
 
     Raises:
         ConfigError: the study ran no PBT, or ``number`` is not a complete PBT segment.
@@ -74,7 +76,7 @@ def plan(study: optuna.Study, number: int | None, generations: int) -> tuple[lis
         raise ConfigError(f"--trial {number}: not a PBT segment of study {study.study_name!r}")
     if frozen.state != TrialState.COMPLETE or not frozen.intermediate_values:
         raise ConfigError(f"--trial {number}: that PBT segment did not complete ({frozen.state.name})")
-    paused = int(frozen.user_attrs.get(GENERATION, 0)) < generations - 1
+    paused = stop_last or int(frozen.user_attrs.get(GENERATION, 0)) < generations - 1
     return schedule(study, number), max(frozen.intermediate_values) + 1 if paused else None
 
 
@@ -114,10 +116,12 @@ def replay_workflow(source_run: str | Path, trial: int | None = None) -> Workflo
     if search is None or search.scheduler != "pbt" or not search.population:
         raise ConfigError(f"{record.workflow}: its search is not scheduler='pbt': nothing to replay")
     n_trials = int(record.options.get("n_trials") or search.n_trials or 0)
-    segments, end = plan(load_study(folder), trial, n_trials // search.population)
+    segments, end = plan(load_study(folder), trial, n_trials // search.population,
+                         stop_last=search.generations is not None)
     fields = {f.name: getattr(search, f.name) for f in dataclasses.fields(Search)}
     fields.update(n_trials=len(segments), timeout=None, storage=None, sampler="random", sampler_options={},
-                  seed=record.options.get("seed", search.seed), population=None, interval=None, scheduler="replay")
+                  seed=record.options.get("seed", search.seed), population=None, interval=None, generations=None,
+                  scheduler="replay")
     replayed = ReplaySearch(**fields, plan=tuple(segments), end=end,
                             replay_of={"run": str(folder.resolve()), "trial": segments[-1]["trial"]})
     return dataclasses.replace(wf, search=replayed, ensemble=None)
