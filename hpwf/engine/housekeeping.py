@@ -26,7 +26,9 @@ def housekeeping(c: Coordinator, now: float) -> None:
                                               c.session.heartbeat):
         lose(c, agent, f"silent for {silent:.0f} s (no heartbeat)")
     for record in health.overdue_trials(ledger.in_state(S.PLACED, S.RUNNING), now, c.trial_timeout):
-        c._fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; its workers were ended")
+        ended = ("its ranks take no other trial until it returns" if c.backend.group_mode == "mpi"
+                 else "its workers were ended")
+        c._fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; {ended}")
     if now - c.last_beat >= c.heartbeat:
         c.last_beat = now
         health.beat(c.study, c.run_id, c.heartbeat, c.session.clock.wall())

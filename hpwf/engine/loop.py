@@ -281,11 +281,17 @@ class Coordinator:
 
     def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
               counts_as_failure: bool = True, abort: bool = True) -> None:
-        """Record ``record`` as failed (once); abort its ranks that still run."""
+        """Record ``record`` as failed (once); abort its ranks that still run.
+
+        MPI ranks are never aborted: an MPI rank that exits ends the whole job under most
+        launchers (``mpirun``, ``srun --kill-on-bad-exit``), and it cannot be started again. Its
+        ranks stay busy with the failed trial instead, take no other until they send its `Done`
+        (ignored), and then are free again.
+        """
         if record.state in (S.TOLD, S.FAILED, S.REQUEUED):
             return
-        for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
-            if abort:
+        if abort and self.backend.group_mode != "mpi":
+            for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
                 send_quietly(conn, Abort(record.ticket, reason))
         requeued = self.outcomes.fail(record.trial, reason, traceback_text, may_retry=True,  # stopping: resume runs it
                                       counts_as_failure=counts_as_failure)
