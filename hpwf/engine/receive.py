@@ -25,13 +25,22 @@ A, S = AgentState, TrialState
 
 
 def receive(c: Coordinator, conn: Any) -> None:
-    agent = c.session.ledger.agents.get(conn)
+    """Act on the messages complete on a readable ``conn`` (never blocks on a half-sent one)."""
     try:
-        message = conn.recv()
+        messages = conn.take()
     except Exception as exc:  # noqa: BLE001 - a dead or broken peer must never end the run
+        agent = c.session.ledger.agents.get(conn)
         why = "died mid-trial" if isinstance(exc, (EOFError, OSError)) else f"sent an unreadable message ({type(exc).__name__})"
         lose(c, agent, why) if agent is not None else _detach(c, conn, why)
         return
+    for message in messages:
+        if conn.closed:
+            return  # an earlier message of the batch ended this connection
+        _act(c, conn, message)
+
+
+def _act(c: Coordinator, conn: Any, message: Any) -> None:
+    agent = c.session.ledger.agents.get(conn)
     if agent is not None:
         agent.last_seen = c.session.clock.now()
     if isinstance(message, Hello):

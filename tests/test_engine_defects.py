@@ -1,0 +1,91 @@
+"""The defects of issue 20, each reproduced on the fake hub and clock (`tests.engine_fakes`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from hpwf.wire._protocol import Abort, Done
+from tests.engine_fakes import FakeBackend, FakeClock, FakeSession, coordinator, turn
+
+
+def connect(session: FakeSession, c: Any, n: int, host: str = "h1") -> list[Any]:
+    agents = [session.connect(f"a{i}", rank=i + 1, host=host) for i in range(n)]
+    turn(c)
+    for a in agents:
+        a.messages()
+    return agents
+
+
+def test_an_mpi_rank_past_its_trial_timeout_is_never_aborted_and_takes_work_once_it_returns(tmp_path: Path) -> None:
+    """Defect 1: an `Abort` ends an MPI rank's process, and with it the whole MPI job."""
+    with FakeSession(FakeBackend(slots=2, group_mode="mpi"), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=3, trial_timeout=3.0, heartbeat=2.0, sample_ahead=False)
+        slow, quick = connect(session, c, 2)
+        turn(c)
+        (task,) = slow.assigns()
+        for _ in range(10):  # past the timeout; the slow rank keeps beating
+            session.clock.advance(1.0)
+            slow.beat(task.ticket)
+            for t in quick.assigns():
+                quick.finish(t)
+            turn(c)
+        assert not any(isinstance(m, Abort) for m in slow.messages())
+        assert "trial_timeout" in c.study.trials[0].user_attrs["fail_reason"]
+        assert slow.assigns() == []  # busy with the trial it still runs
+        slow.end.send(Done(task.ticket, "complete", [0.5], None, 10.0))  # it returns: ignored, the rank is free
+        for _ in range(10):
+            turn(c)
+            for a in (slow, quick):
+                for t in a.assigns():
+                    a.finish(t)
+        states = [t.state for t in c.study.trials]
+        assert states.count(TrialState.COMPLETE) == 3 and states[0] == TrialState.FAIL
+        assert c.finished() and c.counts.complete == 3
+
+
+def test_a_half_sent_frame_never_blocks_the_coordinator(tmp_path: Path) -> None:
+    """Defect 7: a 4-byte header and 9 payload bytes, then nothing: ``step`` blocked for good in
+    ``Connection.recv``. Now it returns, the frozen agent is lost for its silence, and another
+    agent runs the trials (real hub, real sockets; the engine's clock is the fake one)."""
+    import os
+    import struct
+    import threading
+
+    from hpwf.engine import Session
+    from hpwf.wire._channel import connect
+    from hpwf.wire._protocol import Assign, Heartbeat, Hello
+
+    clock = FakeClock()
+    with Session(FakeBackend(slots=2), clock=clock) as session:
+        c = coordinator(session, tmp_path, n_trials=2, heartbeat=1.0, sample_ahead=False)  # type: ignore[arg-type]
+        frozen, good = (connect(session.hub.address, session.hub.authkey) for _ in range(2))
+        frozen.send(Hello("frozen", "h1", 1, 1, None))
+        good.send(Hello("good", "h1", 2, 2, None))
+
+        def steps(n: int) -> threading.Thread:
+            thread = threading.Thread(target=lambda: [c.step(0.05) for _ in range(n)], daemon=True)
+            thread.start()
+            thread.join(60)  # a liveness bound, not a timing: the fixed loop takes milliseconds
+            return thread
+
+        while c.session.ledger.working_agents() < 2:
+            assert not steps(1).is_alive()
+        os.write(frozen.fileno(), struct.pack("!i", 100) + b"123456789")  # half of a frame
+        assert not steps(5).is_alive(), "Coordinator.step blocked on a half-sent message"
+        for _ in range(200):
+            while good.poll(0):
+                message = good.recv()
+                if isinstance(message, Assign):
+                    good.send(Done(message.ticket, "complete", [1.0], None, 0.01))
+            good.send(Heartbeat(None))
+            clock.advance(0.5)
+            assert not steps(1).is_alive()
+            if c.finished():
+                break
+        assert c.finished() and c.counts.complete == 2
+        assert all(a.name != "frozen" for a in c.session.ledger.agents.values() if a.state.value == "idle")
+        frozen.close()
+        good.close()
