@@ -89,3 +89,47 @@ def test_a_half_sent_frame_never_blocks_the_coordinator(tmp_path: Path) -> None:
         assert all(a.name != "frozen" for a in c.session.ledger.agents.values() if a.state.value == "idle")
         frozen.close()
         good.close()
+
+
+def test_a_trial_another_run_finished_never_crashes_the_loop(tmp_path: Path) -> None:
+    """Defect 8: another run sharing the study failed our running trials as stale; their `Done`
+    (a result, or a failure) then raised UpdateFinishedTrialError out of ``step``."""
+    with FakeSession(FakeBackend(slots=2), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=2, sample_ahead=False)
+        a, b = connect(session, c, 2)
+        turn(c)
+        (ta,), (tb,) = a.assigns(), b.assigns()
+        for task in (ta, tb):  # the other run fails them as stale
+            c.study.tell(task.number, state=TrialState.FAIL)
+        a.finish(ta)
+        b.end.send(Done(tb.ticket, "fail", None, "Traceback ...\nValueError: boom", 0.1))
+        for _ in range(20):
+            turn(c)
+            for agent in (a, b):
+                for t in agent.assigns():
+                    agent.finish(t)
+        assert c.finished() and c.counts.complete == 2
+        assert [t.state for t in c.study.trials].count(TrialState.COMPLETE) == 2
+
+
+def test_sigterm_keeps_a_result_saved_on_disk_as_sigkill_would(tmp_path: Path) -> None:
+    """Defect 9: a graceful stop failed a RUNNING trial whose leader had already saved its
+    result.json (a resume after SIGKILL tells it): SIGTERM must never be worse than SIGKILL."""
+    from hpwf.rundir._trialdir import trial_folder, write_result
+
+    with FakeSession(FakeBackend(slots=1), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=3, sample_ahead=False)
+        (a,) = connect(session, c, 1)
+        turn(c)
+        (task,) = a.assigns()
+        a.suggest(task.ticket)
+        turn(c)
+        x = c.study.trials[0].params["x"]
+        folder = trial_folder(tmp_path, task.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_result(folder, task.number, "COMPLETE", [0.25], {"x": x}, 1.0)  # its Done is still on the way
+        c._on_signal(15, None)
+        turn(c)
+        trials = c.study.trials
+        assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.25
+        assert not any(t.user_attrs.get("hpwf:retry_of") == 0 for t in trials)  # never trained again

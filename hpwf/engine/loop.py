@@ -275,7 +275,12 @@ class Coordinator:
                 if self.ahead is not None:
                     self.ahead.seen(frozen.distributions)
             except ValueError as exc:
-                self._fail(record, f"the study refused the result: {exc}")
+                if self.outcomes.finished_elsewhere(record.trial):
+                    self.progress.note(f"trial {record.number}: another run finished it first; its result is not stored")
+                    self.session.ledger.move(record, S.FAILED)
+                    self.session.ledger.forget(record)
+                else:
+                    self._fail(record, f"the study refused the result: {exc}")
                 continue
             self.session.ledger.move(record, S.TOLD)
 
@@ -311,8 +316,14 @@ class Coordinator:
     def interrupt(self, name: str) -> None:
         """Stop now: finished results are kept; running and waiting trials are queued again."""
         self.stop_reason = f"interrupted by {name}"
+        for conn in self.session.poll(0.0):  # a `Done` that arrived since the last turn is kept
+            receive(self, conn)
         self._tell()
         ledger = self.session.ledger
+        for record in list(ledger.in_state(S.PLACED, S.RUNNING)):  # as a resume after SIGKILL would
+            if self.outcomes.tell_durable(record.trial):
+                ledger.move(record, S.DONE)
+                ledger.move(record, S.TOLD)
         for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
             self._fail(record, f"interrupted by {name}; it will run again on resume", counts_as_failure=False,
                        abort=False)  # its agents are stopped with the session
