@@ -243,7 +243,7 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         16
     """
     folder = Path(run_dir)
-    study = load_study(folder)
+    study = load_study(folder, read_only=True)  # a live run's writers keep their lock
     trials = study.get_trials(deepcopy=False)
     count = state_counts(trials, folder)
     result: dict[str, Any] = {

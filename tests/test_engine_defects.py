@@ -133,3 +133,27 @@ def test_sigterm_keeps_a_result_saved_on_disk_as_sigkill_would(tmp_path: Path) -
         trials = c.study.trials
         assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.25
         assert not any(t.user_attrs.get("hpwf:retry_of") == 0 for t in trials)  # never trained again
+
+
+def test_status_reads_a_live_journal_without_taking_or_breaking_its_lock(tmp_path: Path) -> None:
+    """Defect 2: `hpwf status` waited 30 s on ``study.journal.lock`` held by the live run, then
+    broke it ("Forcibly releasing the lock file")."""
+    import threading
+
+    import hpwf
+    from optuna.storages.journal import JournalFileOpenLock
+
+    run_dir = tmp_path / "run"
+    hpwf.run(str(Path(__file__).parent / "workflows" / "where.py"), run_dir=run_dir, workers=2, progress=False)
+    lock = JournalFileOpenLock(str(run_dir / "study.journal"))
+    assert lock.acquire()  # the live run is writing
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.update(status=hpwf.status(run_dir)), daemon=True)
+    thread.start()
+    thread.join(20)  # a liveness bound: the lock's own grace period is 30 s
+    try:
+        assert not thread.is_alive(), "hpwf status waited for the writer's lock"
+        assert box["status"]["complete"] == 6
+        assert Path(str(run_dir / "study.journal") + ".lock").exists()  # still the writer's
+    finally:
+        lock.release()

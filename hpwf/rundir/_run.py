@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import optuna
+from optuna.storages.journal._file import BaseJournalFileLock
 
 from hpwf.rundir._perms import atomic_write, open_no_follow
 from hpwf.secrets import redact
@@ -49,21 +50,22 @@ class RunRecord:
         return cls(**data)
 
 
-def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, run_dir: Path, read_only: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; ``None`` means a journal file in ``run_dir``.
 
     Accepted: ``sqlite:///...``, ``postgresql://...`` (any SQLAlchemy URL), ``journal:PATH`` or a
     path ending in ``.journal``/``.log`` (a journal file several processes can share), and
-    ``memory`` (in-memory: fast, but nothing survives the process).
+    ``memory`` (in-memory: fast, but nothing survives the process). ``read_only``: a journal is
+    read without ever taking (or breaking) its writers' lock, e.g. by `hpwf status` of a live run.
     """
     if url is None:
-        return journal_storage(run_dir / DEFAULT_JOURNAL)
+        return journal_storage(run_dir / DEFAULT_JOURNAL, read_only)
     if url == "memory":
         return optuna.storages.InMemoryStorage()
     if url.startswith("journal:"):
-        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")))
+        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")), read_only)
     if url.endswith((".journal", ".log")) and "://" not in url:
-        return journal_storage(Path(url))
+        return journal_storage(Path(url), read_only)
     if "://" not in url:
         raise ConfigError(f"storage {redact(url)!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
     try:
@@ -73,15 +75,37 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
         raise ConfigError(redact(f"storage {url!r}: {type(exc).__name__}: {first_line}")) from None
 
 
-def journal_storage(path: Path) -> optuna.storages.JournalStorage:
-    """A journal-file storage that several processes (and nodes) can share safely."""
+def journal_storage(path: Path, read_only: bool = False) -> optuna.storages.JournalStorage:
+    """A journal-file storage that several processes (and nodes) can share safely.
+
+    Optuna reads a journal without its lock; ``read_only`` also never writes, so it never
+    takes the lock (a write raises `ReadOnlyJournal`).
+    """
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    if read_only:
+        if not path.exists():
+            raise ConfigError(f"{path}: no such journal")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_NoLock()))
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = JournalFileOpenLock(str(path))
     if path.exists():
         cut_torn_tail(path, lock)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+class ReadOnlyJournal(RuntimeError):
+    """A write to a journal opened read-only."""
+
+
+class _NoLock(BaseJournalFileLock):
+    """The lock of a read-only journal: taking it is a bug (a reader never writes)."""
+
+    def acquire(self) -> bool:
+        raise ReadOnlyJournal("this journal is open read-only (hpwf status): no write, so no lock")
+
+    def release(self) -> None:
+        pass
 
 
 def cut_torn_tail(path: Path, lock: Any) -> None:
@@ -113,11 +137,14 @@ def cut_torn_tail(path: Path, lock: Any) -> None:
         lock.release()
 
 
-def load_study(run_dir: str | Path) -> optuna.Study:
-    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too)."""
+def load_study(run_dir: str | Path, read_only: bool = False) -> optuna.Study:
+    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too).
+
+    ``read_only``: never take the journal's lock (safe beside a live run; see `journal_storage`).
+    """
     run_dir = Path(run_dir)
     record = RunRecord.load(run_dir)
-    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir))
+    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir, read_only))
 
 
 class RunLock:
