@@ -286,7 +286,8 @@ class Coordinator:
 
     def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
               counts_as_failure: bool = True, abort: bool = True) -> None:
-        """Record ``record`` as failed (once); abort its ranks that still run.
+        """Record ``record`` as failed (once); abort its ranks that still run. A trial whose
+        result is durable in its folder is told instead: it is never trained again.
 
         MPI ranks are never aborted: an MPI rank that exits ends the whole job under most
         launchers (``mpirun``, ``srun --kill-on-bad-exit``), and it cannot be started again. Its
@@ -294,6 +295,10 @@ class Coordinator:
         (ignored), and then are free again.
         """
         if record.state in (S.TOLD, S.FAILED, S.REQUEUED):
+            return
+        if record.state in (S.PLACED, S.RUNNING) and self.outcomes.tell_durable(record.trial):
+            self.session.ledger.move(record, S.DONE)  # its result is on disk (its Done was lost or late):
+            self.session.ledger.move(record, S.TOLD)  # kept, as a resume after SIGKILL keeps it
             return
         if abort and self.backend.group_mode != "mpi":
             for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
@@ -320,10 +325,6 @@ class Coordinator:
             receive(self, conn)
         self._tell()
         ledger = self.session.ledger
-        for record in list(ledger.in_state(S.PLACED, S.RUNNING)):  # as a resume after SIGKILL would
-            if self.outcomes.tell_durable(record.trial):
-                ledger.move(record, S.DONE)
-                ledger.move(record, S.TOLD)
         for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
             self._fail(record, f"interrupted by {name}; it will run again on resume", counts_as_failure=False,
                        abort=False)  # its agents are stopped with the session

@@ -122,6 +122,8 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
             pausing.paused(c, record)
         else:
             reason = (done.error or "failed").strip().splitlines()[-1]
+            if agent is not None and agent.ticket == done.ticket and record.size == 1:
+                record.working.discard(agent)  # it is done with it: no Abort for it
             c._fail(record, reason, done.error)
     if agent is None or record is None or agent.ticket != done.ticket:
         if agent is not None and agent.ticket == done.ticket:
