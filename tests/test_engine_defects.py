@@ -157,3 +157,21 @@ def test_status_reads_a_live_journal_without_taking_or_breaking_its_lock(tmp_pat
         assert Path(str(run_dir / "study.journal") + ".lock").exists()  # still the writer's
     finally:
         lock.release()
+
+
+def test_a_pause_saved_on_disk_counts_as_paused_for_a_resume_and_for_status(tmp_path: Path) -> None:
+    """Defect 11: ``read_result`` returned None for a PAUSED result, so a trial whose pause was
+    saved but not yet marked (its coordinator killed in between) was trained from scratch."""
+    import optuna
+
+    from hpwf.engine.schedulers._halving import is_paused, state_counts
+    from hpwf.rundir._trialdir import trial_folder, write_result
+
+    study = optuna.create_study()
+    trial = study.ask()
+    folder = trial_folder(tmp_path, trial.number)
+    folder.mkdir(parents=True)
+    write_result(folder, trial.number, "PAUSED", None, {}, 1.0)
+    frozen = study.trials[0]
+    assert is_paused(frozen, tmp_path)
+    assert state_counts([frozen], tmp_path)["paused"] == 1

@@ -76,6 +76,7 @@ class Coordinator:
         self.session: Session = None  # type: ignore[assignment]  # set by `run`
         self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
         self.starved_since: float | None = None  # waiting trials too big for the live agents since
+        self.promote_seen: tuple[Any, ...] = ()  # what `pausing.promote` last looked at
 
     @property
     def counts(self) -> Any:
@@ -130,6 +131,7 @@ class Coordinator:
         if now - self._last_housekeeping >= HOUSEKEEPING_S:
             self._last_housekeeping = now
             housekeeping(self, now)
+            pausing.promote(self, always=True)
 
     def finished(self) -> bool:
         ledger = self.session.ledger
