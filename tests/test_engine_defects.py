@@ -175,3 +175,91 @@ def test_a_pause_saved_on_disk_counts_as_paused_for_a_resume_and_for_status(tmp_
     frozen = study.trials[0]
     assert is_paused(frozen, tmp_path)
     assert state_counts([frozen], tmp_path)["paused"] == 1
+
+
+def test_a_non_leader_rank_hung_after_its_leaders_done_is_retired_and_the_run_ends(tmp_path: Path) -> None:
+    """Defect 5: a rank that never returns after its leader's `Done` (heartbeat still beating)
+    kept its group's ranks reserved: no trial was placed and the run never ended."""
+    from hpwf.engine.ledger import AgentState
+    from hpwf.wire._protocol import Stop
+
+    with FakeSession(FakeBackend(slots=3, group_mode="mpi"), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=2, ranks_per_trial=2, heartbeat=2.0, sample_ahead=False)
+        agents = connect(session, c, 3)
+        turn(c)
+        placed = {a.name: a.assigns() for a in agents}
+        leader, other = [a for a in agents if placed[a.name]]  # ranks 1 and 2
+        spare = next(a for a in agents if not placed[a.name])
+        (task,) = placed[leader.name]
+        leader.finish(task)  # the other rank hangs in its shutdown and never sends its Done
+        for _ in range(400):  # 100 s of engine time
+            session.clock.advance(0.25)
+            for a in (leader, spare):
+                a.beat()
+                for t in a.assigns():
+                    if t.group[0] == (1 if a is leader else 3):
+                        a.finish(t)
+                    else:
+                        a.end.send(Done(t.ticket, "member", None, None, 0.01))
+            other.beat(task.ticket)
+            turn(c)
+            if c.finished():
+                break
+        assert not any(isinstance(m, (Abort, Stop)) for m in other.messages())  # never told to exit
+        assert [a.state for a in session.ledger.agents.values()].count(AgentState.RETIRED) == 1
+        assert c.finished() and c.counts.complete == 2  # the second trial ran on the rank set free
+
+
+def test_too_few_agents_left_for_a_group_and_nothing_waiting_still_ends_the_run(tmp_path: Path) -> None:
+    """Found by the simulator (seed 71): the agents left are fewer than a trial's ranks, no trial
+    waits (the one lost failed, no retries), and the backend never says it failed: the run
+    waited forever. It now stops, as it did when a waiting trial starved."""
+    from hpwf.engine.housekeeping import STARVED_S
+
+    with FakeSession(FakeBackend(slots=2), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=3, ranks_per_trial=2, heartbeat=2.0, sample_ahead=False)
+        a, b = connect(session, c, 2)
+        turn(c)
+        b.end.close()  # its process is gone mid-trial
+        for _ in range(int((STARVED_S + 60) / 0.5)):
+            session.clock.advance(0.5)
+            a.beat()
+            a.messages()
+            turn(c)
+            if c.finished():
+                break
+        assert c.finished() and (c.stop_reason or "").startswith("backend failed")
+
+
+_STOP_WHILE_PLANNING = """
+import signal, sys
+import hpwf
+from hpwf.engine import phases
+original = phases.EnsemblePhase.prepare
+def prepare(self, study, existing):
+    signal.raise_signal(signal.SIGTERM)  # the preemption lands while the members are queued
+    original(self, study, existing)
+phases.EnsemblePhase.prepare = prepare
+hpwf.run(sys.argv[1], run_dir=sys.argv[2], workers=2, progress=False)
+print("returned")
+"""
+
+
+def test_a_stop_between_the_search_and_the_ensemble_is_recoverable(tmp_path: Path) -> None:
+    """Defect 6: SIGTERM while the ensemble's members were queued killed the process (exit 143),
+    with ``ensemble/run.json`` saved before every member was queued; every resume then failed."""
+    import subprocess
+    import sys
+
+    import hpwf
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _STOP_WHILE_PLANNING, str(root / "tests/workflows/toy_search_ensemble.py"),
+                           str(run_dir)], capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("returned"), proc.stderr[-3000:]
+    assert (run_dir / "ensemble" / "run.json").exists()
+    hpwf.resume(run_dir, workers=2, progress=False)
+    members = hpwf.load_study(run_dir / "ensemble").trials
+    assert sum(t.state.name == "COMPLETE" for t in members) == 4, [(t.number, t.state) for t in members]

@@ -113,7 +113,7 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
     record = ledger.trials.get(done.ticket)
     if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
         c._mean_s = done.duration if c._mean_s is None else 0.8 * c._mean_s + 0.2 * done.duration
-        record.result = done
+        record.result, record.done_at = done, c.session.clock.now()
         if done.used:
             SampleAhead.record(record.trial, done.used, record.proposed)
         if done.state in ("complete", "pruned"):
@@ -132,12 +132,12 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
     launched = c.backend.group_mode != "mpi" and record.size > 1
     record.working.discard(agent)
     if launched or not record.working:
-        _release(c, record)
+        release(c, record)
     else:
         ledger.move_agent(agent, A.RESERVED, record.ticket)  # the group's ranks come back together
 
 
-def _release(c: Coordinator, record: TrialRecord) -> None:
+def release(c: Coordinator, record: TrialRecord) -> None:
     """The trial's ranks are all done: its agents are free again."""
     ledger = c.session.ledger
     record.working.clear()
@@ -178,7 +178,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
             ledger.move_agent(other, A.IDLE)
     record.working = {a for a in record.working if a.state == A.BUSY}
     if not record.working:
-        _release(c, record)
+        release(c, record)
 
 
 def _detach(c: Coordinator, conn: Any, why: str) -> None:

@@ -145,6 +145,12 @@ class SimBackend(Backend):
     def start(self, address: Any, authkey: bytes) -> None:
         pass
 
+    def failure(self, live: int, seen: int) -> str | None:
+        """As `hpwf.backends.mpi.MPIBackend`: MPI ranks that are gone never come back."""
+        if self.group_mode == "mpi" and seen >= self._slots and live < self._slots:
+            return f"{self._slots - live} of {self._slots} worker ranks are gone"
+        return None
+
     def close(self, exit_code: int = 0) -> None:
         pass
 

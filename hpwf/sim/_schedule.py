@@ -2,7 +2,7 @@
 
 A schedule is a list of actions, each a tuple: ``("advance", seconds)`` (let the run go on in
 virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, beats)``,
-``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``. After the last action
+``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``, ``("hang_rank", i)``. After the last action
 the run goes on, without faults, until it ends (it must, within `World.bound_s`).
 """
 
@@ -37,12 +37,12 @@ def draw_actions(rng: random.Random, config: Config, count: int) -> list[Action]
     horizon = max(1.0, config.longest * 2)
     out: list[Action] = []
     for _ in range(count):
-        kind = rng.choices(["advance", "crash", "lose_node", "freeze", "delay", "signal", "kill_coordinator"],
-                           [40, 12, 5, 12, 10, 6, 5])[0]
+        kind = rng.choices(["advance", "crash", "lose_node", "freeze", "delay", "signal", "kill_coordinator",
+                            "hang_rank"], [40, 12, 5, 12, 10, 6, 5, 5])[0]
         i = rng.randrange(1 << 16)
         if kind == "advance":
             out.append(("advance", round(rng.uniform(0, horizon), 3)))
-        elif kind in ("crash", "lose_node"):
+        elif kind in ("crash", "lose_node", "hang_rank"):
             out.append((kind, i))
         elif kind == "freeze":
             out.append(("freeze", i, round(rng.uniform(0.1, 10 * config.heartbeat), 3), rng.random() < 0.5))
@@ -63,6 +63,8 @@ def apply(world: World, action: Action) -> None:
         world.crash(action[1])
     elif kind == "lose_node":
         world.lose_node(action[1])
+    elif kind == "hang_rank":
+        world.hang_rank(action[1])
     elif kind == "freeze":
         world.freeze(action[1], action[2], action[3])
     elif kind == "delay":

@@ -43,6 +43,7 @@ class Config:
     time_budget: float | None = None
     longest: float = 5.0  # the longest trial, seconds
     sample_ahead: bool = True
+    ranks: int = 1  # ranks per trial (an MPI group, or a group launched by its first agent)
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:
@@ -55,6 +56,7 @@ class Config:
             time_budget=rng.choice([None, None, None, 50.0]),
             longest=rng.choice([0.01, 1.0, 30.0, 600.0] + ([86400.0] if big else [])),
             sample_ahead=rng.random() < 0.7,
+            ranks=min(agents, rng.choice([1, 1, 1, 2, 4, 8])),
         )
 
 
@@ -110,12 +112,13 @@ class World:
         budget = Budget(n_trials=cfg.n_trials, timeout=timeout, max_failures=10_000)
         self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
                              seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
-                             heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead)
+                             heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
+                             ranks_per_trial=cfg.ranks)
         self.ending = False
         self.c.begin(self.session)
         self.agents = [a for a in self.agents if not a.dead]
         for i in range(cfg.agents - len(self.agents)):
-            self.new_agent(f"h{i % cfg.hosts}", i + 1)
+            self.new_agent(f"h{i % cfg.hosts}", i + 1 if cfg.group_mode == "mpi" else None)
 
     def new_agent(self, host: str, rank: int | None) -> SimAgent:
         assert self.session is not None
@@ -170,6 +173,7 @@ class World:
     def resume(self) -> None:
         """``hpwf resume``: a new coordinator on the study as left, with new agents."""
         self.resumes += 1
+        self.lost_hosts.clear()  # a new job: its nodes are all there
         self.log.append(f"t={self.clock.t:.3f} resume #{self.resumes}")
         self.start_coordinator()
 
@@ -231,6 +235,13 @@ class World:
             agent._on_message()
         self.events.after(seconds, thaw)
 
+    def hang_rank(self, index: int) -> None:
+        """A non-leader rank of an MPI group will hang after its leader's `Done` (still beating)."""
+        agent = self.pick(index)
+        if agent is not None and self.config.group_mode == "mpi" and self.config.ranks > 1:
+            agent.hangs_after_done = True
+            self.log.append(f"t={self.clock.t:.3f} {agent.name} will hang after its leaders' Done")
+
     def delay_link(self, index: int, seconds: float) -> None:
         agent = self.pick(index)
         if agent is not None:
@@ -275,7 +286,9 @@ class World:
             self.violation(f"{agent.name}, an MPI rank, was told to stop while the run goes on")
 
     def coordinator_gone(self, agent: SimAgent) -> None:
+        """The coordinator hung up (it dropped this agent): the process ends; Dask starts another."""
         agent.die()
+        self.restart(agent)
 
     def violation(self, text: str) -> None:
         self.violations.append(f"t={self.clock.t:.3f} step {self.steps}: {text}")
@@ -305,8 +318,6 @@ class World:
         ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
         if not c.stop_reason and ok != self.config.n_trials:
             self.violation(f"the run ended with {ok} trials finished for a budget of {self.config.n_trials}")
-        if c.stop_reason and c.stop_reason.startswith("backend failed") and self.resumes < MAX_RESUMES:
-            self.violation(f"the run stopped: {c.stop_reason}")
         for t in trials:
             if t.state == OT.RUNNING:
                 self.violation(f"trial {t.number} left RUNNING in the study")
