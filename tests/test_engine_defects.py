@@ -263,3 +263,31 @@ def test_a_stop_between_the_search_and_the_ensemble_is_recoverable(tmp_path: Pat
     hpwf.resume(run_dir, workers=2, progress=False)
     members = hpwf.load_study(run_dir / "ensemble").trials
     assert sum(t.state.name == "COMPLETE" for t in members) == 4, [(t.number, t.state) for t in members]
+
+
+def test_a_proposal_never_answers_a_request_for_another_distribution(tmp_path: Path) -> None:
+    """Defect 4: a value proposed ahead for x in [0, 1] answered ``suggest_float("x", 5, 10)``
+    (0.60, stored with FloatDistribution(5, 10))."""
+    from hpwf.wire._dists import float_dist
+    from hpwf.wire._protocol import Reply, Suggest
+
+    with FakeSession(FakeBackend(slots=1), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=4)  # samples ahead
+        (a,) = connect(session, c, 1)
+        second = None
+        for _ in range(4):
+            turn(c, 2)
+            (task,) = a.assigns()
+            if "x" in task.params:  # proposed ahead, for [0, 1]
+                second = task
+                break
+            a.suggest(task.ticket)  # x in [0, 1]
+            turn(c)
+            a.messages()
+            a.finish(task)
+        assert second is not None
+        a.end.send(Suggest(second.ticket, "x", float_dist(5.0, 10.0, None, False)))  # a range that depends on more
+        turn(c)
+        (reply,) = [m for m in a.messages() if isinstance(m, Reply)]
+        assert 5.0 <= reply.value <= 10.0
+        assert 5.0 <= c.study.trials[second.number].params["x"] <= 10.0

@@ -110,6 +110,7 @@ class TrialRecord:
     result: Any = None  # the leader's Done, once it arrived
     done_at: float | None = None  # the engine clock when the leader's Done arrived
     proposed: dict[str, Any] = field(default_factory=dict)  # distributions sampled ahead (engine/ahead.py)
+    ahead_fixed: set[str] = field(default_factory=set)  # proposals put into the trial's fixed params
 
     @property
     def number(self) -> int:

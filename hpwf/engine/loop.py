@@ -237,7 +237,9 @@ class Coordinator:
         if self.ahead is not None:
             if self.ahead.learns and ledger.count(S.DONE):
                 self._tell()  # a sampler that learns proposes from every result in hand, as a round trip would
+            before = set(trial._fixed_params)
             values, record.proposed = self.ahead.propose(trial)
+            record.ahead_fixed = set(trial._fixed_params) - before
             params.update(values)
             dists.update(record.proposed)
         seed = self._trial_seed(int(trial.user_attrs.get(SEED_ATTR, trial.number)))  # a replay keeps its seed

@@ -94,7 +94,12 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
         if isinstance(message, Used):
             return None
         if isinstance(message, Suggest):
-            return _suggest(trial, message.name, to_optuna(message.distribution))
+            dist = to_optuna(message.distribution)
+            if message.name in record.ahead_fixed and record.proposed.get(message.name) != dist:
+                trial._fixed_params.pop(message.name, None)  # proposed for another distribution: drawn afresh
+                record.ahead_fixed.discard(message.name)
+                record.proposed.pop(message.name, None)
+            return _suggest(trial, message.name, dist)
         if isinstance(message, Report):
             if not c.outcomes.single:
                 return False  # Optuna prunes single-objective studies only
