@@ -291,3 +291,36 @@ def test_a_proposal_never_answers_a_request_for_another_distribution(tmp_path: P
         (reply,) = [m for m in a.messages() if isinstance(m, Reply)]
         assert 5.0 <= reply.value <= 10.0
         assert 5.0 <= c.study.trials[second.number].params["x"] <= 10.0
+
+
+def test_what_is_kept_per_trial_is_freed_when_the_trial_is(tmp_path: Path) -> None:
+    """Growth: StaleWatch kept every trial it had judged by the trial's own heartbeat; PBT's
+    may_ask read every waiting trial of the study on every loop turn."""
+    import optuna
+
+    from hpwf.engine.health import HEARTBEAT_ATTR, RUN_ATTR, StaleWatch
+    from hpwf.engine.schedulers._pbt import PopulationBasedTraining
+
+    study = optuna.create_study()
+    watch = StaleWatch("ours", 10.0)
+    trials = [study.ask() for _ in range(20)]
+    for t in trials:
+        t.set_user_attr(RUN_ATTR, "theirs")
+        t.set_user_attr(HEARTBEAT_ATTR, 1.7e9)
+    watch.stale(study, set(), 0.0, 1.7e9)
+    assert len(watch._seen) == 20
+    for t in trials:
+        study.tell(t, 1.0)
+    watch.stale(study, set(), 1.0, 1.7e9)
+    assert watch._seen == {}
+
+    pbt = PopulationBasedTraining(optuna.create_study(), population=2, interval=1, generations=2)
+    pbt.members = 2
+    looks = []
+    original = pbt.study.get_trials
+    pbt.study.get_trials = lambda *a, **k: looks.append(1) or original(*a, **k)  # type: ignore[method-assign]
+    assert not any(pbt.may_ask() for _ in range(100))
+    assert len(looks) == 1
+    pbt.study.enqueue_trial({})  # a segment queued again (a retry): the engine says so
+    pbt.requeued()
+    assert pbt.may_ask() and len(looks) == 2

@@ -111,6 +111,7 @@ class TrialRecord:
     done_at: float | None = None  # the engine clock when the leader's Done arrived
     proposed: dict[str, Any] = field(default_factory=dict)  # distributions sampled ahead (engine/ahead.py)
     ahead_fixed: set[str] = field(default_factory=set)  # proposals put into the trial's fixed params
+    last_report: tuple[int, float] | None = None  # (step, value) of its last report (PBT), freed with it
 
     @property
     def number(self) -> int:

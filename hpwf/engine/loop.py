@@ -62,6 +62,8 @@ class Coordinator:
         self.progress = progress or Progress(enabled=False)
         self.scheduler = scheduler  # pauses and resumes trials (hpwf.engine.schedulers._halving, .pbt)
         self.outcomes = Outcomes(study, run_dir, run_id, retries, self.progress.note)
+        if scheduler is not None:
+            self.outcomes.on_requeue = scheduler.requeued
         self.ahead = SampleAhead(study) if sample_ahead else None
         self.stop_reason: str | None = None
         self._fixed: dict[str, BaseDistribution] = {}  # sampled at ask time: only a searched group size

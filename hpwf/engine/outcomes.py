@@ -35,6 +35,7 @@ class Outcomes:
         self.note = note
         self.counts = Counts()
         self.single = len(study.directions) == 1
+        self.on_requeue: Callable[[], None] = lambda: None  # the scheduler hears of every trial queued again
 
     def tell(self, trial: optuna.Trial, done: Done) -> FrozenTrial:
         """Store a finished trial's result (complete or pruned)."""
@@ -102,6 +103,7 @@ class Outcomes:
         queued_with = (frozen.system_attrs.get("fixed_params") if isinstance(frozen, FrozenTrial)
                        else frozen._fixed_params) or {}
         self.study.enqueue_trial({**queued_with, **frozen.params}, user_attrs=carried)
+        self.on_requeue()
 
     def consider_best(self, frozen: FrozenTrial) -> None:
         if not self.single or frozen.value is None:

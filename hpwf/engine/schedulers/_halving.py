@@ -74,6 +74,8 @@ class Scheduler(Protocol):
 
     def recover(self, trials: Iterable[FrozenTrial]) -> None: ...
 
+    def requeued(self) -> None: ...
+
 
 class _Rungs:
     """The values recorded at each rung of one bracket, each rung also kept sorted (best first),
@@ -159,6 +161,9 @@ class SuccessiveHalving:
         return False if rungs.in_top(k, record.number) else PAUSE
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
+        pass
+
+    def requeued(self) -> None:
         pass
 
     def promotable(self, paused: Iterable[TrialRecord]) -> list[TrialRecord]:
