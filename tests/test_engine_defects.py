@@ -324,3 +324,35 @@ def test_what_is_kept_per_trial_is_freed_when_the_trial_is(tmp_path: Path) -> No
     pbt.study.enqueue_trial({})  # a segment queued again (a retry): the engine says so
     pbt.requeued()
     assert pbt.may_ask() and len(looks) == 2
+
+
+def test_a_launched_group_takes_its_ranks_from_one_host(tmp_path: Path) -> None:
+    """Defect 12, shown on the engine: under the local and Dask backends a group of K ranks runs
+    ``mpirun -np K`` (no host list) on its first agent's host, yet placement gave it agents on two
+    hosts (all K ranks then landed on one host, the other's slot idle). Now a launched group is
+    placed on one host only; when no host can ever hold it, the run stops saying so."""
+    from hpwf.engine.housekeeping import STARVED_S
+
+    with FakeSession(FakeBackend(slots=3), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=1, ranks_per_trial=2, heartbeat=2.0, sample_ahead=False)
+        a = session.connect("a", rank=1, host="h1")
+        b = session.connect("b", rank=2, host="h2")
+        turn(c, 2)
+        assert a.assigns() == [] and b.assigns() == []  # one rank per host: no group of two here
+        d = session.connect("d", rank=3, host="h2")
+        turn(c, 2)
+        (task,) = b.assigns()  # h2 now holds two: the group goes there
+        assert task.ranks == 2 and d.assigns() == [] and a.assigns() == []
+
+    with FakeSession(FakeBackend(slots=2), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=1, ranks_per_trial=2, heartbeat=2.0, sample_ahead=False)
+        agents = [session.connect("a", rank=1, host="h1"), session.connect("b", rank=2, host="h2")]
+        for _ in range(int((STARVED_S + 60) / 0.5)):
+            session.clock.advance(0.5)
+            for x in agents:
+                x.beat()
+                assert x.assigns() == []
+            turn(c)
+            if c.finished():
+                break
+        assert c.finished() and "on one host" in (c.stop_reason or "")

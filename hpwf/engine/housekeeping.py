@@ -88,11 +88,23 @@ def _check_starved(c: Coordinator, now: float) -> None:
     waiting = list(ledger.in_state(S.WAITING))
     need = min(r.size for r in waiting) if waiting else (c._smallest if c._can_ask() else None)
     starving = need is not None and c.session.agents_seen and not ledger.count(S.PLACED, S.RUNNING) and \
-        need > ledger.working_agents()
+        need > _capacity(c)
     if not starving:
         c.starved_since = None
     elif c.starved_since is None:
         c.starved_since = now
     elif now - c.starved_since > STARVED_S + health.SILENT_BEATS * c.heartbeat and not c.stop_reason:
-        c.stop_reason = (f"backend failed: only {ledger.working_agents()} agents are left, "
+        where = " on one host" if c.one_host else ""
+        c.stop_reason = (f"backend failed: only {_capacity(c)} agents are left{where}, "
                          f"and the trials need {need} ranks")
+
+
+def _capacity(c: Coordinator) -> int:
+    """The biggest group the live agents could form (a launched group's: on one host)."""
+    agents = c.session.ledger.agents_in(A.IDLE, A.BUSY, A.RESERVED)
+    if not c.one_host:
+        return len(list(agents))
+    per_host: dict[str, int] = {}
+    for agent in agents:
+        per_host[agent.host] = per_host.get(agent.host, 0) + 1
+    return max(per_host.values(), default=0)

@@ -174,21 +174,36 @@ class Coordinator:
             return
         ledger = self.session.ledger
         free = ledger.agent_count(A.IDLE)
-        fits = 1 if self._gathering() else free  # groups wait until every host's agents could arrive
+        gathering = self._gathering()  # groups wait until every host's agents could arrive
         while free >= self._smallest and ledger.count(S.WAITING):
-            record = self._next_waiting(min(free, fits))
+            record = self._next_waiting(self._fits(free, gathering))
             if record is None:
                 break
             free -= self._send(record)
         while self._can_ask() and may_ask(free, self._smallest, ledger.count(S.WAITING), ledger.working_agents()):
             record = self._ask()
-            if record.size <= min(free, fits):
+            if record.size <= self._fits(free, gathering):
                 free -= self._send(record)
             else:
                 ledger.move(record, S.WAITING)
         if not self.session.agents_seen:  # agents are starting: have their first trials ready
             while self._can_ask() and ledger.count(S.WAITING) < self.backend.slots // self._smallest:
                 self._ask(ahead=True)
+
+    @property
+    def one_host(self) -> bool:
+        """A launched group (local, Dask backends) runs all its ranks on its first agent's host
+        (``mpirun -np K`` there), so its agents are taken from one host. MPI ranks form groups
+        across hosts."""
+        return self.backend.group_mode != "mpi" and self._biggest > 1
+
+    def _fits(self, free: int, gathering: bool) -> int:
+        """The biggest trial that could be placed now."""
+        if gathering:
+            return 1
+        if self.one_host:
+            return max((len(agents) for agents in self.session.ledger.idle_by_host().values()), default=0)
+        return free
 
     def _gathering(self) -> bool:
         """At start-up, while agents are still arriving (up to `GATHER_S`): a group placed now
@@ -231,7 +246,7 @@ class Coordinator:
     def _send(self, record: TrialRecord) -> int:
         """Give ``record`` to free agents (one host where one has room); return the ranks taken."""
         ledger = self.session.ledger
-        chosen = choose_from_hosts(ledger.idle_by_host(), record.size, rank=lambda a: a.rank)
+        chosen = choose_from_hosts(ledger.idle_by_host(), record.size, rank=lambda a: a.rank, one_host=self.one_host)
         assert chosen is not None
         mpi = self.backend.group_mode == "mpi" and record.size > 1
         trial = record.trial
