@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from hpwf.wire._channel import send_quietly
 from hpwf.wire._dists import from_optuna
-from hpwf.wire._protocol import Abort, Assign, Setup, Stop
+from hpwf.wire._protocol import Assign, Setup, Stop
 from hpwf.backends import Backend
 from hpwf.engine import health, pausing
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
@@ -33,6 +33,7 @@ from hpwf.engine.schedulers._halving import SEED_ATTR, Scheduler
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.summary import progress_fields, summarize
+from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
 from hpwf.progress import Progress
 from hpwf.rundir._run import write_summary
@@ -47,7 +48,7 @@ GATHER_S = 30.0  # groups of several ranks wait this long at most for every agen
 HOUSEKEEPING_S = 0.5
 
 
-class Coordinator:
+class Coordinator(Transitions):
     """Drives one phase: asks Optuna for trials, hands them to agents, tells the results."""
 
     def __init__(
@@ -286,69 +287,6 @@ class Coordinator:
         ledger.move(record, S.WAITING)
         ledger.to_front(record)
         self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
-
-    # --- tell ---------------------------------------------------------------------------------
-    def _tell(self) -> None:
-        """Store the results that arrived (they are durable already); a refused one fails."""
-        for record in self.session.ledger.in_state(S.DONE):
-            try:
-                frozen = self.outcomes.tell(record.trial, record.result)
-                if self.ahead is not None:
-                    self.ahead.seen(frozen.distributions)
-            except ValueError as exc:
-                if self.outcomes.finished_elsewhere(record.trial):
-                    self.progress.note(f"trial {record.number}: another run finished it first; its result is not stored")
-                    self.session.ledger.move(record, S.FAILED)
-                    self.session.ledger.forget(record)
-                else:
-                    self._fail(record, f"the study refused the result: {exc}")
-                continue
-            self.session.ledger.move(record, S.TOLD)
-
-    def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
-              counts_as_failure: bool = True, abort: bool = True) -> None:
-        """Record ``record`` as failed (once); abort its ranks that still run. A trial whose
-        result is durable in its folder is told instead: it is never trained again.
-
-        MPI ranks are never aborted: an MPI rank that exits ends the whole job under most
-        launchers (``mpirun``, ``srun --kill-on-bad-exit``), and it cannot be started again. Its
-        ranks stay busy with the failed trial instead, take no other until they send its `Done`
-        (ignored), and then are free again.
-        """
-        if record.state in (S.TOLD, S.FAILED, S.REQUEUED):
-            return
-        if record.state in (S.PLACED, S.RUNNING) and self.outcomes.tell_durable(record.trial):
-            self.session.ledger.move(record, S.DONE)  # its result is on disk (its Done was lost or late):
-            self.session.ledger.move(record, S.TOLD)  # kept, as a resume after SIGKILL keeps it
-            return
-        if abort and self.backend.group_mode != "mpi":
-            for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
-                send_quietly(conn, Abort(record.ticket, reason))
-        requeued = self.outcomes.fail(record.trial, reason, traceback_text, may_retry=True,  # stopping: resume runs it
-                                      counts_as_failure=counts_as_failure)
-        self.session.ledger.move(record, S.FAILED)
-        if requeued:
-            self.session.ledger.move(record, S.REQUEUED)
-        self.session.ledger.forget(record)  # once its agents are back
-        if counts_as_failure:
-            self.progress.note(f"trial {record.number} failed: {reason}")
-        max_failures = self.budget.max_failures
-        if self.counts.fail_here > max_failures and not self.stop_reason:
-            self.stop_reason = f"more than {max_failures} trials failed"
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
-
-    def interrupt(self, name: str) -> None:
-        """Stop now: finished results are kept; running and waiting trials are queued again."""
-        self.stop_reason = f"interrupted by {name}"
-        for conn in self.session.poll(0.0):  # a `Done` that arrived since the last turn is kept
-            receive(self, conn)
-        self._tell()
-        ledger = self.session.ledger
-        for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
-            self._fail(record, f"interrupted by {name}; it will run again on resume", counts_as_failure=False,
-                       abort=False)  # its agents are stopped with the session
 
     # --- figures --------------------------------------------------------------------------------
     def elapsed(self) -> float:

@@ -55,7 +55,7 @@ class Outcomes:
         self.consider_best(frozen)
         return frozen
 
-    def fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None, *, may_retry: bool,
+    def fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None, *,
              counts_as_failure: bool = True) -> bool:
         """Store ``trial`` as FAIL with its reason; queue it again if a retry is left. True if queued.
 
@@ -81,7 +81,7 @@ class Outcomes:
         if not counts_as_failure:  # interrupted or never started: it runs again, whatever the retries
             self.requeue(frozen)
             return True
-        if may_retry and attempt < self.retries:
+        if attempt < self.retries:
             self.requeue(frozen, attempt + 1)
             return True
         return False
@@ -167,7 +167,7 @@ class Outcomes:
         if self.tell_durable(trial):
             return
         self.fail(trial, "interrupted: its coordinator stopped; it runs again on resume", None,
-                  may_retry=False, counts_as_failure=False)
+                  counts_as_failure=False)
 
     def fail_stale(self, frozen: FrozenTrial, reason: str) -> None:
         """Fail a trial of a run that vanished, and queue it again (here, in this run)."""

@@ -48,7 +48,7 @@ def _act(c: Coordinator, conn: Any, message: Any) -> None:
     elif isinstance(message, Heartbeat):
         _started_running(c, message.ticket)
     elif isinstance(message, Done):
-        _done(c, conn, agent, message)
+        _done(c, agent, message)
     elif isinstance(message, (Suggest, Report, UserAttr)):
         send_quietly(conn, Reply(message.ticket, _answer(c, message)))
     elif isinstance(message, Used):
@@ -113,7 +113,7 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
         return exc
 
 
-def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> None:
+def _done(c: Coordinator, agent: AgentRecord | None, done: Done) -> None:
     ledger = c.session.ledger
     record = ledger.trials.get(done.ticket)
     if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
