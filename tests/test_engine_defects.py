@@ -356,3 +356,19 @@ def test_a_launched_group_takes_its_ranks_from_one_host(tmp_path: Path) -> None:
             if c.finished():
                 break
         assert c.finished() and "on one host" in (c.stop_reason or "")
+
+
+def test_the_stop_reason_is_a_value_not_a_prefix(tmp_path: Path) -> None:
+    """Design: the stop reason carries its `StopKind`; the summary says it (``stop_kind``)."""
+    import pickle
+
+    from hpwf.engine.stops import StopKind
+
+    with FakeSession(FakeBackend(slots=1), FakeClock()) as session:
+        c = coordinator(session, tmp_path, n_trials=3)
+        connect(session, c, 1)
+        c._on_signal(15, None)
+        turn(c)
+        assert c.stop_reason == "interrupted by SIGTERM" and c.stop_reason.kind == StopKind.INTERRUPTED  # type: ignore[union-attr]
+        assert c.summary()["stop_kind"] == "interrupted" and not StopKind.INTERRUPTED.fatal
+        assert pickle.loads(pickle.dumps(c.stop_reason)).kind == StopKind.INTERRUPTED

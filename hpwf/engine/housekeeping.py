@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from hpwf.engine import health
 from hpwf.engine.ledger import AgentState, TrialState
 from hpwf.engine.receive import lose, release
+from hpwf.engine.stops import StopKind, StopReason
 from hpwf.engine.summary import progress_fields
 from hpwf.rundir._run import write_summary
 
@@ -65,16 +66,17 @@ def _reclaim_lingering_ranks(c: Coordinator, now: float) -> None:
 def _check_budget(c: Coordinator, now: float) -> None:
     timeout = c.budget.timeout
     if timeout is not None and c.elapsed() >= timeout and not c.stop_reason:
-        c.stop_reason = "time budget reached"
+        c.stop_reason = StopReason(StopKind.TIME_BUDGET, "time budget reached")
     ledger = c.session.ledger
     if not c.stop_reason:
         working = ledger.working_agents()
         c.backend.heal(working)
         failure = c.backend.failure(working, c.session.agents_seen)
         if failure and working < min(c._biggest, c.backend.slots):
-            c.stop_reason = f"backend failed: {failure}"
+            c.stop_reason = StopReason(StopKind.BACKEND, f"backend failed: {failure}")
         elif c.backend.slots < c._biggest:  # e.g. an MPI job restarted without a lost host
-            c.stop_reason = f"backend failed: {c.backend.slots} ranks are left, and ranks_per_trial needs up to {c._biggest}"
+            c.stop_reason = StopReason(StopKind.BACKEND, f"backend failed: {c.backend.slots} ranks are left, and "
+                                                         f"ranks_per_trial needs up to {c._biggest}")
     _check_starved(c, now)
     if c.stop_reason:
         for record in ledger.in_state(S.ASKED, S.WAITING):
@@ -95,8 +97,8 @@ def _check_starved(c: Coordinator, now: float) -> None:
         c.starved_since = now
     elif now - c.starved_since > STARVED_S + health.SILENT_BEATS * c.heartbeat and not c.stop_reason:
         where = " on one host" if c.one_host else ""
-        c.stop_reason = (f"backend failed: only {_capacity(c)} agents are left{where}, "
-                         f"and the trials need {need} ranks")
+        c.stop_reason = StopReason(StopKind.BACKEND, f"backend failed: only {_capacity(c)} agents are left{where}, "
+                                                     f"and the trials need {need} ranks")
 
 
 def _capacity(c: Coordinator) -> int:

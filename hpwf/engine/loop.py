@@ -32,6 +32,7 @@ from hpwf.engine.receive import lose, receive
 from hpwf.engine.schedulers._halving import SEED_ATTR, Scheduler
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.session import Budget, Session
+from hpwf.engine.stops import stop_kind
 from hpwf.engine.summary import progress_fields, summarize
 from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
@@ -66,7 +67,7 @@ class Coordinator(Transitions):
         if scheduler is not None:
             self.outcomes.on_requeue = scheduler.requeued
         self.ahead = SampleAhead(study) if sample_ahead else None
-        self.stop_reason: str | None = None
+        self.stop_reason: str | None = None  # a `StopReason` (its message and `StopKind`) once stopping
         self._fixed: dict[str, BaseDistribution] = {}  # sampled at ask time: only a searched group size
         self._size = ranks_per_trial if isinstance(ranks_per_trial, int) else None
         sizes = [ranks_per_trial] if isinstance(ranks_per_trial, int) else sorted(set(ranks_per_trial))
@@ -154,7 +155,7 @@ class Coordinator(Transitions):
         except Exception:  # noqa: BLE001 - their results stay durable in their folders
             pass
         for conn in list(self._attached):
-            send_quietly(conn, Stop(self.stop_reason or "done"))
+            send_quietly(conn, Stop(str(self.stop_reason or "done")))
             self.session.drop(conn)
         self._attached.clear()
         self.progress.close()
@@ -299,7 +300,8 @@ class Coordinator(Transitions):
         summary = self.summary()
         write_summary(self.run_dir, summary)
         self.progress.update(progress_fields(self))
-        if self.stop_reason and self.stop_reason.startswith(("backend failed", "more than")):
+        kind = stop_kind(self.stop_reason)
+        if kind is not None and kind.fatal:
             raise RunError(self.stop_reason)
         return summary
 

@@ -20,6 +20,7 @@ from hpwf.wire._protocol import Setup
 from hpwf.backends import Backend
 from hpwf.engine.loop import STOP_SIGNALS, Coordinator
 from hpwf.engine.session import Budget, Session
+from hpwf.engine.stops import StopKind
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
 from hpwf.rundir._run import DEFAULT_JOURNAL, RunLock, RunRecord, open_storage, read_summary
@@ -138,7 +139,7 @@ def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[l
                 if caught and results:
                     return results, True  # no later phase; the last one's state is saved
                 results.append(run_phase(phase, backend, session, progress, caught))
-                if str(results[-1].summary.get("stop_reason") or "").startswith("interrupted"):
+                if results[-1].summary.get("stop_kind") == StopKind.INTERRUPTED.value:
                     return results, True  # Ctrl-C, preemption, the walltime warning: no later phase
     finally:
         for s, handler in previous.items():

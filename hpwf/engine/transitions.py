@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hpwf.engine.ledger import TrialRecord, TrialState
 from hpwf.engine.receive import receive
+from hpwf.engine.stops import StopKind, StopReason
 from hpwf.wire._channel import send_quietly
 from hpwf.wire._protocol import Abort
 
@@ -87,14 +88,14 @@ class Transitions:
             self.progress.note(f"trial {record.number} failed: {reason}")
         max_failures = self.budget.max_failures
         if self.outcomes.counts.fail_here > max_failures and not self.stop_reason:
-            self.stop_reason = f"more than {max_failures} trials failed"
+            self.stop_reason = StopReason(StopKind.FAILURES, f"more than {max_failures} trials failed")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
 
     def interrupt(self, name: str) -> None:
         """Stop now: finished results are kept; running and waiting trials are queued again."""
-        self.stop_reason = f"interrupted by {name}"
+        self.stop_reason = StopReason(StopKind.INTERRUPTED, f"interrupted by {name}")
         for conn in self.session.poll(0.0):  # a `Done` that arrived since the last turn is kept
             receive(cast("Coordinator", self), conn)
         self._tell()
