@@ -400,3 +400,17 @@ def test_a_node_lost_mid_run_its_trials_fail_and_run_again(nodes: Nodes, tmp_pat
     assert code == 0, stderr[-3000:]
     failed = assert_failed_trials_ran_again(run_dir, 6, {"nodeB"})
     assert all("host nodeC" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_a_trial_timeout_under_mpirun_across_two_nodes_never_ends_the_job(nodes: Nodes, tmp_path: Path) -> None:
+    """Issue 20, reproduction 1 across nodes (ranks on nodeA and nodeB): trial 0 sleeps past its
+    trial_timeout; no rank is ended, so the job exits 0 with the budget met exactly."""
+    run_dir = tmp_path / "run"
+    proc = nodes.run("nodeA", nodes.mpirun("nodeA:2,nodeB:1", 3, "python -m hpwf run tests/workflows/slow_first.py "
+                                                                 f"--backend mpi --run-dir {run_dir} --quiet"),
+                     env={"SLOW_TRIALS": "20", "SLOW_S": "8"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = hpwf.load_study(run_dir)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 20 and TrialState.RUNNING not in states
+    assert "trial_timeout" in study.trials[0].user_attrs["fail_reason"]
