@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from hpwf.engine import health
 from hpwf.engine.ledger import AgentState, TrialState
 from hpwf.engine.receive import lose, release
-from hpwf.engine.stops import StopKind, StopReason
+from hpwf.engine.stops import StopKind, StopReason, Why
 from hpwf.engine.summary import progress_fields
 from hpwf.rundir._run import write_summary
 
@@ -30,7 +30,7 @@ def housekeeping(c: Coordinator, now: float) -> None:
     for record in health.overdue_trials(ledger.in_state(S.PLACED, S.RUNNING), now, c.trial_timeout):
         ended = ("its ranks take no other trial until it returns" if c.backend.group_mode == "mpi"
                  else "its workers were ended")
-        c._fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; {ended}")
+        c._fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; {ended}", why=Why.TIMED_OUT)
     _reclaim_lingering_ranks(c, now)
     if now - c.last_beat >= c.heartbeat:
         c.last_beat = now
@@ -80,7 +80,7 @@ def _check_budget(c: Coordinator, now: float) -> None:
     _check_starved(c, now)
     if c.stop_reason:
         for record in ledger.in_state(S.ASKED, S.WAITING):
-            c._fail(record, f"not started: {c.stop_reason}", counts_as_failure=False)
+            c._fail(record, f"not started: {c.stop_reason}", why=Why.NOT_STARTED)
 
 
 def _check_starved(c: Coordinator, now: float) -> None:

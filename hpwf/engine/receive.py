@@ -17,6 +17,7 @@ from hpwf.wire._protocol import Done, Heartbeat, Hello, Reply, Report, Stop, Sug
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+from hpwf.engine.stops import Why
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -169,7 +170,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
     if record is None:
         return
     if record.state in (S.PLACED, S.RUNNING):  # a result already in hand (DONE) stands
-        c._fail(record, f"{agent.where()} {why}")
+        c._fail(record, f"{agent.where()} {why}", why=Why.LOST)
     record.working.discard(agent)
     for other in record.agents:
         if other.ticket != record.ticket or other.state not in (A.BUSY, A.RESERVED):

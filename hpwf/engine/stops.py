@@ -1,4 +1,5 @@
-"""Why a phase stopped before its budget: a `StopKind` value with its message (`StopReason`)."""
+"""Why a phase stopped before its budget (`StopKind`, `StopReason`), and why a trial's attempt ended
+without a result of its own (`Why`, with the effects each implies): values, not strings."""
 
 from __future__ import annotations
 
@@ -35,3 +36,23 @@ class StopReason(str):
 
 def stop_kind(reason: str | None) -> StopKind | None:
     return getattr(reason, "kind", None)
+
+
+class Why(enum.Enum):
+    """Why a live attempt ends without a result of its own; each implies its effects."""
+
+    FAILED = "failed"  # the objective failed, the study refused its result, its ranks ended
+    TIMED_OUT = "timed out"
+    LOST = "lost"  # its agent (or a rank of its group) is gone
+    INTERRUPTED = "interrupted"  # a stop signal: it runs again on resume
+    NOT_STARTED = "not started"  # the run stopped before it was placed
+
+    @property
+    def counts_as_failure(self) -> bool:
+        """Counts against max_failures and the retries (else it is queued again regardless)."""
+        return self not in (Why.INTERRUPTED, Why.NOT_STARTED)
+
+    @property
+    def aborts(self) -> bool:
+        """Its ranks that still run are sent `Abort` (never MPI ranks: see `hpwf.engine.transitions`)."""
+        return self is not Why.INTERRUPTED  # an interrupted run stops its agents with the session

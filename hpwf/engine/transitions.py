@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hpwf.engine.ledger import TrialRecord, TrialState
 from hpwf.engine.receive import receive
-from hpwf.engine.stops import StopKind, StopReason
+from hpwf.engine.stops import StopKind, StopReason, Why
 from hpwf.wire._channel import send_quietly
 from hpwf.wire._protocol import Abort
 
@@ -60,9 +60,10 @@ class Transitions:
             self.session.ledger.move(record, S.TOLD)
 
     def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
-              counts_as_failure: bool = True, abort: bool = True) -> None:
-        """Record ``record`` as failed (once); abort its ranks that still run. A trial whose
-        result is durable in its folder is told instead: it is never trained again.
+              why: Why = Why.FAILED) -> None:
+        """Record ``record`` as failed (once), for the intent ``why``; abort its ranks that still
+        run where ``why`` asks it. A trial whose result is durable in its folder is told
+        instead: it is never trained again.
 
         MPI ranks are never aborted: an MPI rank that exits ends the whole job under most
         launchers (``mpirun``, ``srun --kill-on-bad-exit``), and it cannot be started again. Its
@@ -75,7 +76,8 @@ class Transitions:
             self.session.ledger.move(record, S.DONE)  # its result is on disk (its Done was lost or late):
             self.session.ledger.move(record, S.TOLD)  # kept, as a resume after SIGKILL keeps it
             return
-        if abort and self.backend.group_mode != "mpi":
+        counts_as_failure = why.counts_as_failure
+        if why.aborts and self.backend.group_mode != "mpi":
             for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
                 send_quietly(conn, Abort(record.ticket, reason))
         requeued = self.outcomes.fail(record.trial, reason, traceback_text,  # stopping: resume runs it
@@ -101,5 +103,5 @@ class Transitions:
         self._tell()
         ledger = self.session.ledger
         for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
-            self._fail(record, f"interrupted by {name}; it will run again on resume", counts_as_failure=False,
-                       abort=False)  # its agents are stopped with the session
+            self._fail(record, f"interrupted by {name}; it will run again on resume",
+                       why=Why.INTERRUPTED)  # its agents are stopped with the session
