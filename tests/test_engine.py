@@ -433,10 +433,10 @@ def test_a_retry_interrupted_before_it_drew_its_parameters_keeps_them(tmp_path: 
     outcomes = Outcomes(study, tmp_path, "run-a", retries=1, note=lambda _: None)
     first = study.ask()
     first.suggest_float("x", 0, 1)
-    outcomes.fail(first, "died mid-trial", None, may_retry=True)
+    outcomes.fail(first, "died mid-trial", None)
     retry = study.ask()  # the queued retry, asked and placed; x not drawn yet
     assert retry.params == {}
-    outcomes.fail(retry, "interrupted: its coordinator stopped", None, may_retry=False, counts_as_failure=False)
+    outcomes.fail(retry, "interrupted: its coordinator stopped", None, counts_as_failure=False)
     again = study.ask()
     assert again.suggest_float("x", 0, 1) == first.params["x"]
 

@@ -32,6 +32,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hpwf.engine": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.ensembles",
                            "hpwf.backends"},
     "hpwf.report": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.ensembles", "hpwf.engine"},
+    "hpwf.sim": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.ensembles", "hpwf.backends",
+                        "hpwf.engine"},
 }
 TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "cli", "errors", "progress", "secrets",
                      "parallel", "pbt_replay"}  # the last two: old paths kept as aliases

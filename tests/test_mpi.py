@@ -160,3 +160,17 @@ def test_local_backend_launches_horovod_ranks_for_a_group(tmp_path: Path) -> Non
     for t in hpwf.load_study(run_dir).trials:
         ranks = rank_records(run_dir, t.number)
         assert [r["hvd_size"] for r in ranks] == [2, 2] and ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def test_a_trial_timeout_under_the_mpi_backend_never_ends_the_job(tmp_path: Path) -> None:
+    """Issue 20, reproduction 1: trial 0 sleeps past its trial_timeout under ``mpirun -np 3``.
+    Its rank is not aborted (that ended every rank, exit 9 or 75); the job exits 0 with the
+    budget met exactly and trial 0 failed."""
+    run_dir = tmp_path / "run"
+    proc = mpirun(3, "run", str(ROOT / "tests" / "workflows" / "slow_first.py"), "--backend", "mpi",
+                  "--run-dir", str(run_dir), "--quiet", env={"SLOW_TRIALS": "40", "SLOW_S": "8"}, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = hpwf.load_study(run_dir)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 40 and TrialState.RUNNING not in states
+    assert "trial_timeout" in study.trials[0].user_attrs["fail_reason"]

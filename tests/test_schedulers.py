@@ -325,3 +325,59 @@ def test_no_scheduler_on_a_multi_objective_study() -> None:
     from hpwf.engine.schedulers import make_scheduler
 
     assert make_scheduler(search, optuna.create_study(directions=["minimize", "maximize"])) is None
+
+
+# --- issue 20: defects 3 and 10 ------------------------------------------------------------------
+def test_a_rung_kept_sorted_answers_as_a_full_sort_would() -> None:
+    """Defect 3: the rung is kept sorted (O(log n) a look) and gives the answers of a sort."""
+    import random
+
+    from hpwf.engine.schedulers._halving import _Rungs
+
+    rng = random.Random(0)
+    for maximize in (False, True):
+        rungs = _Rungs(1, 3, None, maximize)
+        for _ in range(300):
+            number, value = rng.randrange(60), rng.choice([rng.random(), 0.5])  # ties and re-reports
+            rungs.record(0, number, value)
+            values = rungs.values[0]
+            order = sorted(values, key=lambda t: (-values[t] if maximize else values[t], t))
+            for quota in (None, 1, 7):
+                n = len(values) // 3 if quota is None else quota
+                assert all(rungs.in_top(0, t, quota) == (t in order[:n]) for t in values)
+
+
+def test_promotion_looks_at_paused_trials_only_when_something_changed(session: FakeSession, tmp_path: Path) -> None:
+    """Defect 3: `promote` ran the scheduler over every paused trial on every loop turn."""
+    c = coordinator(session, tmp_path, n_trials=3, scheduler=lambda s: SuccessiveHalving(False, 1, 2, 2))
+    (d,) = drivers(session, c, 1)
+    first = d.take()
+    assert d.ask(c, lambda: d.agent.report(first.ticket, 0.4, 1)) == PAUSE
+    d.agent.pause(first)
+    turn(c, 2)
+    calls = []
+    original = sha(c).promotable
+    sha(c).promotable = lambda paused: calls.append(1) or original(paused)  # type: ignore[method-assign]
+    c._last_housekeeping = float("inf")  # (housekeeping's own look aside)
+    turn(c, 50)
+    assert len(calls) <= 1
+
+
+def test_after_a_time_budget_stop_paused_trials_stay_paused(session: FakeSession, tmp_path: Path) -> None:
+    """Defect 10: promote woke paused trials after the stop; housekeeping then failed them "not
+    started" and requeued them without their intermediate values."""
+    c = coordinator(session, tmp_path, n_trials=3, scheduler=lambda s: SuccessiveHalving(False, 1, 2, 2))
+    (d,) = drivers(session, c, 1)
+    first = d.take()
+    assert d.ask(c, lambda: d.agent.report(first.ticket, 0.4, 1)) == PAUSE
+    d.agent.pause(first)
+    turn(c, 2)
+    second = d.take()
+    c.stop_reason = "time budget reached"
+    assert d.ask(c, lambda: d.agent.report(second.ticket, 0.9, 1)) == PAUSE  # trial 0 is now promotable
+    d.agent.pause(second)
+    turn(c, 6)
+    assert c.session.ledger.count(S.PAUSED) == 2
+    trial = c.study.trials[0]
+    assert trial.state == TrialState.RUNNING and trial.intermediate_values == {1: 0.4}
+    assert not any(t.user_attrs.get("hpwf:retry_of") == 0 for t in c.study.trials)

@@ -65,6 +65,7 @@ class StaleWatch:
         """(frozen trial, reason) for every RUNNING trial whose run vanished."""
         runs = study.user_attrs
         found = []
+        watched: dict[str, _Seen] = {}  # only what is RUNNING now is kept: bounded by the live trials
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run = frozen.user_attrs.get(RUN_ATTR)
             if frozen.number in ours or run == self.own_run:
@@ -75,10 +76,12 @@ class StaleWatch:
             key = f"run:{run}" if isinstance(runs.get(RUN_BEAT_PREFIX + str(run)), dict) else f"trial:{frozen._trial_id}"
             seen = self._seen.get(key)
             if seen is None or seen.value != beat_value:
-                seen = self._seen[key] = _Seen(beat_value, now)
+                seen = _Seen(beat_value, now)
+            watched[key] = seen
             limit = SILENT_BEATS * every
             if wall - beat_value > limit + CLOCK_SKEW_S or now - seen.since > limit + every:
                 found.append((frozen, f"stale: no heartbeat for {max(wall - beat_value, now - seen.since):.0f} s; it runs again"))
+        self._seen = watched
         return found
 
 

@@ -108,7 +108,10 @@ class TrialRecord:
     working: set[AgentRecord] = field(default_factory=set)  # agents whose rank has not finished
     attach: Any = None  # rank 0 of a group launched for it (local/Dask backends)
     result: Any = None  # the leader's Done, once it arrived
+    done_at: float | None = None  # the engine clock when the leader's Done arrived
     proposed: dict[str, Any] = field(default_factory=dict)  # distributions sampled ahead (engine/ahead.py)
+    ahead_fixed: set[str] = field(default_factory=set)  # proposals put into the trial's fixed params
+    last_report: tuple[int, float] | None = None  # (step, value) of its last report (PBT), freed with it
 
     @property
     def number(self) -> int:
@@ -200,7 +203,10 @@ class Ledger:
             agent.busy_since = now
         del self._agents_in[agent.state][agent.conn]
         if agent.state == A.IDLE:
-            self._idle_by_host[agent.host].pop(agent.conn, None)
+            idle = self._idle_by_host[agent.host]
+            idle.pop(agent.conn, None)
+            if not idle:
+                del self._idle_by_host[agent.host]  # bounded by the hosts with an idle agent now
         agent.state = new
         agent.ticket = ticket if new in (A.BUSY, A.RESERVED) else None
         self._agents_in[new][agent.conn] = agent

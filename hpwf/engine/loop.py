@@ -28,7 +28,9 @@ from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.receive import lose, receive
 from hpwf.engine.schedulers import Scheduler
 from hpwf.engine.session import Budget, Session
+from hpwf.engine.stops import stop_kind
 from hpwf.engine.summary import progress_fields, summarize
+from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
 from hpwf.progress import Progress
 from hpwf.rundir import SEED_ATTR, carried, trial_seed, write_summary
@@ -44,7 +46,7 @@ GATHER_S = 30.0  # groups of several ranks wait this long at most for every agen
 HOUSEKEEPING_S = 0.5
 
 
-class Coordinator:
+class Coordinator(Transitions):
     """Drives one phase: asks Optuna for trials, hands them to agents, tells the results."""
 
     def __init__(
@@ -59,8 +61,10 @@ class Coordinator:
         self.progress = progress or Progress(enabled=False)
         self.scheduler = scheduler  # pauses and resumes trials (hpwf.engine.schedulers._halving, .pbt)
         self.outcomes = Outcomes(study, run_dir, run_id, retries, self.progress.note)
+        if scheduler is not None:
+            self.outcomes.on_requeue = scheduler.requeued
         self.ahead = SampleAhead(study) if sample_ahead else None
-        self.stop_reason: str | None = None
+        self.stop_reason: str | None = None  # a `StopReason` (its message and `StopKind`) once stopping
         self._fixed: dict[str, BaseDistribution] = {}  # sampled at ask time: only a searched group size
         self._size = ranks_per_trial if isinstance(ranks_per_trial, int) else None
         sizes = [ranks_per_trial] if isinstance(ranks_per_trial, int) else sorted(set(ranks_per_trial))
@@ -73,6 +77,7 @@ class Coordinator:
         self.session: Session = None  # type: ignore[assignment]  # set by `run`
         self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
         self.starved_since: float | None = None  # waiting trials too big for the live agents since
+        self.promote_seen: tuple[Any, ...] = ()  # what `pausing.promote` last looked at
 
     @property
     def counts(self) -> Any:
@@ -127,6 +132,7 @@ class Coordinator:
         if now - self._last_housekeeping >= HOUSEKEEPING_S:
             self._last_housekeeping = now
             housekeeping(self, now)
+            pausing.promote(self, always=True)
 
     def finished(self) -> bool:
         ledger = self.session.ledger
@@ -150,7 +156,7 @@ class Coordinator:
         except Exception:  # noqa: BLE001 - their results stay durable in their folders
             pass
         for conn in list(self._attached):
-            send_quietly(conn, Stop(self.stop_reason or "done"))
+            send_quietly(conn, Stop(str(self.stop_reason or "done")))
             self.session.drop(conn)
         self._attached.clear()
         self.progress.close()
@@ -171,21 +177,36 @@ class Coordinator:
             return
         ledger = self.session.ledger
         free = ledger.agent_count(A.IDLE)
-        fits = 1 if self._gathering() else free  # groups wait until every host's agents could arrive
+        gathering = self._gathering()  # groups wait until every host's agents could arrive
         while free >= self._smallest and ledger.count(S.WAITING):
-            record = self._next_waiting(min(free, fits))
+            record = self._next_waiting(self._fits(free, gathering))
             if record is None:
                 break
             free -= self._send(record)
         while self._can_ask() and may_ask(free, self._smallest, ledger.count(S.WAITING), ledger.working_agents()):
             record = self._ask()
-            if record.size <= min(free, fits):
+            if record.size <= self._fits(free, gathering):
                 free -= self._send(record)
             else:
                 ledger.move(record, S.WAITING)
         if not self.session.agents_seen:  # agents are starting: have their first trials ready
             while self._can_ask() and ledger.count(S.WAITING) < self.backend.slots // self._smallest:
                 self._ask(ahead=True)
+
+    @property
+    def one_host(self) -> bool:
+        """A launched group (local, Dask backends) runs all its ranks on its first agent's host
+        (``mpirun -np K`` there), so its agents are taken from one host. MPI ranks form groups
+        across hosts."""
+        return self.backend.group_mode != "mpi" and self._biggest > 1
+
+    def _fits(self, free: int, gathering: bool) -> int:
+        """The biggest trial that could be placed now."""
+        if gathering:
+            return 1
+        if self.one_host:
+            return max((len(agents) for agents in self.session.ledger.idle_by_host().values()), default=0)
+        return free
 
     def _gathering(self) -> bool:
         """At start-up, while agents are still arriving (up to `GATHER_S`): a group placed now
@@ -228,7 +249,7 @@ class Coordinator:
     def _send(self, record: TrialRecord) -> int:
         """Give ``record`` to free agents (one host where one has room); return the ranks taken."""
         ledger = self.session.ledger
-        chosen = choose_from_hosts(ledger.idle_by_host(), record.size, rank=lambda a: a.rank)
+        chosen = choose_from_hosts(ledger.idle_by_host(), record.size, rank=lambda a: a.rank, one_host=self.one_host)
         assert chosen is not None
         mpi = self.backend.group_mode == "mpi" and record.size > 1
         trial = record.trial
@@ -236,7 +257,9 @@ class Coordinator:
         if self.ahead is not None:
             if self.ahead.learns and ledger.count(S.DONE):
                 self._tell()  # a sampler that learns proposes from every result in hand, as a round trip would
+            before = set(trial._fixed_params)
             values, record.proposed = self.ahead.propose(trial)
+            record.ahead_fixed = set(trial._fixed_params) - before
             params.update(values)
             dists.update(record.proposed)
         seed = trial_seed(self.seed, self.run_id, int(trial.user_attrs.get(SEED_ATTR, trial.number)))  # a replay keeps its seed
@@ -267,51 +290,6 @@ class Coordinator:
         ledger.to_front(record)
         self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
 
-    # --- tell ---------------------------------------------------------------------------------
-    def _tell(self) -> None:
-        """Store the results that arrived (they are durable already); a refused one fails."""
-        for record in self.session.ledger.in_state(S.DONE):
-            try:
-                frozen = self.outcomes.tell(record.trial, record.result)
-                if self.ahead is not None:
-                    self.ahead.seen(frozen.distributions)
-            except ValueError as exc:
-                self._fail(record, f"the study refused the result: {exc}")
-                continue
-            self.session.ledger.move(record, S.TOLD)
-
-    def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
-              counts_as_failure: bool = True, abort: bool = True) -> None:
-        """Record ``record`` as failed (once); abort its ranks that still run."""
-        if record.state in (S.TOLD, S.FAILED, S.REQUEUED):
-            return
-        for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
-            if abort:
-                send_quietly(conn, Abort(record.ticket, reason))
-        requeued = self.outcomes.fail(record.trial, reason, traceback_text, may_retry=True,  # stopping: resume runs it
-                                      counts_as_failure=counts_as_failure)
-        self.session.ledger.move(record, S.FAILED)
-        if requeued:
-            self.session.ledger.move(record, S.REQUEUED)
-        self.session.ledger.forget(record)  # once its agents are back
-        if counts_as_failure:
-            self.progress.note(f"trial {record.number} failed: {reason}")
-        max_failures = self.budget.max_failures
-        if self.counts.fail_here > max_failures and not self.stop_reason:
-            self.stop_reason = f"more than {max_failures} trials failed"
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
-
-    def interrupt(self, name: str) -> None:
-        """Stop now: finished results are kept; running and waiting trials are queued again."""
-        self.stop_reason = f"interrupted by {name}"
-        self._tell()
-        ledger = self.session.ledger
-        for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
-            self._fail(record, f"interrupted by {name}; it will run again on resume", counts_as_failure=False,
-                       abort=False)  # its agents are stopped with the session
-
     # --- figures --------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.budget.elapsed_before + self.session.clock.now() - self._started
@@ -323,6 +301,7 @@ class Coordinator:
         summary = self.summary()
         write_summary(self.run_dir, summary)
         self.progress.update(progress_fields(self))
-        if self.stop_reason and self.stop_reason.startswith(("backend failed", "more than")):
+        kind = stop_kind(self.stop_reason)
+        if kind is not None and kind.fatal:
             raise RunError(self.stop_reason)
         return summary

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.engine.session import Counts
-from hpwf.rundir import (ATTEMPT_ATTR, FAILURE, FAIL_REASON_ATTR, RETRY_OF_ATTR, RUN_ATTR, attrs, read_result, trial_folder, write_atomically)
+from hpwf.rundir import (
+    ATTEMPT_ATTR, FAIL_REASON_ATTR, FAILURE, RETRY_OF_ATTR, RUN_ATTR, TRACEBACK_ATTR, attrs, read_result, trial_folder,
+    write_atomically)
 from hpwf.wire import Done
 
 
@@ -29,6 +32,7 @@ class Outcomes:
         self.note = note
         self.counts = Counts()
         self.single = len(study.directions) == 1
+        self.on_requeue: Callable[[], None] = lambda: None  # the scheduler hears of every trial queued again
 
     def tell(self, trial: optuna.Trial, done: Done) -> FrozenTrial:
         """Store a finished trial's result (complete or pruned)."""
@@ -48,27 +52,40 @@ class Outcomes:
         self.consider_best(frozen)
         return frozen
 
-    def fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None, *, may_retry: bool,
+    def fail(self, trial: optuna.Trial, reason: str, traceback_text: str | None, *,
              counts_as_failure: bool = True) -> bool:
-        """Store ``trial`` as FAIL with its reason; queue it again if a retry is left. True if queued."""
-        trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
-        if traceback_text:
-            trial.set_user_attr("traceback", traceback_text[-8000:])
-        else:
+        """Store ``trial`` as FAIL with its reason; queue it again if a retry is left. True if queued.
+
+        A trial another run finished meanwhile (e.g. failed as stale) is left as it is: False.
+        """
+        try:
+            trial.set_user_attr(FAIL_REASON_ATTR, reason[:1000])
+            if traceback_text:
+                trial.set_user_attr(TRACEBACK_ATTR, traceback_text[-8000:])
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            if not self.finished_elsewhere(trial):
+                raise
+            self.note(f"trial {trial.number} was finished by another run; it stays as that run left it")
+            return False
+        if not traceback_text:
             folder = trial_folder(self.run_dir, trial.number)
             folder.mkdir(parents=True, exist_ok=True)
             write_atomically(folder / FAILURE, reason + "\n")
-        frozen = self.study.tell(trial, state=TrialState.FAIL)
         self.counts.fail += 1
         self.counts.fail_here += counts_as_failure
         attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 0))
         if not counts_as_failure:  # interrupted or never started: it runs again, whatever the retries
             self.requeue(frozen)
             return True
-        if may_retry and attempt < self.retries:
+        if attempt < self.retries:
             self.requeue(frozen, attempt + 1)
             return True
         return False
+
+    def finished_elsewhere(self, trial: optuna.Trial) -> bool:
+        """Whether the store holds ``trial`` as finished (by another run sharing the study)."""
+        return self.study._storage.get_trial(trial._trial_id).state.is_finished()
 
     def requeue(self, frozen: FrozenTrial | optuna.Trial, attempt: int | None = None) -> None:
         """Queue a trial to run again with the same parameters and the same member attributes.
@@ -83,6 +100,7 @@ class Outcomes:
         queued_with = (frozen.system_attrs.get("fixed_params") if isinstance(frozen, FrozenTrial)
                        else frozen._fixed_params) or {}
         self.study.enqueue_trial({**queued_with, **frozen.params}, user_attrs=carried)
+        self.on_requeue()
 
     def consider_best(self, frozen: FrozenTrial) -> None:
         if not self.single or frozen.value is None:
@@ -126,26 +144,38 @@ class Outcomes:
                 self._settle(frozen)
         return paused
 
+    def tell_durable(self, trial: optuna.Trial) -> bool:
+        """Tell ``trial`` from the result its leader saved in its folder, if it saved one (complete
+        or pruned). True if told: a result on disk is never trained again."""
+        result = read_result(trial_folder(self.run_dir, trial.number))
+        if result is None or result.get("number") != trial.number or result["state"] not in ("COMPLETE", "PRUNED"):
+            return False
+        state = "complete" if result["state"] == "COMPLETE" else "pruned"
+        try:
+            _record_params(trial, result)
+            self.tell(trial, Done(-1, state, result.get("values")))
+        except ValueError:
+            return False
+        self.note(f"trial {trial.number}: its result, saved before the coordinator stopped, is kept")
+        return True
+
     def _settle(self, frozen: FrozenTrial) -> None:
         trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        result = read_result(trial_folder(self.run_dir, frozen.number))
-        if result is not None and result.get("number") == frozen.number and result["state"] in ("COMPLETE", "PRUNED"):
-            state = "complete" if result["state"] == "COMPLETE" else "pruned"
-            try:
-                _record_params(trial, result)
-                self.tell(trial, Done(-1, state, result.get("values")))
-                self.note(f"trial {frozen.number}: its result, saved before the coordinator stopped, is kept")
-                return
-            except ValueError:
-                pass
+        if self.tell_durable(trial):
+            return
         self.fail(trial, "interrupted: its coordinator stopped; it runs again on resume", None,
-                  may_retry=False, counts_as_failure=False)
+                  counts_as_failure=False)
 
     def fail_stale(self, frozen: FrozenTrial, reason: str) -> None:
         """Fail a trial of a run that vanished, and queue it again (here, in this run)."""
         stale = optuna.trial.Trial(self.study, frozen._trial_id)
-        stale.set_user_attr(FAIL_REASON_ATTR, reason)
-        self.study.tell(stale, state=TrialState.FAIL)
+        try:
+            stale.set_user_attr(FAIL_REASON_ATTR, reason)
+            self.study.tell(stale, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):  # its own run finished it meanwhile
+            if not self.finished_elsewhere(stale):
+                raise
+            return
         self.requeue(frozen)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpwf.engine.ledger import TrialRecord, TrialState
+from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
 from hpwf.rundir import PAUSED_ATTR, RESTORE_ATTR
 from hpwf.wire import Done, Stop, send_quietly
 
@@ -45,10 +45,20 @@ def paused(c: Coordinator, record: TrialRecord) -> None:
         record.trial.set_user_attr(RESTORE_ATTR, {"from": record.number, "step": step})
 
 
-def promote(c: Coordinator) -> None:
-    """Paused trials the scheduler promotes wait for a group again (same number, new ticket)."""
-    if c.scheduler is None or not c.session.ledger.count(S.PAUSED):
+def promote(c: Coordinator, always: bool = False) -> None:
+    """Paused trials the scheduler promotes wait for a group again (same number, new ticket).
+
+    Not once the run stops (a paused trial stays paused for a resume). Every turn calls this: it
+    looks at the paused trials only when the rungs, the paused trials or the idle agents changed
+    since it last looked (or ``always``: housekeeping's look every half second).
+    """
+    ledger = c.session.ledger
+    if c.scheduler is None or c.stop_reason or not ledger.count(S.PAUSED):
         return
+    seen = (getattr(c.scheduler, "changes", None), ledger.count(S.PAUSED), ledger.agent_count(AgentState.IDLE))
+    if seen == c.promote_seen and seen[0] is not None and not always:
+        return
+    c.promote_seen = seen
     for record in c.scheduler.promotable(_back(c)):
         _wake(c, record)
 

@@ -8,6 +8,8 @@ agents run (`Phase.entry`, the name the wire carries). `run_phases` runs them in
 from __future__ import annotations
 
 import warnings
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -16,9 +18,10 @@ import optuna
 from optuna.trial import TrialState
 
 from hpwf.backends import Backend
-from hpwf.engine.loop import Coordinator
+from hpwf.engine.loop import Coordinator, STOP_SIGNALS
 from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget, Session
+from hpwf.engine.stops import StopKind
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
 from hpwf.rundir import DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, open_storage, read_summary
@@ -131,19 +134,36 @@ def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[l
         backend.release_unstarted()
         return reached, False
     backend.report_dir = fresh_report_dir(phases[0].folder)  # agents that cannot connect report here
+    caught: list[str] = []  # a stop signal between or around phases (a coordinator handles its own)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        caught.append(signal.Signals(signum).name)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS} if main else {}
     try:
         with Session(backend) as session:
             for phase in phases:
-                results.append(run_phase(phase, backend, session, progress))
-                if str(results[-1].summary.get("stop_reason") or "").startswith("interrupted"):
+                if caught and results:
+                    return results, True  # no later phase; the last one's state is saved
+                results.append(run_phase(phase, backend, session, progress, caught))
+                if results[-1].summary.get("stop_kind") == StopKind.INTERRUPTED.value:
                     return results, True  # Ctrl-C, preemption, the walltime warning: no later phase
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         optuna.logging.set_verbosity(verbosity)
-    return results, False
+    return results, bool(caught)
 
 
-def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) -> PhaseResult:
-    """Open (or create) the phase's study under its run lock and run its coordinator."""
+def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool,
+              caught: list[str] | None = None) -> PhaseResult:
+    """Open (or create) the phase's study under its run lock and run its coordinator.
+
+    ``run.json`` is saved once `Phase.prepare` has queued the phase's trials (a resume then
+    finds them all); a stop signal in ``caught`` (one that came while preparing) stops the
+    coordinator at its first turn, with the phase's state saved for a resume.
+    """
     search, folder = phase.search, phase.folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -153,8 +173,8 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) 
     lock.acquire()
     try:
         study, existing = _open_study(phase)
-        phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
         phase.prepare(study, existing)
+        phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
         wf = phase.workflow
         payload = None if wf.path else _pickle(phase.objective())
         setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
@@ -174,6 +194,8 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool) 
                               timeout=search.timeout),
             scheduler=make_scheduler(search, study),
         )
+        if caught:
+            coordinator._signal = caught[-1]
         try:
             return PhaseResult(folder, study, coordinator.run(session))
         except OSError as exc:  # a full disk or quota: the store keeps what was told before

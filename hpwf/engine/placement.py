@@ -9,12 +9,12 @@ K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 
 
-def choose_agents(free: Sequence[tuple[K, str, int]], size: int) -> list[K] | None:
+def choose_agents(free: Sequence[tuple[K, str, int]], size: int, one_host: bool = False) -> list[K] | None:
     """Pick ``size`` agents from ``free`` = [(key, host, rank)], fewest hosts first.
 
     Agents on one host are taken together when one host has enough; otherwise the hosts with
     the most free agents are combined. Within a host, lower ranks come first (the leader is the
-    lowest). ``None`` when fewer than ``size`` are free.
+    lowest). ``None`` when fewer than ``size`` are free (or, with ``one_host``, free on one host).
 
     Example:
         >>> choose_agents([("a", "n1", 1), ("b", "n2", 2), ("c", "n2", 3)], 2)
@@ -29,6 +29,8 @@ def choose_agents(free: Sequence[tuple[K, str, int]], size: int) -> list[K] | No
     if fitting:
         host = min(fitting, key=lambda h: (len(by_host[h]), h))  # the tightest fit keeps big blocks free
         return [key for _, key in sorted(by_host[host], key=lambda x: x[0])[:size]]
+    if one_host:
+        return None
     chosen: list[tuple[int, K]] = []
     for host in sorted(by_host, key=lambda h: (-len(by_host[h]), h)):
         chosen.extend(sorted(by_host[host], key=lambda x: x[0]))
@@ -37,7 +39,8 @@ def choose_agents(free: Sequence[tuple[K, str, int]], size: int) -> list[K] | No
     return [key for _, key in chosen[:size]]
 
 
-def choose_from_hosts(idle: Mapping[str, Mapping[K, R]], size: int, rank: Callable[[R], int]) -> list[R] | None:
+def choose_from_hosts(idle: Mapping[str, Mapping[K, R]], size: int, rank: Callable[[R], int],
+                      one_host: bool = False) -> list[R] | None:
     """`choose_agents` over idle agents already grouped by host: O(hosts) for one rank.
 
     Example:
@@ -50,7 +53,7 @@ def choose_from_hosts(idle: Mapping[str, Mapping[K, R]], size: int, rank: Callab
             return None
         return [next(iter(idle[min(hosts, key=lambda h: (len(idle[h]), h))].values()))]
     free = [(key, host, rank(record)) for host, agents in idle.items() for key, record in agents.items()]
-    chosen = choose_agents(free, size)
+    chosen = choose_agents(free, size, one_host)
     if chosen is None:
         return None
     where = {key: host for key, host, _ in free}

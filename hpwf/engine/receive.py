@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+from hpwf.engine.stops import Why
 from hpwf.rundir import fail_reason
-from hpwf.wire import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest
+from hpwf.wire import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -22,13 +23,22 @@ A, S = AgentState, TrialState
 
 
 def receive(c: Coordinator, conn: Any) -> None:
-    agent = c.session.ledger.agents.get(conn)
+    """Act on the messages complete on a readable ``conn`` (never blocks on a half-sent one)."""
     try:
-        message = conn.recv()
+        messages = conn.take()
     except Exception as exc:  # noqa: BLE001 - a dead or broken peer must never end the run
+        agent = c.session.ledger.agents.get(conn)
         why = "died mid-trial" if isinstance(exc, (EOFError, OSError)) else f"sent an unreadable message ({type(exc).__name__})"
         lose(c, agent, why) if agent is not None else _detach(c, conn, why)
         return
+    for message in messages:
+        if conn.closed:
+            return  # an earlier message of the batch ended this connection
+        _act(c, conn, message)
+
+
+def _act(c: Coordinator, conn: Any, message: Any) -> None:
+    agent = c.session.ledger.agents.get(conn)
     if agent is not None:
         agent.last_seen = c.session.clock.now()
     if isinstance(message, Hello):
@@ -36,7 +46,7 @@ def receive(c: Coordinator, conn: Any) -> None:
     elif isinstance(message, Heartbeat):
         _started_running(c, message.ticket)
     elif isinstance(message, Done):
-        _done(c, conn, agent, message)
+        _done(c, agent, message)
     elif isinstance(message, (Suggest, Report, UserAttr)):
         send_quietly(conn, Reply(message.ticket, _answer(c, message)))
     elif isinstance(message, Used):
@@ -82,6 +92,11 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
         if isinstance(message, Used):
             return None
         if isinstance(message, Suggest):
+            dist = to_optuna(message.distribution)
+            if message.name in record.ahead_fixed and record.proposed.get(message.name) != dist:
+                trial._fixed_params.pop(message.name, None)  # proposed for another distribution: drawn afresh
+                record.ahead_fixed.discard(message.name)
+                record.proposed.pop(message.name, None)
             return suggest(trial, message.name, message.distribution)
         if isinstance(message, Report):
             if not c.outcomes.single:
@@ -96,12 +111,12 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
         return exc
 
 
-def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> None:
+def _done(c: Coordinator, agent: AgentRecord | None, done: Done) -> None:
     ledger = c.session.ledger
     record = ledger.trials.get(done.ticket)
     if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
         c._mean_s = done.duration if c._mean_s is None else 0.8 * c._mean_s + 0.2 * done.duration
-        record.result = done
+        record.result, record.done_at = done, c.session.clock.now()
         if done.used:
             SampleAhead.record(record.trial, done.used, record.proposed)
         if done.state in ("complete", "pruned"):
@@ -110,6 +125,8 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
             pausing.paused(c, record)
         else:
             reason = fail_reason(done.error)
+            if agent is not None and agent.ticket == done.ticket and record.size == 1:
+                record.working.discard(agent)  # it is done with it: no Abort for it
             c._fail(record, reason, done.error)
     if agent is None or record is None or agent.ticket != done.ticket:
         if agent is not None and agent.ticket == done.ticket:
@@ -118,12 +135,12 @@ def _done(c: Coordinator, conn: Any, agent: AgentRecord | None, done: Done) -> N
     launched = c.backend.group_mode != "mpi" and record.size > 1
     record.working.discard(agent)
     if launched or not record.working:
-        _release(c, record)
+        release(c, record)
     else:
         ledger.move_agent(agent, A.RESERVED, record.ticket)  # the group's ranks come back together
 
 
-def _release(c: Coordinator, record: TrialRecord) -> None:
+def release(c: Coordinator, record: TrialRecord) -> None:
     """The trial's ranks are all done: its agents are free again."""
     ledger = c.session.ledger
     record.working.clear()
@@ -150,7 +167,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
     if record is None:
         return
     if record.state in (S.PLACED, S.RUNNING):  # a result already in hand (DONE) stands
-        c._fail(record, f"{agent.where()} {why}")
+        c._fail(record, f"{agent.where()} {why}", why=Why.LOST)
     record.working.discard(agent)
     for other in record.agents:
         if other.ticket != record.ticket or other.state not in (A.BUSY, A.RESERVED):
@@ -164,7 +181,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
             ledger.move_agent(other, A.IDLE)
     record.working = {a for a in record.working if a.state == A.BUSY}
     if not record.working:
-        _release(c, record)
+        release(c, record)
 
 
 def _detach(c: Coordinator, conn: Any, why: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hpwf.engine.ledger import TrialState
+from hpwf.engine.stops import stop_kind
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -39,4 +40,5 @@ def summarize(c: Coordinator) -> dict[str, Any]:
         "utilisation": round(min(busy / (slots * wall), 1.0), 4),
         "stop_reason": c.stop_reason,
         "connections_refused": getattr(session.hub, "refused", 0),  # hung up on by the hub (a flood?)
+        "stop_kind": kind.value if (kind := stop_kind(c.stop_reason)) else None,
     }

@@ -96,7 +96,7 @@ def serve_dashboard(run_dir: Path, host: str = "127.0.0.1", port: int = 8080, st
         import optuna_dashboard
     except ImportError:
         raise ConfigError("hpwf dashboard needs optuna-dashboard: pip install 'hpwf[dashboard]'") from None
-    record, store = open_run_store(run_dir, storage)
+    record, store = open_run_store(run_dir, storage, read_only=not writable)
     token = secrets.token_urlsafe(32)
     atomic_write(run_dir / TOKEN_FILE, token + "\n", mode=0o600)
     app = TokenGate(optuna_dashboard.wsgi(store), token, writable)

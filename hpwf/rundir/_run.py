@@ -49,23 +49,24 @@ class RunRecord:
         return cls(**data)
 
 
-def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, run_dir: Path, read_only: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; ``None`` means a journal file in ``run_dir``.
 
     Accepted: ``sqlite:///...``, ``postgresql://...`` (any SQLAlchemy URL), ``journal:PATH`` or a
     path ending in ``.journal``/``.log`` (a journal file several processes can share), and
-    ``memory`` (in-memory: fast, but nothing survives the process).
+    ``memory`` (in-memory: fast, but nothing survives the process). ``read_only``: a journal is
+    read without ever taking (or breaking) its writers' lock, e.g. by `hpwf status` of a live run.
     """
     import optuna
 
     if url is None:
-        return journal_storage(run_dir / DEFAULT_JOURNAL)
+        return journal_storage(run_dir / DEFAULT_JOURNAL, read_only)
     if url == "memory":
         return optuna.storages.InMemoryStorage()
     if url.startswith("journal:"):
-        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")))
+        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")), read_only)
     if url.endswith((".journal", ".log")) and "://" not in url:
-        return journal_storage(Path(url))
+        return journal_storage(Path(url), read_only)
     if "://" not in url:
         raise ConfigError(f"storage {redact(url)!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
     try:
@@ -75,16 +76,42 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
         raise ConfigError(redact(f"storage {url!r}: {type(exc).__name__}: {first_line}")) from None
 
 
-def journal_storage(path: Path) -> optuna.storages.JournalStorage:
-    """A journal-file storage that several processes (and nodes) can share safely."""
+def journal_storage(path: Path, read_only: bool = False) -> optuna.storages.JournalStorage:
+    """A journal-file storage that several processes (and nodes) can share safely.
+
+    Optuna reads a journal without its lock; ``read_only`` also never writes, so it never
+    takes the lock (a write raises `ReadOnlyJournal`).
+    """
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    if read_only:
+        if not path.exists():
+            raise ConfigError(f"{path}: no such journal")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_no_lock()))
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = JournalFileOpenLock(str(path))
     if path.exists():
         cut_torn_tail(path, lock)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+class ReadOnlyJournal(RuntimeError):
+    """A write to a journal opened read-only."""
+
+
+def _no_lock() -> Any:
+    """The lock of a read-only journal: taking it is a bug (a reader never writes)."""
+    from optuna.storages.journal._file import BaseJournalFileLock
+
+    class NoLock(BaseJournalFileLock):
+        def acquire(self) -> bool:
+            raise ReadOnlyJournal("this journal is open read-only (hpwf status): no write, so no lock")
+
+        def release(self) -> None:
+            pass
+
+    return NoLock()
 
 
 def cut_torn_tail(path: Path, lock: Any) -> None:
@@ -116,23 +143,27 @@ def cut_torn_tail(path: Path, lock: Any) -> None:
         lock.release()
 
 
-def load_study(run_dir: str | Path) -> optuna.Study:
-    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too)."""
+def load_study(run_dir: str | Path, read_only: bool = False) -> optuna.Study:
+    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too).
+
+    ``read_only``: never take the journal's lock (safe beside a live run; see `journal_storage`).
+    """
     import optuna
 
     run_dir = Path(run_dir)
     record = RunRecord.load(run_dir)
-    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir))
+    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir, read_only))
 
 
 def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None = None,
-                   ) -> tuple[RunRecord, optuna.storages.BaseStorage]:
+                   read_only: bool = True) -> tuple[RunRecord, optuna.storages.BaseStorage]:
     """The run's record and store for a command that only reads (``status``, ``report``, ``dashboard``).
 
     The run directory must pass `check_run_trusted` (as for ``resume``). A store file named by
     ``run.json`` (journal, SQLite) is opened only inside the run directory (``root``, for a
     sub-run: the run above it) and only if it exists; ``storage`` (given on the command line by
-    the user) opens any store. No store is created (a torn last record of a journal is cut, as a run does).
+    the user) opens any store. No store is created; ``read_only`` (the default) never takes nor
+    breaks a live run's journal lock (a torn last record is skipped, the next writer cuts it).
 
     Raises:
         ConfigError: one line: an untrusted run directory, a store outside it, a missing store.
@@ -152,7 +183,7 @@ def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None 
                               f"if it is yours, pass --storage {redact(str(url))}")
         if not path.is_file():
             raise ConfigError(f"{run_dir}: no study store at {path}")
-    return record, open_storage(url, run_dir)
+    return record, open_storage(url, run_dir, read_only=read_only)
 
 
 def store_file(url: str | None, run_dir: Path) -> Path | None:

@@ -19,9 +19,10 @@ def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
 
     if frozen.state != TrialState.RUNNING:
         return False
-    if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
-        return True
-    result = read_result(trial_folder(Path(run_dir), frozen.number))
+    mark = frozen.user_attrs.get(PAUSED_ATTR)  # the step it resumes from, or False once woken
+    if mark is not None:
+        return mark is not False
+    result = read_result(trial_folder(Path(run_dir), frozen.number))  # paused; its coordinator died before marking it
     return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
 
 

@@ -56,9 +56,11 @@ def write_result(folder: Path, number: int, state: str, values: list[float] | No
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
-    """A trial's durable outcome, or ``None`` when it has none (or it is unreadable)."""
+    """A trial's durable outcome (COMPLETE, PRUNED, FAIL, or PAUSED: its checkpoint is saved and a
+    scheduler resumes it), or ``None`` when it has none (or it is unreadable)."""
     try:
         data = json.loads((folder / RESULT).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("state") in ("COMPLETE", "PRUNED", "FAIL") else None
+    return data if isinstance(data, dict) and data.get("state") in ("COMPLETE", "PRUNED", "FAIL", "PAUSED") else None
+

@@ -17,5 +17,6 @@ from hpwf.wire._protocol import (
 from hpwf.wire._reach import (
     Announcing, REPORT_DIR_ENV, UNREACHABLE_EXIT, Unreachable, arrivals, connect_or_report, fresh_report_dir,
     mark_arrival)
+from hpwf.wire._dists import float_dist
 
-__all__ = ['Abort', 'Address', 'Announcing', 'Assign', 'Dist', 'Done', 'HOSTFILE_FLAGS', 'HOSTS_FLAGS', 'Heartbeat', 'Hello', 'Hub', 'INTERFACE_ENV', 'REPORT_DIR_ENV', 'Reply', 'Report', 'Setup', 'Stop', 'Suggest', 'UNREACHABLE_EXIT', 'Unreachable', 'Used', 'UserAttr', 'arrivals', 'choose', 'connect', 'connect_or_report', 'dists', 'format_address', 'fresh_report_dir', 'from_optuna', 'job_hosts', 'job_slots', 'mark_arrival', 'parse_address', 'send_quietly', 'suggest', 'to_json', 'to_optuna']
+__all__ = ['Abort', 'Address', 'Announcing', 'Assign', 'Dist', 'Done', 'HOSTFILE_FLAGS', 'HOSTS_FLAGS', 'Heartbeat', 'Hello', 'Hub', 'INTERFACE_ENV', 'REPORT_DIR_ENV', 'Reply', 'Report', 'Setup', 'Stop', 'Suggest', 'UNREACHABLE_EXIT', 'Unreachable', 'Used', 'UserAttr', 'arrivals', 'choose', 'connect', 'connect_or_report', 'dists', 'float_dist', 'format_address', 'fresh_report_dir', 'from_optuna', 'job_hosts', 'job_slots', 'mark_arrival', 'parse_address', 'send_quietly', 'suggest', 'to_json', 'to_optuna']

@@ -19,7 +19,8 @@ Contract:
     * `connect` retries (bounded by its ``timeout``) while the hub is not there yet or is busy,
       and gives up at once on a wrong key.
 
-Messages after the handshake are pickles over `multiprocessing.connection.Connection`.
+Messages after the handshake are pickles over `multiprocessing.connection.Connection`; the hub
+reads them without blocking (`hpwf.wire._framed`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Union
+
+from hpwf.wire._framed import Framed
 
 Address = Union[str, tuple[str, int]]  # a Unix socket's path, or (host, port)
 
@@ -86,7 +89,7 @@ class Hub:
         self._sock = self._listen_unix(socket_dir) if unix else _listen_tcp(host)
         self.address: Address = str(self.private_dir / "hub.sock") if self.private_dir \
             else (advertise or host, self._sock.getsockname()[1])
-        self._new: list[Connection] = []
+        self._new: list[Framed] = []
         self._lock = threading.Lock()
         self._closed = False
         self._pending: dict[int, _Pending] = {}  # handshakes in flight, by id(): oldest first
@@ -188,7 +191,7 @@ class Hub:
                 if self._closed:
                     sock.close()
                     return
-                self._new.append(Connection(sock.detach()))
+                self._new.append(Framed(Connection(sock.detach())))
                 with contextlib.suppress(OSError):  # full pipe: the loop is awake anyway
                     os.write(self._wake_w, b"x")
         except Exception:  # noqa: BLE001 - a wrong key, silence, garbage, a hang-up: drop it
@@ -200,8 +203,8 @@ class Hub:
             self._settle(entry)
 
     # --- what the coordinator calls ----------------------------------------------------------
-    def take_new(self) -> list[Connection]:
-        """Connections that proved the key since the last call."""
+    def take_new(self) -> list[Framed]:
+        """Connections that proved the key since the last call (read with `Framed.take`)."""
         with self._lock:
             new, self._new = self._new, []
         return new
@@ -217,11 +220,11 @@ class Hub:
             if not self._closed:
                 os.read(self._wake_r, 4096)
 
-    def wait(self, conns: list[Connection], timeout: float) -> list[Connection]:
+    def wait(self, conns: list[Framed], timeout: float) -> list[Framed]:
         """The connections with something to read (or that closed); wakes early on a new agent."""
         with self._lock:
             wake = None if self._closed else self._wake_r
-        ready = wait([*conns, *([wake] if wake is not None else [])], timeout)
+        ready = wait([*conns, *([wake] if wake is not None else [])], timeout)  # type: ignore[list-item]
         if wake is not None and wake in ready:
             self.clear_wake()
         return [c for c in ready if c is not wake]  # type: ignore[misc]

@@ -37,6 +37,7 @@ from hpwf.workflow import Group, Trial, TrialPaused, is_pruned
 
 ABORT_EXIT = 75  # exit status of a rank that gave up a trial it could not finish
 SETUP_TIMEOUT_S = 120
+STOP_GRACE_S = 120.0  # an MPI rank still running a failed trial when the run ends waits this long for it
 
 
 class Agent:
@@ -63,6 +64,8 @@ class Agent:
         self.current: int | None = None  # the ticket of the trial this agent runs
         self.number: int | None = None  # that trial's number
         self._send_lock = threading.Lock()
+        self._idle = threading.Event()  # set while no trial runs
+        self._idle.set()
         threading.Thread(target=self._read, name="hpwf-agent-reader", daemon=True).start()
         threading.Thread(target=self._beat, name="hpwf-agent-heartbeat", daemon=True).start()
 
@@ -84,9 +87,13 @@ class Agent:
             try:
                 message = self.conn.recv()
             except (EOFError, OSError):
-                if self.current is not None:
-                    _give_up(f"the coordinator went away during trial {self.current}")
                 self._tasks.put(Stop("the coordinator went away"))
+                if self.current is not None:
+                    self._end_trial_left_behind(f"the coordinator went away during trial {self.number}")
+                return
+            if isinstance(message, Stop) and self.current is not None and self.world is not None:
+                self._tasks.put(message)
+                self._end_trial_left_behind(f"the run ended during trial {self.number}")
                 return
             if isinstance(message, Reply):
                 self._replies.put(message)
@@ -95,6 +102,13 @@ class Agent:
                     _give_up(f"trial {self.number} aborted: {message.reason}")
             else:
                 self._tasks.put(message)
+
+    def _end_trial_left_behind(self, reason: str) -> None:
+        """The run is over while this agent still runs a trial (one the coordinator failed, e.g.
+        past its timeout). An MPI rank lets it finish, up to `STOP_GRACE_S`, and then exits 0 with
+        the job: its process ending early would end every rank, and mpirun's exit status with it."""
+        if self.world is None or not self._idle.wait(STOP_GRACE_S):
+            _give_up(reason)
 
     def serve(self) -> int:
         """Run trials until the coordinator says stop (or goes away); return trials run."""
@@ -107,10 +121,13 @@ class Agent:
                 self.setup, self.run_dir, self.threads = task, Path(task.run_dir), apply_threads(task.threads)
                 self.objective = _resolve_objective(task)
             if isinstance(task, Assign):
+                self._idle.clear()
                 self.current, self.number = task.ticket, task.number
                 done = self.run(task)
                 self.current = self.number = None
-                self.send(done)
+                self._idle.set()
+                with contextlib.suppress(OSError, ValueError):  # the coordinator may be gone
+                    self.send(done)
                 count += 1
 
     def run(self, task: Assign) -> Done:

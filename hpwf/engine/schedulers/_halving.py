@@ -17,6 +17,7 @@ trial(s) (at least one), and the others are pruned at their last rung.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
@@ -49,11 +50,14 @@ class Scheduler(Protocol):
 
     def recover(self, trials: Iterable[FrozenTrial]) -> None: ...
 
+    def requeued(self) -> None: ...
+
 
 class _Rungs:
-    """The values recorded at each rung of one bracket."""
+    """The values recorded at each rung of one bracket, each rung also kept sorted (best first),
+    so that whether a trial is in a rung's top quota costs O(log n), not a sort of the rung."""
 
-    def __init__(self, min_resource: int, eta: int, max_resource: int | None) -> None:
+    def __init__(self, min_resource: int, eta: int, max_resource: int | None, maximize: bool = False) -> None:
         self.steps: list[int] = []
         k = 0
         while len(self.steps) < 32:
@@ -63,19 +67,32 @@ class _Rungs:
             self.steps.append(step)
             k += 1
         self.eta = eta
+        self.maximize = maximize
         self.values: list[dict[int, float]] = [{} for _ in self.steps]
+        self._sorted: list[list[tuple[float, int]]] = [[] for _ in self.steps]  # (key, number), best first
 
     def rung_at(self, step: int) -> int | None:
         return self.steps.index(step) if step in self.steps else None
 
-    def in_top(self, k: int, number: int, maximize: bool, quota: int | None = None) -> bool:
+    def _key(self, value: float, number: int) -> tuple[float, int]:
+        return (-value if self.maximize else value, number)
+
+    def record(self, k: int, number: int, value: float) -> None:
+        """Trial ``number`` reached rung ``k`` with ``value`` (again: the new value replaces the old)."""
+        old = self.values[k].get(number)
+        if old is not None:
+            order = self._sorted[k]
+            del order[bisect.bisect_left(order, self._key(old, number))]
+        self.values[k][number] = value
+        bisect.insort(self._sorted[k], self._key(value, number))
+
+    def in_top(self, k: int, number: int, quota: int | None = None) -> bool:
         """Whether trial ``number`` is among the best ``quota`` (default n // eta) at rung ``k``."""
         values = self.values[k]
         n = len(values) // self.eta if quota is None else quota
         if n <= 0 or number not in values:
             return False
-        order = sorted(values, key=lambda t: (-values[t] if maximize else values[t], t))
-        return number in order[:n]
+        return bisect.bisect_left(self._sorted[k], self._key(values[number], number)) < n
 
 
 class SuccessiveHalving:
@@ -94,9 +111,10 @@ class SuccessiveHalving:
                  max_resource: int | None = None, brackets: int = 1) -> None:
         self.maximize = maximize
         self.eta = reduction_factor
-        self.brackets = [_Rungs(min_resource * reduction_factor**b, reduction_factor, max_resource)
+        self.brackets = [_Rungs(min_resource * reduction_factor**b, reduction_factor, max_resource, maximize)
                          for b in range(brackets)]
         self._at: dict[int, int] = {}  # trial number -> the rung it last reached
+        self.changes = 0  # counts what may change a promotion (a value recorded at a rung)
 
     def _bracket(self, number: int) -> _Rungs:
         return self.brackets[number % len(self.brackets)]
@@ -113,11 +131,15 @@ class SuccessiveHalving:
         k = rungs.rung_at(step)
         if k is None or not math.isfinite(value):
             return False
-        rungs.values[k][record.number] = value
+        rungs.record(k, record.number, value)
         self._at[record.number] = k
-        return False if rungs.in_top(k, record.number, self.maximize) else PAUSE
+        self.changes += 1
+        return False if rungs.in_top(k, record.number) else PAUSE
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
+        pass
+
+    def requeued(self) -> None:
         pass
 
     def promotable(self, paused: Iterable[TrialRecord]) -> list[TrialRecord]:
@@ -125,7 +147,7 @@ class SuccessiveHalving:
 
     def _promotes(self, number: int, quota: int | None = None) -> bool:
         k = self._at.get(number)
-        return k is not None and self._bracket(number).in_top(k, number, self.maximize, quota)
+        return k is not None and self._bracket(number).in_top(k, number, quota)
 
     def drain(self, paused: list[TrialRecord]) -> tuple[list[TrialRecord], list[TrialRecord]]:
         """No new trial will come: (promote, prune). Each rung promotes its best max(1, n // eta)."""
@@ -145,8 +167,9 @@ class SuccessiveHalving:
             for k, step in enumerate(rungs.steps):
                 value = frozen.intermediate_values.get(step)
                 if value is not None and math.isfinite(value):
-                    rungs.values[k][frozen.number] = value
+                    rungs.record(k, frozen.number, value)
                     self._at[frozen.number] = k
+        self.changes += 1
 
 
 def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> int:

@@ -80,7 +80,7 @@ class PopulationBasedTraining:
         self.pending = 0  # next segments queued in the study, not asked yet
         self.scores: dict[int, dict[int, _Latest]] = {}  # generation -> member -> its segment
         self._held: list[tuple[int, int]] = []  # members whose next segment waits until every member started
-        self._last: dict[int, tuple[int, float]] = {}  # ticket -> (step, value) of its last report
+        self._waiting: bool | None = None  # a segment queued again waits in the study (None: look)
 
     # --- asking ---------------------------------------------------------------------------
     def may_ask(self) -> bool:
@@ -89,7 +89,13 @@ class PopulationBasedTraining:
             self._queue_starts()
         if self.members < self.population or self.pending > 0:
             return True  # (below: a failed segment queued again by a retry or an interrupt)
-        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        if self._waiting is None:  # looked up once per change (an ask, a requeue), not every turn
+            self._waiting = bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return self._waiting
+
+    def requeued(self) -> None:
+        """A trial was queued again in the study (a retry, an interrupt): may_ask looks again."""
+        self._waiting = None
 
     def _queue_starts(self) -> None:
         """Queue generation 0 with the ``initial`` values, one segment per member."""
@@ -98,6 +104,7 @@ class PopulationBasedTraining:
             self.study.enqueue_trial(params, user_attrs={MEMBER: member, GENERATION: 0}, skip_if_exists=False)
 
     def on_asked(self, trial: Any) -> None:
+        self._waiting = None
         attrs = trial.user_attrs
         if MEMBER in attrs:
             if int(attrs.get(GENERATION, 0)) > 0:
@@ -114,7 +121,7 @@ class PopulationBasedTraining:
     # --- segments ---------------------------------------------------------------------------
     def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
         end = self.end_step(int(record.trial.user_attrs.get(GENERATION, 0)))
-        self._last[record.ticket] = (step, value)
+        record.last_report = (step, value)
         return PAUSE if end is not None and step + 1 >= end else False
 
     def end_step(self, generation: int) -> int | None:
@@ -128,7 +135,7 @@ class PopulationBasedTraining:
         from hpwf.engine.ledger import TrialState as S
         from hpwf.wire import Done
 
-        step, value = self._last.pop(record.ticket, (-1, math.nan))
+        step, value = record.last_report or (-1, math.nan)
         trial = record.trial
         record.result = Done(record.ticket, "complete", [value] if math.isfinite(value) else None)
         c.session.ledger.move(record, S.DONE)
@@ -165,6 +172,7 @@ class PopulationBasedTraining:
         if chosen is None:
             return
         parent, params, exploited = chosen
+        self._waiting = None
         self.study.enqueue_trial(params, user_attrs={
             MEMBER: member, GENERATION: generation + 1, PARENT: parent.number, EXPLOITED: exploited,
             RESTORE_ATTR: {"from": parent.number, "step": parent.step},

@@ -1,0 +1,14 @@
+"""A deterministic simulator of the engine: the real `Coordinator` against simulated agents over a
+simulated network in virtual time, with faults, and invariants checked after every step.
+
+`python -m hpwf.sim --seed N` replays schedule N; `python -m bench soak --minutes M` runs many.
+May import: `hpwf.engine` (what it drives), `hpwf.backends`, `hpwf.workflow`, `hpwf.rundir`, `hpwf.wire`;
+nothing imports it but tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from hpwf.sim._schedule import Outcome, apply, draw_actions, finish, run, run_seed
+from hpwf.sim._world import Config, World
+
+__all__ = ["Config", "Outcome", "World", "apply", "draw_actions", "finish", "run", "run_seed"]

@@ -1,0 +1,181 @@
+"""Simulated agents: the agent contract of `hpwf.worker._agent`, in virtual time.
+
+An agent says `Hello`, beats every heartbeat, runs each `Assign` for the length its plan says
+(asking for ``x`` by round trip unless it was proposed ahead), writes the trial's durable
+``result.json`` before it sends `Done`, and dies on `Abort` (a Dask agent's child process;
+`World` restarts it). Faults are switches on the agent: frozen (with or without beats), a hung
+non-leader rank, a link delay.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpwf.rundir import trial_folder, write_result
+from hpwf.sim._net import SimConn
+from hpwf.wire import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
+
+if TYPE_CHECKING:
+    from hpwf.sim._world import World
+
+
+@dataclass
+class Plan:
+    """What one attempt of a trial does: how long it runs and how it ends."""
+
+    seconds: float
+    ending: str = "complete"  # complete | pruned | error | nan
+
+
+@dataclass
+class SimAgent:
+    world: World
+    name: str
+    host: str
+    rank: int | None
+    conn: SimConn | None = None
+    setup: Setup | None = None
+    task: Assign | None = None
+    tickets: set[int] = field(default_factory=set)  # every ticket it was handed
+    frozen: bool = False
+    beats_when_frozen: bool = False
+    hangs_after_done: bool = False  # a non-leader rank that never returns after the leader's Done
+    dead: bool = False
+    stopped: bool = False
+    delay: float = 0.0
+    _waiting_for_x: bool = False
+    _params: dict[str, Any] = field(default_factory=dict)
+    _epoch: int = 0  # bumped at each new task: stale timers of an older one do nothing
+
+    # --- life -------------------------------------------------------------------------------
+    def connect(self, hub_conn: SimConn, agent_conn: SimConn) -> None:
+        self.conn = agent_conn
+        agent_conn.on_message = self._on_message
+        agent_conn.delay = lambda: self.delay
+        hub_conn.delay = lambda: self.delay
+        self._send(Hello(self.name, self.host, 1, self.rank, None))
+        self.world.events.after(0.0, self._beat)
+
+    def die(self) -> None:
+        """The process is gone: its connection closes; nothing more comes from it."""
+        if self.dead:
+            return
+        self.dead = True
+        if self.conn is not None:
+            self.conn.close()
+
+    def _send(self, message: Any) -> None:
+        if self.dead or self.conn is None:
+            return
+        try:
+            self.conn.send(message)
+        except BrokenPipeError:
+            self.dead = True
+
+    def _beat(self) -> None:
+        if self.dead or self.stopped:
+            return
+        if not self.frozen or self.beats_when_frozen:
+            self._send(Heartbeat(self.task.ticket if self.task else None))
+        every = self.setup.heartbeat_s if self.setup else 1.0
+        self.world.events.after(every, self._beat)
+
+    # --- messages ---------------------------------------------------------------------------
+    def _on_message(self) -> None:
+        conn = self.conn
+        if conn is None or self.dead:
+            return
+        if not conn.inbox and conn.peer is not None and conn.peer.closed:
+            self.world.coordinator_gone(self)
+            return
+        if self.frozen:
+            return  # it reads nothing while frozen (messages wait in its inbox)
+        for message in conn.take() if conn.inbox else []:
+            self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, Setup):
+            self.setup = message
+        elif isinstance(message, Assign):
+            self._start(message)
+        elif isinstance(message, Reply):
+            if self._waiting_for_x and self.task is not None and message.ticket == self.task.ticket:
+                self._waiting_for_x = False
+                if isinstance(message.value, BaseException):
+                    self._finish(self._epoch, error=True)
+                else:
+                    self._params["x"] = message.value
+                    self._run(self._epoch)
+        elif isinstance(message, Abort):
+            self.world.aborted(self, message)
+            if self.task is not None and message.ticket == self.task.ticket:
+                self.die()
+                self.world.restart(self)
+        elif isinstance(message, Stop):
+            self.world.stopped(self)
+            if self.task is None or self.world.config.group_mode != "mpi":
+                self.stopped = True
+                self.die()
+
+    def _start(self, task: Assign) -> None:
+        self.task, self._epoch = task, self._epoch + 1
+        self.tickets.add(task.ticket)
+        self._params = dict(task.params)
+        if self.leader and "x" not in self._params:
+            self._waiting_for_x = True
+            self._send(Suggest(task.ticket, "x", float_dist(-1.0, 1.0, None, False)))
+        else:
+            self._run(self._epoch)
+
+    @property
+    def leader(self) -> bool:
+        return self.task is None or not self.task.group or self.task.group[0] == self.rank
+
+    def _run(self, epoch: int) -> None:
+        assert self.task is not None
+        plan = self.world.plan_for(self.task.number)
+        self.world.events.after(plan.seconds, lambda: self._finish(epoch))
+
+    def _finish(self, epoch: int, error: bool = False) -> None:
+        task = self.task
+        if task is None or epoch != self._epoch or self.dead:
+            return
+        if self.frozen:  # it ends once it thaws
+            self.world.events.after(1.0, lambda: self._finish(epoch, error))
+            return
+        if not self.leader:
+            if self.hangs_after_done:
+                return  # the rank never comes back (its heartbeat thread still beats)
+            self.task = None
+            self._send(Done(task.ticket, "member", None, None, 0.0))
+            return
+        plan = self.world.plan_for(task.number)
+        ending = "error" if error else plan.ending
+        x = float(self._params.get("x", 0.0))
+        used = {"x": x} if "x" in task.params else None
+        if ending == "complete":
+            state, values, text = "complete", [x * x], None
+        elif ending == "pruned":
+            state, values, text = "pruned", None, None
+        else:
+            state, values = "fail", None
+            text = "Traceback ...\nValueError: the objective returned a non-finite value: nan" if ending == "nan" \
+                else "Traceback ...\nRuntimeError: boom"
+        folder = trial_folder(Path(self.world.run_dir), task.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_result(folder, task.number, state.upper(), values, dict(self._params), plan.seconds,
+                     {"x": float_dist(-1.0, 1.0, None, False)})
+        self.world.durable(task.number, state, self)
+        self.task = None
+        self._send(Done(task.ticket, state, values, text, plan.seconds, used=used))
+
+
+def plans(rng: random.Random, longest: float) -> Plan:
+    """A random attempt: lengths from milliseconds to ``longest`` (log-uniform), some failures."""
+    seconds = math.exp(rng.uniform(math.log(0.001), math.log(longest)))
+    ending = rng.choices(["complete", "pruned", "error", "nan"], [85, 5, 5, 5])[0]
+    return Plan(seconds, ending)

@@ -1,0 +1,114 @@
+"""Schedules of faults, drawn from a seed, run against a `World`; a failing one replays from its seed.
+
+A schedule is a list of actions, each a tuple: ``("advance", seconds)`` (let the run go on in
+virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, beats)``,
+``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``, ``("hang_rank", i)``. After the last action
+the run goes on, without faults, until it ends (it must, within `World.bound_s`).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpwf.sim._world import Config, World
+
+Action = tuple[Any, ...]
+MAX_STEPS = 400_000
+
+
+@dataclass
+class Outcome:
+    seed: int
+    config: Config
+    actions: list[Action]
+    violations: list[str]
+    steps: int
+    virtual_s: float
+
+    def replay_line(self) -> str:
+        return f"python -m hpwf.sim --seed {self.seed}" + (" --big" if self.config.agents > 16 else "")
+
+
+def draw_actions(rng: random.Random, config: Config, count: int) -> list[Action]:
+    horizon = max(1.0, config.longest * 2)
+    out: list[Action] = []
+    for _ in range(count):
+        kind = rng.choices(["advance", "crash", "lose_node", "freeze", "delay", "signal", "kill_coordinator",
+                            "hang_rank"], [40, 12, 5, 12, 10, 6, 5, 5])[0]
+        i = rng.randrange(1 << 16)
+        if kind == "advance":
+            out.append(("advance", round(rng.uniform(0, horizon), 3)))
+        elif kind in ("crash", "lose_node", "hang_rank"):
+            out.append((kind, i))
+        elif kind == "freeze":
+            out.append(("freeze", i, round(rng.uniform(0.1, 10 * config.heartbeat), 3), rng.random() < 0.5))
+        elif kind == "delay":
+            out.append(("delay", i, round(rng.choice([0.0, 0.01, 0.5, 3.0, 2 * config.heartbeat]), 3)))
+        elif kind == "signal":
+            out.append(("signal", rng.choice(["SIGTERM", "SIGUSR1", "SIGINT"])))
+        else:
+            out.append(("kill_coordinator",))
+    return out
+
+
+def apply(world: World, action: Action) -> None:
+    kind = action[0]
+    if kind == "advance":
+        world.run_for(action[1])
+    elif kind == "crash":
+        world.crash(action[1])
+    elif kind == "lose_node":
+        world.lose_node(action[1])
+    elif kind == "hang_rank":
+        world.hang_rank(action[1])
+    elif kind == "freeze":
+        world.freeze(action[1], action[2], action[3])
+    elif kind == "delay":
+        world.delay_link(action[1], action[2])
+    elif kind == "signal":
+        world.signal(action[1])
+    elif kind == "kill_coordinator":
+        world.crash_coordinator()
+    else:
+        raise ValueError(f"unknown action {action!r}")
+
+
+def finish(world: World) -> None:
+    """Run on without faults until the run ends; a run that does not end in time is a violation."""
+    for agent in world.agents:
+        agent.delay = 0.0
+    deadline = world.clock.t + world.bound_s()
+    while not world.finished:
+        if world.clock.t > deadline or world.steps > MAX_STEPS:
+            world.violation(f"liveness: the run has not ended after {world.clock.t - 1000:.0f} virtual s "
+                            f"({world.steps} steps)")
+            return
+        world.step()
+
+
+def run(config: Config, actions: list[Action], run_dir: Path | None = None) -> World:
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="hpwf-sim-") as tmp:
+            return run(config, actions, Path(tmp))
+    world = World(config, run_dir)
+    for action in actions:
+        if world.finished or world.violations:
+            break
+        world.log.append(f"t={world.clock.t:.3f} {action}")
+        apply(world, action)
+    if not world.violations:
+        finish(world)
+    return world
+
+
+def run_seed(seed: int, big: bool = False) -> Outcome:
+    """The schedule of ``seed``: its config and its faults, drawn and run."""
+    config = Config.draw(seed, big)
+    rng = random.Random(seed ^ 0x5EED)
+    actions = draw_actions(rng, config, rng.randint(0, 12))
+    world = run(config, actions)
+    return Outcome(seed, config, actions, world.violations, world.steps, world.clock.t - 1000.0)

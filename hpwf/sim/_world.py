@@ -1,0 +1,334 @@
+"""The world a simulated run lives in: the real `Coordinator` on a real Optuna study, simulated
+agents on simulated hosts, faults, and the invariants checked after every step.
+
+Single-threaded and seeded: `World(config)` with the same config replays bit for bit.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import InMemoryStorage
+from optuna.trial import TrialState as OT
+
+from hpwf.engine.ledger import AgentState, TrialState
+from hpwf.engine.loop import Coordinator
+from hpwf.engine.session import Budget
+from hpwf.errors import RunError
+from hpwf.sim._agents import Plan, SimAgent, plans
+from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
+from hpwf.wire import Abort, Setup
+
+RUN_ID = "sim-run"
+MAX_RESUMES = 6
+
+
+@dataclass
+class Config:
+    """One simulated run: its agents, hosts, budget, and how its trials behave."""
+
+    seed: int = 0
+    agents: int = 4
+    hosts: int = 2
+    group_mode: str = "launch"  # "mpi": agents are MPI ranks (never aborted, never restarted)
+    n_trials: int = 12
+    retries: int = 1
+    heartbeat: float = 2.0
+    trial_timeout: float | None = None
+    time_budget: float | None = None
+    longest: float = 5.0  # the longest trial, seconds
+    sample_ahead: bool = True
+    ranks: int = 1  # ranks per trial (an MPI group, or a group launched by its first agent)
+
+    @classmethod
+    def draw(cls, seed: int, big: bool = False) -> Config:
+        rng = random.Random(seed)
+        agents = rng.choice([1, 2, 3, 4, 8, 16] + ([64, 256, 1024, 4096] if big else []))
+        return cls(
+            seed=seed, agents=agents, hosts=rng.randint(1, min(agents, 64)), group_mode=rng.choice(["launch", "mpi"]),
+            n_trials=rng.randint(1, 40 if not big else max(40, agents * 2)), retries=rng.randint(0, 2),
+            heartbeat=rng.choice([0.5, 2.0, 10.0]), trial_timeout=rng.choice([None, None, 3.0, 60.0]),
+            time_budget=rng.choice([None, None, None, 50.0]),
+            longest=rng.choice([0.01, 1.0, 30.0, 600.0] + ([86400.0] if big else [])),
+            sample_ahead=rng.random() < 0.7,
+            ranks=min(agents, rng.choice([1, 1, 1, 2, 4, 8])),
+        )
+
+
+class _CheckedStorage(InMemoryStorage):
+    """Optuna's in-memory storage that reports a finished trial told again (told twice)."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__()
+        self.world = world
+
+    def set_trial_state_values(self, trial_id: int, state: OT, values: Any = None) -> bool:
+        before = self.get_trial(trial_id)
+        if before.state.is_finished():
+            self.world.violation(f"trial {before.number} told again ({before.state.name} -> {state.name})")
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+@dataclass
+class World:
+    config: Config
+    run_dir: Path
+    violations: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        self.rng = random.Random(self.config.seed * 7919 + 1)
+        self.clock = SimClock()
+        self.events = Events(self.clock)
+        self.storage = _CheckedStorage(self)
+        self.study = optuna.create_study(storage=self.storage, sampler=optuna.samplers.RandomSampler(seed=self.config.seed))
+        self.plans: dict[int, Plan] = {}
+        self.agents: list[SimAgent] = []
+        self.lost_hosts: set[str] = set()
+        self.durable_live: dict[int, str] = {}  # trial number -> state its durable result had while it was live
+        self.ending = False
+        self.resumes = 0
+        self.steps = 0
+        self._conns = 0
+        self._names = 0
+        self.c: Coordinator | None = None
+        self.session: SimSession | None = None
+        self.finished = False
+        self.start_coordinator()
+
+    # --- the coordinator --------------------------------------------------------------------
+    def start_coordinator(self) -> None:
+        cfg = self.config
+        self.session = SimSession(SimBackend(cfg.agents, cfg.group_mode), self.clock, self.events)
+        self.session.__enter__()
+        setup = Setup(str(self.run_dir), None, None, heartbeat_s=cfg.heartbeat)
+        timeout = cfg.time_budget if self.resumes == 0 else None
+        budget = Budget(n_trials=cfg.n_trials, timeout=timeout, max_failures=10_000)
+        self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
+                             seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
+                             heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
+                             ranks_per_trial=cfg.ranks)
+        self.ending = False
+        self.c.begin(self.session)
+        self.agents = [a for a in self.agents if not a.dead]
+        for i in range(cfg.agents - len(self.agents)):
+            self.new_agent(f"h{i % cfg.hosts}", i + 1 if cfg.group_mode == "mpi" else None)
+
+    def new_agent(self, host: str, rank: int | None) -> SimAgent:
+        assert self.session is not None
+        self._names += 1
+        agent = SimAgent(self, f"a{self._names}", host, rank)
+        self._conns += 2
+        hub_end, agent_end = SimConn(self.events, self._conns - 1), SimConn(self.events, self._conns)
+        hub_end.peer, agent_end.peer = agent_end, hub_end
+        self.session.hub.new.append(hub_end)
+        agent.connect(hub_end, agent_end)
+        self.agents.append(agent)
+        return agent
+
+    def step(self) -> None:
+        """One turn of the coordinator; at a phase's end, a resume while work is left."""
+        if self.finished:
+            return
+        c = self.c
+        assert c is not None
+        self.steps += 1
+        try:
+            if c.finished():
+                self._end_phase()
+                return
+            c.step(0.25)
+        except Exception:  # noqa: BLE001 - the first invariant: nothing escapes step
+            self.violation("an exception escaped Coordinator.step:\n" + traceback.format_exc())
+            self.finished = True
+            return
+        self.check()
+
+    def _end_phase(self) -> None:
+        c, session = self.c, self.session
+        assert c is not None and session is not None
+        self.ending = True
+        try:
+            c._finish()
+        except RunError:
+            pass
+        c.end()
+        session.__exit__(None, None, None)
+        for agent in self.agents:
+            agent.die()
+        self.agents = []
+        left = c.stop_reason and c.counts.finished_ok < self.config.n_trials
+        if left and self.resumes < MAX_RESUMES:
+            self.resume()
+        else:
+            self.finished = True
+            self.check_end()
+
+    def resume(self) -> None:
+        """``hpwf resume``: a new coordinator on the study as left, with new agents."""
+        self.resumes += 1
+        self.lost_hosts.clear()  # a new job: its nodes are all there
+        self.log.append(f"t={self.clock.t:.3f} resume #{self.resumes}")
+        self.start_coordinator()
+
+    # --- faults -----------------------------------------------------------------------------
+    def crash_coordinator(self) -> None:
+        """The coordinator dies (SIGKILL): its connections close; agents end; then a resume."""
+        if self.finished or self.resumes >= MAX_RESUMES:
+            return
+        assert self.session is not None
+        self.log.append(f"t={self.clock.t:.3f} coordinator killed")
+        for conn in list(self.session.watched.values()):
+            conn.close()
+        for agent in self.agents:
+            agent.die()
+        self.agents = []
+        self.events.run_due()
+        self.resume()
+
+    def signal(self, name: str = "SIGTERM") -> None:
+        if self.c is not None and not self.finished:
+            import signal as _signal
+
+            self.c._on_signal(getattr(_signal, name), None)
+
+    def live_agents(self) -> list[SimAgent]:
+        return [a for a in self.agents if not a.dead]
+
+    def pick(self, index: int) -> SimAgent | None:
+        live = self.live_agents()
+        return live[index % len(live)] if live else None
+
+    def crash(self, index: int) -> None:
+        agent = self.pick(index)
+        if agent is not None:
+            self.log.append(f"t={self.clock.t:.3f} {agent.name} crashes")
+            agent.die()
+            self.restart(agent)
+
+    def lose_node(self, index: int) -> None:
+        hosts = sorted({a.host for a in self.live_agents()})
+        if len(hosts) < 2:
+            return  # the last node is never lost: nothing could finish the run
+        host = hosts[index % len(hosts)]
+        self.lost_hosts.add(host)
+        self.log.append(f"t={self.clock.t:.3f} node {host} lost")
+        for agent in self.live_agents():
+            if agent.host == host:
+                agent.die()
+
+    def freeze(self, index: int, seconds: float, beats: bool) -> None:
+        agent = self.pick(index)
+        if agent is None or agent.frozen:
+            return
+        agent.frozen, agent.beats_when_frozen = True, beats
+        self.log.append(f"t={self.clock.t:.3f} {agent.name} frozen {seconds:g} s (beats={beats})")
+
+        def thaw() -> None:
+            agent.frozen = False
+            agent._on_message()
+        self.events.after(seconds, thaw)
+
+    def hang_rank(self, index: int) -> None:
+        """A non-leader rank of an MPI group will hang after its leader's `Done` (still beating)."""
+        agent = self.pick(index)
+        if agent is not None and self.config.group_mode == "mpi" and self.config.ranks > 1:
+            agent.hangs_after_done = True
+            self.log.append(f"t={self.clock.t:.3f} {agent.name} will hang after its leaders' Done")
+
+    def delay_link(self, index: int, seconds: float) -> None:
+        agent = self.pick(index)
+        if agent is not None:
+            agent.delay = seconds
+
+    def run_for(self, seconds: float) -> None:
+        end = self.clock.t + seconds
+        while not self.finished and self.clock.t < end:
+            self.step()
+
+    def restart(self, agent: SimAgent) -> None:
+        """A Dask agent's process ends: its worker starts another after a second (not MPI ranks,
+        not on a lost node, not once the run ends)."""
+        if self.config.group_mode == "mpi" or agent.host in self.lost_hosts or self.ending:
+            return
+        session = self.session
+
+        def again() -> None:
+            if not self.ending and self.session is session and not self.finished:
+                self.new_agent(agent.host, None)
+        self.events.after(1.0, again)
+
+    # --- what agents report -------------------------------------------------------------------
+    def plan_for(self, number: int) -> Plan:
+        if number not in self.plans:
+            self.plans[number] = plans(random.Random(self.config.seed * 1_000_003 + number), self.config.longest)
+        return self.plans[number]
+
+    def durable(self, number: int, state: str, agent: SimAgent) -> None:
+        trial = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
+        if trial.state == OT.RUNNING and state in ("complete", "pruned"):
+            self.durable_live[number] = state
+
+    def aborted(self, agent: SimAgent, message: Abort) -> None:
+        if self.config.group_mode == "mpi":
+            self.violation(f"{agent.name}, an MPI rank, got an Abort (ticket {message.ticket}): it would end the job")
+        elif message.ticket not in agent.tickets:
+            self.violation(f"{agent.name} got an Abort for ticket {message.ticket}, a trial it never ran")
+
+    def stopped(self, agent: SimAgent) -> None:
+        if not self.ending and self.config.group_mode == "mpi":
+            self.violation(f"{agent.name}, an MPI rank, was told to stop while the run goes on")
+
+    def coordinator_gone(self, agent: SimAgent) -> None:
+        """The coordinator hung up (it dropped this agent): the process ends; Dask starts another."""
+        agent.die()
+        self.restart(agent)
+
+    def violation(self, text: str) -> None:
+        self.violations.append(f"t={self.clock.t:.3f} step {self.steps}: {text}")
+
+    # --- invariants ---------------------------------------------------------------------------
+    def check(self) -> None:
+        c = self.c
+        assert c is not None and self.session is not None
+        trials = self.study.get_trials(deepcopy=False)
+        finished_ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
+        if finished_ok > self.config.n_trials:
+            self.violation(f"{finished_ok} trials finished for a budget of {self.config.n_trials}")
+        expect = {TrialState.TOLD: (OT.COMPLETE, OT.PRUNED, OT.FAIL), TrialState.FAILED: (OT.FAIL,),
+                  TrialState.REQUEUED: (OT.FAIL,)}
+        for record in self.session.ledger.trials.values():
+            state = trials[record.number].state
+            if state not in expect.get(record.state, (OT.RUNNING,)):
+                self.violation(f"trial {record.number}: ledger {record.state.value}, study {state.name}")
+        for agent in self.session.ledger.agents_in(AgentState.BUSY, AgentState.RESERVED):
+            if agent.ticket is None:
+                self.violation(f"{agent.where()} is {agent.state.value} without a trial")
+
+    def check_end(self) -> None:
+        c = self.c
+        assert c is not None
+        trials = self.study.get_trials(deepcopy=False)
+        ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
+        if not c.stop_reason and ok != self.config.n_trials:
+            self.violation(f"the run ended with {ok} trials finished for a budget of {self.config.n_trials}")
+        for t in trials:
+            if t.state == OT.RUNNING:
+                self.violation(f"trial {t.number} left RUNNING in the study")
+        for number, state in self.durable_live.items():
+            if trials[number].state not in (OT.COMPLETE, OT.PRUNED):
+                self.violation(f"trial {number} saved a {state} result while it ran, yet ended {trials[number].state.name}"
+                               " (trained again)")
+
+    def bound_s(self) -> float:
+        """Virtual seconds within which every run must end (liveness)."""
+        cfg = self.config
+        per_trial = min(cfg.longest, cfg.trial_timeout or cfg.longest) + 10 * cfg.heartbeat + 5
+        waves = (cfg.n_trials * (cfg.retries + 2)) / max(1, cfg.agents // 2) + 2
+        return 1000.0 + (waves + 10) * per_trial * (MAX_RESUMES + 1)
