@@ -23,7 +23,7 @@ from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase, run_phases
 from hpwf.engine.schedulers._halving import state_counts
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir._run import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary
+from hpwf.rundir._run import DEFAULT_JOURNAL, RunRecord, load_study, open_storage, read_summary, scan_study
 from hpwf.workflow._search import Search
 from hpwf.workflow._loading import Workflow, load
 
@@ -243,12 +243,21 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         16
     """
     folder = Path(run_dir)
-    study = load_study(folder)
+    record = RunRecord.load(folder)
+    scanned = scan_study(folder)  # a journal read without Optuna's replay, nor any lock
+    if scanned is not None:
+        result: dict[str, Any] = {"study": record.study_name, "run_dir": str(folder), **scanned["counts"],
+                                  "n_trials": record.options.get("n_trials"),
+                                  "best_value": None, "best_trial": None, "best_params": None}
+        if scanned["best"] is not None:
+            result.update(zip(("best_trial", "best_value", "best_params"), scanned["best"]))
+        return _status_rest(folder, result)
+    study = load_study(folder, read_only=True)
     trials = study.get_trials(deepcopy=False)
     count = state_counts(trials, folder)
-    result: dict[str, Any] = {
+    result = {
         "study": study.study_name, "run_dir": str(folder), **count,
-        "n_trials": RunRecord.load(folder).options.get("n_trials"),
+        "n_trials": record.options.get("n_trials"),
         "best_value": None, "best_trial": None, "best_params": None,
     }
     if len(study.directions) == 1 and count["complete"]:
@@ -261,6 +270,11 @@ def status(run_dir: str | Path) -> dict[str, Any]:
     lineage = pbt_lineage(study)
     if lineage:
         result["pbt"] = lineage
+    return _status_rest(folder, result)
+
+
+def _status_rest(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """What status adds from the run directory: elapsed time, utilisation, Slurm, the ensemble."""
     summary = read_summary(folder)
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.slurm._slurm import job_state, wait_for_job
+from hpwf.rundir._trialdir import durable_results
 
 pytestmark = pytest.mark.slurm
 
@@ -81,11 +82,7 @@ def wait_for_results(run_dir: Path, job_id: str, count: int, timeout: float = 12
     deadline = time.time() + timeout
     while True:
         states = []
-        for path in run_dir.glob("trials/*/result.json"):
-            try:
-                states.append(json.loads(path.read_text())["state"])
-            except (OSError, ValueError):
-                pass
+        states += [r["state"] for r in durable_results(run_dir).values()]
         if sum(s in ("COMPLETE", "PRUNED") for s in states) >= count:
             assert job_state(job_id) == "RUNNING", log_of(run_dir, job_id)
             return

@@ -133,7 +133,7 @@ class Outcomes:
 
     def _settle(self, frozen: FrozenTrial) -> None:
         trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        result = read_result(trial_folder(self.run_dir, frozen.number))
+        result = read_result(self.run_dir, frozen.number)
         if result is not None and result.get("number") == frozen.number and result["state"] in ("COMPLETE", "PRUNED"):
             state = "complete" if result["state"] == "COMPLETE" else "pruned"
             try:

@@ -49,21 +49,22 @@ class RunRecord:
         return cls(**data)
 
 
-def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, run_dir: Path, read_only: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; ``None`` means a journal file in ``run_dir``.
+
+    ``read_only`` (a reader such as ``hpwf status``): a journal file is read without taking its
+    lock, so a reader never waits for (or holds up) the run that writes it.
 
     Accepted: ``sqlite:///...``, ``postgresql://...`` (any SQLAlchemy URL), ``journal:PATH`` or a
     path ending in ``.journal``/``.log`` (a journal file several processes can share), and
     ``memory`` (in-memory: fast, but nothing survives the process).
     """
-    if url is None:
-        return journal_storage(run_dir / DEFAULT_JOURNAL)
+    path = journal_path(url, run_dir)
+    if path is not None:
+        return journal_storage(path, cut=not read_only)
+    assert url is not None  # (None is the run's own journal)
     if url == "memory":
         return optuna.storages.InMemoryStorage()
-    if url.startswith("journal:"):
-        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")))
-    if url.endswith((".journal", ".log")) and "://" not in url:
-        return journal_storage(Path(url))
     if "://" not in url:
         raise ConfigError(f"storage {redact(url)!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
     try:
@@ -73,13 +74,27 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
         raise ConfigError(redact(f"storage {url!r}: {type(exc).__name__}: {first_line}")) from None
 
 
-def journal_storage(path: Path) -> optuna.storages.JournalStorage:
-    """A journal-file storage that several processes (and nodes) can share safely."""
+def journal_path(url: str | None, run_dir: Path) -> Path | None:
+    """The journal file a storage URL names (``None``: the run's own), or ``None`` for another store."""
+    if url is None:
+        return run_dir / DEFAULT_JOURNAL
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:").removeprefix("//"))
+    if url.endswith((".journal", ".log")) and "://" not in url:
+        return Path(url)
+    return None
+
+
+def journal_storage(path: Path, cut: bool = True) -> optuna.storages.JournalStorage:
+    """A journal-file storage that several processes (and nodes) can share safely.
+
+    ``cut``: first cut a torn last record off (under the journal's lock: writers only).
+    """
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = JournalFileOpenLock(str(path))
-    if path.exists():
+    if cut and path.exists():
         cut_torn_tail(path, lock)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 
@@ -113,11 +128,38 @@ def cut_torn_tail(path: Path, lock: Any) -> None:
         lock.release()
 
 
-def load_study(run_dir: str | Path) -> optuna.Study:
-    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too)."""
+def load_study(run_dir: str | Path, read_only: bool = False) -> optuna.Study:
+    """The run's study, as plain Optuna sees it (what optuna-dashboard reads too).
+
+    ``read_only``: for readers (status, report), which take no lock (`open_storage`).
+    """
     run_dir = Path(run_dir)
     record = RunRecord.load(run_dir)
-    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir))
+    return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir, read_only))
+
+
+def scan_study(run_dir: Path) -> dict[str, Any] | None:
+    """`hpwf.rundir._journal_scan.scan` of the run's journal (no lock, no Optuna replay): counts,
+    paused trials (marked, or with a durable PAUSED result) and the best trial; ``None`` for
+    another store or a study only Optuna can read."""
+    from hpwf.rundir._journal_scan import scan
+    from hpwf.rundir._trialdir import read_result
+
+    record = RunRecord.load(run_dir)
+    path = journal_path(record.storage, run_dir)
+    if path is None or not path.exists():
+        return None
+    found = scan(path, record.study_name)
+    if found is None:
+        return None
+    for number in found["running"]:
+        if number not in found["paused"]:
+            result = read_result(run_dir, number)
+            if result and result.get("number") == number and result.get("state") == "PAUSED":
+                found["paused"].append(number)
+                found["counts"]["running"] -= 1
+                found["counts"]["paused"] += 1
+    return found
 
 
 class RunLock:

@@ -95,11 +95,13 @@ class Trial:
         group: Group = Group(),
         share: Callable[[Any], Any] = lambda value: value,
         ticket: int | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.number = number
         self._ticket = number if ticket is None else ticket  # names this attempt in messages
         self.seed = seed
-        self.folder = folder
+        self._folder = folder
+        self._run_dir = run_dir if run_dir is not None else folder.parent.parent  # (sharded layout)
         self.group = group
         self._prefetched = dict(params)
         self._prefetched_dists = dict(distributions)
@@ -114,6 +116,12 @@ class Trial:
         self._pause = False
         self._started = time.time()
         self._metrics = MetricsFile(folder / "metrics.csv")
+
+    @property
+    def folder(self) -> Path:
+        """The trial's own folder (``RUN_DIR/trials/SSS/NNNNN``), created when first asked for."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return self._folder
 
     # --- sampling -------------------------------------------------------------------------
     def suggest_float(
@@ -291,7 +299,9 @@ class Trial:
         if self.group.rank == 0:
             import torch
 
-            path = self.folder.parent / f"{int(where['from']):05d}" / PAUSE_CHECKPOINT
+            from hpwf.rundir._trialdir import trial_folder
+
+            path = trial_folder(self._run_dir, int(where["from"])) / PAUSE_CHECKPOINT
             loaded = torch.load(path, weights_only=True)  # tensors and plain containers, never code
         loaded = self._share(loaded)
         return Restored(loaded["state"], int(loaded["step"]))
@@ -323,13 +333,19 @@ class Trial:
     def _write_metric(self, step: int, value: float) -> None:
         self._metrics.record(step, {"value": value}, time.time() - self._started)
 
+    def flush_metrics(self) -> None:
+        """Write ``metrics.csv`` if the trial has a folder and reported values not on disk yet."""
+        self._metrics.flush()
+
 
 class MetricsFile:
     """A trial's ``metrics.csv``: ``step,value,elapsed_s`` then the named metrics, one row per step.
 
     ``report`` fills ``value``, ``log_metrics`` the named columns; calls for the step of the last
     row complete that row. Rows are appended; only a new metric name rewrites the file (with
-    the wider header), so per-batch logging stays cheap.
+    the wider header), so per-batch logging stays cheap. The file is written only while its
+    folder exists or once a named metric is logged: the values ``report`` gives are in the
+    study already, so a trial that writes nothing of its own creates no file.
 
     Example:
         >>> import tempfile, pathlib
@@ -371,6 +387,8 @@ class MetricsFile:
             self.rows.append({"step": step, **values})
         self.rows[-1]["elapsed_s"] = elapsed
         self.rows[-1]["time"] = time.time() if now is None else now
+        if self._last_row_at is None and not (wider or self.path.parent.is_dir()):
+            return  # kept in memory: `flush` writes it if the trial gets a folder
         if wider or self._last_row_at is None:
             self._rewrite()
             return
@@ -381,7 +399,13 @@ class MetricsFile:
             f.write(self._line(self.rows[-1]))
             self._last_row_at = at
 
+    def flush(self) -> None:
+        """Write the rows kept in memory, if the folder exists by now."""
+        if self.rows and self._last_row_at is None and self.path.parent.is_dir():
+            self._rewrite()
+
     def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         head = self._line({c: c for c in self.columns})
         lines = [self._line(row) for row in self.rows]
         with self.path.open("wb") as f:

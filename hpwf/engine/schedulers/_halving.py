@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.rundir._trialdir import read_result, trial_folder
+from hpwf.rundir._trialdir import read_result
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
@@ -42,7 +42,7 @@ def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
         return False
     if frozen.user_attrs.get(PAUSED_ATTR) not in (None, False):
         return True
-    result = read_result(trial_folder(Path(run_dir), frozen.number))
+    result = read_result(Path(run_dir), frozen.number)
     return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
 
 
