@@ -55,14 +55,17 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     if b"\n{\"op_code\":1," in markers or b'"pbt:member"' in markers:
         return None  # a deleted study (ids shift), or PBT
     study_id, minimize = -1, True
-    studies = _OP0.findall(data, 0, end)
-    n_studies = len(studies)
-    for n, line in enumerate(studies):
+    names: list[str] = []  # by study id; a second create of a name (load_if_exists) makes no study
+    for line in _OP0.findall(data, 0, end):
         record = json.loads(line)
+        if record["study_name"] in names:
+            continue
         if record["study_name"] == study_name:
             if len(record["directions"]) != 1:
                 return None
-            study_id, minimize = n, record["directions"][0] == 1
+            study_id, minimize = len(names), record["directions"][0] == 1
+        names.append(record["study_name"])
+    n_studies = len(names)
     if study_id < 0:
         return None
     trial_ids: dict[int, int] = {}  # trial id -> number, for this study's trials
@@ -115,7 +118,7 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     counts["paused"] = sum(number in paused_numbers for number in running)
     counts["running"] -= counts["paused"]
     done = [(v, number) for number, v in enumerate(value) if v is not None and state[number] == 1]
-    pick = min(done, key=lambda d: d[0]) if minimize else max(done, key=lambda d: d[0]) if done else None
+    pick = None if not done else min(done, key=lambda d: d[0]) if minimize else max(done, key=lambda d: d[0])
     best = None if not done or pick is None else (pick[1], pick[0])
     by_number = {n: t for t, n in trial_ids.items()}
     return {"counts": counts, "running": running, "paused": sorted(paused_numbers), "n_trials": len(state),

@@ -209,13 +209,13 @@ class LazyLog(io.TextIOBase):
         return True
 
     def flush(self) -> None:
-        if self._file is not None:
+        if self._file is not None and not self._file.closed:
             self._file.flush()
 
     def close(self) -> None:
+        super().close()
         if self._file is not None:
             self._file.close()
-        super().close()
 
 
 def _as_values(result: Any, n_objectives: int = 1) -> list[float]:
