@@ -173,8 +173,8 @@ def test_the_journal_scan_counts_as_optuna_does(tmp_path: Path) -> None:
                 target.tell(trial, state=TrialState.PRUNED)
             elif i % 6 == 5:
                 target.tell(trial, state=TrialState.FAIL)
-            elif i != 7:
-                target.tell(trial, value)  # trial 7 stays RUNNING
+            elif i != 8:
+                target.tell(trial, value)  # trial 8 stays RUNNING
     study.enqueue_trial({"x": 0.5})
     found = scan(path, "s")
     assert found is not None
@@ -186,3 +186,54 @@ def test_the_journal_scan_counts_as_optuna_does(tmp_path: Path) -> None:
     best = study.best_trial
     assert found["best"] == (best.number, best.value, best.params)
     assert found["running"] == [t.number for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_the_journal_read_gives_the_trials_optuna_gives(tmp_path: Path) -> None:
+    """Every field of every trial, as Optuna's replay makes them (states, enqueued, a finished
+    trial's later records ignored, a re-created name, a second study, NaN reports, categorical)."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from hpwf.rundir._journal_read import read_study
+
+    path = tmp_path / "s.journal"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    other = optuna.create_study(study_name="other", storage=storage, sampler=optuna.samplers.RandomSampler(0))
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(1))
+    optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"], load_if_exists=True)
+    study.set_user_attr("note", {"a": 1})
+    study.enqueue_trial({"x": 0.25}, user_attrs={"hpwf:retry_of": 0})
+    for i in range(14):
+        for target in (study, other):
+            trial = target.ask()
+            x = trial.suggest_float("x", -1, 1)
+            c = trial.suggest_categorical("c", ["a", None, 3]) if i % 2 else trial.suggest_int("n", 1, 9, log=True)
+            trial.storage.set_trial_intermediate_value(trial._trial_id, 0, float("nan") if i == 3 else x * 2)
+            trial.storage.set_trial_intermediate_value(trial._trial_id, 5, x)
+            trial.set_user_attr("k", [i, str(c)])
+            trial.storage.set_trial_system_attr(trial._trial_id, "sys", i)
+            if i % 4 == 3:
+                target.tell(trial, state=TrialState.PRUNED)
+            elif i % 6 == 5:
+                target.tell(trial, state=TrialState.FAIL)
+            elif i != 8:
+                target.tell(trial, [x, -x] if target is study else x)
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(-1, 1)},
+                                              values=[0.5, 0.1], user_attrs={"added": True}))
+    with path.open("a") as f:  # another process's record on a finished trial: Optuna ignores it
+        f.write(json.dumps({"op_code": 8, "worker_id": "late", "trial_id": 1, "user_attr": {"late": 1}},
+                           separators=(",", ":")) + "\n")
+    read = read_study(path, "s")
+    assert read is not None
+    expected = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+    assert read.directions == expected.directions and read.user_attrs == expected.user_attrs
+    mine, theirs = read.get_trials(deepcopy=False), expected.get_trials(deepcopy=False)
+    assert len(mine) == len(theirs) == 15 and mine[8].state == TrialState.RUNNING
+    for a, b in zip(mine, theirs):
+        a_iv = {k: "nan" if v != v else v for k, v in a.intermediate_values.items()}
+        b_iv = {k: "nan" if v != v else v for k, v in b.intermediate_values.items()}
+        assert (a.number, a.state, a.values, a.params, a.distributions, a.user_attrs, a.system_attrs, a_iv,
+                a.datetime_start, a.datetime_complete) == \
+               (b.number, b.state, b.values, b.params, b.distributions, b.user_attrs, b.system_attrs, b_iv,
+                b.datetime_start, b.datetime_complete), a.number
+    assert [t.number for t in read.best_trials] == [t.number for t in expected.best_trials]

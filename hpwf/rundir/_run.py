@@ -138,6 +138,18 @@ def load_study(run_dir: str | Path, read_only: bool = False) -> optuna.Study:
     return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir, read_only))
 
 
+def read_study(run_dir: str | Path) -> optuna.Study:
+    """The run's study for a reader (the report): a journal is read whole at once, without its
+    lock (`hpwf.rundir._journal_read`); any other store through Optuna (`load_study`)."""
+    from hpwf.rundir._journal_read import read_study as read_journal
+
+    run_dir = Path(run_dir)
+    record = RunRecord.load(run_dir)
+    path = journal_path(record.storage, run_dir)
+    study = read_journal(path, record.study_name) if path is not None and path.exists() else None
+    return study if study is not None else load_study(run_dir, read_only=True)
+
+
 def scan_study(run_dir: Path) -> dict[str, Any] | None:
     """`hpwf.rundir._journal_scan.scan` of the run's journal (no lock, no Optuna replay): counts,
     paused trials (marked, or with a durable PAUSED result) and the best trial; ``None`` for
