@@ -132,8 +132,9 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
     assert summary["complete"] == n, summary
     trials = study.get_trials(deepcopy=False)
     ends = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete is not None)
+    first = min(t.datetime_start.timestamp() for t in trials if t.datetime_start is not None)
     size = min(SLICE, max(n // 10, 1))
-    marks = [start] + [ends[min(k, len(ends)) - 1] for k in range(size, n + 1, size)]
+    marks = [first] + [ends[min(k, len(ends)) - 1] for k in range(size, n + 1, size)]  # (agents' start-up left out)
     rates = [size / max(b - a, 1e-9) for a, b in zip(marks, marks[1:])]
     files, dirs = count_entries(run_dir)
     created = files + dirs - sum(before) - (2 if store == "journal" else 1)  # less the journal (+ lock) and summary
