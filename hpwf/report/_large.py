@@ -69,7 +69,7 @@ def _history(trials: Sequence[FrozenTrial], complete: list[FrozenTrial], maximiz
     best.append(current)
     sample = complete if len(complete) <= SAMPLE else sorted(rng.sample(complete, SAMPLE), key=lambda t: t.number)
     fig = go.Figure()
-    fig.add_scattergl(x=[t.number for t in sample], y=[t.values[0] for t in sample], mode="markers",
+    fig.add_scatter(x=[t.number for t in sample], y=[t.values[0] for t in sample], mode="markers",
                       name=f"objective value (sample of {len(sample):,})", marker={"size": 3, "opacity": 0.4})
     fig.add_scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "color": "#d62728"}, name="best so far")
     fig.update_layout(xaxis_title="trial", yaxis_title="objective value")
