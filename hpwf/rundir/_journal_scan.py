@@ -42,8 +42,9 @@ _STATES = {0: "running", 1: "complete", 2: "pruned", 3: "fail", 4: "waiting"}  #
 def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     """Counts by state, RUNNING trials marked paused, and the best trial of ``study_name``.
 
-    Returns ``{"counts": {...}, "paused": [numbers], "running": [numbers], "best": (number,
-    value, params) | None, "n_trials": int}``, or ``None`` where only Optuna can answer.
+    Returns ``{"counts": {...}, "paused": [numbers], "running": [numbers], "resumed": [numbers
+    marked resumed], "best": (number, value, params) | None, "n_trials": int}``, or ``None`` where
+    only Optuna can answer.
     """
     with path.open("rb") as f:  # read after a newline of our own: every record starts with one
         size = os.fstat(f.fileno()).st_size
@@ -72,6 +73,7 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     state: list[int] = []  # by number
     value: list[float | None] = []
     paused: set[int] = set()
+    marks: dict[int, Any] = {}  # the last hpwf:paused mark of a trial (False: resumed)
     n_created = data.count(b'\n{"op_code":4,', 0, end)
     if n_studies == 1 and len(_OP4_PLAIN.findall(data, 0, end)) == n_created:  # the common case, at C speed
         trial_ids = dict(zip(range(n_created), range(n_created)))
@@ -88,8 +90,10 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
                     state.append(int(record.get("state", 0)))
                     values = record.get("values")
                     value.append(values[0] if values else None)
-                    if (record.get("user_attrs") or {}).get(PAUSED_ATTR) not in (None, False):
-                        paused.add(tid)
+                    if PAUSED_ATTR in (record.get("user_attrs") or {}):
+                        marks[tid] = record["user_attrs"][PAUSED_ATTR]
+                        if marks[tid] not in (None, False):
+                            paused.add(tid)
             elif int(sid) == study_id:
                 trial_ids[tid] = len(state)
                 state.append(0)
@@ -109,7 +113,9 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
         for line in _OP8_PAUSED.findall(data, 0, end):
             record = json.loads(line)
             if record["trial_id"] in trial_ids:
-                (paused.add if record["user_attr"][PAUSED_ATTR] not in (None, False) else paused.discard)(record["trial_id"])
+                mark = record["user_attr"][PAUSED_ATTR]
+                marks[record["trial_id"]] = mark
+                (paused.add if mark not in (None, False) else paused.discard)(record["trial_id"])
     counts = dict.fromkeys(("complete", "pruned", "fail", "running", "paused", "waiting"), 0)
     for code, n in Counter(state).items():
         counts[_STATES.get(code, "fail")] += n
@@ -121,7 +127,9 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     pick = None if not done else min(done, key=lambda d: d[0]) if minimize else max(done, key=lambda d: d[0])
     best = None if not done or pick is None else (pick[1], pick[0])
     by_number = {n: t for t, n in trial_ids.items()}
-    return {"counts": counts, "running": running, "paused": sorted(paused_numbers), "n_trials": len(state),
+    resumed = sorted(trial_ids[t] for t, mark in marks.items() if mark is False and t in trial_ids)
+    return {"counts": counts, "running": running, "paused": sorted(paused_numbers), "resumed": resumed,
+            "n_trials": len(state),
             "best": None if best is None else (best[0], best[1], _params(data, end, by_number[best[0]]))}
 
 

@@ -165,7 +165,7 @@ def scan_study(run_dir: Path) -> dict[str, Any] | None:
     if found is None:
         return None
     for number in found["running"]:
-        if number not in found["paused"]:
+        if number not in found["paused"] and number not in found["resumed"]:  # (resumed: its PAUSED result is stale)
             result = read_result(run_dir, number)
             if result and result.get("number") == number and result.get("state") == "PAUSED":
                 found["paused"].append(number)

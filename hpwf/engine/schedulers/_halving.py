@@ -52,8 +52,16 @@ def state_counts(trials: Iterable[FrozenTrial], run_dir: str | Path) -> dict[str
     names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
              TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
     for frozen in trials:
-        counts["paused" if is_paused(frozen, run_dir) else names[frozen.state]] += 1
+        counts["paused" if _shown_paused(frozen, run_dir) else names[frozen.state]] += 1
     return counts
+
+
+def _shown_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
+    """`is_paused`, except that a trial marked resumed is shown running: its earlier PAUSED
+    result is stale while it runs (a recovery still restarts it from that checkpoint)."""
+    if frozen.user_attrs.get(PAUSED_ATTR, None) is False and frozen.state == TrialState.RUNNING:
+        return False
+    return is_paused(frozen, run_dir)
 
 
 class Scheduler(Protocol):
