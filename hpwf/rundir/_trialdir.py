@@ -125,17 +125,21 @@ def results_log(run_dir: Path) -> ResultsLog:
 
 
 def write_result(run_dir: Path, number: int, state: str, values: list[float] | None,
-                 params: dict[str, Any], duration: float, distributions: dict[str, Any] | None = None) -> None:
+                 params: dict[str, Any], duration: float, distributions: dict[str, Any] | None = None,
+                 metrics: list[dict[str, Any]] | None = None) -> None:
     """The trial's outcome (``state``: COMPLETE, PRUNED, PAUSED or FAIL), durable before it is reported.
 
     Appended to this process's results log; also ``result.json`` (and ``params.json``) in the
     trial's folder when the trial has one. ``distributions`` (`hpwf.wire._dists` tuples) are
-    kept as Optuna's JSON so a resume can record the parameters.
+    kept as Optuna's JSON so a resume can record the parameters; ``metrics``: the rows of a
+    ``metrics.csv`` the trial had no folder for (its reports' steps, values and times).
     """
     record: dict[str, Any] = {"number": number, "state": state, "values": values, "params": params,
                               "duration_s": round(duration, 3), "at": time.time()}
     if distributions:
         record["distributions"] = {k: to_json(d) for k, d in distributions.items()}
+    if metrics:
+        record["metrics"] = metrics
     results_log(run_dir).append(record)
     folder = trial_folder(run_dir, number)
     if folder.is_dir():

@@ -181,8 +181,8 @@ def run_trial(
         return Done(task.ticket, "member", None, error, duration)
     if error:
         write_atomically(folder / TRACEBACK, error)
-    trial.flush_metrics()
-    write_result(run_dir, task.number, state.upper(), values, trial.params, duration, trial.plain_distributions)
+    metrics = trial.flush_metrics()  # rows no file holds go with the result
+    write_result(run_dir, task.number, state.upper(), values, trial.params, duration, trial.plain_distributions, metrics)
     return Done(task.ticket, state, values, error, duration, used=trial.take_used())
 
 

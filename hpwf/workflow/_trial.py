@@ -333,9 +333,11 @@ class Trial:
     def _write_metric(self, step: int, value: float) -> None:
         self._metrics.record(step, {"value": value}, time.time() - self._started)
 
-    def flush_metrics(self) -> None:
-        """Write ``metrics.csv`` if the trial has a folder and reported values not on disk yet."""
+    def flush_metrics(self) -> list[dict[str, Any]] | None:
+        """Write ``metrics.csv`` if the trial has a folder by now; else return its rows (step, value,
+        elapsed_s, time), for the trial's record in the results log."""
         self._metrics.flush()
+        return None if self._metrics.written else [dict(row) for row in self._metrics.rows]
 
 
 class MetricsFile:
@@ -398,6 +400,11 @@ class MetricsFile:
             f.truncate()
             f.write(self._line(self.rows[-1]))
             self._last_row_at = at
+
+    @property
+    def written(self) -> bool:
+        """Whether the file holds the rows (or there are none)."""
+        return self._last_row_at is not None or not self.rows
 
     def flush(self) -> None:
         """Write the rows kept in memory, if the folder exists by now."""
