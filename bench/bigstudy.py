@@ -83,20 +83,21 @@ def _rss_mb() -> float:
 
 
 class RssSampler(threading.Thread):
-    """This process's RSS every ``every`` seconds, with the time."""
+    """This process's RSS and CPU time every ``every`` seconds, with the time."""
 
     def __init__(self, every: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.every, self.samples, self.stop = every, [(time.time(), _rss_mb())], threading.Event()
+        self.every, self.stop = every, threading.Event()
+        self.samples = [(time.time(), _rss_mb(), time.process_time())]
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
-            self.samples.append((time.time(), _rss_mb()))
+            self.samples.append((time.time(), _rss_mb(), time.process_time()))
 
-    def at(self, when: float) -> float:
-        """The RSS sampled last before ``when``."""
-        times = [t for t, _ in self.samples]
-        return self.samples[max(0, bisect_right(times, when) - 1)][1]
+    def at(self, when: float, what: int = 1) -> float:
+        """The RSS (``what=2``: CPU seconds) sampled last before ``when``."""
+        times = [t for t, _, _ in self.samples]
+        return self.samples[max(0, bisect_right(times, when) - 1)][what]
 
 
 def count_entries(run_dir: Path) -> tuple[int, int]:
@@ -136,6 +137,7 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
     size = min(SLICE, max(n // 10, 1))
     marks = [first] + [ends[min(k, len(ends)) - 1] for k in range(size, n + 1, size)]  # (agents' start-up left out)
     rates = [size / max(b - a, 1e-9) for a, b in zip(marks, marks[1:])]
+    cpu_ms = [1e3 * (sampler.at(b, 2) - sampler.at(a, 2)) / size for a, b in zip(marks, marks[1:])]  # steadier on a busy machine
     files, dirs = count_entries(run_dir)
     created = files + dirs - sum(before) - (2 if store == "journal" else 1)  # less the journal (+ lock) and summary
     tenth = ends[size - 1]
@@ -143,6 +145,8 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
         "store": store, "n_trials": n, "agents": agents, "wall_s": round(wall, 1), "trials_per_s": round(n / wall, 1),
         "coordinator_cpu_ms_per_trial": round(1e3 * cpu / n, 3), "slice": size,
         "slice_trials_per_s": [round(r, 1) for r in rates], "last_over_first": round(rates[-1] / rates[0], 3),
+        "slice_coordinator_cpu_ms_per_trial": [round(c, 3) for c in cpu_ms],
+        "cpu_last_over_first": round(cpu_ms[-1] / cpu_ms[0], 3) if cpu_ms[0] > 0 else None,
         "rss_mb_at_10pct": round(sampler.at(tenth), 1), "rss_mb_at_end": round(sampler.at(ends[-1]), 1),
         "rss_mb_per_10k": round((sampler.at(ends[-1]) - sampler.at(tenth)) / max(n - size, 1) * 1e4, 2),
         "files": files, "dirs": dirs, "created_per_trial": round(max(created, 0) / n, 5),
