@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import threading
@@ -184,17 +185,29 @@ def bare_store_rss(store: str, n: int, folder: Path) -> dict[str, float]:
             "bare_rss_mb_per_10k": round((end - tenth) / max(n - max(n // 10, 1), 1) * 1e4, 2)}
 
 
+def cpu_timed(command: list[str], timeout: float = 600) -> tuple[float, float, Any]:
+    """`timed`, plus the CPU seconds (user + system) the command and its children used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, proc = timed(command, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
+
+
 def readers(run_dir: Path, n: int) -> dict[str, Any]:
-    """Times of what a user runs on the finished run, beside Optuna's own load of the same journal."""
+    """Times of what a user runs on the finished run, beside Optuna's own load of the same journal
+    (wall ``_s``; ``_cpu_s``: CPU seconds, which a busy machine inflates much less)."""
     out: dict[str, Any] = {}
-    out["status_s"] = round(timed([PY, "-m", "hpwf", "status", str(run_dir)])[0], 2)
-    out["status_json_s"] = round(timed([PY, "-m", "hpwf", "status", str(run_dir), "--json"])[0], 2)
+    for key, extra in (("status", []), ("status_json", ["--json"])):
+        wall, cpu, _ = cpu_timed([PY, "-m", "hpwf", "status", str(run_dir), *extra])
+        out[f"{key}_s"], out[f"{key}_cpu_s"] = round(wall, 2), round(cpu, 2)
     load = ("import sys, time, optuna; from optuna.storages.journal import JournalFileBackend; t = time.perf_counter(); "
             "s = optuna.load_study(study_name='big', storage=optuna.storages.JournalStorage(JournalFileBackend(sys.argv[1]))); "
             "s.get_trials(deepcopy=False); print(time.perf_counter() - t)")
-    wall, proc = timed([PY, "-c", load, str(run_dir / "study.journal")])
+    wall, cpu, proc = cpu_timed([PY, "-c", load, str(run_dir / "study.journal")])
     out["optuna_load_get_trials_s"], out["optuna_load_process_s"] = round(float(proc.stdout), 2), round(wall, 2)
-    out["report_s"] = round(timed([PY, "-m", "hpwf", "report", str(run_dir)], timeout=1800)[0], 2)
+    out["optuna_load_process_cpu_s"] = round(cpu, 2)
+    wall, cpu, _ = cpu_timed([PY, "-m", "hpwf", "report", str(run_dir)], timeout=1800)
+    out["report_s"], out["report_cpu_s"] = round(wall, 2), round(cpu, 2)
     out["report_html_mb"] = round((run_dir / "report.html").stat().st_size / 1e6, 2)
     start = time.time()
     wall, _ = timed([PY, "-m", "hpwf", "resume", str(run_dir), "--n-trials", str(n + 1), "--workers", "1", "--quiet"],
