@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"some of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="the study size, for benchmarks that take one (bigstudy; default 100,000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON-lines file to append to")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -52,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         load_before = _loadavg()
         t0 = time.time()
         try:
-            result = importlib.import_module(f"bench.{name}").run(quick=args.quick)
+            module = importlib.import_module(f"bench.{name}")
+            sized = args.trials is not None and "trials" in inspect.signature(module.run).parameters
+            result = module.run(quick=args.quick, trials=args.trials) if sized else module.run(quick=args.quick)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
             failed.append(name)
             result = {"benchmark": name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}

@@ -96,11 +96,17 @@ def searches(base_search: Any, setup: Setup, quick: bool) -> dict[str, Any]:
 def epoch_rows(run_dir: Path, ranks: dict[int, int], default: int) -> list[tuple[float, int]]:
     """(clock time, rank-epochs) of every epoch row of every trial's ``metrics.csv``, in clock order:
     each row counts its trial's ranks (``ranks`` by trial number, else ``default``)."""
+    from hpwf.rundir._trialdir import durable_results, trial_folder, trial_folders
+
     rows = []
-    for path in (run_dir / "trials").glob("*/metrics.csv"):
-        n = ranks.get(int(path.parent.name), default)
-        with path.open() as f:
-            rows += [(float(row["time"]), n) for row in csv.DictReader(f)]
+    for path in (folder / "metrics.csv" for folder in trial_folders(run_dir)):
+        if path.exists():
+            n = ranks.get(int(path.parent.name), default)
+            with path.open() as f:
+                rows += [(float(row["time"]), n) for row in csv.DictReader(f)]
+    for number, record in durable_results(run_dir).items():  # trials without a folder keep their rows here
+        if record.get("metrics") and not (trial_folder(run_dir, number) / "metrics.csv").exists():
+            rows += [(float(row["time"]), ranks.get(number, default)) for row in record["metrics"]]
     return sorted(rows)
 
 

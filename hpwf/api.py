@@ -24,7 +24,7 @@ from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir import (
-    RunRecord, check_run_trusted, open_run_study, is_shared, load_study, make_run_dir, read_summary,
+    RunRecord, check_run_store, check_run_trusted, open_run_study, scan_study, is_shared, load_study, make_run_dir, read_summary,
     run_umask, state_counts)
 from hpwf.secrets import refuse_password
 from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow, load
@@ -249,12 +249,21 @@ def status(run_dir: str | Path, storage: str | None = None, _root: Path | None =
         16
     """
     folder = Path(run_dir)
+    record, _ = check_run_store(folder, storage, _root)  # ours, and its store inside it (or given)
+    scanned = scan_study(folder) if storage is None else None  # a journal read without Optuna's replay, nor any lock
+    if scanned is not None:
+        result: dict[str, Any] = {"study": record.study_name, "run_dir": str(folder), **scanned["counts"],
+                                  "n_trials": record.options.get("n_trials"),
+                                  "best_value": None, "best_trial": None, "best_params": None}
+        if scanned["best"] is not None:
+            result.update(zip(("best_trial", "best_value", "best_params"), scanned["best"]))
+        return _status_rest(folder, result, storage, _root)
     study = open_run_study(folder, storage, _root)
     trials = study.get_trials(deepcopy=False)
     count = state_counts(trials, folder)
-    result: dict[str, Any] = {
+    result = {
         "study": study.study_name, "run_dir": str(folder), **count,
-        "n_trials": RunRecord.load(folder).options.get("n_trials"),
+        "n_trials": record.options.get("n_trials"),
         "best_value": None, "best_trial": None, "best_params": None,
     }
     if len(study.directions) == 1 and count["complete"]:
@@ -271,6 +280,11 @@ def status(run_dir: str | Path, storage: str | None = None, _root: Path | None =
         if final is not None:  # a segment of an earlier generation is no model PBT ends with
             result.update(best_value=final.value, best_trial=final.number, best_params=final.params,
                           best_is="the best final PBT segment")
+    return _status_rest(folder, result, storage, _root)
+
+
+def _status_rest(folder: Path, result: dict[str, Any], storage: str | None, root: Path | None) -> dict[str, Any]:
+    """What status adds from the run directory: elapsed time, utilisation, Slurm, the ensemble."""
     summary = read_summary(folder)
     result["elapsed_s"] = summary.get("elapsed_s")
     result["utilisation"] = summary.get("utilisation")
@@ -279,7 +293,7 @@ def status(run_dir: str | Path, storage: str | None = None, _root: Path | None =
 
     result["slurm"] = run_job_state(folder)
     if (folder / ENSEMBLE_DIR / "run.json").exists():
-        members = status(folder / ENSEMBLE_DIR, storage, _root or folder)
+        members = status(folder / ENSEMBLE_DIR, storage, root or folder)
         result["ensemble"] = {k: members[k] for k in ("complete", "fail", "running", "n_trials")}
     return result
 

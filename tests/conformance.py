@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 import hpwf
 from hpwf.backends import Backend
 from tests import objectives
+from hpwf.rundir._trialdir import trial_folder
 
 
 def run(backend: Backend, tmp_path: Path, objective: Callable[..., Any], **search: Any) -> hpwf.RunResult:
@@ -53,7 +54,7 @@ class BackendConformance:
         study = optuna.load_study(study_name="workflow", storage=hpwf.rundir._run.open_storage(None, result.run_dir))
         assert len(study.trials) == 8 and study.best_value == result.summary["best_value"]
         for t in study.trials:
-            folder = result.run_dir / "trials" / f"{t.number:05d}"
+            folder = trial_folder(result.run_dir, t.number)
             assert json.loads((folder / "params.json").read_text()) == t.params
             assert "trained x=" in (folder / "log.txt").read_text()
             assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + 3
@@ -85,7 +86,7 @@ class BackendConformance:
         failed = [t for t in study.trials if t.state == TrialState.FAIL]
         assert failed and sum(t.state == TrialState.COMPLETE for t in study.trials) == 6
         for t in failed:
-            text = (result.run_dir / "trials" / f"{t.number:05d}" / "traceback.txt").read_text()
+            text = (trial_folder(result.run_dir, t.number) / "traceback.txt").read_text()
             assert "ValueError: planted failure" in text and "Traceback" in text
             assert "planted failure" in t.user_attrs["fail_reason"]
 

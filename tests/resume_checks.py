@@ -11,12 +11,14 @@ from optuna.trial import TrialState
 import hpwf
 from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, PARENT
 from hpwf.rundir import RESTORE_ATTR
+from hpwf.engine.schedulers._halving import RESTORE_ATTR
+from hpwf.rundir._trialdir import trial_folders
 
 
 def events(run_dir: Path, rank: int = 0) -> dict[int, list[dict[str, Any]]]:
     """Per trial number, what ``rank`` of its group logged, in order."""
     out = {}
-    for path in sorted((run_dir / "trials").glob(f"*/events.rank{rank}.jsonl")):
+    for path in sorted(p / f"events.rank{rank}.jsonl" for p in trial_folders(run_dir) if (p / f"events.rank{rank}.jsonl").exists()):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if rows:
             out[rows[0]["number"]] = rows

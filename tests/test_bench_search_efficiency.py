@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import hpwf
 from bench.search_efficiency import MNIST1D, NT3, _command, _epochs_to, epoch_rows
+from hpwf.rundir._trialdir import trial_folder
 
 
 def _metrics(run_dir: Path, number: int, times: list[float]) -> None:
-    folder = run_dir / "trials" / f"{number:05d}"
+    folder = trial_folder(run_dir, number)
     folder.mkdir(parents=True)
     rows = "".join(f"{step},0.5,{t - times[0]:.3f},{t}\n" for step, t in enumerate(times))
     (folder / "metrics.csv").write_text("step,value,elapsed_s,time\n" + rows)

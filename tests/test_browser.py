@@ -226,3 +226,22 @@ def test_uq_report_renders(tmp_path: Path) -> None:
     run_dir = _run(tmp_path, UQ)
     assert (run_dir / "uq_predictions.npz").exists()
     check_report_renders(run_dir, expect_at_least=2 + 3)  # history, coordinates; calibration, std vs error, band
+
+
+def test_a_100000_trial_report_renders_and_says_what_each_plot_shows(tmp_path: Path) -> None:
+    """Issue 24: at 10^5 trials the report summarises (a few MB) and still draws every plot."""
+    from tests.bigjournal import make_run
+
+    run_dir = make_run(tmp_path / "big", 100_000, fail_every=97)
+    check_report_renders(run_dir, expect_at_least=4)  # history, importances, intermediate values, coordinates
+    page = run_dir / "report.html"
+    assert page.stat().st_size <= 10e6, f"report.html is {page.stat().st_size / 1e6:.1f} MB"
+    source = page.read_text()
+    headings = re.findall(r"<h2>([^<]*)</h2>\s*<div", source)  # the heading right above each figure
+    assert len(headings) == len(PLOT_DIV.findall(source))
+    for words in ("best so far over all 98,970 complete trials", "random sample of 2,000",
+                  "10-50-90 % quantiles at each step over 100,000 reporting trials", "the 100 best trials and a random sample of 400"):
+        assert any(words in h for h in headings), (words, headings)
+    assert "All 100,000 trials are in trials.csv" in source
+    assert source.count("<tr class=") == 200  # the best 100 and the latest 100 trials
+    assert len((run_dir / "trials.csv").read_text().splitlines()) == 1 + 100_000

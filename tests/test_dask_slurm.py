@@ -22,6 +22,7 @@ import hpwf
 from hpwf.backends.dask_slurm import JOB_NAME, cluster_options
 from hpwf.slurm import site_from_mapping
 from tests.test_slurm import BUDGET, ROOT, TOY, slurm  # noqa: F401 - the session's Slurm
+from hpwf.rundir._trialdir import durable_results
 
 SITE = """scheduler: slurm
 launcher: srun
@@ -42,11 +43,7 @@ def worker_jobs() -> list[str]:
 
 def results(run_dir: Path) -> list[str]:
     states = []
-    for path in run_dir.glob("trials/*/result.json"):
-        try:
-            states.append(json.loads(path.read_text())["state"])
-        except (OSError, ValueError):
-            pass
+    states += [r["state"] for r in durable_results(run_dir).values()]
     return states
 
 

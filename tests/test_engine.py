@@ -224,7 +224,7 @@ def test_resume_tells_a_durable_result_instead_of_training_again(session: FakeSe
     trial.set_user_attr("hpwf:run", "run-a")
     folder = trial_folder(tmp_path, trial.number)
     folder.mkdir(parents=True)
-    write_result(folder, trial.number, "COMPLETE", [0.25], trial.params, 3.0)
+    write_result(tmp_path, trial.number, "COMPLETE", [0.25], trial.params, 3.0)
     c = Coordinator(study, session.backend, Setup(str(tmp_path), None, None), tmp_path,
                     Budget(n_trials=1, timeout=None, max_failures=5), run_id="run-a", seed=0)
     c.begin(session)
@@ -315,7 +315,7 @@ def test_a_failed_tell_leaves_the_result_done_and_a_resume_tells_it(session: Fak
     task = a.assigns()[0]
     folder = trial_folder(tmp_path, task.number)
     folder.mkdir(parents=True, exist_ok=True)
-    write_result(folder, task.number, "COMPLETE", [0.75], {"x": 0.5}, 1.0)  # what the real agent writes first
+    write_result(tmp_path, task.number, "COMPLETE", [0.75], {"x": 0.5}, 1.0)  # what the real agent writes first
     real_tell = c.study.tell
     c.study.tell = lambda *args, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # type: ignore[method-assign]
     a.finish(task, value=0.75)

@@ -127,7 +127,7 @@ def test_sigterm_keeps_a_result_saved_on_disk_as_sigkill_would(tmp_path: Path) -
         x = c.study.trials[0].params["x"]
         folder = trial_folder(tmp_path, task.number)
         folder.mkdir(parents=True, exist_ok=True)
-        write_result(folder, task.number, "COMPLETE", [0.25], {"x": x}, 1.0)  # its Done is still on the way
+        write_result(tmp_path, task.number, "COMPLETE", [0.25], {"x": x}, 1.0)  # its Done is still on the way
         c._on_signal(15, None)
         turn(c)
         trials = c.study.trials
@@ -171,7 +171,7 @@ def test_a_pause_saved_on_disk_counts_as_paused_for_a_resume_and_for_status(tmp_
     trial = study.ask()
     folder = trial_folder(tmp_path, trial.number)
     folder.mkdir(parents=True)
-    write_result(folder, trial.number, "PAUSED", None, {}, 1.0)
+    write_result(tmp_path, trial.number, "PAUSED", None, {}, 1.0)
     frozen = study.trials[0]
     assert is_paused(frozen, tmp_path)
     assert state_counts([frozen], tmp_path)["paused"] == 1

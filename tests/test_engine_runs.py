@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 import hpwf
 from hpwf.backends.local import LocalBackend
 from tests import objectives
+from hpwf.rundir._trialdir import durable_results, trial_folder, trial_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "tests" / "workflows"
@@ -57,7 +58,7 @@ def _start(run_dir: Path) -> subprocess.Popen[str]:
 
 def _wait_for_trials(run_dir: Path, count: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
-    while len(list(run_dir.glob("trials/*/result.json"))) < count:
+    while len(list(durable_results(run_dir))) < count:
         assert time.time() < deadline, "the search did not get going"
         time.sleep(0.2)
 
@@ -81,7 +82,7 @@ def test_a_stopped_search_starts_no_ensemble_member_and_exits_130(how: str, tmp_
     assert proc.returncode == 130, err
     hpwf_frames = [line for line in err.splitlines() if f'File "{ROOT / "hpwf"}' in line]
     assert not hpwf_frames and "KeyError" not in err and "interrupted by SIG" in err  # (Dask may log its own)
-    assert not list(run_dir.glob("ensemble/trials/*/predictions.npz"))
+    assert not [p for p in trial_folders(run_dir / "ensemble") if (p / "predictions.npz").exists()]
     assert not (run_dir / "ensemble" / "run.json").exists()
     study = hpwf.load_study(run_dir)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -101,7 +102,7 @@ def test_a_multi_objective_arity_mistake_is_a_failure_with_its_reason(tmp_path: 
     assert len(ran) >= 11  # (trials asked ahead and never started are failed and queued again)
     for t in ran:
         assert "returned 1 value(s); the study has 2 directions" in t.user_attrs["fail_reason"]
-        assert "Traceback" in (run_dir / "trials" / f"{t.number:05d}" / "traceback.txt").read_text()
+        assert "Traceback" in (trial_folder(run_dir, t.number) / "traceback.txt").read_text()
 
 
 def test_hpwf_run_works_off_the_main_thread_and_restores_optuna_logging(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
+from hpwf.rundir._trialdir import trial_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "tests" / "workflows" / "toy_ensemble.py")
@@ -48,7 +49,7 @@ def test_uq_regression_search_then_ensemble_is_calibrated(tmp_path: Path) -> Non
     chosen = {int(k) for k in metrics["selection"]["weights"]}
     assert all(t.user_attrs["config"] == search.trials[t.user_attrs["source_trial"]].params for t in done)
     assert {t.user_attrs["source_trial"] for t in done} <= chosen
-    bags = [np.load(run_dir / "ensemble" / "trials" / f"{t.number:05d}" / "bootstrap.npz")["in_bag"] for t in done]
+    bags = [np.load(trial_folder(run_dir / "ensemble", t.number) / "bootstrap.npz")["in_bag"] for t in done]
     assert all(not np.array_equal(bags[0], b) for b in bags[1:])
     proc = cli("report", str(run_dir))
     page = (run_dir / "report.html").read_text()

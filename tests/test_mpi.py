@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
+from hpwf.rundir._trialdir import trial_folder
 
 pytestmark = pytest.mark.mpi
 
@@ -29,7 +30,7 @@ def mpirun(np: int, *args: str, env: dict[str, str] | None = None, flags: tuple[
 
 
 def rank_records(run_dir: Path, number: int) -> list[dict]:  # type: ignore[type-arg]
-    folder = run_dir / "trials" / f"{number:05d}"
+    folder = trial_folder(run_dir, number)
     return [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
 
 

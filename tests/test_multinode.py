@@ -26,6 +26,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
+from hpwf.rundir._trialdir import trial_folder, trial_folders
 
 pytestmark = [pytest.mark.multinode, pytest.mark.mpi]
 
@@ -122,12 +123,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
 
 
 def rank_records(run_dir: Path, number: int) -> list[dict]:  # type: ignore[type-arg]
-    folder = run_dir / "trials" / f"{number:05d}"
+    folder = trial_folder(run_dir, number)
     return [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
 
 
 def hosts_of_trials(run_dir: Path) -> dict[int, str]:
-    return {int(p.parent.name): p.read_text() for p in (run_dir / "trials").glob("*/host.txt")}
+    return {int(p.parent.name): p.read_text() for p in (p / "host.txt" for p in trial_folders(run_dir) if (p / "host.txt").exists())}
 
 
 def complete(run_dir: Path) -> list:  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.resume_checks import events
+from hpwf.rundir._trialdir import trial_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,7 +45,7 @@ def test_nt3_resumes_a_two_rank_trial_from_its_checkpoint_under_mpirun(tmp_path:
                 assert before["event"] == "pause" and (before["step"], before["sha"]) == (after["step"], after["sha"])
                 # and trains on: both ranks still agree after the restored Adam state and RNG were used
                 assert then is not None and then["event"] in ("pause", "end") and then["step"] > after["step"]
-        with (run_dir / "trials" / f"{number:05d}" / "metrics.csv").open() as f:
+        with (trial_folder(run_dir, number) / "metrics.csv").open() as f:
             steps = [int(row["step"]) for row in csv.DictReader(f)]
         assert steps == list(range(len(steps))), (number, steps)  # no epoch trained twice or skipped
         last = rows[-1]

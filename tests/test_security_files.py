@@ -35,6 +35,9 @@ from hpwf.errors import ConfigError
 from hpwf.rundir._run import RunLock, RunRecord, open_storage, write_summary
 from hpwf.slurm import SiteConfig, load_site
 from hpwf.slurm import render_script, resolve_job, write_script
+from hpwf.slurm._sites import SiteConfig, load_site
+from hpwf.slurm._slurm import render_script, resolve_job, write_script
+from hpwf.rundir._trialdir import trial_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"
@@ -116,7 +119,7 @@ def test_a_run_directory_and_its_files_are_readable_by_the_user_only(private_run
         assert mode(path) & 0o077 == 0, f"{path} is {mode(path):04o}: others may read it"
     for name in ("run.json", "study.journal", "summary.json"):
         assert mode(private_run / name) == 0o600, name
-    assert mode(private_run / "trials" / "00000") == 0o700
+    assert mode(trial_folder(private_run, 0)) == 0o700
 
 
 def test_a_second_user_cannot_read_a_run(private_run: Path, open_parent: Path, other_user: OtherUser) -> None:
@@ -126,7 +129,7 @@ def test_a_second_user_cannot_read_a_run(private_run: Path, open_parent: Path, o
     assert other_user.run("cat", str(control)).returncode == 0, "the test's second user cannot read anything"
     for command in (["ls", str(private_run)], ["cat", str(private_run / "run.json")],
                     ["cat", str(private_run / "study.journal")], ["cat", str(private_run / "summary.json")],
-                    ["ls", str(private_run / "trials" / "00000")]):
+                    ["ls", str(trial_folder(private_run, 0))]):
         done = other_user.run(*command)
         assert done.returncode != 0 and "Permission denied" in done.stderr, (command, done.stdout, done.stderr)
         assert done.stdout == ""
@@ -145,10 +148,10 @@ def test_a_shared_group_run_is_readable_by_the_group_and_writable_by_no_one_else
     assert mode(run_dir) == 0o2750 and run_dir.stat().st_gid == other_user.group
     for name in ("run.json", "study.journal", "summary.json"):
         assert mode(run_dir / name) == 0o640, name
-    assert mode(run_dir / "trials" / "00000") & 0o027 == 0o000 and mode(run_dir / "trials" / "00000") & 0o050
+    assert mode(trial_folder(run_dir, 0)) & 0o027 == 0o000 and mode(trial_folder(run_dir, 0)) & 0o050
     read = other_user.run("cat", str(run_dir / "run.json"), in_group=True)
     assert read.returncode == 0 and "toy" in read.stdout, read.stderr
-    assert other_user.run("cat", str(run_dir / "trials" / "00000" / "params.json"), in_group=True).returncode == 0
+    assert other_user.run("cat", str(trial_folder(run_dir, 0) / "params.json"), in_group=True).returncode == 0
     assert other_user.run("touch", str(run_dir / "planted"), in_group=True).returncode != 0
     assert other_user.run("sh", "-c", f"echo x >> {run_dir / 'run.json'}", in_group=True).returncode != 0
     assert other_user.run("cat", str(run_dir / "run.json")).returncode != 0  # not in the group: nothing

@@ -26,6 +26,7 @@ from hpwf.slurm import job_state, wait_for_job
 from hpwf.slurm._slurm import job_state, wait_for_job
 from tests.test_security_files import other_user  # noqa: F401 - fixtures: the other user
 from tests.test_security_user2 import hostile_cwd, planted_ran  # noqa: F401 - and her planted folder
+from hpwf.rundir._trialdir import durable_results
 
 pytestmark = pytest.mark.slurm
 
@@ -84,11 +85,7 @@ def wait_for_results(run_dir: Path, job_id: str, count: int, timeout: float = 12
     deadline = time.time() + timeout
     while True:
         states = []
-        for path in run_dir.glob("trials/*/result.json"):
-            try:
-                states.append(json.loads(path.read_text())["state"])
-            except (OSError, ValueError):
-                pass
+        states += [r["state"] for r in durable_results(run_dir).values()]
         if sum(s in ("COMPLETE", "PRUNED") for s in states) >= count:
             assert job_state(job_id) == "RUNNING", log_of(run_dir, job_id)
             return

@@ -18,6 +18,7 @@ import hpwf
 from hpwf.workflow import _predictions as predictions
 from hpwf.ensembles import _uq as uq
 from hpwf.ensembles._selection import combine
+from hpwf.rundir._trialdir import trial_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "workflows" / "uq_tiny.py")
@@ -31,7 +32,7 @@ def cli(*args: str, env: dict[str, str] | None = None, mpi: int = 0) -> subproce
 
 
 def trial_dir(run_dir: Path, number: int) -> Path:
-    return run_dir / "trials" / f"{number:05d}"
+    return trial_folder(run_dir, number)
 
 
 def check_greedy_conformal_run(run_dir: Path) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def check_greedy_conformal_run(run_dir: Path) -> dict[str, Any]:
     assert sorted(t.user_attrs["member"] for t in members) == [0, 1, 2, 3]
     assert {r["source_trial"] for r in sel["members"]} <= set(weights)
     for t in members:
-        folder = run_dir / "ensemble" / "trials" / f"{t.number:05d}"
+        folder = trial_folder(run_dir / "ensemble", t.number)
         source = t.user_attrs["source_trial"]
         assert json.loads((folder / "params.json").read_text()) == search.trials[source].params
         record = json.loads((folder / "member.json").read_text())

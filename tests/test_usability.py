@@ -22,6 +22,8 @@ import pytest
 import hpwf
 from hpwf.progress import Progress, duration, time_left
 from hpwf.workflow._metrics import MetricsFile
+from hpwf.rundir._trialdir import trial_folder
+from hpwf.workflow._trial import MetricsFile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"
@@ -167,7 +169,7 @@ def test_optunas_older_suggest_methods_and_logged_metrics_in_a_run(tmp_path: Pat
     plain = reference.ask()
     namespace["space"](plain)
     assert study.trials[0].distributions == plain.distributions
-    with (run_dir / "trials" / "00000" / "metrics.csv").open() as f:
+    with (trial_folder(run_dir, 0) / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["step", "value", "elapsed_s", "time", "train_loss", "lr", "grad_norm"]
     assert [(r["step"], float(r["value"]), float(r["train_loss"]), float(r["grad_norm"])) for r in rows] == [

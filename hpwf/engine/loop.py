@@ -34,7 +34,7 @@ from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
 from hpwf.progress import Progress
 from hpwf.rundir import SEED_ATTR, carried, trial_seed, write_summary
-from hpwf.wire import Abort, Assign, Setup, Stop, from_optuna, send_quietly
+from hpwf.wire import Assign, Setup, Stop, from_optuna, send_quietly
 
 A, S = AgentState, TrialState
 RANKS_PARAM = "ranks_per_trial"

@@ -147,7 +147,7 @@ class Outcomes:
     def tell_durable(self, trial: optuna.Trial) -> bool:
         """Tell ``trial`` from the result its leader saved in its folder, if it saved one (complete
         or pruned). True if told: a result on disk is never trained again."""
-        result = read_result(trial_folder(self.run_dir, trial.number))
+        result = read_result(self.run_dir, trial.number)
         if result is None or result.get("number") != trial.number or result["state"] not in ("COMPLETE", "PRUNED"):
             return False
         state = "complete" if result["state"] == "COMPLETE" else "pruned"

@@ -14,7 +14,8 @@ from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.stops import Why
 from hpwf.rundir import fail_reason
-from hpwf.wire import Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna
+from hpwf.wire import (
+    Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna)
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator

@@ -13,9 +13,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.report._figure import figure_html
+from hpwf.report._large import is_large, large_figures, large_table, trials_csv
 from hpwf.report._schedule import scheduler_section
 from hpwf.report._uq import uq_section
-from hpwf.rundir import PBT_GENERATION, PBT_MEMBER, open_run_study, read_summary, state_counts, trial_folder
+from hpwf.rundir import (
+    PBT_GENERATION, PBT_MEMBER, check_run_store, open_run_study, read_study, read_summary, state_counts, trial_folder,
+    trial_folders)
+
+LOGGED_CURVES = 20  # a large study: the logged metrics of its best trials only
 
 # The sections around the generic plots, in order, each (study, run_dir) -> an HTML chunk or None: one
 # explicit list, so `write_report` from Python writes the same report as `hpwf report`. Sections that
@@ -36,10 +41,12 @@ def write_report(run_dir: str | Path, storage: str | None = None) -> list[Path]:
     The run directory must be the user's; a store outside it opens only as ``storage`` (`open_run_store`).
     """
     run_dir = Path(run_dir)
-    study = open_run_study(run_dir, storage)
+    check_run_store(run_dir, storage)  # ours, and its store inside it (or given)
+    study = read_study(run_dir) if storage is None else open_run_study(run_dir, storage)
     csv_path, html_path = run_dir / "trials.csv", run_dir / "report.html"
+    trials = study.get_trials(deepcopy=False)
     with _quiet():
-        _atomic(csv_path, trials_table(study).to_csv(index=False))
+        _atomic(csv_path, trials_csv(trials) if is_large(trials) else trials_table(study).to_csv(index=False))
         chunks = _sections(study, run_dir)
     _atomic(html_path, _page(f"hpwf report: {study.study_name}", chunks))
     return [csv_path, html_path]
@@ -54,8 +61,10 @@ def trials_table(study: optuna.Study) -> Any:
 
 def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
     """The report's HTML chunks in order: header, figures, trial table, then ``EXTRA_SECTIONS``."""
+    trials = study.get_trials(deepcopy=False)
+    figures = large_figures(study, trials, figure_html, _note) if is_large(trials) else _figures(study)
     return [_header(study, run_dir, read_summary(run_dir)), *_extra(LEAD_SECTIONS, study, run_dir),
-            *_figures(study), *_logged_metrics(study, run_dir), _trial_table(study, run_dir),
+            *figures, *_logged_metrics(study, run_dir), _trial_table(study, run_dir),
             *_extra(EXTRA_SECTIONS, study, run_dir)]
 
 
@@ -206,7 +215,13 @@ def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 def _logged_metrics(study: optuna.Study, run_dir: Path, most: int = 8) -> list[str]:
     """One subplot per metric the trials logged, a line per trial; nothing if none logged any."""
-    by_trial = {t.number: read_metrics(trial_folder(run_dir, t.number)) for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False)
+    if is_large(trials):  # only trials that have a folder can have logged metrics; the best of them are drawn
+        have = {int(folder.name) for folder in trial_folders(run_dir)}
+        complete = [t for t in trials if t.number in have and t.state == TrialState.COMPLETE and t.values]
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        trials = sorted(complete, key=lambda t: t.values[0], reverse=maximize)[:LOGGED_CURVES]
+    by_trial = {t.number: read_metrics(trial_folder(run_dir, t.number)) for t in trials}
     names = list(dict.fromkeys(n for m in by_trial.values() for n in m))
     if not names:
         return []
@@ -224,25 +239,33 @@ def _logged_metrics(study: optuna.Study, run_dir: Path, most: int = 8) -> list[s
                 first = False
     fig.update_xaxes(title_text="step", row=len(shown), col=1)
     fig.update_layout(height=max(320, 260 * len(shown)))
+    if is_large(study.get_trials(deepcopy=False)):
+        fig.update_layout(title_text=f"the {len(by_trial)} best trials that logged metrics")
     more = _note(f"{len(names) - most} more metrics are in the trials' metrics.csv: {', '.join(names[most:])}.") \
         if len(names) > most else ""
     return ["<h2>Logged metrics</h2>\n" + figure_html(fig) + more]
 
 
 def _trial_table(study: optuna.Study, run_dir: Path) -> str:
-    """Every trial: number (linked to its folder), state, value(s), params, duration, fail reason."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        folder = trial_folder(run_dir, t.number)
-        number = f'<a href="{folder.relative_to(run_dir)}/">{t.number}</a>' if folder.is_dir() else str(t.number)
-        reason = str(t.user_attrs.get("fail_reason") or "").strip().splitlines()
-        why = reason[0] if len(reason) == 1 else f"{reason[0]} … {reason[-1]}" if reason else ""
-        duration = "-" if t.duration is None else f"{t.duration.total_seconds():.3g} s"
-        cells = [_values(t), _params(t), duration, why]
-        rows.append(f'<tr class="{t.state.name}"><td>{number}</td><td>{t.state.name}</td>'
-                    + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    """Every trial: number (linked to its folder), state, value(s), params, duration, fail reason
+    (a large study: the best and the latest trials, `hpwf.report._large.large_table`)."""
+    trials = study.get_trials(deepcopy=False)
     head = "".join(f"<th>{h}</th>" for h in ("#", "state", "value(s)", "params", "duration", "fail reason"))
-    return f"<h2>Trials</h2>\n<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>"
+    if is_large(trials):
+        return large_table(trials, study, lambda t: _row(t, run_dir), head)
+    return f"<h2>Trials</h2>\n<table><tr>{head}</tr>\n" + "\n".join(_row(t, run_dir) for t in trials) + "</table>"
+
+
+def _row(t: FrozenTrial, run_dir: Path) -> str:
+    """One trial's row of the trial table."""
+    folder = trial_folder(run_dir, t.number)
+    number = f'<a href="{folder.relative_to(run_dir)}/">{t.number}</a>' if folder.is_dir() else str(t.number)
+    reason = str(t.user_attrs.get("fail_reason") or "").strip().splitlines()
+    why = reason[0] if len(reason) == 1 else f"{reason[0]} … {reason[-1]}" if reason else ""
+    duration = "-" if t.duration is None else f"{t.duration.total_seconds():.3g} s"
+    cells = [_values(t), _params(t), duration, why]
+    return (f'<tr class="{t.state.name}"><td>{number}</td><td>{t.state.name}</td>'
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
 
 
 def _values(trial: FrozenTrial) -> str:

@@ -52,6 +52,9 @@ class RunRecord:
 def open_storage(url: str | None, run_dir: Path, read_only: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; ``None`` means a journal file in ``run_dir``.
 
+    ``read_only`` (a reader such as ``hpwf status``): a journal file is read without taking its
+    lock, so a reader never waits for (or holds up) the run that writes it.
+
     Accepted: ``sqlite:///...``, ``postgresql://...`` (any SQLAlchemy URL), ``journal:PATH`` or a
     path ending in ``.journal``/``.log`` (a journal file several processes can share), and
     ``memory`` (in-memory: fast, but nothing survives the process). ``read_only``: a journal is
@@ -59,14 +62,12 @@ def open_storage(url: str | None, run_dir: Path, read_only: bool = False) -> opt
     """
     import optuna
 
-    if url is None:
-        return journal_storage(run_dir / DEFAULT_JOURNAL, read_only)
+    path = journal_path(url, run_dir)
+    if path is not None:
+        return journal_storage(path, read_only)
+    assert url is not None  # (None is the run's own journal)
     if url == "memory":
         return optuna.storages.InMemoryStorage()
-    if url.startswith("journal:"):
-        return journal_storage(Path(url.removeprefix("journal:").removeprefix("//")), read_only)
-    if url.endswith((".journal", ".log")) and "://" not in url:
-        return journal_storage(Path(url), read_only)
     if "://" not in url:
         raise ConfigError(f"storage {redact(url)!r}: not a storage URL (sqlite:///file.db, postgresql://..., journal:FILE, memory)")
     try:
@@ -74,6 +75,17 @@ def open_storage(url: str | None, run_dir: Path, read_only: bool = False) -> opt
     except Exception as exc:  # SQLAlchemy raises many kinds
         first_line = (str(exc).splitlines() or [""])[0]
         raise ConfigError(redact(f"storage {url!r}: {type(exc).__name__}: {first_line}")) from None
+
+
+def journal_path(url: str | None, run_dir: Path) -> Path | None:
+    """The journal file a storage URL names (``None``: the run's own), or ``None`` for another store."""
+    if url is None:
+        return run_dir / DEFAULT_JOURNAL
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:").removeprefix("//"))
+    if url.endswith((".journal", ".log")) and "://" not in url:
+        return Path(url)
+    return None
 
 
 def journal_storage(path: Path, read_only: bool = False) -> optuna.storages.JournalStorage:
@@ -155,15 +167,14 @@ def load_study(run_dir: str | Path, read_only: bool = False) -> optuna.Study:
     return optuna.load_study(study_name=record.study_name, storage=open_storage(record.storage, run_dir, read_only))
 
 
-def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None = None,
-                   read_only: bool = True) -> tuple[RunRecord, optuna.storages.BaseStorage]:
-    """The run's record and store for a command that only reads (``status``, ``report``, ``dashboard``).
+def check_run_store(run_dir: Path, storage: str | None = None, root: Path | None = None) -> tuple[RunRecord, str | None]:
+    """The run's record and store URL for a command that only reads (``status``, ``report``,
+    ``dashboard``), checked before anything is opened.
 
     The run directory must pass `check_run_trusted` (as for ``resume``). A store file named by
     ``run.json`` (journal, SQLite) is opened only inside the run directory (``root``, for a
     sub-run: the run above it) and only if it exists; ``storage`` (given on the command line by
-    the user) opens any store. No store is created; ``read_only`` (the default) never takes nor
-    breaks a live run's journal lock (a torn last record is skipped, the next writer cuts it).
+    the user) opens any store. No store is created.
 
     Raises:
         ConfigError: one line: an untrusted run directory, a store outside it, a missing store.
@@ -183,6 +194,14 @@ def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None 
                               f"if it is yours, pass --storage {redact(str(url))}")
         if not path.is_file():
             raise ConfigError(f"{run_dir}: no study store at {path}")
+    return record, url
+
+
+def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None = None,
+                   read_only: bool = True) -> tuple[RunRecord, optuna.storages.BaseStorage]:
+    """`check_run_store`, then the store, opened ``read_only`` by default: a reader never takes
+    nor breaks a live run's journal lock (a torn last record is skipped, the next writer cuts it)."""
+    record, url = check_run_store(run_dir, storage, root)
     return record, open_storage(url, run_dir, read_only=read_only)
 
 
@@ -208,6 +227,42 @@ def open_run_study(run_dir: Path, storage: str | None = None, root: Path | None 
         return optuna.load_study(study_name=record.study_name, storage=store)
     except KeyError:
         raise ConfigError(f"{run_dir}: study {record.study_name!r} is not in its store (deleted?)") from None
+
+
+def read_study(run_dir: str | Path) -> optuna.Study:
+    """The run's study for a reader (the report): a journal is read whole at once, without its
+    lock (`hpwf.rundir._journal_read`); any other store through Optuna (`load_study`)."""
+    from hpwf.rundir._journal_read import read_study as read_journal
+
+    run_dir = Path(run_dir)
+    record = RunRecord.load(run_dir)
+    path = journal_path(record.storage, run_dir)
+    study = read_journal(path, record.study_name) if path is not None and path.exists() else None
+    return study if study is not None else load_study(run_dir, read_only=True)
+
+
+def scan_study(run_dir: Path) -> dict[str, Any] | None:
+    """`hpwf.rundir._journal_scan.scan` of the run's journal (no lock, no Optuna replay): counts,
+    paused trials (marked, or with a durable PAUSED result) and the best trial; ``None`` for
+    another store or a study only Optuna can read."""
+    from hpwf.rundir._journal_scan import scan
+    from hpwf.rundir._trialdir import read_result
+
+    record = RunRecord.load(run_dir)
+    path = journal_path(record.storage, run_dir)
+    if path is None or not path.exists() or b'"pbt:member"' in path.read_bytes():
+        return None  # (PBT's best is among its final segments: Optuna's study says which)
+    found = scan(path, record.study_name)
+    if found is None:
+        return None
+    for number in found["running"]:
+        if number not in found["paused"] and number not in found["resumed"]:  # (resumed: its PAUSED result is stale)
+            result = read_result(run_dir, number)
+            if result and result.get("number") == number and result.get("state") == "PAUSED":
+                found["paused"].append(number)
+                found["counts"]["running"] -= 1
+                found["counts"]["paused"] += 1
+    return found
 
 
 class RunLock:

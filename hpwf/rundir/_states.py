@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from hpwf.rundir._attrs import PAUSED_ATTR
-from hpwf.rundir._trialdir import read_result, trial_folder
+from hpwf.rundir._trialdir import read_result
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -22,7 +22,7 @@ def is_paused(frozen: FrozenTrial, run_dir: str | Path) -> bool:
     mark = frozen.user_attrs.get(PAUSED_ATTR)  # the step it resumes from, or False once woken
     if mark is not None:
         return mark is not False
-    result = read_result(trial_folder(Path(run_dir), frozen.number))  # paused; its coordinator died before marking it
+    result = read_result(Path(run_dir), frozen.number)  # paused; its coordinator died before marking it
     return bool(result and result.get("number") == frozen.number and result.get("state") == "PAUSED")
 
 

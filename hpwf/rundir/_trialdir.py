@@ -1,20 +1,30 @@
-"""A trial's folder, ``RUN_DIR/trials/NNNNN``: its file names and who writes each one.
+"""A trial's folder and its durable result.
 
-Written by the trial's agent (rank 0 unless named): ``params.json``, ``log.txt`` (other ranks:
-``log.rankR.txt``), ``metrics.csv``, ``traceback.txt`` (a failed trial), ``launch.log`` (a
-launched group's ``mpirun`` output) and, last, ``result.json``: the trial's outcome, written
-atomically *before* the coordinator hears of it, so a result survives the coordinator (a resume
-tells it instead of training the trial again). Written by the coordinator: ``failure.txt``, the
-reason for a failure it decided (a lost rank, a timeout, an interrupted run).
+Trial folders are sharded, ``RUN_DIR/trials/SSS/NNNNN`` with ``SSS = NNNNN // 1000``, so no
+directory holds more than 1,000 entries; a run written before (``RUN_DIR/trials/NNNNN``) keeps
+its folders where they are (`trial_folder` finds them). A folder is made only when something
+is written into it: the trial's own files (``trial.folder``), its printed output (``log.txt``;
+other ranks ``log.rankR.txt``), named metrics (``metrics.csv``), ``traceback.txt`` (a failed
+trial), ``launch.log`` (a launched group's ``mpirun`` output), ``failure.txt`` (the
+coordinator's reason for a failure it decided). A trial that writes nothing creates no file.
+
+The outcome of every trial is durable *before* the coordinator hears of it, so a result
+survives the coordinator (a resume tells it instead of training the trial again): each agent
+process appends one JSON line per trial to its own results log,
+``RUN_DIR/results/HOST/PID.jsonl`` (one file per agent process, not per trial). A trial that
+has a folder also gets ``params.json`` and ``result.json`` there, as before.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from hpwf.rundir._perms import atomic_writer
+from hpwf.rundir._perms import atomic_writer, file_mode
 from hpwf.wire import to_json
 
 RESULT = "result.json"
@@ -23,11 +33,46 @@ TRACEBACK = "traceback.txt"
 FAILURE = "failure.txt"
 LAUNCH_LOG = "launch.log"
 METRICS = "metrics.csv"
+RESULTS_DIR = "results"
+SHARD = 1000  # trial folders per directory
 
 
 def trial_folder(run_dir: Path, number: int) -> Path:
-    """Where trial ``number`` keeps its params, log, metrics and result."""
-    return run_dir / "trials" / f"{number:05d}"
+    """Where trial ``number`` keeps its files: ``trials/SSS/NNNNN`` (or ``trials/NNNNN`` in a run
+    written by an older hpwf, when that folder exists). Nothing is created here."""
+    if _old_layout(run_dir):
+        old = run_dir / "trials" / f"{number:05d}"
+        if old.is_dir():
+            return old
+    return run_dir / "trials" / f"{number // SHARD:03d}" / f"{number:05d}"
+
+
+_OLD: dict[Path, bool] = {}
+
+
+def _old_layout(run_dir: Path) -> bool:
+    """Whether ``run_dir/trials`` holds folders of the unsharded layout (looked at once per process)."""
+    if run_dir not in _OLD:
+        try:
+            with os.scandir(run_dir / "trials") as entries:
+                _OLD[run_dir] = any(len(e.name) > 3 for e in entries)
+        except OSError:
+            return False  # no trial folder yet: a run written now never gets old-layout folders
+    return _OLD[run_dir]
+
+
+def trial_folders(run_dir: Path) -> list[Path]:
+    """Every trial folder that exists, in both layouts (for tools and tests)."""
+    root = run_dir / "trials"
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in root.iterdir():
+        if len(entry.name) == 3 and entry.name.isdigit():
+            out += [p for p in entry.iterdir() if p.is_dir()]
+        elif entry.is_dir():
+            out.append(entry)
+    return sorted(out, key=lambda p: int(p.name))
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -41,26 +86,101 @@ def write_atomically(path: Path, text: str) -> None:
         f.write(text.encode("utf-8"))
 
 
-def write_result(folder: Path, number: int, state: str, values: list[float] | None,
-                 params: dict[str, Any], duration: float, distributions: dict[str, Any] | None = None) -> None:
-    """The trial's outcome (``state``: COMPLETE, PRUNED or FAIL), durable before it is reported.
+class ResultsLog:
+    """One agent process's append-only results log, ``RUN_DIR/results/HOST/PID.jsonl``.
 
-    ``distributions`` (`hpwf.wire._dists` tuples) are kept as Optuna's JSON so a resume can record
-    the parameters.
+    Each record is one ``write`` of one line on a file opened ``O_APPEND``; the file is created
+    at the first result (not per trial). A torn last line (a process killed mid-write) is
+    ended before the next record, and readers skip it.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        host = socket.gethostname().split(".")[0] or "host"
+        self.path = run_dir / RESULTS_DIR / host / f"{os.getpid()}.jsonl"
+        self._fd: int | None = None
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               file_mode(self.path.parent))
+            size = os.fstat(self._fd).st_size
+            if size:
+                with open(self.path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        os.write(self._fd, b"\n")
+        os.write(self._fd, (json.dumps(record, default=str, separators=(",", ":")) + "\n").encode())
+
+
+_LOGS: dict[tuple[Path, int], ResultsLog] = {}
+
+
+def results_log(run_dir: Path) -> ResultsLog:
+    """This process's results log for ``run_dir`` (opened once per process)."""
+    key = (run_dir, os.getpid())
+    if key not in _LOGS:
+        _LOGS[key] = ResultsLog(run_dir)
+    return _LOGS[key]
+
+
+def write_result(run_dir: Path, number: int, state: str, values: list[float] | None,
+                 params: dict[str, Any], duration: float, distributions: dict[str, Any] | None = None,
+                 metrics: list[dict[str, Any]] | None = None) -> None:
+    """The trial's outcome (``state``: COMPLETE, PRUNED, PAUSED or FAIL), durable before it is reported.
+
+    Appended to this process's results log; also ``result.json`` (and ``params.json``) in the
+    trial's folder when the trial has one. ``distributions`` (`hpwf.wire._dists` tuples) are
+    kept as Optuna's JSON so a resume can record the parameters; ``metrics``: the rows of a
+    ``metrics.csv`` the trial had no folder for (its reports' steps, values and times).
     """
     record: dict[str, Any] = {"number": number, "state": state, "values": values, "params": params,
-                              "duration_s": round(duration, 3)}
+                              "duration_s": round(duration, 3), "at": time.time()}
     if distributions:
         record["distributions"] = {k: to_json(d) for k, d in distributions.items()}
-    write_atomically(folder / RESULT, json.dumps(record, indent=1, default=str) + "\n")
+    if metrics:
+        record["metrics"] = metrics
+    results_log(run_dir).append(record)
+    folder = trial_folder(run_dir, number)
+    if folder.is_dir():
+        write_atomically(folder / PARAMS, json.dumps(params, indent=1, default=str))
+        write_atomically(folder / RESULT, json.dumps(record, indent=1, default=str) + "\n")
 
 
-def read_result(folder: Path) -> dict[str, Any] | None:
-    """A trial's durable outcome (COMPLETE, PRUNED, FAIL, or PAUSED: its checkpoint is saved and a
-    scheduler resumes it), or ``None`` when it has none (or it is unreadable)."""
+def read_result(run_dir: Path, number: int) -> dict[str, Any] | None:
+    """Trial ``number``'s durable outcome (COMPLETE, PRUNED, FAIL, or PAUSED: its checkpoint is saved
+    and a scheduler resumes it) from its folder's ``result.json``, else the last record for it in the
+    results logs; ``None`` when it has none."""
+    folder = trial_folder(run_dir, number)
     try:
         data = json.loads((folder / RESULT).read_text())
     except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("state") in ("COMPLETE", "PRUNED", "FAIL", "PAUSED") else None
+        data = durable_results(run_dir).get(number)
+    ok = isinstance(data, dict) and data.get("state") in ("COMPLETE", "PRUNED", "FAIL", "PAUSED")
+    return data if ok else None
 
+
+_INDEX: dict[Path, tuple[tuple[tuple[str, int], ...], dict[int, dict[str, Any]]]] = {}
+
+
+def durable_results(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """Every trial's last record in the run's results logs: number -> record (read again when a log grew)."""
+    root = run_dir / RESULTS_DIR
+    files = sorted(root.glob("*/*.jsonl")) if root.is_dir() else []
+    stamp = tuple((str(p), p.stat().st_size) for p in files)
+    cached = _INDEX.get(run_dir)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    found: dict[int, dict[str, Any]] = {}
+    for path in files:
+        for line in path.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+                number = int(record["number"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line
+            if number not in found or record.get("at", 0) >= found[number].get("at", 0):
+                found[number] = record  # the latest attempt (a paused trial resumes under its number)
+
+    _INDEX[run_dir] = (stamp, found)
+    return found

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpwf.rundir import trial_folder, write_result
+from hpwf.rundir import write_result
 from hpwf.sim._net import SimConn
 from hpwf.wire import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
 
@@ -165,9 +165,7 @@ class SimAgent:
             state, values = "fail", None
             text = "Traceback ...\nValueError: the objective returned a non-finite value: nan" if ending == "nan" \
                 else "Traceback ...\nRuntimeError: boom"
-        folder = trial_folder(Path(self.world.run_dir), task.number)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_result(folder, task.number, state.upper(), values, dict(self._params), plan.seconds,
+        write_result(Path(self.world.run_dir), task.number, state.upper(), values, dict(self._params), plan.seconds,
                      {"x": float_dist(-1.0, 1.0, None, False)})
         self.world.durable(task.number, state, self)
         self.task = None

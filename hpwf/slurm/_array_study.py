@@ -84,7 +84,7 @@ def answerer(trial: optuna.Trial | None) -> Any:
 
 def tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> bool:
     """Record the result (and result.json, as the coordinator writes it); True unless it failed."""
-    from hpwf.rundir import RESULT, trial_folder, write_result
+    from hpwf.rundir import read_result, write_result
     from hpwf.workflow import ENSEMBLE_DIR
 
     trial = optuna.trial.Trial(study, claimed.trial_id)
@@ -99,10 +99,9 @@ def tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> boo
             trial.set_user_attr(TRACEBACK_ATTR, done.error[-8000:])
         frozen = study.tell(trial, state=TrialState.FAIL)
         say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) failed: {reason}")
-    out = trial_folder(folder / ENSEMBLE_DIR, frozen.number)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / RESULT).exists():  # (an agent that writes its own durable result.json keeps it)
-        write_result(out, frozen.number, frozen.state.name, frozen.values, frozen.params, done.duration)
+    sub = folder / ENSEMBLE_DIR
+    if read_result(sub, frozen.number) is None:  # (the agent's own durable result is kept)
+        write_result(sub, frozen.number, frozen.state.name, frozen.values, frozen.params, done.duration)
     if frozen.state != TrialState.FAIL:
         say(f"member {claimed.task.attrs and claimed.task.attrs.get('member')} (trial {frozen.number}) "
              f"{frozen.state.name.lower()}: {frozen.value} in {done.duration:.1f} s")

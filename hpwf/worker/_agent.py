@@ -6,14 +6,15 @@ coordinator going away, ends a rank even while it is stuck in a collective.
 
 The agent contract: an agent sends `Hello` once, then a `Heartbeat` every ``heartbeat_s``
 whatever it does (idle, running a trial, holding a reserved rank), so the coordinator can tell
-a live agent from a lost one at any time. A trial's leader writes the trial's ``result.json``
-before it sends `Done`: a result the coordinator has not stored yet is never lost.
+a live agent from a lost one at any time. A trial's leader appends the trial's result to its results log
+(`hpwf.rundir._trialdir`) before it sends `Done`: a result the coordinator has not stored yet is
+never lost.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import math
 import os
 import queue
@@ -24,13 +25,13 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
-from hpwf.rundir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
+from hpwf.rundir import TRACEBACK, trial_folder, write_atomically, write_result
 from hpwf.wire import (
     Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, UNREACHABLE_EXIT, Used, connect,
     connect_or_report)
-from hpwf.rundir import PARAMS, TRACEBACK, trial_folder, write_atomically, write_result
+from hpwf.rundir import TRACEBACK, trial_folder, write_atomically, write_result
 from hpwf.wire import Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used, connect
 from hpwf.worker._threads import apply_threads, set_torch_threads
 from hpwf.workflow import Group, Trial, TrialPaused, is_pruned
@@ -169,23 +170,21 @@ def run_trial(
 ) -> Done:
     """Run ``objective`` on one trial; everything it prints goes to the trial's ``log.txt``.
 
-    Rank 0 of a group writes the trial's durable ``result.json`` and returns the result; the
+    Rank 0 of a group makes the trial's result durable (`write_result`) and returns it; the
     other ranks return a "member" `Done`.
     """
     from hpwf.workflow import parallel
 
-    folder = trial_folder(run_dir, task.number)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = trial_folder(run_dir, task.number)  # made when the trial first writes into it
     trial = Trial(
         task.number, task.params, task.distributions, seed=task.seed, folder=folder,
-        request=request, group=group, share=share, ticket=task.ticket,
+        request=request, group=group, share=share, ticket=task.ticket, run_dir=run_dir,
     )
     trial.user_attrs.update(task.attrs or {})
     start = time.time()
     state, values, error = "fail", None, None
     log_name = "log.txt" if group.rank == 0 else f"log.rank{group.rank}.txt"
-    with open(folder / log_name, "a", buffering=1) as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with LazyLog(folder / log_name) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             values = _as_values(objective(trial), n_objectives)
             state = "complete"
@@ -206,9 +205,41 @@ def run_trial(
         return Done(task.ticket, "member", None, error, duration)
     if error:
         write_atomically(folder / TRACEBACK, error)
-    write_atomically(folder / PARAMS, json.dumps(trial.params, indent=1, default=str))
-    write_result(folder, task.number, state.upper(), values, trial.params, duration, trial.plain_distributions)
+    metrics = trial.flush_metrics()  # rows no file holds go with the result
+    write_result(run_dir, task.number, state.upper(), values, trial.params, duration, trial.plain_distributions, metrics)
     return Done(task.ticket, state, values, error, duration, used=trial.take_used())
+
+
+class LazyLog(io.TextIOBase):
+    """A trial's log file, created (with its folder) at the first character written to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def _open(self) -> IO[str]:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)
+        return self._file
+
+    def write(self, text: str) -> int:
+        return self._open().write(text) if text else 0
+
+    def fileno(self) -> int:  # a library that writes to the descriptor gets the real file
+        return self._open().fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.flush()
+
+    def close(self) -> None:
+        super().close()
+        if self._file is not None:
+            self._file.close()
 
 
 def _as_values(result: Any, n_objectives: int = 1) -> list[float]:

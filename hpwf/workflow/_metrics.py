@@ -14,7 +14,9 @@ class MetricsFile:
 
     ``report`` fills ``value``, ``log_metrics`` the named columns; calls for the step of the last
     row complete that row. Rows are appended; only a new metric name rewrites the file (with
-    the wider header), so per-batch logging stays cheap.
+    the wider header), so per-batch logging stays cheap. The file is written only while its
+    folder exists or once a named metric is logged: the values ``report`` gives are in the
+    study already, so a trial that writes nothing of its own creates no file.
 
     Example:
         >>> import tempfile, pathlib
@@ -72,6 +74,8 @@ class MetricsFile:
             self.rows.append({"step": step, **values})
         self.rows[-1]["elapsed_s"] = elapsed
         self.rows[-1]["time"] = time.time() if now is None else now
+        if self._last_row_at is None and not (wider or self.path.parent.is_dir()):
+            return  # kept in memory: `flush` writes it if the trial gets a folder
         if wider or self._last_row_at is None:
             self._rewrite()
             return
@@ -82,7 +86,18 @@ class MetricsFile:
             f.write(self._line(self.rows[-1]))
             self._last_row_at = at
 
+    @property
+    def written(self) -> bool:
+        """Whether the file holds the rows (or there are none)."""
+        return self._last_row_at is not None or not self.rows
+
+    def flush(self) -> None:
+        """Write the rows kept in memory, if the folder exists by now."""
+        if self.rows and self._last_row_at is None and self.path.parent.is_dir():
+            self._rewrite()
+
     def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         head = self._line({c: c for c in self.columns})
         lines = [self._line(row) for row in self.rows]
         with self.path.open("wb") as f:

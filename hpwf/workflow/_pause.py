@@ -30,7 +30,7 @@ def save_pause(folder: Path, step: int, state: Any) -> None:
         torch.save({"step": step, "state": state}, f)
 
 
-def load_pause(trials_dir: Path, number: int) -> Restored:
+def load_pause(run_dir: Path, number: int) -> Restored:
     """The checkpoint trial ``number`` paused with (in PBT maybe another member's: an exploit): ours,
     no link followed, no one else can write it."""
     import io
@@ -39,6 +39,6 @@ def load_pause(trials_dir: Path, number: int) -> Restored:
 
     from hpwf.rundir import read_private, trial_folder
 
-    data = read_private(trial_folder(trials_dir.parent, number) / PAUSE_CHECKPOINT)
+    data = read_private(trial_folder(run_dir, number) / PAUSE_CHECKPOINT)
     loaded = torch.load(io.BytesIO(data), weights_only=True)
     return Restored(loaded["state"], int(loaded["step"]))

@@ -80,11 +80,13 @@ class Trial(OptunaOldNames):
         group: Group = Group(),
         share: Callable[[Any], Any] = lambda value: value,
         ticket: int | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.number = number
         self._ticket = number if ticket is None else ticket  # names this attempt in messages
         self.seed = seed
-        self.folder = folder
+        self._folder = folder
+        self._run_dir = run_dir if run_dir is not None else folder.parent.parent  # (sharded layout)
         self.group = group
         self._prefetched = dict(params)
         self._prefetched_dists = dict(distributions)
@@ -99,6 +101,12 @@ class Trial(OptunaOldNames):
         self._pause = False
         self._started = time.time()
         self._metrics = MetricsFile(folder / "metrics.csv")
+
+    @property
+    def folder(self) -> Path:
+        """The trial's own folder (``RUN_DIR/trials/SSS/NNNNN``), created when first asked for."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return self._folder
 
     # --- sampling -------------------------------------------------------------------------
     def suggest_float(
@@ -240,7 +248,7 @@ class Trial(OptunaOldNames):
         where = self.user_attrs.get(RESTORE_ATTR)
         if not where:
             return None
-        loaded = load_pause(self.folder.parent, int(where["from"])) if self.group.rank == 0 else None
+        loaded = load_pause(self._run_dir, int(where["from"])) if self.group.rank == 0 else None
         return self._share(loaded)
 
     def set_user_attr(self, key: str, value: Any) -> None:
@@ -269,6 +277,12 @@ class Trial(OptunaOldNames):
 
     def _write_metric(self, step: int, value: float) -> None:
         self._metrics.record(step, {"value": value}, time.time() - self._started)
+
+    def flush_metrics(self) -> list[dict[str, Any]] | None:
+        """Write ``metrics.csv`` if the trial has a folder by now; else return its rows (step, value,
+        elapsed_s, time), for the trial's record in the results log."""
+        self._metrics.flush()
+        return None if self._metrics.written else [dict(row) for row in self._metrics.rows]
 
 
 def is_pruned(exc: BaseException) -> bool:
