@@ -6,7 +6,6 @@ A run has phases that share one set of agents: the search, then the ensemble (if
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -11,7 +11,6 @@ from optuna.trial import TrialState
 import hpwf
 from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, PARENT
 from hpwf.rundir import RESTORE_ATTR
-from hpwf.engine.schedulers._halving import RESTORE_ATTR
 from hpwf.rundir._trialdir import trial_folders
 
 

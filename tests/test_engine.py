@@ -274,7 +274,7 @@ def test_user_attrs_that_cannot_travel_are_refused_on_the_trial_side(tmp_path: P
 
 
 def test_single_objective_refuses_a_tuple_and_multi_objective_checks_the_count() -> None:
-    from hpwf.worker._agent import _as_values
+    from hpwf.worker._trial_run import _as_values
 
     assert _as_values(0.5) == [0.5] and _as_values((0.5,)) == [0.5]
     with pytest.raises(ValueError, match="one direction"):

@@ -55,7 +55,7 @@ def test_the_local_cluster_opens_no_port_to_strangers_and_tasks_carry_no_key(tmp
         while not (arrived := hub.take_new()) and time.time() < deadline:  # the agent found its key and got in
             time.sleep(0.1)
         assert arrived, "the local backend's agent never reached the hub"
-        agents = [p for p in psutil.Process().children(recursive=True) if "hpwf.worker._agent" in p.cmdline()]
+        agents = [p for p in psutil.Process().children(recursive=True) if "hpwf.worker._child" in p.cmdline()]
         assert len(agents) == 1  # a process of its own, a child of the coordinator's
         client = backend._client
         assert client is not None

@@ -35,8 +35,6 @@ from hpwf.errors import ConfigError
 from hpwf.rundir._run import RunLock, RunRecord, open_storage, write_summary
 from hpwf.slurm import SiteConfig, load_site
 from hpwf.slurm import render_script, resolve_job, write_script
-from hpwf.slurm._sites import SiteConfig, load_site
-from hpwf.slurm._slurm import render_script, resolve_job, write_script
 from hpwf.rundir._trialdir import trial_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,6 @@ from optuna.trial import TrialState
 
 import hpwf
 from hpwf.slurm import job_state, wait_for_job
-from hpwf.slurm._slurm import job_state, wait_for_job
 from tests.test_security_files import other_user  # noqa: F401 - fixtures: the other user
 from tests.test_security_user2 import hostile_cwd, planted_ran  # noqa: F401 - and her planted folder
 from hpwf.rundir._trialdir import durable_results

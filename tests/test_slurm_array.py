@@ -78,7 +78,7 @@ def test_ensemble_as_a_job_array_after_the_search(slurm: str, tmp_path: Path) ->
     assert retry.user_attrs["hpwf:retry_of"] == failed[0].number
     task1 = (run_dir / "ensemble" / f"slurm-{array_job}_1.out").read_text()
     assert "requeueing task 1" in task1 and "start 1: member 1" in task1, task1
-    from hpwf.worker._agent import trial_folder
+    from hpwf.rundir import trial_folder
 
     for t in complete:  # each member trained in its own array task
         member_log = (trial_folder(run_dir / "ensemble", t.number) / "log.txt").read_text()
@@ -119,7 +119,7 @@ def _journal(run_dir: Path) -> optuna.storages.BaseStorage:
 
 
 def test_a_member_of_two_ranks_trains_on_two_tasks_of_its_array_task(slurm: str, tmp_path: Path) -> None:  # noqa: F811
-    from hpwf.worker._agent import trial_folder
+    from hpwf.rundir import trial_folder
 
     run_dir = tmp_path / "run"
     search_job, array_job = submit_array(run_dir, {"MEMBER_RANKS": "2"})

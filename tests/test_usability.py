@@ -23,7 +23,6 @@ import hpwf
 from hpwf.progress import Progress, duration, time_left
 from hpwf.workflow._metrics import MetricsFile
 from hpwf.rundir._trialdir import trial_folder
-from hpwf.workflow._trial import MetricsFile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "workflows" / "toy.py"

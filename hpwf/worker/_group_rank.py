@@ -17,8 +17,9 @@ def main() -> int:
     from mpi4py import MPI
 
     from hpwf.wire import connect
-    from hpwf.worker._agent import Agent, _resolve_objective, run_trial
+    from hpwf.worker._agent import Agent
     from hpwf.worker._threads import apply_threads
+    from hpwf.worker._trial_run import _resolve_objective, run_trial
     from hpwf.workflow import Group
 
     address, authkey, task = pickle.loads(base64.b64decode(os.environ[ENV]))
