@@ -27,7 +27,6 @@ from typing import Any
 from hpwf.wire import (
     Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, UNREACHABLE_EXIT, Used, connect,
     connect_or_report)
-from hpwf.wire import Abort, Address, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Used, connect
 from hpwf.worker._threads import apply_threads, set_torch_threads
 from hpwf.worker._trial_run import _resolve_objective, run_trial
 from hpwf.workflow import Group
