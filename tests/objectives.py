@@ -27,7 +27,7 @@ def sees_itself_running(trial: hpwf.Trial) -> float:
     """Reports once, then checks in the study that the value is there while still RUNNING."""
     trial.suggest_float("x", 0, 1)
     trial.report(0.5, 0)
-    run_dir = trial.folder.parent.parent
+    run_dir = trial.run_dir
     study = hpwf.load_study(run_dir)
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
     import optuna

@@ -86,7 +86,9 @@ class Trial(OptunaOldNames):
         self._ticket = number if ticket is None else ticket  # names this attempt in messages
         self.seed = seed
         self._folder = folder
-        self._run_dir = run_dir if run_dir is not None else folder.parent.parent  # (sharded layout)
+        if run_dir is None:  # trials/SSS/NNNNN (sharded), or trials/NNNNN (an older run's)
+            run_dir = folder.parents[1] if folder.parent.name == "trials" else folder.parents[2]
+        self._run_dir = run_dir
         self.group = group
         self._prefetched = dict(params)
         self._prefetched_dists = dict(distributions)
@@ -101,6 +103,11 @@ class Trial(OptunaOldNames):
         self._pause = False
         self._started = time.time()
         self._metrics = MetricsFile(folder / "metrics.csv")
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory this trial belongs to (its folder is ``run_dir/trials/SSS/NNNNN``)."""
+        return self._run_dir
 
     @property
     def folder(self) -> Path:
