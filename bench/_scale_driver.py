@@ -19,7 +19,7 @@ import time
 
 from hpwf.wire._dists import float_dist
 
-from hpwf.wire._channel import connect
+from hpwf.wire._handshake import connect
 from hpwf.wire._protocol import Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Suggest
 
 DIST = float_dist(0.0, 1.0, None, False)  # as an agent describes it

@@ -55,7 +55,7 @@ def test_a_half_sent_frame_never_blocks_the_coordinator(tmp_path: Path) -> None:
     import threading
 
     from hpwf.engine import Session
-    from hpwf.wire._channel import connect
+    from hpwf.wire._handshake import connect
     from hpwf.wire._protocol import Assign, Heartbeat, Hello
 
     clock = FakeClock()

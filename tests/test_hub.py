@@ -21,7 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from hpwf.wire._channel import Hub, connect
+from hpwf.wire._channel import Hub
+from hpwf.wire._handshake import connect
 
 AGENT_LIMIT_S = 60.0  # far above the hub's handshake timeout: a busy machine must not fail these
 

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import pytest
 
-from hpwf.wire._channel import connect
+from hpwf.wire._handshake import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 8

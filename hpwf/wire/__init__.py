@@ -9,8 +9,9 @@ Nothing else of hpwf; every other folder may import it.
 from __future__ import annotations
 
 from hpwf.wire import _dists as dists
-from hpwf.wire._channel import Address, Hub, connect, format_address, parse_address, send_quietly
+from hpwf.wire._channel import Hub, send_quietly
 from hpwf.wire._dists import Dist, from_optuna, suggest, to_json, to_optuna
+from hpwf.wire._handshake import Address, connect, format_address, parse_address
 from hpwf.wire._netif import HOSTFILE_FLAGS, HOSTS_FLAGS, INTERFACE_ENV, choose, job_hosts, job_slots
 from hpwf.wire._protocol import (
     Abort, Assign, Done, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, Used, UserAttr)

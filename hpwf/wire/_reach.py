@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable
 
-from hpwf.wire._channel import Address, format_address
+from hpwf.wire._handshake import Address, format_address
 
 REPORT_DIR_ENV = "HPWF_AGENT_REPORTS"
 AGENTS_DIR = "agents"  # inside the run dir
@@ -95,7 +95,7 @@ class Announcing:
 def connect_or_report(address: Address, authkey: bytes, name: str, rank: int | None,
                       reports: Path | None) -> Connection | None:
     """Connect to the coordinator; after a few tries write a report and return ``None``."""
-    from hpwf.wire._channel import connect
+    from hpwf.wire._handshake import connect
 
     delay = 0.5
     for attempt in range(CONNECT_ATTEMPTS):
