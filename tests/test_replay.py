@@ -17,7 +17,8 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
-from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT, lineage, schedule
+from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT
+from hpwf.engine.schedulers._lineage import lineage, schedule
 from hpwf.rundir import RESTORE_ATTR
 from hpwf.pbt_replay import replay
 from hpwf.rundir._run import RunRecord, open_storage

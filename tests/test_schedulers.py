@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 
 from hpwf.wire._protocol import Assign, Done, Reply
 from hpwf.engine.ledger import AgentState, TrialState as S
-from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT, PopulationBasedTraining, lineage, schedule
+from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT, PopulationBasedTraining
+from hpwf.engine.schedulers._lineage import lineage, schedule
 from hpwf.engine.schedulers._halving import PAUSE, SuccessiveHalving, hyperband_brackets
 from hpwf.rundir import PAUSED_ATTR, RESTORE_ATTR
 from hpwf.errors import ConfigError

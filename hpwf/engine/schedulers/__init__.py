@@ -12,7 +12,7 @@ import optuna
 
 from hpwf.engine.schedulers import _halving, _pbt, _replay
 from hpwf.engine.schedulers._halving import PAUSE, Scheduler
-from hpwf.engine.schedulers._pbt import lineage, pbt_best_final, schedule
+from hpwf.engine.schedulers._lineage import lineage, pbt_best_final, schedule
 from hpwf.engine.schedulers._replay import ReplaySearch, replay_workflow
 
 _BUILDERS: dict[str, Callable[[Any, optuna.Study], Any]] = {

@@ -18,7 +18,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpwf.engine.schedulers._pbt import GENERATION, MEMBER, PopulationBasedTraining, _Latest, lineage, schedule
+from hpwf.engine.schedulers._pbt import GENERATION, MEMBER, PopulationBasedTraining, _Latest
+from hpwf.engine.schedulers._lineage import lineage, schedule
 from hpwf.errors import ConfigError
 from hpwf.rundir import RunRecord, SEED_ATTR, check_run_trusted, load_study
 from hpwf.workflow import Search, Workflow, load
