@@ -33,7 +33,7 @@ def _same(value: Any) -> Any:
 
 REGISTRY: dict[str, Entry] = {
     "local": Entry("hpwf.backends.local:LocalBackend", {"workers": ("workers", _same)}),
-    "mpi": Entry("hpwf.backends.mpi:MPIBackend", {"interface": ("interface", _same)}),
+    "mpi": Entry("hpwf.backends.mpi_world:MPIBackend", {"interface": ("interface", _same)}),
     "mpirun": Entry("hpwf.backends.mpi:MPIJobBackend", {"workers": ("ranks", _same), "interface": ("interface", _same)}),
     "dask": Entry("hpwf.backends.dask:DaskBackend", {"scheduler": ("scheduler", _same), "interface": ("interface", _same)},
                   needs=("scheduler", "--backend dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")),

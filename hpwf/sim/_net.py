@@ -146,7 +146,7 @@ class SimBackend(Backend):
         pass
 
     def failure(self, live: int, seen: int) -> str | None:
-        """As `hpwf.backends.mpi.MPIBackend`: MPI ranks that are gone never come back."""
+        """As `hpwf.backends.mpi_world.MPIBackend`: MPI ranks that are gone never come back."""
         if self.group_mode == "mpi" and seen >= self._slots and live < self._slots:
             return f"{self._slots - live} of {self._slots} worker ranks are gone"
         return None
