@@ -37,7 +37,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "cli", "errors", "progress", "secrets",
                      "parallel", "pbt_replay"}  # the last two: old paths kept as aliases
-MAX_LINES = 300
+MAX_LINES = 320  # "~300": a module a little over it is fine, one that needs splitting is not
 
 
 def _name(path: Path) -> str:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from hpwf.sim import Config, World, finish, run, run_seed
-from hpwf.sim._world import MAX_RESUMES
+from hpwf.sim._config import MAX_RESUMES
 
 CHUNK = 25
 CHUNKS = 8  # 200 seeds

@@ -9,6 +9,7 @@ nothing imports it but tests and benchmarks.
 from __future__ import annotations
 
 from hpwf.sim._schedule import Outcome, apply, draw_actions, finish, run, run_seed
-from hpwf.sim._world import Config, World
+from hpwf.sim._world import World
+from hpwf.sim._config import Config
 
 __all__ = ["Config", "Outcome", "World", "apply", "draw_actions", "finish", "run", "run_seed"]

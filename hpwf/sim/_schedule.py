@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpwf.sim._world import Config, World
+from hpwf.sim._world import World
+from hpwf.sim._config import Config
 
 Action = tuple[Any, ...]
 MAX_STEPS = 400_000
