@@ -107,7 +107,7 @@ def test_agents_on_a_dask_cluster_share_their_host(dask_cluster: str, tmp_path: 
     the administrator's word, torch included, whatever the host's cores."""
     run_dir = tmp_path / "run"
     run_on(dask_cluster, "tests/workflows/threads_check.py", run_dir)
-    seen = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/threads.rank0.json"))]
+    seen = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/*/threads.rank0.json"))]
     count = 1
     assert seen == [{"OMP_NUM_THREADS": str(count), "MKL_NUM_THREADS": str(count),
                      "OPENBLAS_NUM_THREADS": str(count), "torch": count}] * 2, seen

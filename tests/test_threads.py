@@ -31,7 +31,7 @@ def _no_thread_vars(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def seen(run_dir: Path) -> list[dict]:  # type: ignore[type-arg]
-    files = sorted(run_dir.glob("trials/*/threads.rank*.json"))
+    files = sorted(run_dir.glob("trials/*/*/threads.rank*.json"))
     assert files, f"no trial wrote its thread counts under {run_dir}"
     return [json.loads(p.read_text()) for p in files]
 
