@@ -207,12 +207,9 @@ def open_run_store(run_dir: Path, storage: str | None = None, root: Path | None 
 
 def store_file(url: str | None, run_dir: Path) -> Path | None:
     """The file a storage URL keeps its study in (journal, SQLite), or None (a database server)."""
-    if url is None:
-        return run_dir / DEFAULT_JOURNAL
-    if url.startswith("journal:"):
-        return Path(url.removeprefix("journal:").removeprefix("//"))
-    if url.endswith((".journal", ".log")) and "://" not in url:
-        return Path(url)
+    journal = journal_path(url, run_dir)
+    if journal is not None or url is None:
+        return journal
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///").split("?", 1)[0] or ":memory:")
     return None
