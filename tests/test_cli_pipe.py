@@ -12,7 +12,7 @@ import optuna
 from hpwf.rundir._run import RunRecord, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = 6000  # the status text lists the best params: ~90 kB, more than a pipe holds (64 kB)
+PARAMS = 20000  # the status text lists the best params: ~300 kB, far more than a pipe (64 kB) and a reader's buffer hold
 
 
 def a_run_with_a_long_status(run_dir: Path) -> None:

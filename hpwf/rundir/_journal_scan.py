@@ -74,6 +74,7 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     value: list[float | None] = []
     paused: set[int] = set()
     marks: dict[int, Any] = {}  # the last hpwf:paused mark of a trial (False: resumed)
+    made: dict[int, dict[str, Any]] = {}  # the params of trials created whole (add_trial, enqueued)
     n_created = data.count(b'\n{"op_code":4,', 0, end)
     if n_studies == 1 and len(_OP4_PLAIN.findall(data, 0, end)) == n_created:  # the common case, at C speed
         trial_ids = dict(zip(range(n_created), range(n_created)))
@@ -86,10 +87,11 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
             if b'"state"' in rest or b'"user_attrs"' in rest or b'"values"' in rest:  # a trial made whole (enqueued)
                 record = json.loads(b'{"study_id":' + sid + rest)
                 if int(sid) == study_id:
+                    made[tid] = record.get("params") or {}
                     trial_ids[tid] = len(state)
                     state.append(int(record.get("state", 0)))
-                    values = record.get("values")
-                    value.append(values[0] if values else None)
+                    values = record.get("values")  # (a single-objective trial made whole writes "value")
+                    value.append(values[0] if values else record.get("value"))
                     if PAUSED_ATTR in (record.get("user_attrs") or {}):
                         marks[tid] = record["user_attrs"][PAUSED_ATTR]
                         if marks[tid] not in (None, False):
@@ -130,7 +132,8 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     resumed = sorted(trial_ids[t] for t, mark in marks.items() if mark is False and t in trial_ids)
     return {"counts": counts, "running": running, "paused": sorted(paused_numbers), "resumed": resumed,
             "n_trials": len(state),
-            "best": None if best is None else (best[0], best[1], _params(data, end, by_number[best[0]]))}
+            "best": None if best is None else (best[0], best[1], {**made.get(by_number[best[0]], {}),
+                                                                  **_params(data, end, by_number[best[0]])})}
 
 
 def _params(data: bytearray, end: int, trial_id: int) -> dict[str, Any]:
