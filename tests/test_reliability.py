@@ -97,8 +97,10 @@ def test_coordinator_killed_then_resumed(kind: str, tmp_path: Path) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.3)
-        if (run_dir / "run.json").exists() and hpwf.status(run_dir)["complete"] + hpwf.status(run_dir)["pruned"] >= 4:
-            break
+        if (run_dir / "run.json").exists():
+            info = hpwf.status(run_dir, url)  # a store outside the run directory: named by its owner
+            if info["complete"] + info["pruned"] >= 4:
+                break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = {t.number: t.values for t in hpwf.load_study(run_dir).trials if t.state == TrialState.COMPLETE}

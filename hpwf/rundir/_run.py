@@ -235,7 +235,12 @@ def read_study(run_dir: str | Path) -> optuna.Study:
     record = RunRecord.load(run_dir)
     path = journal_path(record.storage, run_dir)
     study = read_journal(path, record.study_name) if path is not None and path.exists() else None
-    return study if study is not None else load_study(run_dir, read_only=True)
+    if study is not None:
+        return study
+    try:
+        return load_study(run_dir, read_only=True)
+    except KeyError:
+        raise ConfigError(f"{run_dir}: study {record.study_name!r} is not in its store (deleted?)") from None
 
 
 def scan_study(run_dir: Path) -> dict[str, Any] | None:
