@@ -18,19 +18,22 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
+from hpwf.engine.schedulers import Decision
 from hpwf.rundir import PAUSED_ATTR, RESTORE_ATTR
-from hpwf.wire import Done, Stop, send_quietly
+from hpwf.wire import PAUSE, Done, DoneState, Stop, send_quietly
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
 
 S = TrialState
+REPLIES: dict[Decision, bool | str] = {Decision.CONTINUE: False, Decision.STOP: True, Decision.PAUSE: PAUSE}
 
 
 def answer_report(c: Coordinator, record: TrialRecord, step: int, value: float) -> bool | str:
+    """The scheduler's `Decision` as the trial reads it: False (go on), True (prune) or `PAUSE`."""
     assert c.scheduler is not None
     record.trial.report(value, step)
-    return c.scheduler.on_report(record, step, value)
+    return REPLIES[c.scheduler.on_report(record, step, value)]
 
 
 def paused(c: Coordinator, record: TrialRecord) -> None:
@@ -96,7 +99,7 @@ def drain(c: Coordinator) -> None:
     for record in wake:
         _wake(c, record)
     for record in prune:
-        record.result = Done(record.ticket, "pruned")
+        record.result = Done(record.ticket, DoneState.PRUNED)
         ledger.move(record, S.DONE)
 
 

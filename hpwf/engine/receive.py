@@ -15,7 +15,7 @@ from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.stops import Why
 from hpwf.rundir import fail_reason
 from hpwf.wire import (
-    Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna)
+    Done, DoneState, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna)
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -115,14 +115,14 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
 def _done(c: Coordinator, agent: AgentRecord | None, done: Done) -> None:
     ledger = c.session.ledger
     record = ledger.trials.get(done.ticket)
-    if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
+    if record is not None and done.state != DoneState.MEMBER and record.state in (S.PLACED, S.RUNNING):
         c._mean_s = done.duration if c._mean_s is None else 0.8 * c._mean_s + 0.2 * done.duration
         record.result, record.done_at = done, c.session.clock.now()
         if done.used:
             SampleAhead.record(record.trial, done.used, record.proposed)
-        if done.state in ("complete", "pruned"):
+        if done.state in (DoneState.COMPLETE, DoneState.PRUNED):
             ledger.move(record, S.DONE)  # told once the agent has its next trial
-        elif done.state == "paused" and c.scheduler is not None:
+        elif done.state == DoneState.PAUSED and c.scheduler is not None:
             pausing.paused(c, record)
         else:
             reason = fail_reason(done.error)

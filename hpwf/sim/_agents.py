@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpwf.rundir import write_result
 from hpwf.sim._net import SimConn
-from hpwf.wire import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
+from hpwf.wire import Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
@@ -151,7 +151,7 @@ class SimAgent:
             if self.hangs_after_done:
                 return  # the rank never comes back (its heartbeat thread still beats)
             self.task = None
-            self._send(Done(task.ticket, "member", None, None, 0.0))
+            self._send(Done(task.ticket, DoneState.MEMBER, None, None, 0.0))
             return
         plan = self.world.plan_for(task.number)
         ending = "error" if error else plan.ending
@@ -169,7 +169,7 @@ class SimAgent:
                      {"x": float_dist(-1.0, 1.0, None, False)})
         self.world.durable(task.number, state, self)
         self.task = None
-        self._send(Done(task.ticket, state, values, text, plan.seconds, used=used))
+        self._send(Done(task.ticket, DoneState(state), values, text, plan.seconds, used=used))
 
 
 def plans(rng: random.Random, longest: float) -> Plan:

@@ -165,7 +165,7 @@ class Trial(OptunaOldNames):
 
         Only the group's rank 0 reports; average the value over the group first if it differs.
         """
-        from hpwf.wire import Report
+        from hpwf.wire import PAUSE, Report
 
         value = float(value)
         step = int(step)
@@ -175,11 +175,11 @@ class Trial(OptunaOldNames):
             self._write_metric(step, value)
             if math.isfinite(value):
                 decision = self._request(Report(self._ticket, step, value, self.take_used()))
-                decision = decision if decision == "pause" else bool(decision)
+                decision = decision if decision == PAUSE else bool(decision)
             else:
                 decision = False
         decision = self._share(decision)
-        self._pause = decision == "pause"
+        self._pause = decision == PAUSE
         self._prune = decision is True
 
     def log_metrics(self, step: int, metrics: Mapping[str, float] | None = None, /, **named: float) -> None:
