@@ -169,7 +169,7 @@ def test_after_a_stop_signal_waiting_trials_are_not_placed(session: FakeSession,
     c = coordinator(session, tmp_path, n_trials=8, ranks_per_trial=[1, 4])
     agents = connect_all(session, c, 2)
     turn(c, 3)
-    c._signal = "SIGTERM"
+    c.caught_signal = "SIGTERM"
     turn(c)
     for a in agents:
         a.messages()

@@ -73,8 +73,8 @@ def _back(c: Coordinator) -> list[TrialRecord]:
 
 def _wake(c: Coordinator, record: TrialRecord) -> None:
     ledger = c.session.ledger
-    for conn in [conn for conn, r in c._attached.items() if r is record]:  # the old attempt's rank 0
-        c._attached.pop(conn)
+    for conn in [conn for conn, r in c.attached.items() if r is record]:  # the old attempt's rank 0
+        c.attached.pop(conn)
         send_quietly(conn, Stop("paused"))
         c.session.drop(conn)
     ledger.reticket(record)
@@ -90,7 +90,7 @@ def drain(c: Coordinator) -> None:
     ledger = c.session.ledger
     if c.scheduler is None or c.stop_reason:
         return
-    if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c._can_ask():
+    if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c.can_ask():
         return
     paused = _back(c)
     if len(paused) < ledger.count(S.PAUSED):
@@ -114,7 +114,7 @@ def adopt(c: Coordinator, frozen_trials: list[FrozenTrial]) -> None:
             step = max(frozen.intermediate_values) + 1 if frozen.intermediate_values else 0
             trial.set_user_attr(PAUSED_ATTR, step)
             trial.set_user_attr(RESTORE_ATTR, {"from": frozen.number, "step": step})
-        size = c._size or int(frozen.params.get("ranks_per_trial", 1))
+        size = c.fixed_size or int(frozen.params.get("ranks_per_trial", 1))
         record = c.session.ledger.add_trial(trial, size)
         c.session.ledger.move(record, S.PAUSED)
     if frozen_trials:

@@ -1,7 +1,7 @@
 """How a trial's attempt ends in the coordinator: told, failed (with the effects a failure
 implies), or interrupted by a stop signal. A mixin of `hpwf.engine.loop.Coordinator`.
 
-`_fail` is the one place a live attempt ends without a result of its own: a result already
+`fail` is the one place a live attempt ends without a result of its own: a result already
 durable in its folder is told instead (never trained again); otherwise it is failed in the
 study (queued again if a retry is left, or if it was only interrupted or never started), and
 its ranks are aborted, except MPI ranks (ending one ends the whole MPI job).
@@ -38,8 +38,8 @@ class Transitions:
     budget: Budget
     progress: Progress
     stop_reason: str | None
-    _signal: str | None
-    _attached: dict[Any, TrialRecord]
+    caught_signal: str | None
+    attached: dict[Any, TrialRecord]
 
     def _tell(self) -> None:
         """Store the results that arrived (they are durable already); a refused one fails."""
@@ -54,12 +54,12 @@ class Transitions:
                     self.session.ledger.move(record, S.FAILED)
                     self.session.ledger.forget(record)
                 else:
-                    self._fail(record, f"the study refused the result: {exc}")
+                    self.fail(record, f"the study refused the result: {exc}")
                 continue
             self.session.ledger.move(record, S.TOLD)
 
-    def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
-              why: Why = Why.FAILED) -> None:
+    def fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
+             why: Why = Why.FAILED) -> None:
         """Record ``record`` as failed (once), for the intent ``why``; abort its ranks that still
         run where ``why`` asks it. A trial whose result is durable in its folder is told
         instead: it is never trained again.
@@ -77,7 +77,7 @@ class Transitions:
             return
         counts_as_failure = why.counts_as_failure
         if why.aborts and self.backend.group_mode != "mpi":
-            for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
+            for conn in [a.conn for a in record.working] + [c for c, r in self.attached.items() if r is record]:
                 send_quietly(conn, Abort(record.ticket, reason))
         requeued = self.outcomes.fail(record.trial, reason, traceback_text,  # stopping: resume runs it
                                       counts_as_failure=counts_as_failure)
@@ -91,8 +91,8 @@ class Transitions:
         if self.outcomes.counts.fail_here > max_failures and not self.stop_reason:
             self.stop_reason = StopReason(StopKind.FAILURES, f"more than {max_failures} trials failed")
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self.caught_signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
 
     def interrupt(self, name: str) -> None:
         """Stop now: finished results are kept; running and waiting trials are queued again."""
@@ -102,5 +102,5 @@ class Transitions:
         self._tell()
         ledger = self.session.ledger
         for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
-            self._fail(record, f"interrupted by {name}; it will run again on resume",
-                       why=Why.INTERRUPTED)  # its agents are stopped with the session
+            self.fail(record, f"interrupted by {name}; it will run again on resume",
+                      why=Why.INTERRUPTED)  # its agents are stopped with the session

@@ -54,7 +54,7 @@ class SimAgent:
     # --- life -------------------------------------------------------------------------------
     def connect(self, hub_conn: SimConn, agent_conn: SimConn) -> None:
         self.conn = agent_conn
-        agent_conn.on_message = self._on_message
+        agent_conn.on_message = self.on_message
         agent_conn.delay = lambda: self.delay
         hub_conn.delay = lambda: self.delay
         self._send(Hello(self.name, self.host, 1, self.rank, None))
@@ -85,7 +85,7 @@ class SimAgent:
         self.world.events.after(every, self._beat)
 
     # --- messages ---------------------------------------------------------------------------
-    def _on_message(self) -> None:
+    def on_message(self) -> None:
         conn = self.conn
         if conn is None or self.dead:
             return
