@@ -31,13 +31,14 @@ MAY_IMPORT: dict[str, set[str]] = {
                           "hpwf.engine"},
     "hpwf.engine": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.ensembles",
                            "hpwf.backends"},
-    "hpwf.report": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.ensembles", "hpwf.engine"},
+    "hpwf.report": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.ensembles", "hpwf.engine",
+                           "hpwf.slurm"},  # status shows the run's Slurm job state
     "hpwf.sim": BASE | {"hpwf.wire", "hpwf.rundir", "hpwf.workflow", "hpwf.worker", "hpwf.ensembles", "hpwf.backends",
                         "hpwf.engine"},
 }
 TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "cli", "errors", "progress", "secrets",
                      "parallel", "pbt_replay"}  # the last two: old paths kept as aliases
-MAX_LINES = 320  # "~300": a module a little over it is fine, one that needs splitting is not
+MAX_LINES = 300  # "no module over ~300 lines": one that grows past it is split by concept
 # The private members of other objects that hpwf reaches, each a library's with no public way to
 # it. A bare name is allowed anywhere (no hpwf class has a member of that name: checked below);
 # "module:name" only in that module (an hpwf class has a member of that name too).

@@ -22,7 +22,7 @@ from hpwf.backends import Backend
 from hpwf.engine import health, pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
-from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.receive import lose, receive
@@ -280,17 +280,6 @@ class Coordinator(Transitions):
         for agent in unreached:
             lose(self, agent, "could not be reached")
         return len(chosen)
-
-    def _wait_again(self, record: TrialRecord, unreached: list[AgentRecord]) -> None:
-        """A trial none of whose agents could be reached waits again, first in line, on other agents."""
-        ledger = self.session.ledger
-        for agent in record.agents:
-            if agent not in unreached:
-                ledger.move_agent(agent, A.IDLE)
-        record.agents, record.working = [], set()
-        ledger.move(record, S.WAITING)
-        ledger.to_front(record)
-        self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
 
     # --- figures --------------------------------------------------------------------------------
     def elapsed(self) -> float:

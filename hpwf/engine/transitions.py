@@ -1,5 +1,6 @@
 """How a trial's attempt ends in the coordinator: told, failed (with the effects a failure
-implies), or interrupted by a stop signal. A mixin of `hpwf.engine.loop.Coordinator`.
+implies), waiting again (no agent of it could be reached), or interrupted by a stop signal. A
+mixin of `hpwf.engine.loop.Coordinator`.
 
 `fail` is the one place a live attempt ends without a result of its own: a result already
 durable in its folder is told instead (never trained again); otherwise it is failed in the
@@ -12,7 +13,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any, cast
 
-from hpwf.engine.ledger import TrialRecord, TrialState
+from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.receive import receive
 from hpwf.engine.stops import StopKind, StopReason, Why
 from hpwf.wire import Abort, send_quietly
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
     from hpwf.engine.session import Budget, Session
     from hpwf.progress import Progress
 
-S = TrialState
+A, S = AgentState, TrialState
 
 
 class Transitions:
-    """Told, failed, interrupted: the coordinator's ends of an attempt (see the module)."""
+    """Told, failed, waiting again, interrupted: the coordinator's ends of an attempt (see the module)."""
 
     session: Session
     outcomes: Outcomes
@@ -90,6 +91,17 @@ class Transitions:
         max_failures = self.budget.max_failures
         if self.outcomes.counts.fail_here > max_failures and not self.stop_reason:
             self.stop_reason = StopReason(StopKind.FAILURES, f"more than {max_failures} trials failed")
+
+    def _wait_again(self, record: TrialRecord, unreached: list[AgentRecord]) -> None:
+        """A trial none of whose agents could be reached waits again, first in line, on other agents."""
+        ledger = self.session.ledger
+        for agent in record.agents:
+            if agent not in unreached:
+                ledger.move_agent(agent, A.IDLE)
+        record.agents, record.working = [], set()
+        ledger.move(record, S.WAITING)
+        ledger.to_front(record)
+        self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
 
     def on_signal(self, signum: int, _frame: Any) -> None:
         self.caught_signal = signal.Signals(signum).name  # handled in the loop, never inside a store call

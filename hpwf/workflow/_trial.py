@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Sequence
 
@@ -32,21 +31,13 @@ from hpwf.wire import Dist, dists as _dists
 from hpwf.workflow._compat import OptunaOldNames
 from hpwf.workflow._metrics import MetricsFile
 from hpwf.workflow._pause import Restored, TrialPaused, load_pause, save_pause
+from hpwf.workflow._topology import Group
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution, CategoricalChoiceType
     from optuna.exceptions import TrialPruned
 
 Request = Callable[[Any], Any]  # send a message to the coordinator and return its reply value
-
-
-@dataclass(frozen=True)
-class Group:
-    """The ranks that train this trial together (one, unless ``ranks_per_trial > 1``)."""
-
-    rank: int = 0
-    size: int = 1
-    comm: Any = None  # an mpi4py communicator for the group, where there is one
 
 
 class Trial(OptunaOldNames):
