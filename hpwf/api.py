@@ -1,4 +1,5 @@
-"""``run``, ``resume``, ``ensemble`` and ``status``: the Python entry points behind the CLI.
+"""``run``, ``resume``, ``ensemble``, ``replay`` and ``status`` (`hpwf.report`): the Python entry
+points behind the CLI.
 
 A run has phases that share one set of agents: the search, then the ensemble (if declared).
 """
@@ -18,13 +19,11 @@ from hpwf.backends import Backend, make_backend
 from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase
 from hpwf.engine.setup import (
     check_fits, check_storage, ensemble_phase, override, remove_if_unused, run_and_score, run_record, scored)
-from hpwf.engine.schedulers import lineage as pbt_lineage, pbt_best_final
 from hpwf.ensembles import member_direction, member_search
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir import (
-    RunRecord, check_run_store, check_run_trusted, open_run_study, scan_study, is_shared, load_study, make_run_dir, read_summary,
-    run_umask, state_counts)
+from hpwf.report import status
+from hpwf.rundir import RunRecord, check_run_trusted, is_shared, load_study, make_run_dir, read_summary, run_umask
 from hpwf.secrets import refuse_password
 from hpwf.workflow import ENSEMBLE_DIR, Search, Workflow, load
 
@@ -235,66 +234,6 @@ def _write_plan(folder: Path, planned: Any, spec: Any, source_study: str | None)
     from hpwf.ensembles import write_selection
 
     write_selection(folder, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_study})
-
-
-def status(run_dir: str | Path, storage: str | None = None, _root: Path | None = None) -> dict[str, Any]:
-    """Counts by state, the best trial and its params, read from the study itself.
-
-    The run directory must be the user's (as for `resume`), and a store file that ``run.json``
-    names outside it is opened only when given as ``storage`` (`open_run_store`).
-
-    Example:
-        >>> hpwf.status("runs/quickstart")["complete"]  # doctest: +SKIP
-        16
-    """
-    folder = Path(run_dir)
-    record, _ = check_run_store(folder, storage, _root)  # ours, and its store inside it (or given)
-    scanned = scan_study(folder) if storage is None else None  # a journal read without Optuna's replay, nor any lock
-    if scanned is not None:
-        result: dict[str, Any] = {"study": record.study_name, "run_dir": str(folder), **scanned["counts"],
-                                  "n_trials": record.options.get("n_trials"),
-                                  "best_value": None, "best_trial": None, "best_params": None}
-        if scanned["best"] is not None:
-            result.update(zip(("best_trial", "best_value", "best_params"), scanned["best"]))
-        return _status_rest(folder, result, storage, _root)
-    study = open_run_study(folder, storage, _root)
-    trials = study.get_trials(deepcopy=False)
-    count = state_counts(trials, folder)
-    result = {
-        "study": study.study_name, "run_dir": str(folder), **count,
-        "n_trials": record.options.get("n_trials"),
-        "best_value": None, "best_trial": None, "best_params": None,
-    }
-    if len(study.directions) == 1 and count["complete"]:
-        best = study.best_trial
-        result.update(best_value=best.value, best_trial=best.number, best_params=best.params)
-    elif count["complete"]:
-        front = sorted(study.best_trials, key=lambda t: t.number)
-        result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
-        result["pareto_front"] = {"size": len(front), "trials": [t.number for t in front]}
-    lineage = pbt_lineage(study)
-    if lineage:
-        result["pbt"] = lineage
-        final = pbt_best_final(study, lineage)
-        if final is not None:  # a segment of an earlier generation is no model PBT ends with
-            result.update(best_value=final.value, best_trial=final.number, best_params=final.params,
-                          best_is="the best final PBT segment")
-    return _status_rest(folder, result, storage, _root)
-
-
-def _status_rest(folder: Path, result: dict[str, Any], storage: str | None, root: Path | None) -> dict[str, Any]:
-    """What status adds from the run directory: elapsed time, utilisation, Slurm, the ensemble."""
-    summary = read_summary(folder)
-    result["elapsed_s"] = summary.get("elapsed_s")
-    result["utilisation"] = summary.get("utilisation")
-    result["stop_reason"] = summary.get("stop_reason")
-    from hpwf.slurm import run_job_state
-
-    result["slurm"] = run_job_state(folder)
-    if (folder / ENSEMBLE_DIR / "run.json").exists():
-        members = status(folder / ENSEMBLE_DIR, storage, root or folder)
-        result["ensemble"] = {k: members[k] for k in ("complete", "fail", "running", "n_trials")}
-    return result
 
 
 def replay(source_run: str | Path, run_dir: str | Path, *, trial: int | None = None, backend: Any = "local",

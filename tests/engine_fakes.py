@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from hpwf.wire._dists import float_dist
-from hpwf.wire._protocol import Assign, Done, Heartbeat, Hello, Report, Setup, Stop, Suggest
+from hpwf.wire._protocol import Assign, Done, DoneState, Heartbeat, Hello, Report, Setup, Stop, Suggest
 from hpwf.backends import Backend
 from hpwf.engine import Budget, Coordinator, Session
 
@@ -163,7 +163,7 @@ class FakeAgent:
         self.end.send(Report(ticket, step, value))
 
     def pause(self, task: Assign) -> None:
-        self.end.send(Done(task.ticket, "paused", None, None, 0.01))
+        self.end.send(Done(task.ticket, DoneState.PAUSED, None, None, 0.01))
 
 
 class FakeBackend(Backend):

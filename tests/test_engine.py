@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpwf.wire import DoneState
 from hpwf.wire._protocol import Abort, Assign, Done, Reply, Setup, UserAttr
 from hpwf.engine import Budget, Coordinator, health
 from hpwf.engine.ledger import AgentState, IllegalTransition, Ledger, TrialState as S
@@ -25,6 +26,24 @@ from tests.engine_fakes import FakeBackend, FakeClock, FakeSession, coordinator,
 def session() -> FakeSession:
     with FakeSession(FakeBackend(slots=4), FakeClock()) as s:
         yield s
+
+
+# Done(7, "complete", [0.25], None, 1.5, used={"x": 0.5}) as hpwf pickled it while its state was a str
+DONE_PICKLED = bytes.fromhex(
+    "8004958f000000000000008c13687077662e776972652e5f70726f746f636f6c948c04446f6e659493942981947d94288c06"
+    "7469636b6574944b078c057374617465948c08636f6d706c657465948c0676616c756573945d94473fd0000000000000618c"
+    "056572726f72944e8c086475726174696f6e94473ff80000000000008c0475736564947d948c017894473fe0000000000000"
+    "7375622e")
+
+
+def test_done_state_is_an_enum_that_travels_as_the_same_bytes() -> None:
+    done = Done(7, DoneState.COMPLETE, [0.25], None, 1.5, used={"x": 0.5})
+    assert pickle.dumps(done, protocol=4) == DONE_PICKLED  # the wire format did not change
+    back = pickle.loads(DONE_PICKLED)
+    assert back == done and back.state is DoneState.COMPLETE and back.state == "complete"
+    assert Done(1, "pruned").state is DoneState.PRUNED  # a plain str still builds one
+    with pytest.raises(ValueError):
+        Done(1, "finished")
 
 
 def connect_all(session: FakeSession, c, n: int, **kw):  # type: ignore[no-untyped-def]
@@ -150,7 +169,7 @@ def test_after_a_stop_signal_waiting_trials_are_not_placed(session: FakeSession,
     c = coordinator(session, tmp_path, n_trials=8, ranks_per_trial=[1, 4])
     agents = connect_all(session, c, 2)
     turn(c, 3)
-    c._signal = "SIGTERM"
+    c.caught_signal = "SIGTERM"
     turn(c)
     for a in agents:
         a.messages()

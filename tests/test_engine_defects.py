@@ -128,7 +128,7 @@ def test_sigterm_keeps_a_result_saved_on_disk_as_sigkill_would(tmp_path: Path) -
         folder = trial_folder(tmp_path, task.number)
         folder.mkdir(parents=True, exist_ok=True)
         write_result(tmp_path, task.number, "COMPLETE", [0.25], {"x": x}, 1.0)  # its Done is still on the way
-        c._on_signal(15, None)
+        c.on_signal(15, None)
         turn(c)
         trials = c.study.trials
         assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.25
@@ -367,7 +367,7 @@ def test_the_stop_reason_is_a_value_not_a_prefix(tmp_path: Path) -> None:
     with FakeSession(FakeBackend(slots=1), FakeClock()) as session:
         c = coordinator(session, tmp_path, n_trials=3)
         connect(session, c, 1)
-        c._on_signal(15, None)
+        c.on_signal(15, None)
         turn(c)
         assert c.stop_reason == "interrupted by SIGTERM" and c.stop_reason.kind == StopKind.INTERRUPTED  # type: ignore[union-attr]
         assert c.summary()["stop_kind"] == "interrupted" and not StopKind.INTERRUPTED.fatal

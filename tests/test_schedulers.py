@@ -8,17 +8,20 @@ checkpoint; a resume adopts paused trials. PBT: segments, exploit/explore, linea
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpwf.wire import PAUSE
 from hpwf.wire._protocol import Assign, Done, Reply
 from hpwf.engine.ledger import AgentState, TrialState as S
 from hpwf.engine.schedulers._pbt import EXPLOITED, GENERATION, MEMBER, PARENT, PopulationBasedTraining
 from hpwf.engine.schedulers._lineage import lineage, schedule
-from hpwf.engine.schedulers._halving import PAUSE, SuccessiveHalving, hyperband_brackets
+from hpwf.engine.schedulers import Decision
+from hpwf.engine.schedulers._halving import SuccessiveHalving, hyperband_brackets
 from hpwf.rundir import PAUSED_ATTR, RESTORE_ATTR
 from hpwf.errors import ConfigError
 from hpwf.workflow._search import Search
@@ -161,6 +164,19 @@ def test_a_resume_adopts_paused_trials_and_rebuilds_the_rungs(session: FakeSessi
         e.agent.pause(nxt)
         turn(again, 2)
         assert e.take().number == 0  # promoted: resumes from its checkpoint
+
+
+def test_schedulers_answer_a_report_with_a_decision() -> None:
+    """Schedulers decide (CONTINUE, PAUSE, STOP), the coordinator answers the trial; the tests
+    above show the answers on the wire (False, PAUSE) are those of before."""
+    sh = SuccessiveHalving(False, 1, 2, 2)
+    record = SimpleNamespace(number=0)
+    assert sh.on_report(record, 0, 0.5) is Decision.CONTINUE  # no rung at step 0  # type: ignore[arg-type]
+    assert sh.on_report(record, 1, 0.5) is Decision.PAUSE  # alone at rung 0  # type: ignore[arg-type]
+    pbt = PopulationBasedTraining(optuna.create_study(), population=2, interval=2, generations=2)
+    member = SimpleNamespace(trial=SimpleNamespace(user_attrs={GENERATION: 0}), last_report=None)
+    assert pbt.on_report(member, 0, 0.5) is Decision.CONTINUE  # type: ignore[arg-type]
+    assert pbt.on_report(member, 1, 0.5) is Decision.PAUSE  # the segment's last step  # type: ignore[arg-type]
 
 
 def test_hyperband_brackets_start_at_growing_rungs() -> None:

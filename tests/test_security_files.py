@@ -32,7 +32,8 @@ import pytest
 from hpwf.rundir._perms import atomic_write, check_run_trusted, make_run_dir
 from hpwf.secrets import has_password, redact, refuse_password, strip_password
 from hpwf.errors import ConfigError
-from hpwf.rundir._run import RunLock, RunRecord, open_storage, write_summary
+from hpwf.rundir import RunLock
+from hpwf.rundir._run import RunRecord, open_storage, write_summary
 from hpwf.slurm import SiteConfig, load_site
 from hpwf.slurm import render_script, resolve_job, write_script
 from hpwf.rundir._trialdir import trial_folder

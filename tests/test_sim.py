@@ -49,14 +49,14 @@ def test_the_simulator_catches_an_abort_sent_to_an_mpi_rank(monkeypatch: pytest.
     from hpwf.wire._channel import send_quietly
     from hpwf.wire._protocol import Abort
 
-    original = Coordinator._fail
+    original = Coordinator.fail
 
     def abort_too(self, record, reason, *args, **kwargs):  # type: ignore[no-untyped-def]
         for agent in list(record.working):
             send_quietly(agent.conn, Abort(record.ticket, reason))
         original(self, record, reason, *args, **kwargs)
 
-    monkeypatch.setattr(Coordinator, "_fail", abort_too)
+    monkeypatch.setattr(Coordinator, "fail", abort_too)
     config = Config(seed=1, agents=2, hosts=1, group_mode="mpi", n_trials=12, trial_timeout=3.0, longest=600.0)
     world = run(config, [])
     assert any("an MPI rank, got an Abort" in v for v in world.violations), world.violations

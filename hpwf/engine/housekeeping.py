@@ -1,6 +1,6 @@
 """The housekeeping step (every half second): health, the budget, the summary and progress.
 
-A mixin of `hpwf.engine.loop.Coordinator`.
+Functions over the `hpwf.engine.loop.Coordinator` ``c``, through its public members only.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def housekeeping(c: Coordinator, now: float) -> None:
     for record in health.overdue_trials(ledger.in_state(S.PLACED, S.RUNNING), now, c.trial_timeout):
         ended = ("its ranks take no other trial until it returns" if c.backend.group_mode == "mpi"
                  else "its workers were ended")
-        c._fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; {ended}", why=Why.TIMED_OUT)
+        c.fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; {ended}", why=Why.TIMED_OUT)
     _reclaim_lingering_ranks(c, now)
     if now - c.last_beat >= c.heartbeat:
         c.last_beat = now
         health.beat(c.study, c.run_id, c.heartbeat, c.session.clock.wall())
         ours = {r.number for r in ledger.trials.values()}
-        for frozen, reason in c._stale.stale(c.study, ours, now, c.session.clock.wall()):
+        for frozen, reason in c.stale_watch.stale(c.study, ours, now, c.session.clock.wall()):
             c.outcomes.fail_stale(frozen, reason)
     _check_budget(c, now)
     write_summary(c.run_dir, c.summary())
@@ -72,15 +72,15 @@ def _check_budget(c: Coordinator, now: float) -> None:
         working = ledger.working_agents()
         c.backend.heal(working)
         failure = c.backend.failure(working, c.session.agents_seen)
-        if failure and working < min(c._biggest, c.backend.slots):
+        if failure and working < min(c.biggest, c.backend.slots):
             c.stop_reason = StopReason(StopKind.BACKEND, f"backend failed: {failure}")
-        elif c.backend.slots < c._biggest:  # e.g. an MPI job restarted without a lost host
+        elif c.backend.slots < c.biggest:  # e.g. an MPI job restarted without a lost host
             c.stop_reason = StopReason(StopKind.BACKEND, f"backend failed: {c.backend.slots} ranks are left, and "
-                                                         f"ranks_per_trial needs up to {c._biggest}")
+                                                         f"ranks_per_trial needs up to {c.biggest}")
     _check_starved(c, now)
     if c.stop_reason:
         for record in ledger.in_state(S.ASKED, S.WAITING):
-            c._fail(record, f"not started: {c.stop_reason}", why=Why.NOT_STARTED)
+            c.fail(record, f"not started: {c.stop_reason}", why=Why.NOT_STARTED)
 
 
 def _check_starved(c: Coordinator, now: float) -> None:
@@ -88,7 +88,7 @@ def _check_starved(c: Coordinator, now: float) -> None:
     running, for `STARVED_S`: stop (the backend's call before any agent came)."""
     ledger = c.session.ledger
     waiting = list(ledger.in_state(S.WAITING))
-    need = min(r.size for r in waiting) if waiting else (c._smallest if c._can_ask() else None)
+    need = min(r.size for r in waiting) if waiting else (c.smallest if c.can_ask() else None)
     starving = need is not None and c.session.agents_seen and not ledger.count(S.PLACED, S.RUNNING) and \
         need > _capacity(c)
     if not starving:

@@ -22,7 +22,7 @@ from hpwf.backends import Backend
 from hpwf.engine import health, pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
-from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
+from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.receive import lose, receive
@@ -47,7 +47,9 @@ HOUSEKEEPING_S = 0.5
 
 
 class Coordinator(Transitions):
-    """Drives one phase: asks Optuna for trials, hands them to agents, tells the results."""
+    """Drives one phase: asks Optuna for trials, hands them to agents, tells the results.
+
+    The step modules (receive, housekeeping, pausing, summary) use its public members only."""
 
     def __init__(
         self, study: optuna.Study, backend: Backend, setup: Setup, run_dir: Path, budget: Budget, *,
@@ -66,14 +68,14 @@ class Coordinator(Transitions):
         self.ahead = SampleAhead(study) if sample_ahead else None
         self.stop_reason: str | None = None  # a `StopReason` (its message and `StopKind`) once stopping
         self._fixed: dict[str, BaseDistribution] = {}  # sampled at ask time: only a searched group size
-        self._size = ranks_per_trial if isinstance(ranks_per_trial, int) else None
+        self.fixed_size = ranks_per_trial if isinstance(ranks_per_trial, int) else None  # None: searched
         sizes = [ranks_per_trial] if isinstance(ranks_per_trial, int) else sorted(set(ranks_per_trial))
-        self._smallest, self._biggest = min(sizes), max(sizes)
-        if self._size is None:
+        self.smallest, self.biggest = min(sizes), max(sizes)
+        if self.fixed_size is None:
             self._fixed[RANKS_PARAM] = CategoricalDistribution(sizes)
-        self._signal: str | None = None
-        self._mean_s: float | None = None  # moving average of trial durations
-        self._attached: dict[Any, TrialRecord] = {}  # rank 0 of launched groups -> their trial
+        self.caught_signal: str | None = None  # a stop signal's name: acted on in the loop
+        self.mean_s: float | None = None  # moving average of trial durations
+        self.attached: dict[Any, TrialRecord] = {}  # rank 0 of launched groups -> their trial
         self.session: Session = None  # type: ignore[assignment]  # set by `run`
         self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
         self.starved_since: float | None = None  # waiting trials too big for the live agents since
@@ -91,11 +93,11 @@ class Coordinator(Transitions):
                 return self.run(own)
         self.begin(session)
         main = threading.current_thread() is threading.main_thread()
-        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if main else {}
+        previous = {s: signal.signal(s, self.on_signal) for s in STOP_SIGNALS} if main else {}
         try:
             while not self.finished():
                 self.step()
-            return self._finish()
+            return self.conclude()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -105,12 +107,12 @@ class Coordinator(Transitions):
         """Join ``session``: agents of an earlier phase switch to this one; recover the last run."""
         self.session = session
         session.heartbeat = max(session.heartbeat, self.heartbeat)
-        self._started = session.clock.now()
+        self.started = session.clock.now()
         self.busy_before = session.busy_seconds()  # an earlier phase's busy time is not this one's
         for agent in session.ledger.agents_in(A.IDLE, A.BUSY, A.RESERVED):
             send_quietly(agent.conn, self.setup)
         pausing.adopt(self, self.outcomes.recover(self.own_store, self.scheduler is not None))
-        self._stale = health.StaleWatch(self.run_id, self.heartbeat)
+        self.stale_watch = health.StaleWatch(self.run_id, self.heartbeat)
 
     def step(self, timeout: float = 0.25) -> None:
         """One turn: accept, place, tell, receive, and (every half second) housekeeping."""
@@ -126,8 +128,8 @@ class Coordinator(Transitions):
             receive(self, conn)
         if spare and not ready:
             self._ask(ahead=True)
-        if self._signal and not self.stop_reason:
-            self.interrupt(self._signal)
+        if self.caught_signal and not self.stop_reason:
+            self.interrupt(self.caught_signal)
         now = self.session.clock.now()
         if now - self._last_housekeeping >= HOUSEKEEPING_S:
             self._last_housekeeping = now
@@ -155,17 +157,17 @@ class Coordinator(Transitions):
             self._tell()
         except Exception:  # noqa: BLE001 - their results stay durable in their folders
             pass
-        for conn in list(self._attached):
+        for conn in list(self.attached):
             send_quietly(conn, Stop(str(self.stop_reason or "done")))
             self.session.drop(conn)
-        self._attached.clear()
+        self.attached.clear()
         self.progress.close()
 
     # --- accept and place -----------------------------------------------------------------------
     def _accept(self) -> None:
         self.session.accept()
 
-    def _can_ask(self) -> bool:
+    def can_ask(self) -> bool:
         n = self.budget.n_trials
         if self.scheduler is not None and not self.scheduler.may_ask():
             return False
@@ -178,19 +180,19 @@ class Coordinator(Transitions):
         ledger = self.session.ledger
         free = ledger.agent_count(A.IDLE)
         gathering = self._gathering()  # groups wait until every host's agents could arrive
-        while free >= self._smallest and ledger.count(S.WAITING):
+        while free >= self.smallest and ledger.count(S.WAITING):
             record = self._next_waiting(self._fits(free, gathering))
             if record is None:
                 break
             free -= self._send(record)
-        while self._can_ask() and may_ask(free, self._smallest, ledger.count(S.WAITING), ledger.working_agents()):
+        while self.can_ask() and may_ask(free, self.smallest, ledger.count(S.WAITING), ledger.working_agents()):
             record = self._ask()
             if record.size <= self._fits(free, gathering):
                 free -= self._send(record)
             else:
                 ledger.move(record, S.WAITING)
         if not self.session.agents_seen:  # agents are starting: have their first trials ready
-            while self._can_ask() and ledger.count(S.WAITING) < self.backend.slots // self._smallest:
+            while self.can_ask() and ledger.count(S.WAITING) < self.backend.slots // self.smallest:
                 self._ask(ahead=True)
 
     @property
@@ -198,7 +200,7 @@ class Coordinator(Transitions):
         """A launched group (local, Dask backends) runs all its ranks on its first agent's host
         (``mpirun -np K`` there), so its agents are taken from one host. MPI ranks form groups
         across hosts."""
-        return self.backend.group_mode != "mpi" and self._biggest > 1
+        return self.backend.group_mode != "mpi" and self.biggest > 1
 
     def _fits(self, free: int, gathering: bool) -> int:
         """The biggest trial that could be placed now."""
@@ -211,7 +213,7 @@ class Coordinator(Transitions):
     def _gathering(self) -> bool:
         """At start-up, while agents are still arriving (up to `GATHER_S`): a group placed now
         could span hosts that would each have held it whole."""
-        if self._biggest == 1 or self.session.clock.now() - self._started > GATHER_S:
+        if self.biggest == 1 or self.session.clock.now() - self.started > GATHER_S:
             return False
         arrived = self.session.ledger.working_agents() + self.backend.unreachable_agents
         return arrived < self.backend.slots
@@ -231,17 +233,17 @@ class Coordinator(Transitions):
         trial.set_user_attr(health.RUN_ATTR, self.run_id)
         if self.scheduler is not None:
             self.scheduler.on_asked(trial)
-        record = self.session.ledger.add_trial(trial, self._size or int(trial.params[RANKS_PARAM]))
+        record = self.session.ledger.add_trial(trial, self.fixed_size or int(trial.params[RANKS_PARAM]))
         if ahead:
             self.session.ledger.move(record, S.WAITING)
         return record
 
     def _wants_spare(self) -> bool:
         """Ask ahead while trials are short, up to one waiting trial per agent."""
-        if self._mean_s is None or self._mean_s >= SHORT_TRIAL_S or not self._can_ask():
+        if self.mean_s is None or self.mean_s >= SHORT_TRIAL_S or not self.can_ask():
             return False
         timeout = self.budget.timeout
-        if timeout is not None and timeout - self.elapsed() < 5 * self._mean_s:
+        if timeout is not None and timeout - self.elapsed() < 5 * self.mean_s:
             return False  # near the time budget a trial asked ahead might never start
         ledger = self.session.ledger
         return ledger.count(S.WAITING) < ledger.working_agents()
@@ -279,25 +281,14 @@ class Coordinator(Transitions):
             lose(self, agent, "could not be reached")
         return len(chosen)
 
-    def _wait_again(self, record: TrialRecord, unreached: list[AgentRecord]) -> None:
-        """A trial none of whose agents could be reached waits again, first in line, on other agents."""
-        ledger = self.session.ledger
-        for agent in record.agents:
-            if agent not in unreached:
-                ledger.move_agent(agent, A.IDLE)
-        record.agents, record.working = [], set()
-        ledger.move(record, S.WAITING)
-        ledger.to_front(record)
-        self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
-
     # --- figures --------------------------------------------------------------------------------
     def elapsed(self) -> float:
-        return self.budget.elapsed_before + self.session.clock.now() - self._started
+        return self.budget.elapsed_before + self.session.clock.now() - self.started
 
     def summary(self) -> dict[str, Any]:
         return summarize(self)
 
-    def _finish(self) -> dict[str, Any]:
+    def conclude(self) -> dict[str, Any]:
         summary = self.summary()
         write_summary(self.run_dir, summary)
         self.progress.update(progress_fields(self))

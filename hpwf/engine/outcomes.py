@@ -18,7 +18,7 @@ from hpwf.engine.session import Counts
 from hpwf.rundir import (
     ATTEMPT_ATTR, FAIL_REASON_ATTR, FAILURE, RETRY_OF_ATTR, RUN_ATTR, TRACEBACK_ATTR, attrs, read_result, trial_folder,
     write_atomically)
-from hpwf.wire import Done
+from hpwf.wire import Done, DoneState
 
 
 class Outcomes:
@@ -36,7 +36,7 @@ class Outcomes:
 
     def tell(self, trial: optuna.Trial, done: Done) -> FrozenTrial:
         """Store a finished trial's result (complete or pruned)."""
-        if done.state == "pruned":
+        if done.state == DoneState.PRUNED:
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
             self.counts.pruned += 1
             return frozen
@@ -150,7 +150,7 @@ class Outcomes:
         result = read_result(self.run_dir, trial.number)
         if result is None or result.get("number") != trial.number or result["state"] not in ("COMPLETE", "PRUNED"):
             return False
-        state = "complete" if result["state"] == "COMPLETE" else "pruned"
+        state = DoneState.COMPLETE if result["state"] == "COMPLETE" else DoneState.PRUNED
         try:
             _record_params(trial, result)
             self.tell(trial, Done(-1, state, result.get("values")))

@@ -18,19 +18,22 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
+from hpwf.engine.schedulers import Decision
 from hpwf.rundir import PAUSED_ATTR, RESTORE_ATTR
-from hpwf.wire import Done, Stop, send_quietly
+from hpwf.wire import PAUSE, Done, DoneState, Stop, send_quietly
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
 
 S = TrialState
+REPLIES: dict[Decision, bool | str] = {Decision.CONTINUE: False, Decision.STOP: True, Decision.PAUSE: PAUSE}
 
 
 def answer_report(c: Coordinator, record: TrialRecord, step: int, value: float) -> bool | str:
+    """The scheduler's `Decision` as the trial reads it: False (go on), True (prune) or `PAUSE`."""
     assert c.scheduler is not None
     record.trial.report(value, step)
-    return c.scheduler.on_report(record, step, value)
+    return REPLIES[c.scheduler.on_report(record, step, value)]
 
 
 def paused(c: Coordinator, record: TrialRecord) -> None:
@@ -70,8 +73,8 @@ def _back(c: Coordinator) -> list[TrialRecord]:
 
 def _wake(c: Coordinator, record: TrialRecord) -> None:
     ledger = c.session.ledger
-    for conn in [conn for conn, r in c._attached.items() if r is record]:  # the old attempt's rank 0
-        c._attached.pop(conn)
+    for conn in [conn for conn, r in c.attached.items() if r is record]:  # the old attempt's rank 0
+        c.attached.pop(conn)
         send_quietly(conn, Stop("paused"))
         c.session.drop(conn)
     ledger.reticket(record)
@@ -87,7 +90,7 @@ def drain(c: Coordinator) -> None:
     ledger = c.session.ledger
     if c.scheduler is None or c.stop_reason:
         return
-    if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c._can_ask():
+    if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c.can_ask():
         return
     paused = _back(c)
     if len(paused) < ledger.count(S.PAUSED):
@@ -96,7 +99,7 @@ def drain(c: Coordinator) -> None:
     for record in wake:
         _wake(c, record)
     for record in prune:
-        record.result = Done(record.ticket, "pruned")
+        record.result = Done(record.ticket, DoneState.PRUNED)
         ledger.move(record, S.DONE)
 
 
@@ -111,7 +114,7 @@ def adopt(c: Coordinator, frozen_trials: list[FrozenTrial]) -> None:
             step = max(frozen.intermediate_values) + 1 if frozen.intermediate_values else 0
             trial.set_user_attr(PAUSED_ATTR, step)
             trial.set_user_attr(RESTORE_ATTR, {"from": frozen.number, "step": step})
-        size = c._size or int(frozen.params.get("ranks_per_trial", 1))
+        size = c.fixed_size or int(frozen.params.get("ranks_per_trial", 1))
         record = c.session.ledger.add_trial(trial, size)
         c.session.ledger.move(record, S.PAUSED)
     if frozen_trials:

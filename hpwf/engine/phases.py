@@ -195,7 +195,7 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool,
             scheduler=make_scheduler(search, study),
         )
         if caught:
-            coordinator._signal = caught[-1]
+            coordinator.caught_signal = caught[-1]
         try:
             return PhaseResult(folder, study, coordinator.run(session))
         except OSError as exc:  # a full disk or quota: the store keeps what was told before

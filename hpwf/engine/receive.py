@@ -1,7 +1,7 @@
 """The receive step: what each message from an agent does, and what losing an agent does.
 
-A mixin of `hpwf.engine.loop.Coordinator` (it uses the coordinator's session, ledger and
-`_fail`); kept apart so each step reads on its own.
+Functions over the `hpwf.engine.loop.Coordinator` ``c``, through its public members only (its
+session, ledger, `attached` and `fail`); kept apart so each step reads on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.stops import Why
 from hpwf.rundir import fail_reason
 from hpwf.wire import (
-    Done, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna)
+    Done, DoneState, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna)
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -65,7 +65,7 @@ def _hello(c: Coordinator, conn: Any, agent: AgentRecord | None, hello: Hello) -
             send_quietly(conn, Stop("that trial is over"))
             c.session.drop(conn)
             return
-        c._attached[conn] = record
+        c.attached[conn] = record
         send_quietly(conn, c.setup)
         return
     agent.name, agent.host, agent.pid = hello.agent, hello.host, hello.pid
@@ -115,20 +115,20 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
 def _done(c: Coordinator, agent: AgentRecord | None, done: Done) -> None:
     ledger = c.session.ledger
     record = ledger.trials.get(done.ticket)
-    if record is not None and done.state != "member" and record.state in (S.PLACED, S.RUNNING):
-        c._mean_s = done.duration if c._mean_s is None else 0.8 * c._mean_s + 0.2 * done.duration
+    if record is not None and done.state != DoneState.MEMBER and record.state in (S.PLACED, S.RUNNING):
+        c.mean_s = done.duration if c.mean_s is None else 0.8 * c.mean_s + 0.2 * done.duration
         record.result, record.done_at = done, c.session.clock.now()
         if done.used:
             SampleAhead.record(record.trial, done.used, record.proposed)
-        if done.state in ("complete", "pruned"):
+        if done.state in (DoneState.COMPLETE, DoneState.PRUNED):
             ledger.move(record, S.DONE)  # told once the agent has its next trial
-        elif done.state == "paused" and c.scheduler is not None:
+        elif done.state == DoneState.PAUSED and c.scheduler is not None:
             pausing.paused(c, record)
         else:
             reason = fail_reason(done.error)
             if agent is not None and agent.ticket == done.ticket and record.size == 1:
                 record.working.discard(agent)  # it is done with it: no Abort for it
-            c._fail(record, reason, done.error)
+            c.fail(record, reason, done.error)
     if agent is None or record is None or agent.ticket != done.ticket:
         if agent is not None and agent.ticket == done.ticket:
             ledger.move_agent(agent, A.IDLE)
@@ -149,12 +149,12 @@ def release(c: Coordinator, record: TrialRecord) -> None:
         if agent.ticket == record.ticket and agent.state in (A.BUSY, A.RESERVED):
             ledger.move_agent(agent, A.IDLE)
     if record.state in (S.PLACED, S.RUNNING) and record.result is None and not _attached_to(c, record):
-        c._fail(record, "the trial's ranks ended without a result")
+        c.fail(record, "the trial's ranks ended without a result")
     ledger.forget(record)
 
 
 def _attached_to(c: Coordinator, record: TrialRecord) -> bool:
-    return any(r is record for r in c._attached.values())
+    return any(r is record for r in c.attached.values())
 
 
 def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
@@ -168,7 +168,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
     if record is None:
         return
     if record.state in (S.PLACED, S.RUNNING):  # a result already in hand (DONE) stands
-        c._fail(record, f"{agent.where()} {why}", why=Why.LOST)
+        c.fail(record, f"{agent.where()} {why}", why=Why.LOST)
     record.working.discard(agent)
     for other in record.agents:
         if other.ticket != record.ticket or other.state not in (A.BUSY, A.RESERVED):
@@ -186,7 +186,7 @@ def lose(c: Coordinator, agent: AgentRecord, why: str) -> None:
 
 
 def _detach(c: Coordinator, conn: Any, why: str) -> None:
-    record = c._attached.pop(conn, None)
+    record = c.attached.pop(conn, None)
     c.session.drop(conn)
     if record is not None and record.result is None:
-        c._fail(record, f"the trial's launched ranks ended without a result ({why})")
+        c.fail(record, f"the trial's launched ranks ended without a result ({why})")

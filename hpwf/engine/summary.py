@@ -24,7 +24,7 @@ def summarize(c: Coordinator) -> dict[str, Any]:
     """Counts, best trial, elapsed time and rank utilisation (busy rank-seconds / available)."""
     session = c.session
     now = session.clock.now()
-    wall = max(now - c._started, 1e-9)
+    wall = max(now - c.started, 1e-9)
     busy = session.busy_seconds() - c.busy_before
     slots = max(c.backend.slots, 1)
     counts = c.counts

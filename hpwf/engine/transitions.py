@@ -1,7 +1,8 @@
 """How a trial's attempt ends in the coordinator: told, failed (with the effects a failure
-implies), or interrupted by a stop signal. A mixin of `hpwf.engine.loop.Coordinator`.
+implies), waiting again (no agent of it could be reached), or interrupted by a stop signal. A
+mixin of `hpwf.engine.loop.Coordinator`.
 
-`_fail` is the one place a live attempt ends without a result of its own: a result already
+`fail` is the one place a live attempt ends without a result of its own: a result already
 durable in its folder is told instead (never trained again); otherwise it is failed in the
 study (queued again if a retry is left, or if it was only interrupted or never started), and
 its ranks are aborted, except MPI ranks (ending one ends the whole MPI job).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any, cast
 
-from hpwf.engine.ledger import TrialRecord, TrialState
+from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.receive import receive
 from hpwf.engine.stops import StopKind, StopReason, Why
 from hpwf.wire import Abort, send_quietly
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
     from hpwf.engine.session import Budget, Session
     from hpwf.progress import Progress
 
-S = TrialState
+A, S = AgentState, TrialState
 
 
 class Transitions:
-    """Told, failed, interrupted: the coordinator's ends of an attempt (see the module)."""
+    """Told, failed, waiting again, interrupted: the coordinator's ends of an attempt (see the module)."""
 
     session: Session
     outcomes: Outcomes
@@ -38,8 +39,8 @@ class Transitions:
     budget: Budget
     progress: Progress
     stop_reason: str | None
-    _signal: str | None
-    _attached: dict[Any, TrialRecord]
+    caught_signal: str | None
+    attached: dict[Any, TrialRecord]
 
     def _tell(self) -> None:
         """Store the results that arrived (they are durable already); a refused one fails."""
@@ -54,12 +55,12 @@ class Transitions:
                     self.session.ledger.move(record, S.FAILED)
                     self.session.ledger.forget(record)
                 else:
-                    self._fail(record, f"the study refused the result: {exc}")
+                    self.fail(record, f"the study refused the result: {exc}")
                 continue
             self.session.ledger.move(record, S.TOLD)
 
-    def _fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
-              why: Why = Why.FAILED) -> None:
+    def fail(self, record: TrialRecord, reason: str, traceback_text: str | None = None,
+             why: Why = Why.FAILED) -> None:
         """Record ``record`` as failed (once), for the intent ``why``; abort its ranks that still
         run where ``why`` asks it. A trial whose result is durable in its folder is told
         instead: it is never trained again.
@@ -77,7 +78,7 @@ class Transitions:
             return
         counts_as_failure = why.counts_as_failure
         if why.aborts and self.backend.group_mode != "mpi":
-            for conn in [a.conn for a in record.working] + [c for c, r in self._attached.items() if r is record]:
+            for conn in [a.conn for a in record.working] + [c for c, r in self.attached.items() if r is record]:
                 send_quietly(conn, Abort(record.ticket, reason))
         requeued = self.outcomes.fail(record.trial, reason, traceback_text,  # stopping: resume runs it
                                       counts_as_failure=counts_as_failure)
@@ -91,8 +92,19 @@ class Transitions:
         if self.outcomes.counts.fail_here > max_failures and not self.stop_reason:
             self.stop_reason = StopReason(StopKind.FAILURES, f"more than {max_failures} trials failed")
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
+    def _wait_again(self, record: TrialRecord, unreached: list[AgentRecord]) -> None:
+        """A trial none of whose agents could be reached waits again, first in line, on other agents."""
+        ledger = self.session.ledger
+        for agent in record.agents:
+            if agent not in unreached:
+                ledger.move_agent(agent, A.IDLE)
+        record.agents, record.working = [], set()
+        ledger.move(record, S.WAITING)
+        ledger.to_front(record)
+        self.progress.note(f"trial {record.number} waits again: {unreached[0].where()} could not be reached")
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self.caught_signal = signal.Signals(signum).name  # handled in the loop, never inside a store call
 
     def interrupt(self, name: str) -> None:
         """Stop now: finished results are kept; running and waiting trials are queued again."""
@@ -102,5 +114,5 @@ class Transitions:
         self._tell()
         ledger = self.session.ledger
         for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
-            self._fail(record, f"interrupted by {name}; it will run again on resume",
-                       why=Why.INTERRUPTED)  # its agents are stopped with the session
+            self.fail(record, f"interrupted by {name}; it will run again on resume",
+                      why=Why.INTERRUPTED)  # its agents are stopped with the session

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import html
 import warnings
 from pathlib import Path
@@ -12,22 +11,19 @@ from typing import Any, Callable, Iterator, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.report._figure import figure_html
+from hpwf.report._figure import figure_html, note
 from hpwf.report._large import is_large, large_figures, large_table, trials_csv
+from hpwf.report._metrics import logged_metrics
 from hpwf.report._schedule import scheduler_section
 from hpwf.report._uq import uq_section
 from hpwf.rundir import (
-    PBT_GENERATION, PBT_MEMBER, check_run_store, open_run_study, read_study, read_summary, state_counts, trial_folder,
-    trial_folders)
-
-LOGGED_CURVES = 20  # a large study: the logged metrics of its best trials only
+    PBT_GENERATION, PBT_MEMBER, check_run_store, open_run_study, read_study, read_summary, state_counts, trial_folder)
 
 # The sections around the generic plots, in order, each (study, run_dir) -> an HTML chunk or None: one
 # explicit list, so `write_report` from Python writes the same report as `hpwf report`. Sections that
 # explain the run better than the generic plots (PBT's schedule) lead, right after the summary.
 LEAD_SECTIONS: tuple[Callable[[optuna.Study, Path], str | None], ...] = (scheduler_section,)
 EXTRA_SECTIONS: tuple[Callable[[optuna.Study, Path], str | None], ...] = (uq_section,)
-METRICS_BOOKKEEPING = ("step", "value", "elapsed_s", "time")  # metrics.csv columns that are not logged metrics
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;
@@ -62,9 +58,9 @@ def trials_table(study: optuna.Study) -> Any:
 def _sections(study: optuna.Study, run_dir: Path) -> list[str]:
     """The report's HTML chunks in order: header, figures, trial table, then ``EXTRA_SECTIONS``."""
     trials = study.get_trials(deepcopy=False)
-    figures = large_figures(study, trials, figure_html, _note) if is_large(trials) else _figures(study)
+    figures = large_figures(study, trials, figure_html, note) if is_large(trials) else _figures(study)
     return [_header(study, run_dir, read_summary(run_dir)), *_extra(LEAD_SECTIONS, study, run_dir),
-            *figures, *_logged_metrics(study, run_dir), _trial_table(study, run_dir),
+            *figures, *logged_metrics(study, run_dir), _trial_table(study, run_dir),
             *_extra(EXTRA_SECTIONS, study, run_dir)]
 
 
@@ -74,7 +70,7 @@ def _extra(sections: Sequence[Callable[[optuna.Study, Path], str | None]], study
         try:
             chunk = section(study, run_dir)
         except Exception as exc:  # a broken add-on section must not cost the whole report
-            chunk = _note(f"section {getattr(section, '__name__', section)!r} failed: {type(exc).__name__}: {exc}")
+            chunk = note(f"section {getattr(section, '__name__', section)!r} failed: {type(exc).__name__}: {exc}")
         if chunk is not None:
             chunks.append(chunk)
     return chunks
@@ -191,59 +187,10 @@ def _figures(study: optuna.Study) -> list[str]:
                 why_not = f"Optuna cannot draw it: {type(exc).__name__}: {exc}"
         if fig is None or not fig.data:
             chunks.append(f"<h2>{html.escape(title)}</h2>\n"
-                          + _note(f"Not drawn: {why_not or 'Optuna had nothing to draw'}."))
+                          + note(f"Not drawn: {why_not or 'Optuna had nothing to draw'}."))
             continue
         chunks.append(f"<h2>{html.escape(title)}</h2>\n" + figure_html(fig))
     return chunks
-
-
-def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """The named metrics a trial logged (``trial.log_metrics``): name -> [(step, value)], from its metrics.csv."""
-    path = folder / "metrics.csv"
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    names = [c for c in (rows[0] if rows else {}) if c not in METRICS_BOOKKEEPING]
-    out: dict[str, list[tuple[int, float]]] = {}
-    for name in names:
-        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
-        if points:
-            out[name] = points
-    return out
-
-
-def _logged_metrics(study: optuna.Study, run_dir: Path, most: int = 8) -> list[str]:
-    """One subplot per metric the trials logged, a line per trial; nothing if none logged any."""
-    trials = study.get_trials(deepcopy=False)
-    if is_large(trials):  # only trials that have a folder can have logged metrics; the best of them are drawn
-        have = {int(folder.name) for folder in trial_folders(run_dir)}
-        complete = [t for t in trials if t.number in have and t.state == TrialState.COMPLETE and t.values]
-        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-        trials = sorted(complete, key=lambda t: t.values[0], reverse=maximize)[:LOGGED_CURVES]
-    by_trial = {t.number: read_metrics(trial_folder(run_dir, t.number)) for t in trials}
-    names = list(dict.fromkeys(n for m in by_trial.values() for n in m))
-    if not names:
-        return []
-    from plotly.subplots import make_subplots
-
-    shown = names[:most]
-    fig = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, subplot_titles=shown, vertical_spacing=0.08)
-    for number, metrics in by_trial.items():
-        first = True
-        for row, name in enumerate(shown, start=1):
-            if name in metrics:
-                steps, values = zip(*metrics[name])
-                fig.add_scatter(x=steps, y=values, mode="lines", name=f"trial {number}", legendgroup=str(number),
-                                showlegend=first, row=row, col=1)
-                first = False
-    fig.update_xaxes(title_text="step", row=len(shown), col=1)
-    fig.update_layout(height=max(320, 260 * len(shown)))
-    if is_large(study.get_trials(deepcopy=False)):
-        fig.update_layout(title_text=f"the {len(by_trial)} best trials that logged metrics")
-    more = _note(f"{len(names) - most} more metrics are in the trials' metrics.csv: {', '.join(names[most:])}.") \
-        if len(names) > most else ""
-    return ["<h2>Logged metrics</h2>\n" + figure_html(fig) + more]
 
 
 def _trial_table(study: optuna.Study, run_dir: Path) -> str:
@@ -281,11 +228,6 @@ def _params(trial: FrozenTrial) -> str:
 def _fmt(value: Any) -> str:
     """Floats to 6 significant digits, anything else via ``str``."""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _note(text: str) -> str:
-    """An escaped ``<p class="note">``."""
-    return f'<p class="note">{html.escape(text)}</p>'
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
-"""Files and who may read them: the run directory and its store (`_run`), trial folders and
-durable results (`_trialdir`), permissions and safe writes (`_perms`). May import:
+"""Files and who may read them: the run directory and its store (`_run`) and lock (`_lock`), trial
+folders and durable results (`_trialdir`), permissions and safe writes (`_perms`). May import:
 `hpwf.wire` (distributions as JSON), `hpwf.errors`, `hpwf.secrets`, `hpwf.progress`.
 """
 
@@ -12,8 +12,9 @@ from hpwf.rundir._attrs import (
     SOURCE, TRACEBACK_ATTR, carried, fail_reason, trial_seed)
 from hpwf.rundir._perms import (
     PRIVATE_UMASK, SHARED_UMASK, atomic_write, atomic_writer, check_run_trusted, is_shared, make_run_dir, run_umask)
+from hpwf.rundir._lock import RunLock
 from hpwf.rundir._run import (
-    DEFAULT_JOURNAL, RUN_FILE, RunLock, RunRecord, load_study, open_storage, read_summary, write_summary)
+    DEFAULT_JOURNAL, RUN_FILE, RunRecord, load_study, open_storage, read_summary, write_summary)
 from hpwf.rundir._states import is_paused, state_counts
 from hpwf.rundir._trialdir import (
     FAILURE, PARAMS, RESULT, TRACEBACK, read_result, trial_folder, write_atomically, write_result)

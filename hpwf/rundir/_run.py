@@ -1,18 +1,18 @@
-"""The run directory: ``run.json`` (how the run was started), the study storage, a lock, trial folders."""
+"""The run directory: ``run.json`` (how the run was started), the study storage, ``summary.json``
+(its lock: `hpwf.rundir._lock`)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir._perms import RUN_FILE, atomic_write, open_no_follow
+from hpwf.rundir._perms import RUN_FILE, atomic_write
 from hpwf.secrets import redact
 
 if TYPE_CHECKING:
@@ -265,34 +265,6 @@ def scan_study(run_dir: Path) -> dict[str, Any] | None:
                 found["counts"]["running"] -= 1
                 found["counts"]["paused"] += 1
     return found
-
-
-class RunLock:
-    """An exclusive lock on a run directory: one live coordinator per run."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self._path = run_dir / ".lock"
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self._file = open_no_follow(self._path)
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            self._file = None
-            raise ConfigError(f"{self._path.parent}: already in use by {holder}") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()}")
-        self._file.flush()
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:

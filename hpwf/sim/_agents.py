@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpwf.rundir import write_result
 from hpwf.sim._net import SimConn
-from hpwf.wire import Abort, Assign, Done, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
+from hpwf.wire import Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
@@ -54,7 +54,7 @@ class SimAgent:
     # --- life -------------------------------------------------------------------------------
     def connect(self, hub_conn: SimConn, agent_conn: SimConn) -> None:
         self.conn = agent_conn
-        agent_conn.on_message = self._on_message
+        agent_conn.on_message = self.on_message
         agent_conn.delay = lambda: self.delay
         hub_conn.delay = lambda: self.delay
         self._send(Hello(self.name, self.host, 1, self.rank, None))
@@ -85,7 +85,7 @@ class SimAgent:
         self.world.events.after(every, self._beat)
 
     # --- messages ---------------------------------------------------------------------------
-    def _on_message(self) -> None:
+    def on_message(self) -> None:
         conn = self.conn
         if conn is None or self.dead:
             return
@@ -151,7 +151,7 @@ class SimAgent:
             if self.hangs_after_done:
                 return  # the rank never comes back (its heartbeat thread still beats)
             self.task = None
-            self._send(Done(task.ticket, "member", None, None, 0.0))
+            self._send(Done(task.ticket, DoneState.MEMBER, None, None, 0.0))
             return
         plan = self.world.plan_for(task.number)
         ending = "error" if error else plan.ending
@@ -169,7 +169,7 @@ class SimAgent:
                      {"x": float_dist(-1.0, 1.0, None, False)})
         self.world.durable(task.number, state, self)
         self.task = None
-        self._send(Done(task.ticket, state, values, text, plan.seconds, used=used))
+        self._send(Done(task.ticket, DoneState(state), values, text, plan.seconds, used=used))
 
 
 def plans(rng: random.Random, longest: float) -> Plan:

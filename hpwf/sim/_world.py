@@ -121,7 +121,7 @@ class World:
         assert c is not None and session is not None
         self.ending = True
         try:
-            c._finish()
+            c.conclude()
         except RunError:
             pass
         c.end()
@@ -162,7 +162,7 @@ class World:
         if self.c is not None and not self.finished:
             import signal as _signal
 
-            self.c._on_signal(getattr(_signal, name), None)
+            self.c.on_signal(getattr(_signal, name), None)
 
     def live_agents(self) -> list[SimAgent]:
         return [a for a in self.agents if not a.dead]
@@ -198,7 +198,7 @@ class World:
 
         def thaw() -> None:
             agent.frozen = False
-            agent._on_message()
+            agent.on_message()
         self.events.after(seconds, thaw)
 
     def hang_rank(self, index: int) -> None:

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from hpwf.errors import ConfigError
 from hpwf.rundir import (ATTEMPT_ATTR, CONFIG, FAIL_REASON_ATTR, HEARTBEAT_ATTR, MEMBER, RETRY_OF_ATTR, RUN_ATTR, SEED,
                          SOURCE, TRACEBACK_ATTR, fail_reason, trial_seed)
-from hpwf.wire import Assign, Done, Report, Suggest, UserAttr, suggest
+from hpwf.wire import Assign, Done, DoneState, Report, Suggest, UserAttr, suggest
 
 HEARTBEAT_S = 10.0
 
@@ -88,9 +88,9 @@ def tell(study: optuna.Study, claimed: Claimed, done: Done, folder: Path) -> boo
     from hpwf.workflow import ENSEMBLE_DIR
 
     trial = optuna.trial.Trial(study, claimed.trial_id)
-    if done.state == "complete" and done.values:
+    if done.state == DoneState.COMPLETE and done.values:
         frozen = study.tell(trial, done.values[0])
-    elif done.state == "pruned":
+    elif done.state == DoneState.PRUNED:
         frozen = study.tell(trial, state=TrialState.PRUNED)
     else:
         reason = fail_reason(done.error)

@@ -14,10 +14,10 @@ from hpwf.wire._dists import Dist, from_optuna, suggest, to_json, to_optuna
 from hpwf.wire._handshake import Address, connect, format_address, parse_address
 from hpwf.wire._netif import HOSTFILE_FLAGS, HOSTS_FLAGS, INTERFACE_ENV, choose, job_hosts, job_slots
 from hpwf.wire._protocol import (
-    Abort, Assign, Done, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, Used, UserAttr)
+    Abort, Assign, Done, DoneState, Heartbeat, Hello, PAUSE, Reply, Report, Setup, Stop, Suggest, Used, UserAttr)
 from hpwf.wire._reach import (
     Announcing, REPORT_DIR_ENV, UNREACHABLE_EXIT, Unreachable, arrivals, connect_or_report, fresh_report_dir,
     mark_arrival)
 from hpwf.wire._dists import float_dist
 
-__all__ = ['Abort', 'Address', 'Announcing', 'Assign', 'Dist', 'Done', 'HOSTFILE_FLAGS', 'HOSTS_FLAGS', 'Heartbeat', 'Hello', 'Hub', 'INTERFACE_ENV', 'REPORT_DIR_ENV', 'Reply', 'Report', 'Setup', 'Stop', 'Suggest', 'UNREACHABLE_EXIT', 'Unreachable', 'Used', 'UserAttr', 'arrivals', 'choose', 'connect', 'connect_or_report', 'dists', 'float_dist', 'format_address', 'fresh_report_dir', 'from_optuna', 'job_hosts', 'job_slots', 'mark_arrival', 'parse_address', 'send_quietly', 'suggest', 'to_json', 'to_optuna']
+__all__ = ['Abort', 'Address', 'Announcing', 'Assign', 'Dist', 'Done', 'DoneState', 'HOSTFILE_FLAGS', 'HOSTS_FLAGS', 'Heartbeat', 'Hello', 'Hub', 'INTERFACE_ENV', 'PAUSE', 'REPORT_DIR_ENV', 'Reply', 'Report', 'Setup', 'Stop', 'Suggest', 'UNREACHABLE_EXIT', 'Unreachable', 'Used', 'UserAttr', 'arrivals', 'choose', 'connect', 'connect_or_report', 'dists', 'float_dist', 'format_address', 'fresh_report_dir', 'from_optuna', 'job_hosts', 'job_slots', 'mark_arrival', 'parse_address', 'send_quietly', 'suggest', 'to_json', 'to_optuna']

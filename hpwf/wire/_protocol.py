@@ -10,6 +10,7 @@ so a message unpickles anywhere, and an agent never imports Optuna to read one.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,19 +81,39 @@ class UserAttr:
     used: dict[str, Any] | None = None
 
 
+class DoneState(enum.StrEnum):
+    """How a trial's attempt ended, as its `Done` says (a str: ``DoneState.PRUNED == "pruned"``)."""
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAIL = "fail"
+    PAUSED = "paused"  # its state is saved: a scheduler resumes it later
+    MEMBER = "member"  # from a rank other than the group's leader: the leader's Done tells the result
+
+
 @dataclass(frozen=True)
 class Done:
-    """A trial ended: ``state`` is "complete", "pruned" or "fail" ("member" from a non-leader rank).
+    """A trial ended: ``state`` is complete, pruned, fail or paused (member from a non-leader rank).
 
-    The leader sends it only after the result is durable in the trial's ``result.json``.
+    The leader sends it only after the result is durable in the trial's ``result.json``. A plain
+    str ``state`` becomes a `DoneState`; on the wire it travels as the plain str it always did.
     """
 
     ticket: int
-    state: str
+    state: DoneState
     values: list[float] | None = None
     error: str | None = None
     duration: float = 0.0
     used: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", DoneState(self.state))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "state": str(self.state)}  # pickled as before: no enum on the wire
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, state=DoneState(state["state"]))
 
 
 # coordinator -> agent
@@ -134,9 +155,12 @@ class Assign:
     attrs: dict[str, Any] | None = None  # user attributes set before the trial ran (ensemble members)
 
 
+PAUSE = "pause"  # a Report's Reply that tells the trial to pause (a scheduler's Decision.PAUSE)
+
+
 @dataclass(frozen=True)
 class Reply:
-    """The answer to a `Suggest` (``value``) or a `Report` (``value`` is the prune decision).
+    """The answer to a `Suggest` (``value``) or a `Report` (``value``: True prunes, `PAUSE` pauses).
 
     An exception as ``value`` is raised in the objective (e.g. the trial is no longer running).
     """

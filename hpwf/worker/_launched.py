@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpwf.wire import Assign, Done
+from hpwf.wire import Assign, Done, DoneState
 
 if TYPE_CHECKING:
     from hpwf.worker._agent import Agent
@@ -54,6 +54,6 @@ def run_launched_group(agent: Agent, task: Assign) -> Done:
     with open(folder / "launch.log", "ab") as log:
         proc = subprocess.run(command, env={**env, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode == 0:
-        return Done(task.ticket, "member")
+        return Done(task.ticket, DoneState.MEMBER)
     tail = (folder / "launch.log").read_text(errors="replace").strip().splitlines()[-5:]
-    return Done(task.ticket, "fail", error=f"{' '.join(command[:3])} exited {proc.returncode}: " + " | ".join(tail))
+    return Done(task.ticket, DoneState.FAIL, error=f"{' '.join(command[:3])} exited {proc.returncode}: " + " | ".join(tail))

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any, Callable
 from hpwf.rundir import TRACEBACK, trial_folder, write_atomically, write_result
-from hpwf.wire import Assign, Done, Setup
+from hpwf.wire import Assign, Done, DoneState, Setup
 from hpwf.workflow import Group, Trial, TrialPaused, is_pruned
 
 
@@ -38,17 +38,17 @@ def run_trial(
     )
     trial.user_attrs.update(task.attrs or {})
     start = time.time()
-    state, values, error = "fail", None, None
+    state, values, error = DoneState.FAIL, None, None
     log_name = "log.txt" if group.rank == 0 else f"log.rank{group.rank}.txt"
     with LazyLog(folder / log_name) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             values = _as_values(objective(trial), n_objectives)
-            state = "complete"
+            state = DoneState.COMPLETE
         except TrialPaused:  # its state is saved: a scheduler resumes it later
-            state = "paused"
+            state = DoneState.PAUSED
         except BaseException as exc:  # noqa: BLE001 - a trial must never take its agent down
             if is_pruned(exc):  # Optuna's TrialPruned, without importing Optuna here
-                state = "pruned"
+                state = DoneState.PRUNED
             else:
                 error = traceback.format_exc()
                 log.write(error)
@@ -58,7 +58,7 @@ def run_trial(
             parallel.shutdown()
     duration = time.time() - start
     if group.rank != 0:
-        return Done(task.ticket, "member", None, error, duration)
+        return Done(task.ticket, DoneState.MEMBER, None, error, duration)
     if error:
         write_atomically(folder / TRACEBACK, error)
     metrics = trial.flush_metrics()  # rows no file holds go with the result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 import contextlib
 import contextvars
@@ -10,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, cast
 
 from hpwf.errors import ConfigError
+from hpwf.workflow._checks import check_number
 
 if TYPE_CHECKING:
     import optuna
@@ -148,21 +148,21 @@ class Search:
                                   f"(one per direction), not {names!r}")
         if self.n_trials is None and self.timeout is None:
             raise ConfigError("the search needs a budget: n_trials=... and/or timeout=...")
-        _check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)
-        _check_number("timeout", self.timeout, integer=False, low=0, strict=True, high=10**9)
+        check_number("n_trials", self.n_trials, integer=True, low=1, high=10**9)
+        check_number("timeout", self.timeout, integer=False, low=0, strict=True, high=10**9)
         if isinstance(self.ranks_per_trial, (list, tuple)):
             if not self.ranks_per_trial:
                 raise ConfigError("ranks_per_trial must be a positive integer or a non-empty list of them")
             for k in self.ranks_per_trial:
-                _check_number("ranks_per_trial", k, integer=True, low=1, high=10**6)
+                check_number("ranks_per_trial", k, integer=True, low=1, high=10**6)
         else:
-            _check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
-        _check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
-        _check_number("max_failures", self.max_failures, integer=True, low=0, high=10**9)
-        _check_number("retries", self.retries, integer=True, low=0, high=1000)
-        _check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
-        _check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
-        _check_number("threads_per_trial", self.threads_per_trial, integer=True, low=1, high=4096)
+            check_number("ranks_per_trial", self.ranks_per_trial, integer=True, low=1, high=10**6)
+        check_number("seed", self.seed, integer=True, low=0, high=2**32 - 1)
+        check_number("max_failures", self.max_failures, integer=True, low=0, high=10**9)
+        check_number("retries", self.retries, integer=True, low=0, high=1000)
+        check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
+        check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
+        check_number("threads_per_trial", self.threads_per_trial, integer=True, low=1, high=4096)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if not isinstance(self.sampler, str) and not _is_optuna(self.sampler, "samplers", "BaseSampler"):
@@ -201,7 +201,7 @@ class Search:
             raise ConfigError(f"scheduler {name!r}: unknown scheduler_options {sorted(unknown)}; "
                               f"allowed: {sorted(_SCHEDULER_OPTIONS[name])}")
         for key in ("min_resource", "reduction_factor", "max_resource"):
-            _check_number(key, options.get(key), integer=True, low=2 if key == "reduction_factor" else 1, high=10**9)
+            check_number(key, options.get(key), integer=True, low=2 if key == "reduction_factor" else 1, high=10**9)
         if name == "hyperband-resume" and options.get("max_resource") is None:
             raise ConfigError("scheduler 'hyperband-resume' needs scheduler_options={'max_resource': ...}")
         if name != "pbt":
@@ -210,9 +210,9 @@ class Search:
             return
         if self.population is None or self.interval is None:
             raise ConfigError("scheduler 'pbt' needs population=... and interval=...")
-        _check_number("population", self.population, integer=True, low=2, high=10**6)
-        _check_number("interval", self.interval, integer=True, low=1, high=10**9)
-        _check_number("generations", self.generations, integer=True, low=1, high=10**9)
+        check_number("population", self.population, integer=True, low=2, high=10**6)
+        check_number("interval", self.interval, integer=True, low=1, high=10**9)
+        check_number("generations", self.generations, integer=True, low=1, high=10**9)
         initial = options.get("initial", {})
         if not isinstance(initial, dict) or not all(isinstance(k, str) for k in initial) or any(
                 isinstance(v, (list, tuple)) and not v for v in initial.values()):
@@ -221,8 +221,8 @@ class Search:
         if self.n_trials is None or self.n_trials % self.population:
             raise ConfigError(f"scheduler 'pbt': n_trials counts segments (population x generations) and must be "
                               f"a multiple of population={self.population}, not {self.n_trials}")
-        _check_number("quantile", options.get("quantile"), integer=False, low=0, strict=True, high=0.5)
-        _check_number("resample_probability", options.get("resample_probability"), integer=False, low=0, high=1)
+        check_number("quantile", options.get("quantile"), integer=False, low=0, strict=True, high=0.5)
+        check_number("resample_probability", options.get("resample_probability"), integer=False, low=0, high=1)
         explore = options.get("explore", [])
         if isinstance(explore, str) or not isinstance(explore, (list, tuple)) or \
                 not all(isinstance(name, str) for name in explore):
@@ -285,18 +285,3 @@ def _optuna_class(module: str, name: str) -> Any:
 def _is_optuna(value: Any, module: str, base: str) -> bool:
     """Whether ``value`` is an instance of ``optuna.<module>.<base>`` (made by the user, so imported)."""
     return isinstance(value, _optuna_class(module, base))
-
-
-def _check_number(
-    key: str, value: Any, *, integer: bool, low: float, high: float, strict: bool = False
-) -> None:
-    if value is None:
-        return
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"{key} must be {kind}, not {value!r}")
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ConfigError(f"{key} must be {bound}, not {value!r}")
-    if value > high:
-        raise ConfigError(f"{key} must be <= {high}, not {value!r}")

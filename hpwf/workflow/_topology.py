@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 
 class Launcher(NamedTuple):
@@ -54,6 +54,15 @@ class Placement:
     node: str
     source: str
     node_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """The ranks that train this trial together (one, unless ``ranks_per_trial > 1``)."""
+
+    rank: int = 0
+    size: int = 1
+    comm: Any = None  # an mpi4py communicator for the group, where there is one
 
 
 def placement(env: Mapping[str, str] | None = None) -> Placement:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Sequence
 
@@ -32,21 +31,13 @@ from hpwf.wire import Dist, dists as _dists
 from hpwf.workflow._compat import OptunaOldNames
 from hpwf.workflow._metrics import MetricsFile
 from hpwf.workflow._pause import Restored, TrialPaused, load_pause, save_pause
+from hpwf.workflow._topology import Group
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution, CategoricalChoiceType
     from optuna.exceptions import TrialPruned
 
 Request = Callable[[Any], Any]  # send a message to the coordinator and return its reply value
-
-
-@dataclass(frozen=True)
-class Group:
-    """The ranks that train this trial together (one, unless ``ranks_per_trial > 1``)."""
-
-    rank: int = 0
-    size: int = 1
-    comm: Any = None  # an mpi4py communicator for the group, where there is one
 
 
 class Trial(OptunaOldNames):
@@ -165,7 +156,7 @@ class Trial(OptunaOldNames):
 
         Only the group's rank 0 reports; average the value over the group first if it differs.
         """
-        from hpwf.wire import Report
+        from hpwf.wire import PAUSE, Report
 
         value = float(value)
         step = int(step)
@@ -175,11 +166,11 @@ class Trial(OptunaOldNames):
             self._write_metric(step, value)
             if math.isfinite(value):
                 decision = self._request(Report(self._ticket, step, value, self.take_used()))
-                decision = decision if decision == "pause" else bool(decision)
+                decision = decision if decision == PAUSE else bool(decision)
             else:
                 decision = False
         decision = self._share(decision)
-        self._pause = decision == "pause"
+        self._pause = decision == PAUSE
         self._prune = decision is True
 
     def log_metrics(self, step: int, metrics: Mapping[str, float] | None = None, /, **named: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import optuna
 
 from hpwf.engine.schedulers import _halving, _pbt, _replay
-from hpwf.engine.schedulers._halving import PAUSE, Scheduler
+from hpwf.engine.schedulers._halving import Decision, Scheduler
 from hpwf.engine.schedulers._lineage import lineage, pbt_best_final, schedule
 from hpwf.engine.schedulers._replay import ReplaySearch, replay_workflow
 
@@ -28,4 +28,4 @@ def make_scheduler(search: Any, study: optuna.Study) -> Any:
     build = _BUILDERS.get(search.scheduler)
     return build(search, study) if build else None
 
-__all__ = ['ReplaySearch', 'Scheduler', 'lineage', 'pbt_best_final', 'make_scheduler', 'replay_workflow', 'schedule']
+__all__ = ['Decision', 'ReplaySearch', 'Scheduler', 'lineage', 'pbt_best_final', 'make_scheduler', 'replay_workflow', 'schedule']

@@ -1,9 +1,9 @@
 """Schedulers that pause and resume trials: successive halving with resumption and Hyperband.
 
-The contract (`Scheduler`): the coordinator asks ``on_report`` what to answer a trial's report
-(go on, prune, or ``PAUSE``); a trial told to pause saves its state (`hpwf.Trial.pause`) and
-ends with the Done state "paused"; ``on_paused`` hears of it; ``promotable`` names paused trials
-that may run again now; ``drain`` decides what happens to paused trials once nothing else can
+The contract (`Scheduler`): the coordinator asks ``on_report`` for a `Decision` on a trial's
+report (``CONTINUE``, ``PAUSE``, or ``STOP``: prune) and answers the trial; a trial told to pause
+saves its state (`hpwf.Trial.pause`) and ends with the Done state "paused"; ``on_paused`` hears
+of it; ``promotable`` names paused trials that may run again now; ``drain`` decides what happens to paused trials once nothing else can
 run. Decisions depend only on reported values and trial numbers, so a resume rebuilds them from
 the study (``recover``).
 
@@ -18,6 +18,7 @@ trial(s) (at least one), and the others are pruned at their last rung.
 from __future__ import annotations
 
 import bisect
+import enum
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
@@ -30,7 +31,15 @@ if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
     from hpwf.engine.loop import Coordinator
 
-PAUSE = "pause"  # the Reply to a Report that tells the trial to pause
+
+
+class Decision(enum.Enum):
+    """A scheduler's answer to a trial's report (as Ray Tune's ``TrialScheduler``); the
+    coordinator acts on it."""
+
+    CONTINUE = "continue"
+    PAUSE = "pause"  # save its state and end the attempt: resumed when promoted
+    STOP = "stop"  # prune it
 
 
 class Scheduler(Protocol):
@@ -40,7 +49,7 @@ class Scheduler(Protocol):
 
     def may_ask(self) -> bool: ...
 
-    def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str: ...
+    def on_report(self, record: TrialRecord, step: int, value: float) -> Decision: ...
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None: ...
 
@@ -126,15 +135,15 @@ class SuccessiveHalving:
     def may_ask(self) -> bool:
         return True
 
-    def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
+    def on_report(self, record: TrialRecord, step: int, value: float) -> Decision:
         rungs = self._bracket(record.number)
         k = rungs.rung_at(step)
         if k is None or not math.isfinite(value):
-            return False
+            return Decision.CONTINUE
         rungs.record(k, record.number, value)
         self._at[record.number] = k
         self.changes += 1
-        return False if rungs.in_top(k, record.number) else PAUSE
+        return Decision.CONTINUE if rungs.in_top(k, record.number) else Decision.PAUSE
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
         pass

@@ -41,7 +41,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpwf.engine.schedulers._halving import PAUSE
+from hpwf.engine.schedulers._halving import Decision
 from hpwf.rundir import PBT_EXPLOITED, PBT_GENERATION, PBT_MEMBER, PBT_PARENT, RESTORE_ATTR
 from hpwf.engine.schedulers._lineage import lineage
 
@@ -120,10 +120,10 @@ class PopulationBasedTraining:
         self._release()
 
     # --- segments ---------------------------------------------------------------------------
-    def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str:
+    def on_report(self, record: TrialRecord, step: int, value: float) -> Decision:
         end = self.end_step(int(record.trial.user_attrs.get(GENERATION, 0)))
         record.last_report = (step, value)
-        return PAUSE if end is not None and step + 1 >= end else False
+        return Decision.PAUSE if end is not None and step + 1 >= end else Decision.CONTINUE
 
     def end_step(self, generation: int) -> int | None:
         """The step a segment of ``generation`` pauses before (None: the last runs to its end)."""
@@ -134,11 +134,11 @@ class PopulationBasedTraining:
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
         """The segment ended: tell it COMPLETE with its last value, queue the member's next one."""
         from hpwf.engine.ledger import TrialState as S
-        from hpwf.wire import Done
+        from hpwf.wire import Done, DoneState
 
         step, value = record.last_report or (-1, math.nan)
         trial = record.trial
-        record.result = Done(record.ticket, "complete", [value] if math.isfinite(value) else None)
+        record.result = Done(record.ticket, DoneState.COMPLETE, [value] if math.isfinite(value) else None)
         c.session.ledger.move(record, S.DONE)
         if not math.isfinite(value):
             return  # nothing to continue from: the tell fails it
