@@ -568,6 +568,74 @@ def test_a_flood_of_silent_handshakes_does_not_keep_the_agents_out(other_user: O
     assert quiet_summary["connections_refused"] == 0
 
 
+@pytest.mark.parametrize("agent", ["an expected host", "proved the key before", "unknown"])
+def test_known_agents_go_first_when_a_flood_fills_the_hub(agent: str) -> None:
+    """Her flood from 200 addresses (one silent connection each, more than the hub's 128 slots)
+    arrives while an agent is in its handshake. A known agent (its host expected, or its address
+    proved the key before) keeps its slot and gets in; an unknown one is hung up on."""
+    from hpwf.wire import Hub, connect
+    from hpwf.wire._channel import MAX_HANDSHAKES
+    from hpwf.wire._handshake import _prove
+
+    hub = Hub("127.0.0.1", unix=False)
+    flood: list[socket.socket] = []
+    try:
+        if agent == "an expected host":
+            hub.expect(["127.0.0.1", "no-such-host.invalid"])
+        elif agent == "proved the key before":
+            connect(hub.address, hub.authkey).close()
+        source = "127.0.0.1" if agent != "unknown" else "127.0.0.250"
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.connect(hub.address)
+        deadline = time.time() + 5
+        while len(hub._pending) < 1:
+            assert time.time() < deadline
+            time.sleep(0.001)
+        for i in range(200):
+            s = socket.socket()
+            s.bind((f"127.0.1.{i + 1}", 0))
+            s.connect(hub.address)
+            flood.append(s)
+        while hub.refused < 200 - MAX_HANDSHAKES:  # the hub hung up on the oldest silent ones
+            assert time.time() < deadline, hub.refused
+            time.sleep(0.001)
+        if agent == "unknown":
+            with pytest.raises((OSError, EOFError)):
+                _prove(sock, hub.authkey, time.monotonic() + 2)
+        else:
+            _prove(sock, hub.authkey, time.monotonic() + 2)
+            deadline = time.time() + 5
+            while not hub.take_new():
+                assert time.time() < deadline, "the known agent did not get in"
+                time.sleep(0.01)
+        sock.close()
+    finally:
+        for s in flood:
+            s.close()
+        hub.close()
+
+
+def test_the_hub_expects_the_hosts_the_mpirun_backend_places_agents_on() -> None:
+    from hpwf.backends.mpi import MPIJobBackend
+    from hpwf.engine.session import Session
+
+    assert MPIJobBackend(ranks=2, launcher=["mpirun", "-hosts", "n1:1,n2"]).agent_hosts == ("n1", "n2")
+    backend = MPIJobBackend(ranks=1, launcher=[MPIRUN])
+    expected: list[str] = []
+
+    class Hub:
+        address, authkey, wake_fd = "x", b"k", os.pipe()[0]
+
+        def expect(self, hosts: list[str]) -> None:
+            expected.extend(hosts)
+
+    session = Session(backend, hub_factory=Hub)
+    backend.start = lambda address, key: None  # type: ignore[method-assign]
+    session.__enter__()
+    assert expected == ["127.0.0.1"]
+
+
 def test_file_modes_are_not_judged_from_a_folder_she_owns(other_user: OtherUser, tmp_path: Path) -> None:
     """Her folder, group-readable and setgid, says nothing about who may read our files: 0600."""
     from hpwf.rundir._perms import atomic_write, is_shared
