@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -341,6 +342,112 @@ def test_a_run_directory_in_a_sticky_folder_like_tmp_is_fine_and_cannot_be_swapp
             watcher.kill()
             watcher.wait()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+SWAP_NOW = '''import os, sys
+# Move the victim's live run directory away and put her own in its place, with links at the
+# files the run writes next (at a file of the victim's) and open folders for its trial files.
+parent, name, victim = sys.argv[1], sys.argv[2], sys.argv[3]
+run = os.path.join(parent, name)
+os.rename(run, run + ".moved")
+os.mkdir(run)
+os.chmod(run, 0o777)
+for f in ("summary.json", "study.journal", "run.json", "study.journal.lock"):
+    os.symlink(victim, os.path.join(run, f))
+for d in ("trials", "trials/000", "results"):
+    os.mkdir(os.path.join(run, d))
+    os.chmod(os.path.join(run, d), 0o777)
+print("swapped", flush=True)
+'''
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_run_directory_swapped_while_the_run_writes_gets_none_of_its_writes(
+        other_user: OtherUser, tmp_path: Path) -> None:
+    """The folder above a live run becomes writable by her (a chmod, an ACL: after hpwf checked
+    it). She renames the run directory away and puts her own in its place, with links at a file
+    of the victim's where the journal, ``summary.json`` and ``run.json`` go. Every write of the
+    run (coordinator and agents: journal, trial files, results logs, summary) goes on into the
+    directory the run began in, reached through its descriptor: her folder gets nothing, the
+    victim's file is untouched."""
+    parent = Path(tempfile.mkdtemp(prefix="hpwf-live-", dir="/tmp"))
+    try:
+        victim = tmp_path / "precious"
+        victim.write_text("keep me\n")
+        script = parent / "swap_now.py"
+        script.write_text(SWAP_NOW)
+        script.chmod(0o644)
+        run_dir = parent / "q"
+        run = subprocess.Popen([PYTHON, "-m", "hpwf", "run", str(TOY), "--run-dir", str(run_dir), "--workers", "2",
+                                "--n-trials", "10", "--quiet"], env=env(TOY_EPOCHS="4", TOY_SLEEP="0.25"), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 120
+            while len(list((run_dir / "results").glob("*/*.jsonl"))) < 2:  # both agents have started trials
+                assert run.poll() is None and time.time() < deadline, run.communicate()
+                time.sleep(0.02)
+            parent.chmod(0o777)  # now she may rename what is in it
+            swap = subprocess.run(["/usr/bin/python3", "-I", str(script), str(parent), "q", str(victim)],
+                                  user=other_user.uid, group=other_user.gid, cwd="/", capture_output=True, text=True,
+                                  env={"PATH": "/usr/bin:/bin"}, timeout=60)
+            assert swap.stdout.strip() == "swapped", swap.stderr
+            planted = _tree(run_dir)
+            out, err = run.communicate(timeout=300)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert run.returncode == 0, err
+        assert victim.read_text() == "keep me\n", "a write followed her link"
+        assert _tree(run_dir) == planted, "the run wrote into her folder"
+        moved = parent / "q.moved"
+        summary = json.loads((moved / "summary.json").read_text())
+        assert summary["complete"] + summary["pruned"] == 10, summary
+        results = [json.loads((f / "result.json").read_text()) for f in (moved / "trials" / "000").iterdir()]
+        assert len(results) == 10 and {r["state"] for r in results} <= {"COMPLETE", "PRUNED"}
+        assert b'"op_code":6' in (moved / "study.journal").read_bytes()
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_files_of_a_held_run_directory_follow_its_descriptor_not_its_path(tmp_path: Path) -> None:
+    """The helper every run-directory file goes through: a link planted on the way (a folder or
+    the file) is refused; a run directory moved away keeps its writes; one deleted and made anew
+    at the same path (a new run) is held afresh; Optuna's journal path resolves through the
+    descriptor."""
+    from hpwf.rundir import atomic_write, hold_run_dir, make_folder, open_file, read_file
+    from hpwf.rundir._safe_open import store_path
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    hold_run_dir(run)
+    (tmp_path / "elsewhere").mkdir()
+    (run / "trials").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError) as link:
+        make_folder(run / "trials" / "000" / "00001")
+    assert link.value.errno in (errno.ELOOP, errno.ENOTDIR) and not list((tmp_path / "elsewhere").iterdir())
+    (run / "log.txt").symlink_to(tmp_path / "victim")
+    with pytest.raises(OSError):
+        open_file(run / "log.txt", "a")
+    assert not (tmp_path / "victim").exists()
+    journal = store_path(run / "study.journal")
+    assert journal.startswith("/proc/self/fd/") and os.path.samefile(os.path.dirname(journal), run)
+    run.rename(tmp_path / "moved")
+    run.mkdir(mode=0o777)  # (hers, in the story)
+    atomic_write(run / "summary.json", "{}")
+    with open(journal, "ab") as f:  # what Optuna does with the path it was given
+        f.write(b"record\n")
+    assert not list(run.iterdir())
+    assert read_file(tmp_path / "moved" / "summary.json") == b"{}"
+    assert (tmp_path / "moved" / "study.journal").read_bytes() == b"record\n"
+    run.rmdir()
+    shutil.rmtree(tmp_path / "moved")
+    run.mkdir(mode=0o700)  # a new run at the same path
+    atomic_write(run / "summary.json", "{}")
+    assert (run / "summary.json").read_text() == "{}"
 
 
 def test_a_checkpoint_that_is_not_ours_or_is_a_link_is_never_loaded(other_user: OtherUser, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from hpwf.report._large import is_large, large_figures, large_table, trials_csv
 from hpwf.report._schedule import scheduler_section
 from hpwf.report._uq import uq_section
 from hpwf.rundir import (
+    is_file, open_file,
     PBT_GENERATION, PBT_MEMBER, check_run_store, open_run_study, read_study, read_summary, state_counts, trial_folder,
     trial_folders)
 
@@ -200,9 +201,9 @@ def _figures(study: optuna.Study) -> list[str]:
 def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """The named metrics a trial logged (``trial.log_metrics``): name -> [(step, value)], from its metrics.csv."""
     path = folder / "metrics.csv"
-    if not path.exists():
+    if not is_file(path):
         return {}
-    with path.open(newline="") as f:
+    with open_file(path, "r", newline="") as f:
         rows = list(csv.DictReader(f))
     names = [c for c in (rows[0] if rows else {}) if c not in METRICS_BOOKKEEPING]
     out: dict[str, list[tuple[int, float]]] = {}
