@@ -558,6 +558,76 @@ def test_a_dask_scratch_space_made_by_another_user_is_not_used(other_user: Other
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SCRATCH_FLOW = '''import json, os, tempfile
+import hpwf
+
+search = hpwf.Search(direction="minimize", n_trials=2, seed=1)
+
+
+def objective(trial):
+    folder = tempfile.gettempdir()
+    st = os.stat(folder)
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        made = f.name
+    record = {"dir": folder, "uid": st.st_uid, "mode": st.st_mode & 0o7777, "file": made}
+    (trial.folder / "tmp.json").write_text(json.dumps(record))
+    return 1.0
+'''
+
+
+def test_agents_on_a_dask_worker_hpwf_did_not_start_use_a_private_scratch_of_their_own(
+        other_user: OtherUser, tmp_path: Path) -> None:
+    """A ``dask worker`` started outside hpwf (``--backend dask``) whose temporary directory and
+    ``--local-directory`` are a folder the other user made (anyone may write it): the agents and
+    their trials put their temporary files in a fresh 0700 folder of the victim's elsewhere, leave
+    nothing in her folder but Dask's own files, and the worker's log says that its folder is not
+    private."""
+    bin_dir = Path(sys.executable).parent
+    hers = Path(tempfile.mkdtemp(prefix="hpwf-hers-", dir="/tmp"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        hers.chmod(0o777)
+        as_other(other_user, hers)
+        (tmp_path / "flow.py").write_text(SCRATCH_FLOW)
+        scheduler_file = tmp_path / "scheduler.json"
+        base = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs.append(subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--no-dashboard", "--scheduler-file", str(scheduler_file)], cwd=ROOT, env=base,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 60
+        while not scheduler_file.exists():
+            assert time.time() < deadline
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker_log = tmp_path / "worker.log"
+        with worker_log.open("wb") as log:
+            procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads",
+                                           "1", "--no-dashboard", "--host", "127.0.0.1", "--local-directory",
+                                           str(hers)], cwd=ROOT, env={**base, "TMPDIR": str(hers)}, stdout=log,
+                                          stderr=subprocess.STDOUT))
+        done = subprocess.run([PYTHON, "-m", "hpwf", "run", str(tmp_path / "flow.py"), "--backend", "dask",
+                               "--scheduler", address, "--run-dir", str(tmp_path / "run"), "--quiet"], env=env(),
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "trials").glob("*/*/tmp.json")]
+        assert len(records) == 2
+        for record in records:
+            assert not record["dir"].startswith(str(hers)), record
+            assert record["uid"] == os.geteuid() and record["mode"] == 0o700, record
+            assert record["file"].startswith(record["dir"] + "/")
+        assert {p.name for p in hers.iterdir()} <= {"dask-scratch-space"}, sorted(p.name for p in hers.iterdir())
+        for proc in procs[::-1]:
+            proc.terminate()
+            proc.wait(timeout=30)
+        assert f"this Dask worker's local directory {hers}" in worker_log.read_text(), worker_log.read_text()[-3000:]
+    finally:
+        for proc in procs[::-1]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(hers, ignore_errors=True)
+
+
 # --- item 6: a flood of silent handshakes ---------------------------------------------------------
 FLOOD = '''import selectors, socket, sys, time
 # Hold as many silent connections to the hub as she can, reconnecting at once when one is dropped.
