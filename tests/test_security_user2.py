@@ -9,12 +9,17 @@
    read only unless ``--writable``.
 3. A run directory in a folder another user can write is refused (exit 2, one line), so her
    inotify swap of the run directory (or of a ``pause.pt`` inside it) finds nothing to swap; a
-   checkpoint that is not ours, or a link, is never loaded.
+   checkpoint that is not ours, or a link, is never loaded. A live run directory swapped anyway
+   (its folder made writable after the check) gets none of the run's writes: every file is
+   opened relative to the run directory's descriptor.
 4. ``status``/``report``/``dashboard`` refuse a run directory (or ``run.json``) of someone else,
    and open a store named by ``run.json`` only inside the run directory; a deleted study or a
    bad store is one line.
-5. Dask's scratch space is private: a ``dask-scratch-space`` made by another user is not used.
-6. A flood of silent handshakes against a TCP hub does not keep the agents out.
+5. Dask's scratch space is private: a ``dask-scratch-space`` made by another user is not used;
+   on a ``dask worker`` hpwf did not start, in a folder of hers, the agents' trials get a
+   private temporary folder, and the worker's log says its folder is not private.
+6. A flood of silent handshakes against a TCP hub does not keep the agents out; known agents
+   (expected hosts, addresses that proved the key) keep their handshake slots in a flood.
 """
 
 from __future__ import annotations
