@@ -423,7 +423,7 @@ def test_files_of_a_held_run_directory_follow_its_descriptor_not_its_path(tmp_pa
     the file) is refused; a run directory moved away keeps its writes; one deleted and made anew
     at the same path (a new run) is held afresh; Optuna's journal path resolves through the
     descriptor."""
-    from hpwf.rundir import atomic_write, hold_run_dir, make_folder, open_file, read_file
+    from hpwf.rundir import atomic_write, check_run_trusted, hold_run_dir, make_folder, open_file, read_file
     from hpwf.rundir._safe_open import store_path
 
     run = tmp_path / "run"
@@ -453,6 +453,11 @@ def test_files_of_a_held_run_directory_follow_its_descriptor_not_its_path(tmp_pa
     run.mkdir(mode=0o700)  # a new run at the same path
     atomic_write(run / "summary.json", "{}")
     assert (run / "summary.json").read_text() == "{}"
+    run.rename(tmp_path / "old")  # the user moves a run aside and makes another there: a reader
+    run.mkdir(mode=0o700)  # (`hpwf status`) checks and reads the one the path names now
+    (run / "summary.json").write_text('{"new": 1}')
+    check_run_trusted(run)
+    assert read_file(run / "summary.json") == b'{"new": 1}'
 
 
 def test_a_checkpoint_that_is_not_ours_or_is_a_link_is_never_loaded(other_user: OtherUser, tmp_path: Path) -> None:

@@ -146,8 +146,8 @@ def check_run_trusted(run_dir: Path) -> None:
     check_parents(run_dir)
     for path in (run_dir, run_dir / RUN_FILE, run_dir / "ensemble", run_dir / "ensemble" / RUN_FILE):
         check_trusted(path)
-    if run_dir.is_dir():
-        hold_run_dir(run_dir)
+    if run_dir.is_dir():  # the one the path names now (checked just above), not one held before
+        hold_run_dir(run_dir, fresh=True)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ no held run directory (a store the user named elsewhere, a run this process neve
 opened by path, its last component with ``O_NOFOLLOW``.
 
 A held directory that was deleted (a new run made at the same path) is held again, checked
-anew; one that was moved away stays held.
+anew; one that was moved away stays held, for the writes of the run. A command that starts
+(``run``, ``resume``, ``status``, ...) holds afresh the directory its path names now, checked.
 
 Example:
     >>> import tempfile
@@ -69,7 +70,7 @@ def hold_run_dir(run_dir: Path, fresh: bool = False) -> None:
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             os.close(fd)
             raise ConfigError(f"{run_dir}: not yours alone (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
-        _forget(key)
+        _held.pop(key, None)  # (not closed: another thread of this process may be walking from it)
         _held[key] = fd
         while len(_held) > _MOST_HELD:
             _forget(next(k for k, v in _held.items() if v not in _pinned))
