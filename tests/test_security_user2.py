@@ -9,16 +9,22 @@
    read only unless ``--writable``.
 3. A run directory in a folder another user can write is refused (exit 2, one line), so her
    inotify swap of the run directory (or of a ``pause.pt`` inside it) finds nothing to swap; a
-   checkpoint that is not ours, or a link, is never loaded.
+   checkpoint that is not ours, or a link, is never loaded. A live run directory swapped anyway
+   (its folder made writable after the check) gets none of the run's writes: every file is
+   opened relative to the run directory's descriptor.
 4. ``status``/``report``/``dashboard`` refuse a run directory (or ``run.json``) of someone else,
    and open a store named by ``run.json`` only inside the run directory; a deleted study or a
    bad store is one line.
-5. Dask's scratch space is private: a ``dask-scratch-space`` made by another user is not used.
-6. A flood of silent handshakes against a TCP hub does not keep the agents out.
+5. Dask's scratch space is private: a ``dask-scratch-space`` made by another user is not used;
+   on a ``dask worker`` hpwf did not start, in a folder of hers, the agents' trials get a
+   private temporary folder, and the worker's log says its folder is not private.
+6. A flood of silent handshakes against a TCP hub does not keep the agents out; known agents
+   (expected hosts, addresses that proved the key) keep their handshake slots in a flood.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -343,6 +349,117 @@ def test_a_run_directory_in_a_sticky_folder_like_tmp_is_fine_and_cannot_be_swapp
         shutil.rmtree(parent, ignore_errors=True)
 
 
+SWAP_NOW = '''import os, sys
+# Move the victim's live run directory away and put her own in its place, with links at the
+# files the run writes next (at a file of the victim's) and open folders for its trial files.
+parent, name, victim = sys.argv[1], sys.argv[2], sys.argv[3]
+run = os.path.join(parent, name)
+os.rename(run, run + ".moved")
+os.mkdir(run)
+os.chmod(run, 0o777)
+for f in ("summary.json", "study.journal", "run.json", "study.journal.lock"):
+    os.symlink(victim, os.path.join(run, f))
+for d in ("trials", "trials/000", "results"):
+    os.mkdir(os.path.join(run, d))
+    os.chmod(os.path.join(run, d), 0o777)
+print("swapped", flush=True)
+'''
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_run_directory_swapped_while_the_run_writes_gets_none_of_its_writes(
+        other_user: OtherUser, tmp_path: Path) -> None:
+    """The folder above a live run becomes writable by her (a chmod, an ACL: after hpwf checked
+    it). She renames the run directory away and puts her own in its place, with links at a file
+    of the victim's where the journal, ``summary.json`` and ``run.json`` go. Every write of the
+    run (coordinator and agents: journal, trial files, results logs, summary) goes on into the
+    directory the run began in, reached through its descriptor: her folder gets nothing, the
+    victim's file is untouched."""
+    parent = Path(tempfile.mkdtemp(prefix="hpwf-live-", dir="/tmp"))
+    try:
+        victim = tmp_path / "precious"
+        victim.write_text("keep me\n")
+        script = parent / "swap_now.py"
+        script.write_text(SWAP_NOW)
+        script.chmod(0o644)
+        run_dir = parent / "q"
+        run = subprocess.Popen([PYTHON, "-m", "hpwf", "run", str(TOY), "--run-dir", str(run_dir), "--workers", "2",
+                                "--n-trials", "10", "--quiet"], env=env(TOY_EPOCHS="4", TOY_SLEEP="0.25"), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 120
+            while len(list((run_dir / "results").glob("*/*.jsonl"))) < 2:  # both agents have started trials
+                assert run.poll() is None and time.time() < deadline, run.communicate()
+                time.sleep(0.02)
+            parent.chmod(0o777)  # now she may rename what is in it
+            swap = subprocess.run(["/usr/bin/python3", "-I", str(script), str(parent), "q", str(victim)],
+                                  user=other_user.uid, group=other_user.gid, cwd="/", capture_output=True, text=True,
+                                  env={"PATH": "/usr/bin:/bin"}, timeout=60)
+            assert swap.stdout.strip() == "swapped", swap.stderr
+            planted = _tree(run_dir)
+            out, err = run.communicate(timeout=300)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert run.returncode == 0, err
+        assert victim.read_text() == "keep me\n", "a write followed her link"
+        assert _tree(run_dir) == planted, "the run wrote into her folder"
+        moved = parent / "q.moved"
+        summary = json.loads((moved / "summary.json").read_text())
+        assert summary["complete"] + summary["pruned"] == 10, summary
+        results = [json.loads((f / "result.json").read_text()) for f in (moved / "trials" / "000").iterdir()]
+        assert len(results) == 10 and {r["state"] for r in results} <= {"COMPLETE", "PRUNED"}
+        assert b'"op_code":6' in (moved / "study.journal").read_bytes()
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_files_of_a_held_run_directory_follow_its_descriptor_not_its_path(tmp_path: Path) -> None:
+    """The helper every run-directory file goes through: a link planted on the way (a folder or
+    the file) is refused; a run directory moved away keeps its writes; one deleted and made anew
+    at the same path (a new run) is held afresh; Optuna's journal path resolves through the
+    descriptor."""
+    from hpwf.rundir import atomic_write, check_run_trusted, hold_run_dir, make_folder, open_file, read_file
+    from hpwf.rundir._safe_open import store_path
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    hold_run_dir(run)
+    (tmp_path / "elsewhere").mkdir()
+    (run / "trials").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError) as link:
+        make_folder(run / "trials" / "000" / "00001")
+    assert link.value.errno in (errno.ELOOP, errno.ENOTDIR) and not list((tmp_path / "elsewhere").iterdir())
+    (run / "log.txt").symlink_to(tmp_path / "victim")
+    with pytest.raises(OSError):
+        open_file(run / "log.txt", "a")
+    assert not (tmp_path / "victim").exists()
+    journal = store_path(run / "study.journal")
+    assert journal.startswith("/proc/self/fd/") and os.path.samefile(os.path.dirname(journal), run)
+    run.rename(tmp_path / "moved")
+    run.mkdir(mode=0o777)  # (hers, in the story)
+    atomic_write(run / "summary.json", "{}")
+    with open(journal, "ab") as f:  # what Optuna does with the path it was given
+        f.write(b"record\n")
+    assert not list(run.iterdir())
+    assert read_file(tmp_path / "moved" / "summary.json") == b"{}"
+    assert (tmp_path / "moved" / "study.journal").read_bytes() == b"record\n"
+    run.rmdir()
+    shutil.rmtree(tmp_path / "moved")
+    run.mkdir(mode=0o700)  # a new run at the same path
+    atomic_write(run / "summary.json", "{}")
+    assert (run / "summary.json").read_text() == "{}"
+    run.rename(tmp_path / "old")  # the user moves a run aside and makes another there: a reader
+    run.mkdir(mode=0o700)  # (`hpwf status`) checks and reads the one the path names now
+    (run / "summary.json").write_text('{"new": 1}')
+    check_run_trusted(run)
+    assert read_file(run / "summary.json") == b'{"new": 1}'
+
+
 def test_a_checkpoint_that_is_not_ours_or_is_a_link_is_never_loaded(other_user: OtherUser, tmp_path: Path) -> None:
     mine = tmp_path / "pause.pt"
     mine.write_bytes(b"weights")
@@ -449,6 +566,76 @@ def test_a_dask_scratch_space_made_by_another_user_is_not_used(other_user: Other
         assert not [p for p in tmp.iterdir() if p.name.startswith("hpwf-dask-")], "the private scratch was left"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+SCRATCH_FLOW = '''import json, os, tempfile
+import hpwf
+
+search = hpwf.Search(direction="minimize", n_trials=2, seed=1)
+
+
+def objective(trial):
+    folder = tempfile.gettempdir()
+    st = os.stat(folder)
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        made = f.name
+    record = {"dir": folder, "uid": st.st_uid, "mode": st.st_mode & 0o7777, "file": made}
+    (trial.folder / "tmp.json").write_text(json.dumps(record))
+    return 1.0
+'''
+
+
+def test_agents_on_a_dask_worker_hpwf_did_not_start_use_a_private_scratch_of_their_own(
+        other_user: OtherUser, tmp_path: Path) -> None:
+    """A ``dask worker`` started outside hpwf (``--backend dask``) whose temporary directory and
+    ``--local-directory`` are a folder the other user made (anyone may write it): the agents and
+    their trials put their temporary files in a fresh 0700 folder of the victim's elsewhere, leave
+    nothing in her folder but Dask's own files, and the worker's log says that its folder is not
+    private."""
+    bin_dir = Path(sys.executable).parent
+    hers = Path(tempfile.mkdtemp(prefix="hpwf-hers-", dir="/tmp"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        hers.chmod(0o777)
+        as_other(other_user, hers)
+        (tmp_path / "flow.py").write_text(SCRATCH_FLOW)
+        scheduler_file = tmp_path / "scheduler.json"
+        base = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs.append(subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--no-dashboard", "--scheduler-file", str(scheduler_file)], cwd=ROOT, env=base,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 60
+        while not scheduler_file.exists():
+            assert time.time() < deadline
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker_log = tmp_path / "worker.log"
+        with worker_log.open("wb") as log:
+            procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "1", "--nthreads",
+                                           "1", "--no-dashboard", "--host", "127.0.0.1", "--local-directory",
+                                           str(hers)], cwd=ROOT, env={**base, "TMPDIR": str(hers)}, stdout=log,
+                                          stderr=subprocess.STDOUT))
+        done = subprocess.run([PYTHON, "-m", "hpwf", "run", str(tmp_path / "flow.py"), "--backend", "dask",
+                               "--scheduler", address, "--run-dir", str(tmp_path / "run"), "--quiet"], env=env(),
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "trials").glob("*/*/tmp.json")]
+        assert len(records) == 2
+        for record in records:
+            assert not record["dir"].startswith(str(hers)), record
+            assert record["uid"] == os.geteuid() and record["mode"] == 0o700, record
+            assert record["file"].startswith(record["dir"] + "/")
+        assert {p.name for p in hers.iterdir()} <= {"dask-scratch-space"}, sorted(p.name for p in hers.iterdir())
+        for proc in procs[::-1]:
+            proc.terminate()
+            proc.wait(timeout=30)
+        assert f"this Dask worker's local directory {hers}" in worker_log.read_text(), worker_log.read_text()[-3000:]
+    finally:
+        for proc in procs[::-1]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(hers, ignore_errors=True)
 
 
 # --- item 6: a flood of silent handshakes ---------------------------------------------------------
@@ -566,6 +753,74 @@ def test_a_flood_of_silent_handshakes_does_not_keep_the_agents_out(other_user: O
     assert summary["complete"] + summary["pruned"] == int(n_trials) and summary["agents_seen"] == 2
     assert summary["connections_refused"] > 100, summary  # her flood reached the hub, and was hung up on
     assert quiet_summary["connections_refused"] == 0
+
+
+@pytest.mark.parametrize("agent", ["an expected host", "proved the key before", "unknown"])
+def test_known_agents_go_first_when_a_flood_fills_the_hub(agent: str) -> None:
+    """Her flood from 200 addresses (one silent connection each, more than the hub's 128 slots)
+    arrives while an agent is in its handshake. A known agent (its host expected, or its address
+    proved the key before) keeps its slot and gets in; an unknown one is hung up on."""
+    from hpwf.wire import Hub, connect
+    from hpwf.wire._channel import MAX_HANDSHAKES
+    from hpwf.wire._handshake import _prove
+
+    hub = Hub("127.0.0.1", unix=False)
+    flood: list[socket.socket] = []
+    try:
+        if agent == "an expected host":
+            hub.expect(["127.0.0.1", "no-such-host.invalid"])
+        elif agent == "proved the key before":
+            connect(hub.address, hub.authkey).close()
+        source = "127.0.0.1" if agent != "unknown" else "127.0.0.250"
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.connect(hub.address)
+        deadline = time.time() + 5
+        while len(hub._pending) < 1:
+            assert time.time() < deadline
+            time.sleep(0.001)
+        for i in range(200):
+            s = socket.socket()
+            s.bind((f"127.0.1.{i + 1}", 0))
+            s.connect(hub.address)
+            flood.append(s)
+        while hub.refused < 200 - MAX_HANDSHAKES:  # the hub hung up on the oldest silent ones
+            assert time.time() < deadline, hub.refused
+            time.sleep(0.001)
+        if agent == "unknown":
+            with pytest.raises((OSError, EOFError)):
+                _prove(sock, hub.authkey, time.monotonic() + 2)
+        else:
+            _prove(sock, hub.authkey, time.monotonic() + 2)
+            deadline = time.time() + 5
+            while not hub.take_new():
+                assert time.time() < deadline, "the known agent did not get in"
+                time.sleep(0.01)
+        sock.close()
+    finally:
+        for s in flood:
+            s.close()
+        hub.close()
+
+
+def test_the_hub_expects_the_hosts_the_mpirun_backend_places_agents_on() -> None:
+    from hpwf.backends.mpi import MPIJobBackend
+    from hpwf.engine.session import Session
+
+    assert MPIJobBackend(ranks=2, launcher=["mpirun", "-hosts", "n1:1,n2"]).agent_hosts == ("n1", "n2")
+    backend = MPIJobBackend(ranks=1, launcher=[MPIRUN])
+    expected: list[str] = []
+
+    class Hub:
+        address, authkey, wake_fd = "x", b"k", os.pipe()[0]
+
+        def expect(self, hosts: list[str]) -> None:
+            expected.extend(hosts)
+
+    session = Session(backend, hub_factory=Hub)
+    backend.start = lambda address, key: None  # type: ignore[method-assign]
+    session.__enter__()
+    assert expected == ["127.0.0.1"]
 
 
 def test_file_modes_are_not_judged_from_a_folder_she_owns(other_user: OtherUser, tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ class Backend(ABC):
         group_mode: how a trial of k ranks runs on k agents: "mpi" (the agents are ranks of one
             MPI job and split off a communicator) or "launch" (the first agent launches k ranks
             with ``mpirun`` while the others hold their slots).
+        agent_hosts: the hosts this backend places agents on, as far as it knows them; a TCP
+            hub lets their connections through first (`hpwf.wire.Hub.expect`).
     """
 
     name: str = "base"
@@ -37,6 +39,7 @@ class Backend(ABC):
     group_mode: str = "launch"  # "mpi": agents are MPI ranks and form a trial's group themselves
     starts_slowly: bool = False  # True: `start` runs in a thread while the coordinator gets ready
     report_dir: Path | None = None
+    agent_hosts: tuple[str, ...] = ()
     _unreachable: Unreachable | None = None
 
     @abstractmethod

@@ -254,7 +254,9 @@ def cluster_options(site: SiteConfig, processes: int, log_directory: Path) -> di
 
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to a file only its owner can read (``0600``)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    from hpwf.rundir import open_fd
+
+    fd = open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # (a planted link is refused)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)

@@ -13,12 +13,11 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpwf.backends._base import Backend
-from hpwf.worker import AGENTS_ENV, allow_children, end_children, serve_in_child
+from hpwf.worker import AGENTS_ENV, allow_children, end_children, private_scratch, serve_in_child
 from hpwf.backends._dask_security import (
     LOOPBACK_HTTP, NO_HTTP_PAGES, remove_key_file, serve_with_key_file, write_key_file,
 )
@@ -60,7 +59,7 @@ class LocalBackend(Backend):
         from distributed import Client, LocalCluster
 
         allow_children()
-        self._scratch = private_scratch()
+        self._scratch = private_scratch("hpwf-dask-")  # not the shared dask-scratch-space
         with dask.config.set({**NO_HTTP_PAGES, "temporary-directory": self._scratch}):
             self._cluster = LocalCluster(
                 n_workers=1, threads_per_worker=self.workers, processes=False, protocol="inproc://",
@@ -88,15 +87,6 @@ class LocalBackend(Backend):
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
-
-
-def private_scratch() -> str:
-    """A fresh folder only this user can enter, for Dask's scratch space (``temporary-directory``).
-
-    Dask's default, ``dask-scratch-space`` in the system's temporary directory, is shared by every
-    user of the machine: whoever made it first could plant links at its lock files.
-    """
-    return tempfile.mkdtemp(prefix="hpwf-dask-")  # mode 0700, a new name
 
 
 def submit_agents(client, address: Address, key_file: Path, count: int, prefix: str,  # type: ignore[no-untyped-def]

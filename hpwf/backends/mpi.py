@@ -58,7 +58,9 @@ class MPIJobBackend(Backend):
 
         self.ranks = ranks or os.cpu_count() or 1
         self.launcher = launcher or [mpirun()]
-        endpoint = choose(job_hosts(self.launcher), interface)
+        hosts = job_hosts(self.launcher)
+        self.agent_hosts = tuple(hosts) or ("127.0.0.1",)  # none named: the ranks run here
+        endpoint = choose(hosts, interface)
         self.listen_host, self.advertise_host = endpoint.listen, endpoint.advertise
         self.max_restarts = max_restarts
         self._restarts = 0

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.engine.session import Counts
 from hpwf.rundir import (
+    make_folder,
     ATTEMPT_ATTR, FAIL_REASON_ATTR, FAILURE, RETRY_OF_ATTR, RUN_ATTR, TRACEBACK_ATTR, attrs, read_result, trial_folder,
     write_atomically)
 from hpwf.wire import Done, DoneState
@@ -70,7 +71,7 @@ class Outcomes:
             return False
         if not traceback_text:
             folder = trial_folder(self.run_dir, trial.number)
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
             write_atomically(folder / FAILURE, reason + "\n")
         self.counts.fail += 1
         self.counts.fail_here += counts_as_failure

@@ -24,7 +24,7 @@ from hpwf.engine.session import Budget, Session
 from hpwf.engine.stops import StopKind
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
-from hpwf.rundir import DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, open_storage, read_summary
+from hpwf.rundir import DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, make_folder, open_storage, read_summary
 from hpwf.wire import Setup
 from hpwf.workflow import Search, Workflow
 
@@ -166,7 +166,7 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool,
     """
     search, folder = phase.search, phase.folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)  # (the run directory is held: an ensemble's sub-run through its descriptor)
     except OSError as exc:
         raise ConfigError(f"--run-dir {folder}: cannot create: {exc.strerror or exc}") from None
     lock = RunLock(folder)

@@ -79,6 +79,8 @@ class Session:
 
     def __enter__(self) -> Session:
         self.hub = self._hub_factory()
+        if hasattr(self.hub, "expect"):  # known agents first (a simulated hub has no slots)
+            self.hub.expect(self.backend.agent_hosts)
         self._selector.register(self.hub.wake_fd, selectors.EVENT_READ, None)
         if self.backend.starts_slowly:  # the store opens and the first trials are asked meanwhile
             self._starter = threading.Thread(target=self._start, name="hpwf-backend-start", daemon=True)

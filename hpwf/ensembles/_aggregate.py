@@ -90,8 +90,11 @@ def aggregate(run_dir: str | Path, spec: Ensemble | None = None) -> dict[str, An
         selection_record["stale"] = note
     metrics["selection"] = selection_record
     write_selection(run_dir, {**saved, "calibrate": calibrate, "calibrate_options": opts, "members": rows})
-    (run_dir / "uq_metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_number))
-    np.savez(run_dir / "uq_predictions.npz", **arrays)  # type: ignore[arg-type]
+    from hpwf.rundir import atomic_write, atomic_writer
+
+    atomic_write(run_dir / "uq_metrics.json", json.dumps(metrics, indent=1, default=_json_number))
+    with atomic_writer(run_dir / "uq_predictions.npz") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     return metrics
 
 

@@ -29,7 +29,7 @@ from hpwf.ensembles import _calibrate as calib
 from hpwf.ensembles._selection import Selection, allocate, greedy, top_k
 from hpwf.errors import ConfigError
 from hpwf.progress import say
-from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE, trial_folder
+from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE, atomic_write, is_file, make_folder, read_file, trial_folder
 from hpwf.workflow import DEFAULT_SIZE, ENSEMBLE_DIR, Ensemble, Member, Search, Workflow, predictions
 
 SELECTION_FILE = "selection.json"
@@ -154,13 +154,13 @@ def missing_members(planned: Plan, study: optuna.Study) -> list[dict[str, Any]]:
 def read_selection(run_dir: Path) -> dict[str, Any]:
     """``RUN_DIR/ensemble/selection.json``, or {} when there is none."""
     path = run_dir / ENSEMBLE_DIR / SELECTION_FILE
-    return cast(dict[str, Any], json.loads(path.read_text())) if path.exists() else {}
+    return cast(dict[str, Any], json.loads(read_file(path))) if is_file(path) else {}
 
 
 def write_selection(run_dir: Path, record: dict[str, Any]) -> Path:
     path = run_dir / ENSEMBLE_DIR / SELECTION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=str))
+    make_folder(path.parent)
+    atomic_write(path, json.dumps(record, indent=1, default=str))
     return path
 
 

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpwf.report._figure import figure_html, note
 from hpwf.report._large import is_large
-from hpwf.rundir import trial_folder, trial_folders
+from hpwf.rundir import is_file, open_file, trial_folder, trial_folders
 
 LOGGED_CURVES = 20  # a large study: the logged metrics of its best trials only
 METRICS_BOOKKEEPING = ("step", "value", "elapsed_s", "time")  # metrics.csv columns that are not logged metrics
@@ -20,9 +20,9 @@ METRICS_BOOKKEEPING = ("step", "value", "elapsed_s", "time")  # metrics.csv colu
 def read_metrics(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """The named metrics a trial logged (``trial.log_metrics``): name -> [(step, value)], from its metrics.csv."""
     path = folder / "metrics.csv"
-    if not path.exists():
+    if not is_file(path):
         return {}
-    with path.open(newline="") as f:
+    with open_file(path, "r", newline="") as f:
         rows = list(csv.DictReader(f))
     names = [c for c in (rows[0] if rows else {}) if c not in METRICS_BOOKKEEPING]
     out: dict[str, list[tuple[int, float]]] = {}

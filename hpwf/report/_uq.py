@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import optuna
 
 from hpwf.ensembles import uq
+from hpwf.rundir import is_file, read_file
 from hpwf.report._figure import figure_html
 
 KEY_METRICS = ("rmse", "nll", "crps", "mixture_nll", "mixture_crps", "rescaled_nll", "rescaled_crps", "picp_68",
@@ -36,17 +38,17 @@ LABELS = {"nll": "NLL (moment-matched Gaussian)", "crps": "CRPS (moment-matched 
 def uq_section(study: optuna.Study, run_dir: Path) -> str | None:
     """HTML for the run's ensemble, or None when the run has no aggregated ensemble."""
     metrics_path, preds_path = run_dir / "uq_metrics.json", run_dir / "uq_predictions.npz"
-    if not metrics_path.exists():
+    if not is_file(metrics_path):
         return None
-    everything: dict[str, Any] = json.loads(metrics_path.read_text())
+    everything: dict[str, Any] = json.loads(read_file(metrics_path))
     metrics = uq.model_metrics(everything)
     chunks = ["<h2>Uncertainty quantification</h2>", _table(metrics)]
     if isinstance(everything.get("selection"), dict):
         chunks.append(_members(everything["selection"]))
     if isinstance(everything.get("conditional"), dict):
         chunks.append(_conditional(everything["conditional"]))
-    if preds_path.exists():
-        p = dict(np.load(preds_path))
+    if is_file(preds_path):
+        p = dict(np.load(io.BytesIO(read_file(preds_path))))
         if "mean" in p:
             chunks += [_calibration(p), _std_vs_error(p)]
             if "x" in p:

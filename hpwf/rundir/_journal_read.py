@@ -12,13 +12,14 @@ Optuna.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Container, Sequence
+from typing import Any, Container, Sequence, cast
 
 import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
@@ -26,6 +27,8 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
+
+from hpwf.rundir._safe_open import open_file
 
 _LINE = {op: re.compile(rb'\n(\{"op_code":%d,[^\n]*)' % op) for op in (0, 2, 3, 4, 8, 9)}
 _TRIAL = rb'\n\{"op_code":%d,"worker_id":"[^"\n]*","trial_id":(\d+),'
@@ -41,10 +44,10 @@ _FINISHED = (1, 2, 3)
 
 def read_study(path: Path, study_name: str) -> optuna.Study | None:
     """The study ``study_name`` of the journal at ``path``, read whole (see the module's note)."""
-    with path.open("rb") as f:
+    with open_file(path, "rb") as f:
         data = bytearray(os.fstat(f.fileno()).st_size + 1)
         data[0] = 10
-        size = f.readinto(memoryview(data)[1:]) + 1
+        size = cast(io.BufferedReader, f).readinto(memoryview(data)[1:]) + 1
     end = data.rfind(b"\n", 0, size) + 1
     if data.find(b'\n{"op_code":1,', 0, end) >= 0:
         return None

@@ -21,12 +21,15 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from hpwf.rundir._safe_open import open_file
 
 PAUSED_ATTR = "hpwf:paused"  # (hpwf.engine.schedulers._halving.PAUSED_ATTR: rundir may not import it)
 _MARKERS = (b'"pbt:member"', b'\n{"op_code":1,', b'"hpwf:paused"')  # PBT's lineage, a deleted study: Optuna
@@ -46,11 +49,11 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
     marked resumed], "best": (number, value, params) | None, "n_trials": int}``, or ``None`` where
     only Optuna can answer.
     """
-    with path.open("rb") as f:  # read after a newline of our own: every record starts with one
+    with open_file(path, "rb") as f:  # read after a newline of our own: every record starts with one
         size = os.fstat(f.fileno()).st_size
         data = bytearray(size + 1)
         data[0] = 10
-        size = f.readinto(memoryview(data)[1:]) + 1
+        size = cast(io.BufferedReader, f).readinto(memoryview(data)[1:]) + 1
     end = data.rfind(b"\n", 0, size) + 1  # a last record without its newline is being written
     markers = {m for m in _MARKERS if data.find(m, 0, end) >= 0}
     if b"\n{\"op_code\":1," in markers or b'"pbt:member"' in markers:

@@ -26,12 +26,13 @@ import contextlib
 import errno
 import os
 import pwd
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
 from hpwf.errors import ConfigError
+from hpwf.rundir._safe_open import hold_run_dir, new_file_mode, open_fd, parent_of
 
 PRIVATE_UMASK, SHARED_UMASK = 0o077, 0o027
 PRIVATE_DIR, SHARED_DIR = 0o700, 0o2750  # setgid: files and folders inside keep the directory's group
@@ -46,11 +47,6 @@ def is_shared(folder: Path) -> bool:
     except OSError:
         return False
     return st.st_uid == os.geteuid() and st.st_mode & 0o050 == 0o050
-
-
-def file_mode(folder: Path) -> int:
-    """The mode of a new file in ``folder``: ``0640`` in a group-shared folder, else ``0600``."""
-    return 0o640 if is_shared(folder) else 0o600
 
 
 @contextlib.contextmanager
@@ -93,6 +89,7 @@ def make_run_dir(folder: Path, shared: bool = False) -> None:
             os.fchmod(fd, SHARED_DIR if shared else PRIVATE_DIR)
         finally:
             os.close(fd)
+        hold_run_dir(folder, fresh=True)  # every file of the run from here on: `hpwf.rundir._safe_open`
     except OSError as exc:
         problem = "is a symbolic link; hpwf does not follow it" if exc.errno == errno.ELOOP else exc.strerror or exc
         raise ConfigError(f"--run-dir {folder}: cannot create: {problem}") from None
@@ -149,26 +146,31 @@ def check_run_trusted(run_dir: Path) -> None:
     check_parents(run_dir)
     for path in (run_dir, run_dir / RUN_FILE, run_dir / "ensemble", run_dir / "ensemble" / RUN_FILE):
         check_trusted(path)
+    if run_dir.is_dir():  # the one the path names now (checked just above), not one held before
+        hold_run_dir(run_dir, fresh=True)
 
 
 @contextlib.contextmanager
 def atomic_writer(path: Path, mode: int | None = None) -> Iterator[IO[bytes]]:
     """A binary file that replaces ``path`` when the block ends without an error.
 
-    It is a fresh file (``mkstemp``: a new name, ``O_EXCL``) in the same folder, made ``mode``
-    (default: ``0600``, or ``0640`` in a group-shared folder), so a link planted at a fixed
-    ``.tmp`` name cannot redirect the write.
+    It is a fresh file (a new random name, ``O_EXCL``) in the same folder, reached through the
+    run directory's descriptor (`hpwf.rundir._safe_open`), made ``mode`` (default: ``0600``, or
+    ``0640`` in a group-shared folder of ours), so a link planted at a fixed ``.tmp`` name, or a
+    folder swapped on the way, cannot redirect the write.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode(path.parent) if mode is None else mode)
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with parent_of(path) as (folder, name):
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+        try:
+            os.fchmod(fd, new_file_mode(folder) if mode is None else mode)
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:
@@ -183,24 +185,24 @@ def open_no_follow(path: Path) -> IO[str]:
     Raises:
         ConfigError: ``path`` is a symbolic link (or cannot be opened).
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = open_fd(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        problem = "is a symbolic link; hpwf does not follow it" if path.is_symlink() else (exc.strerror or str(exc))
+        problem = "is a symbolic link; hpwf does not follow it" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
         raise ConfigError(f"{path}: {problem}") from None
     return os.fdopen(fd, "r+")
 
 
 def read_private(path: Path) -> bytes:
     """The bytes of a file of this user's that no one else can write, read through one descriptor
-    opened without following a symbolic link (a checkpoint to load, say).
+    opened without following a symbolic link (a checkpoint to load, say), reached through the run
+    directory's descriptor where the run directory is held.
 
     Raises:
         ConfigError: a link, not a regular file, someone else's, or writable by others.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = open_fd(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         problem = "is a symbolic link; hpwf does not follow it" if exc.errno == errno.ELOOP else exc.strerror or exc
         raise ConfigError(f"{path}: {problem}") from None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.rundir._perms import RUN_FILE, atomic_write
+from hpwf.rundir._safe_open import is_file, make_folder, open_file, read_file, store_path
 from hpwf.secrets import redact
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class RunRecord:
     def load(cls, run_dir: Path) -> RunRecord:
         path = run_dir / RUN_FILE
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_file(path))
         except FileNotFoundError:
             raise ConfigError(f"{run_dir}: not an hpwf run directory (no {RUN_FILE})") from None
         except (OSError, ValueError) as exc:
@@ -98,14 +99,14 @@ def journal_storage(path: Path, read_only: bool = False) -> optuna.storages.Jour
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     if read_only:
-        if not path.exists():
+        if not is_file(path):
             raise ConfigError(f"{path}: no such journal")
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_no_lock()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = JournalFileOpenLock(str(path))
-    if path.exists():
+        return optuna.storages.JournalStorage(JournalFileBackend(store_path(path), lock_obj=_no_lock()))
+    make_folder(path.parent)
+    lock = JournalFileOpenLock(store_path(path))  # (through the held run directory: `_safe_open`)
+    if is_file(path):
         cut_torn_tail(path, lock)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    return optuna.storages.JournalStorage(JournalFileBackend(store_path(path), lock_obj=lock))
 
 
 class ReadOnlyJournal(RuntimeError):
@@ -135,7 +136,7 @@ def cut_torn_tail(path: Path, lock: Any) -> None:
     """
     lock.acquire()
     try:
-        with open(path, "rb+") as f:
+        with open_file(path, "rb+") as f:
             end = f.seek(0, os.SEEK_END)
             pos = end
             while pos > 0:
@@ -234,7 +235,7 @@ def read_study(run_dir: str | Path) -> optuna.Study:
     run_dir = Path(run_dir)
     record = RunRecord.load(run_dir)
     path = journal_path(record.storage, run_dir)
-    study = read_journal(path, record.study_name) if path is not None and path.exists() else None
+    study = read_journal(path, record.study_name) if path is not None and is_file(path) else None
     if study is not None:
         return study
     try:
@@ -252,7 +253,7 @@ def scan_study(run_dir: Path) -> dict[str, Any] | None:
 
     record = RunRecord.load(run_dir)
     path = journal_path(record.storage, run_dir)
-    if path is None or not path.exists() or b'"pbt:member"' in path.read_bytes():
+    if path is None or not is_file(path) or b'"pbt:member"' in read_file(path):
         return None  # (PBT's best is among its final segments: Optuna's study says which)
     found = scan(path, record.study_name)
     if found is None:
@@ -274,7 +275,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text())
+        return json.loads(read_file(run_dir / SUMMARY_FILE))
     except (OSError, ValueError):
         return {}
 

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpwf.rundir._perms import atomic_writer, file_mode
+from hpwf.rundir._perms import atomic_writer
+from hpwf.rundir._safe_open import is_dir, open_fd, open_file, read_file
 from hpwf.wire import to_json
 
 RESULT = "result.json"
@@ -42,7 +43,7 @@ def trial_folder(run_dir: Path, number: int) -> Path:
     written by an older hpwf, when that folder exists). Nothing is created here."""
     if _old_layout(run_dir):
         old = run_dir / "trials" / f"{number:05d}"
-        if old.is_dir():
+        if is_dir(old):
             return old
     return run_dir / "trials" / f"{number // SHARD:03d}" / f"{number:05d}"
 
@@ -101,15 +102,10 @@ class ResultsLog:
 
     def append(self, record: dict[str, Any]) -> None:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                               file_mode(self.path.parent))
+            self._fd = open_fd(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, None, make_parents=True)
             size = os.fstat(self._fd).st_size
-            if size:
-                with open(self.path, "rb") as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        os.write(self._fd, b"\n")
+            if size and os.pread(self._fd, 1, size - 1) != b"\n":
+                os.write(self._fd, b"\n")
         os.write(self._fd, (json.dumps(record, default=str, separators=(",", ":")) + "\n").encode())
 
 
@@ -142,7 +138,7 @@ def write_result(run_dir: Path, number: int, state: str, values: list[float] | N
         record["metrics"] = metrics
     results_log(run_dir).append(record)
     folder = trial_folder(run_dir, number)
-    if folder.is_dir():
+    if is_dir(folder):
         write_atomically(folder / PARAMS, json.dumps(params, indent=1, default=str))
         write_atomically(folder / RESULT, json.dumps(record, indent=1, default=str) + "\n")
 
@@ -153,7 +149,7 @@ def read_result(run_dir: Path, number: int) -> dict[str, Any] | None:
     results logs; ``None`` when it has none."""
     folder = trial_folder(run_dir, number)
     try:
-        data = json.loads((folder / RESULT).read_text())
+        data = json.loads(read_file(folder / RESULT))
     except (OSError, ValueError):
         data = durable_results(run_dir).get(number)
     ok = isinstance(data, dict) and data.get("state") in ("COMPLETE", "PRUNED", "FAIL", "PAUSED")
@@ -173,7 +169,7 @@ def durable_results(run_dir: Path) -> dict[int, dict[str, Any]]:
         return cached[1]
     found: dict[int, dict[str, Any]] = {}
     for path in files:
-        for line in path.read_bytes().splitlines():
+        for line in read_file(path).splitlines():
             try:
                 record = json.loads(line)
                 number = int(record["number"])

@@ -207,8 +207,9 @@ def _world() -> Any:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    from hpwf.rundir import open_file
+
+    with open_file(path, "a", make_parents=True) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -26,9 +26,11 @@ def run_job_state(run_dir: Path) -> dict[str, str | None] | None:
     """``{"job_id", "state"}`` of the Slurm job that `hpwf submit` started for ``run_dir``, with
     ``"array_job_id"`` and ``"array_state"`` (e.g. ``"RUNNING 2, PENDING 2"``) for an ensemble array."""
     paths = [Path(run_dir) / name for name in (JOB_ID_FILE, ARRAY_JOB_ID_FILE)]
-    if not any(p.exists() for p in paths):
+    from hpwf.rundir import is_file, read_file
+
+    if not any(is_file(p) for p in paths):
         return None
-    job_id, array_id = (p.read_text().strip() if p.exists() else None for p in paths)
+    job_id, array_id = (read_file(p).decode().strip() if is_file(p) else None for p in paths)
     result: dict[str, str | None] = {"job_id": job_id, "state": None}
     try:
         if job_id:

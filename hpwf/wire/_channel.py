@@ -14,6 +14,12 @@ Contract:
       the address holding the most) is hung up on to make room. An agent answers the hub's
       greeting at once, so it is not the oldest silent one for long. `Hub.refused` counts the
       connections hung up on (the run's summary says so).
+    * Known agents first: a peer is *known* when its address is one of the hosts the backend
+      placed agents on (`Hub.expect`) or when a connection from it proved the key before. Known
+      peers have `KNOWN_HANDSHAKES` slots of their own, apart from everyone else's
+      `MAX_HANDSHAKES`: a flood from unknown addresses never takes a known agent's slot nor hangs
+      up on its handshake. (A flood from a known address, say the agents' own host, still meets
+      only `PER_PEER` and the oldest-silent rule: an address is all the hub can tell apart.)
     * After `Hub.close` nothing is accepted: the listener is closed (the Unix socket removed),
       and a connection still in its handshake is hung up on.
     * `connect` retries (bounded by its ``timeout``) while the hub is not there yet or is busy,
@@ -38,7 +44,7 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from hpwf.wire._framed import Framed
 from hpwf.wire._handshake import Address, HANDSHAKE_TIMEOUT_S, SILENT_S, _Pending, _check, _prove, connect
@@ -46,6 +52,7 @@ from hpwf.wire._handshake import Address, HANDSHAKE_TIMEOUT_S, SILENT_S, _Pendin
 
 MAX_HANDSHAKES = 128  # handshakes in flight at once
 PER_PEER = 16  # handshakes in flight from one address
+KNOWN_HANDSHAKES = 64  # handshakes in flight from known peers (`Hub.expect`), apart from the rest
 TCP_ENV = "HPWF_HUB_TCP"  # set to 1 to listen on TCP even when every agent is on this host
 
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -84,6 +91,7 @@ class Hub:
         self._pending: dict[int, _Pending] = {}  # handshakes in flight, by id(): oldest first
         self._pending_lock = threading.Lock()
         self.refused = 0  # connections hung up on before or during their handshake
+        self._known: set[str] = set()  # peer addresses let through first (`expect`, and every key proved)
         self._wake_r, self._wake_w = os.pipe()
         self._stop_r, self._stop_w = os.pipe()
         for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
@@ -141,14 +149,25 @@ class Hub:
             self._settle(entry)
             sock.close()
 
+    def expect(self, hosts: Iterable[str]) -> None:
+        """Count the addresses of ``hosts`` (names or addresses) as known: their connections get
+        the known peers' slots. A name that does not resolve is left out."""
+        for host in hosts:
+            with contextlib.suppress(OSError, UnicodeError):
+                for *_, sockaddr in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP):
+                    with self._pending_lock:
+                        self._known.add(str(sockaddr[0]))
+
     def _admit(self, entry: _Pending) -> bool:
-        """Make room for ``entry`` (hang up on the oldest silent handshake where full); False: none."""
+        """Make room for ``entry`` among the handshakes of its kind (known or not) and of its
+        address: hang up on the oldest silent one where full. False: all of them speak."""
         with self._pending_lock:
-            pending = list(self._pending.values())
+            known = entry.peer in self._known
+            pending = [p for p in self._pending.values() if (p.peer in self._known) == known]
             same = [p for p in pending if p.peer == entry.peer]
             if len(same) >= PER_PEER:
                 pool = same
-            elif len(pending) >= MAX_HANDSHAKES:
+            elif len(pending) >= (KNOWN_HANDSHAKES if known else MAX_HANDSHAKES):
                 by_peer: dict[str, list[_Pending]] = {}
                 for p in pending:
                     by_peer.setdefault(p.peer, []).append(p)
@@ -176,6 +195,9 @@ class Hub:
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
             _check(sock, self.authkey, deadline, entry)
             sock.settimeout(None)
+            if entry.peer != "unix":
+                with self._pending_lock:
+                    self._known.add(entry.peer)
             with self._lock:
                 if self._closed:
                     sock.close()

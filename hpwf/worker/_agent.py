@@ -52,7 +52,7 @@ class Agent:
         if not isinstance(setup, Setup):
             raise RuntimeError(f"expected Setup from the coordinator, got {setup!r}")
         self.setup = setup
-        self.run_dir = Path(setup.run_dir)
+        self.run_dir = _held(setup)
         self.threads = apply_threads(setup.threads)  # before the workflow imports torch or numpy
         self.objective = _resolve_objective(setup)
         self._replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
@@ -114,7 +114,7 @@ class Agent:
             if isinstance(task, Stop):
                 return count
             if isinstance(task, Setup):  # the run moves to its next phase (e.g. the ensemble)
-                self.setup, self.run_dir, self.threads = task, Path(task.run_dir), apply_threads(task.threads)
+                self.setup, self.run_dir, self.threads = task, _held(task), apply_threads(task.threads)
                 self.objective = _resolve_objective(task)
             if isinstance(task, Assign):
                 self._idle.clear()
@@ -199,3 +199,14 @@ def run_agent(conn: Any, address: Address, authkey: bytes, name: str, rank: int 
               world: Any = None) -> int:
     """Run trials over an open connection to the coordinator until told to stop."""
     return serve_on(conn, address, authkey, name, rank, world)
+
+
+def _held(setup: Setup) -> Path:
+    """The run directory of ``setup``, held from now on (`hpwf.rundir.hold_run_dir`): this
+    process's files of the run are reached through one descriptor of it, checked once."""
+    from hpwf.rundir import hold_run_dir
+
+    run_dir = Path(setup.run_dir)
+    if run_dir.is_dir():
+        hold_run_dir(run_dir)
+    return run_dir

@@ -28,20 +28,36 @@ def serve_in_child(target: Callable[..., Any], *args: Any, child_env: dict[str, 
     alive, so a long search never exhausts Dask's ``allowed-failures`` and loses its slots.
     Returns how many children ran. ``target`` (a module-level function) and its arguments reach
     the child pickled in its environment (readable by this user only); ``child_env`` adds to that
-    environment (e.g. `hpwf.worker._threads.AGENTS_ENV`).
+    environment (e.g. `hpwf.worker._threads.AGENTS_ENV`). The child's temporary files go into a
+    fresh private folder (`hpwf.worker._scratch`), removed when this returns.
     """
     import base64
     import pickle
-    import subprocess
+    import shutil
 
+    from hpwf.progress import say
+    from hpwf.worker._scratch import private_scratch, worker_folder_warning
     from hpwf.worker._start import child_pythonpath, python_command
 
+    warning = worker_folder_warning()
+    if warning:
+        say(warning)
+    scratch = private_scratch("hpwf-agent-")  # the agent's temporary files: never a folder someone else made
     env = {**os.environ, **(child_env or {}), CHILD_ENV: base64.b64encode(pickle.dumps((target, args, kwargs))).decode(),
-           "PYTHONPATH": child_pythonpath()}
+           "PYTHONPATH": child_pythonpath(), "TMPDIR": scratch, "DASK_TEMPORARY_DIRECTORY": scratch}
+    try:
+        return _serve_children(env, python_command("hpwf.worker._child"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _serve_children(env: dict[str, str], command: list[str]) -> int:
+    import subprocess
+
     runs, quick = 0, 0
     while True:
         start = time.time()
-        with subprocess.Popen(python_command("hpwf.worker._child"), env=env, stdin=subprocess.DEVNULL,
+        with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
                               preexec_fn=_die_with_parent) as child:
             with _CHILDREN_LOCK:
                 _CHILDREN.add(child)

@@ -41,19 +41,19 @@ def group_command(ranks: int) -> list[str]:
 
 def run_launched_group(agent: Agent, task: Assign) -> Done:
     """Launch the trial's ranks and wait for them; the result reaches the coordinator directly."""
-    from hpwf.rundir import trial_folder
+    from hpwf.rundir import hold_run_dir, open_file, read_file, trial_folder
 
+    hold_run_dir(agent.run_dir)
     folder = trial_folder(agent.run_dir, task.number)
-    folder.mkdir(parents=True, exist_ok=True)
     payload = base64.b64encode(pickle.dumps((agent.address, agent.authkey, task))).decode()
     command = group_command(task.ranks)
     from hpwf.worker._start import child_pythonpath
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OUTER_MPI_VARS)}  # not the agent's own job
     env["PYTHONPATH"] = child_pythonpath()
-    with open(folder / "launch.log", "ab") as log:
+    with open_file(folder / "launch.log", "ab", make_parents=True) as log:
         proc = subprocess.run(command, env={**env, ENV: payload}, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode == 0:
         return Done(task.ticket, DoneState.MEMBER)
-    tail = (folder / "launch.log").read_text(errors="replace").strip().splitlines()[-5:]
+    tail = read_file(folder / "launch.log").decode(errors="replace").strip().splitlines()[-5:]
     return Done(task.ticket, DoneState.FAIL, error=f"{' '.join(command[:3])} exited {proc.returncode}: " + " | ".join(tail))

@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import IO, Any, Callable
-from hpwf.rundir import TRACEBACK, trial_folder, write_atomically, write_result
+from hpwf.rundir import TRACEBACK, hold_run_dir, open_file, trial_folder, write_atomically, write_result
 from hpwf.wire import Assign, Done, DoneState, Setup
 from hpwf.workflow import Group, Trial, TrialPaused, is_pruned
 
@@ -31,6 +31,8 @@ def run_trial(
     """
     from hpwf.workflow import parallel
 
+    if run_dir.is_dir():  # this process's files of the run, through one descriptor (checked once)
+        hold_run_dir(run_dir)
     folder = trial_folder(run_dir, task.number)  # made when the trial first writes into it
     trial = Trial(
         task.number, task.params, task.distributions, seed=task.seed, folder=folder,
@@ -75,8 +77,7 @@ class LazyLog(io.TextIOBase):
 
     def _open(self) -> IO[str]:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1)
+            self._file = open_file(self.path, "a", make_parents=True, buffering=1)
         return self._file
 
     def write(self, text: str) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from hpwf.errors import ConfigError
-from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE
+from hpwf.rundir import CONFIG, MEMBER, SEED, SOURCE, atomic_write
 from hpwf.workflow import _predictions as predictions
 from hpwf.workflow._compat import OptunaOldNames
 from hpwf.workflow._ensemble_options import SELECT_OPTIONS, methods, options
@@ -238,7 +238,7 @@ class MemberObjective:
         if member.group.rank == 0:
             record = {"member": member.index, "source_trial": member.source_trial, "seed": member.seed,
                       "params": member.params}
-            (member.folder / MEMBER_FILE).write_text(json.dumps(record, indent=1, default=str))
+            atomic_write(member.folder / MEMBER_FILE, json.dumps(record, indent=1, default=str))
         try:
             score = self.train(member)
         finally:  # params.json (written by the agent from trial.params) records the configuration

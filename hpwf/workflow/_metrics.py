@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpwf.rundir import is_dir, is_file, open_file
+
 
 class MetricsFile:
     """A trial's ``metrics.csv``: ``step,value,elapsed_s`` then the named metrics, one row per step.
@@ -36,8 +38,8 @@ class MetricsFile:
         self.columns: list[str] = list(self.FIXED)
         self.rows: list[dict[str, Any]] = []
         self._last_row_at: int | None = None  # byte offset where the last row starts
-        if path.exists():  # a trial resumed from a pause goes on with its earlier rows
-            with path.open(newline="") as f:
+        if is_file(path):  # a trial resumed from a pause goes on with its earlier rows
+            with open_file(path, "r", newline="") as f:
                 reader = csv.DictReader(f)
                 for row in reader:
                     self.rows.append({k: (int(v) if k == "step" else float(v)) for k, v in row.items() if v})
@@ -74,12 +76,12 @@ class MetricsFile:
             self.rows.append({"step": step, **values})
         self.rows[-1]["elapsed_s"] = elapsed
         self.rows[-1]["time"] = time.time() if now is None else now
-        if self._last_row_at is None and not (wider or self.path.parent.is_dir()):
+        if self._last_row_at is None and not (wider or is_dir(self.path.parent)):
             return  # kept in memory: `flush` writes it if the trial gets a folder
         if wider or self._last_row_at is None:
             self._rewrite()
             return
-        with self.path.open("r+b") as f:
+        with open_file(self.path, "r+b") as f:
             at = self._last_row_at if same_row else f.seek(0, 2)
             f.seek(at)
             f.truncate()
@@ -93,14 +95,13 @@ class MetricsFile:
 
     def flush(self) -> None:
         """Write the rows kept in memory, if the folder exists by now."""
-        if self.rows and self._last_row_at is None and self.path.parent.is_dir():
+        if self.rows and self._last_row_at is None and is_dir(self.path.parent):
             self._rewrite()
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         head = self._line({c: c for c in self.columns})
         lines = [self._line(row) for row in self.rows]
-        with self.path.open("wb") as f:
+        with open_file(self.path, "wb", make_parents=True) as f:
             f.write(head + b"".join(lines))
         self._last_row_at = len(head) + sum(map(len, lines[:-1]))
 

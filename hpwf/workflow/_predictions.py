@@ -16,6 +16,7 @@ predictions, for CQR) and ``group`` (a label per row, for Mondrian conformal by 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,10 @@ def save(folder: Path, rank: int, split: str, arrays: dict[str, Any]) -> Path:
     target = path(folder, split)
     named = check(arrays)
     if rank == 0:
-        np.savez(target, **named)  # type: ignore[arg-type]
+        from hpwf.rundir import atomic_writer
+
+        with atomic_writer(target) as f:  # (through the run directory's descriptor)
+            np.savez(f, **named)  # type: ignore[arg-type]
     return target
 
 
@@ -73,9 +77,11 @@ def load(folder: Path, split: str) -> dict[str, np.ndarray] | None:
     import numpy as np
 
     target = path(folder, split)
-    if not target.exists():
+    from hpwf.rundir import is_file, read_file
+
+    if not is_file(target):
         return None
-    with np.load(target) as data:
+    with np.load(io.BytesIO(read_file(target))) as data:
         return {k: data[k] for k in data.files}
 
 
@@ -85,5 +91,8 @@ def save_weights(folder: Path, rank: int, state: Any) -> Path:
 
     target = folder / WEIGHTS_FILE
     if rank == 0:
-        torch.save(state, target)
+        from hpwf.rundir import atomic_writer
+
+        with atomic_writer(target) as f:
+            torch.save(state, f)
     return target

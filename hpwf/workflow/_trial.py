@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Sequence
 
-from hpwf.rundir import RESTORE_ATTR
+from hpwf.rundir import RESTORE_ATTR, make_folder
 from hpwf.wire import Dist, dists as _dists
 from hpwf.workflow._compat import OptunaOldNames
 from hpwf.workflow._metrics import MetricsFile
@@ -103,7 +103,7 @@ class Trial(OptunaOldNames):
     @property
     def folder(self) -> Path:
         """The trial's own folder (``RUN_DIR/trials/SSS/NNNNN``), created when first asked for."""
-        self._folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self._folder)  # (through the run directory's descriptor)
         return self._folder
 
     # --- sampling -------------------------------------------------------------------------

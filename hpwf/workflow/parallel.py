@@ -17,6 +17,7 @@ Example (inside an objective)::
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,12 @@ def restore(trial: Trial, name: str = "checkpoint.pt") -> dict[str, Any] | None:
     """
     import torch
 
+    from hpwf.rundir import is_file, read_private
+
     path = trial.folder / name
-    state = torch.load(path, weights_only=True) if trial.group.rank == 0 and path.exists() else None
+    state = None
+    if trial.group.rank == 0 and is_file(path):  # ours, no link followed, through the run directory's descriptor
+        state = torch.load(io.BytesIO(read_private(path)), weights_only=True)
     if trial.group.size > 1:
         state = horovod(trial).broadcast_object(state, root_rank=0)
     return state
