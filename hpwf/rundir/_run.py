@@ -252,9 +252,9 @@ def scan_study(run_dir: Path) -> dict[str, Any] | None:
 
     record = RunRecord.load(run_dir)
     path = journal_path(record.storage, run_dir)
-    if path is None or not path.exists() or b'"pbt:member"' in path.read_bytes():
-        return None  # (PBT's best is among its final segments: Optuna's study says which)
-    found = scan(path, record.study_name)
+    if path is None or not path.exists():
+        return None
+    found = scan(path, record.study_name)  # (``None`` for PBT: its best is among its final segments)
     if found is None:
         return None
     for number in found["running"]:
