@@ -50,7 +50,8 @@ def _compare(study: optuna.Study, reference: optuna.pruners.BasePruner, seed: in
             trial.report(_value(rng), step)
             frozen = study._storage.get_trial(trial._trial_id)
             expected = reference.prune(study, frozen)
-            assert ours.prune(study, frozen) == expected, (seed, frozen.number, step)
+            if seed % 4 or asked > n // 2:  # (seed % 4 == 0: ours first asked with half the study done)
+                assert ours.prune(study, frozen) == expected, (seed, frozen.number, step)
             pruned += expected
             continue
         state = rng.choices([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL], [8, 1, 1])[0]

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
-from hpwf.rundir._run import RunRecord, load_study
+from hpwf.rundir._run import RunRecord, journal_storage, load_study
 from hpwf.rundir._trialdir import durable_results, read_result, trial_folder, trial_folders
 from tests.bigjournal import make_run
 
@@ -285,3 +285,25 @@ def test_the_one_pass_scan_of_a_live_journal_equals_the_general_path_and_optuna(
     best = study.best_trial
     assert quick["best"] == (best.number, best.value, best.params)
     assert _journal_scan._one_study_plain(data, end, "other") is None
+
+
+def test_resume_of_a_100000_trial_run_places_new_trials_and_leaves_a_snapshot(tmp_path: Path) -> None:
+    """A resume of 100,000 finished trials (no snapshot yet: Optuna's full replay) runs its new
+    trials and leaves a snapshot of the whole journal, from which the next open starts."""
+    from hpwf.rundir._snapshot import _valid_snapshot
+
+    run_dir = make_run(tmp_path / "big", 100_000, workflow=NOOP)
+    proc = cli("resume", str(run_dir), "--n-trials", "100002", "--workers", "1", "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    journal = run_dir / "study.journal"
+    snapshot = _valid_snapshot(journal)
+    assert snapshot is not None and snapshot[1] == journal.stat().st_size  # it covers the whole journal
+    storage = journal_storage(journal, read_only=True)
+    assert 1 not in storage._backend._log_number_offset  # opened from the snapshot
+    trials = storage.get_all_trials(0, deepcopy=False)
+    new = trials[100_000:]
+    assert len(trials) == 100_002 and all(t.state == TrialState.COMPLETE for t in new)
+    assert all(t.user_attrs["hpwf:run"] == "big" and set(t.params) == {"x", "y"} and len(t.intermediate_values) == 3
+               for t in new)
+    info = json.loads(cli("status", str(run_dir), "--json").stdout)
+    assert (info["complete"], info["n_trials"]) == (100_002, 100_002)

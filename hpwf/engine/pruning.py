@@ -79,7 +79,9 @@ class Incremental(BasePruner):
             self._followed = (id(storage), study_id)
             trials = storage.get_all_trials(study_id, deepcopy=False)  # one pass, at the start
             for frozen in trials:
-                self._see(frozen)
+                self._see(frozen, sort=False)
+            for values in self._values.values():
+                values.sort()
             self._known = len(trials)
             return
         while True:
@@ -92,7 +94,7 @@ class Incremental(BasePruner):
         for trial_id in still:
             self._see(storage.get_trial(trial_id))
 
-    def _see(self, frozen: FrozenTrial) -> None:
+    def _see(self, frozen: FrozenTrial, sort: bool = True) -> None:
         if not frozen.state.is_finished():
             self._open.append(frozen._trial_id)
             return
@@ -102,7 +104,7 @@ class Incremental(BasePruner):
         for step, value in frozen.intermediate_values.items():
             self._counts[step] = self._counts.get(step, 0) + 1
             if not math.isnan(value):
-                insort(self._values.setdefault(step, []), value)
+                (insort if sort else list.append)(self._values.setdefault(step, []), value)
 
 
 def linear_percentile(ordered: list[float], percentile: float) -> float:

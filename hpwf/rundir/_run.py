@@ -97,15 +97,18 @@ def journal_storage(path: Path, read_only: bool = False) -> optuna.storages.Jour
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    from hpwf.rundir._snapshot import open_journal
+
     if read_only:
         if not path.exists():
             raise ConfigError(f"{path}: no such journal")
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_no_lock()))
+        return open_journal(path, JournalFileBackend(str(path), lock_obj=_no_lock()))
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = JournalFileOpenLock(str(path))
     if path.exists():
         cut_torn_tail(path, lock)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    return open_journal(path, JournalFileBackend(str(path), lock_obj=lock))
+
 
 
 class ReadOnlyJournal(RuntimeError):
