@@ -15,6 +15,8 @@ study: a missing, stale or broken snapshot only costs the time of a full replay.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -41,17 +43,33 @@ def open_journal(path: Path, backend: JournalFileBackend) -> optuna.storages.Jou
     where one is valid. The storage keeps ``backend`` itself, never asked for snapshots after."""
     import optuna
 
-    snapshot = _valid_snapshot(path)
-    if snapshot is None:
-        return optuna.storages.JournalStorage(backend)
-    log_number, offset, pickled = snapshot
-    backend._log_number_offset[log_number] = offset  # read on from there, not from the start
-    try:
-        storage = optuna.storages.JournalStorage(_restoring(backend, pickled))
-    except Exception:  # noqa: BLE001 - a snapshot Optuna cannot restore: the full replay
-        return optuna.storages.JournalStorage(backend)
+    with _no_gc():  # 10^5 trial objects made at once: the cyclic collector would run over them again and again
+        snapshot = _valid_snapshot(path)
+        if snapshot is None:
+            return optuna.storages.JournalStorage(backend)
+        log_number, offset, pickled = snapshot
+        backend._log_number_offset[log_number] = offset  # read on from there, not from the start
+        try:
+            storage = optuna.storages.JournalStorage(_restoring(backend, pickled))
+        except Exception:  # noqa: BLE001 - a snapshot Optuna cannot restore: the full replay
+            return optuna.storages.JournalStorage(backend)
     storage._backend = backend  # Optuna pickles its replay every 100 trials for a snapshot backend
     return storage
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off (reference counting still frees) while the replay's
+    objects are made; back as it was after, with the objects made so far frozen (`gc.freeze`:
+    they live as long as the store, and later collections need not walk them)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.freeze()
+            gc.enable()
 
 
 def save_snapshot(storage: Any, path: Path) -> bool:
