@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -38,6 +39,7 @@ import optuna
 from bench._common import PY, ROOT, env, scratch, timed
 from hpwf.backends import Backend
 from hpwf.engine import Budget, Coordinator
+from hpwf.rundir import save_journal_snapshot
 from hpwf.rundir._run import RunRecord, journal_storage
 from hpwf.wire._protocol import Setup
 
@@ -131,6 +133,9 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
     wall, cpu = time.time() - start, time.process_time() - cpu
     backend.close()
     sampler.stop.set()
+    snapshot_s = time.perf_counter()
+    save_journal_snapshot(study, run_dir / "study.journal" if store == "journal" else None)  # as `hpwf run` ends
+    snapshot_s = time.perf_counter() - snapshot_s
     assert summary["complete"] == n, summary
     trials = study.get_trials(deepcopy=False)
     ends = sorted(t.datetime_complete.timestamp() for t in trials if t.datetime_complete is not None)
@@ -151,6 +156,7 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
         "rss_mb_at_10pct": round(sampler.at(tenth), 1), "rss_mb_at_end": round(sampler.at(ends[-1]), 1),
         "rss_mb_per_10k": round((sampler.at(ends[-1]) - sampler.at(tenth)) / max(n - size, 1) * 1e4, 2),
         "files": files, "dirs": dirs, "created_per_trial": round(max(created, 0) / n, 5),
+        "snapshot_save_s": round(snapshot_s, 2) if store == "journal" else None,
     }
 
 
@@ -209,13 +215,17 @@ def readers(run_dir: Path, n: int) -> dict[str, Any]:
     wall, cpu, _ = cpu_timed([PY, "-m", "hpwf", "report", str(run_dir)], timeout=1800)
     out["report_s"], out["report_cpu_s"] = round(wall, 2), round(cpu, 2)
     out["report_html_mb"] = round((run_dir / "report.html").stat().st_size / 1e6, 2)
-    start = time.time()
-    wall, _ = timed([PY, "-m", "hpwf", "resume", str(run_dir), "--n-trials", str(n + 1), "--workers", "1", "--quiet"],
-                    timeout=1800)
-    study = optuna.load_study(study_name="big", storage=journal_storage(run_dir / "study.journal"))
-    new = [t for t in study.get_trials(deepcopy=False) if t.number >= n]
-    first = min(t.datetime_start.timestamp() for t in new if t.datetime_start is not None)
-    out["resume_start_s"], out["resume_wall_s"] = round(first - start, 2), round(wall, 2)
+    bare = run_dir.with_name(run_dir.name + "-crashed")  # the same run as a killed coordinator leaves it: no snapshot
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("*.snapshot"))
+    for key, folder in (("resume", run_dir), ("resume_no_snapshot", bare)):
+        start = time.time()
+        wall, cpu, _ = cpu_timed([PY, "-m", "hpwf", "resume", str(folder), "--n-trials", str(n + 1), "--workers", "1",
+                                  "--quiet"], timeout=1800)
+        study = optuna.load_study(study_name="big", storage=journal_storage(folder / "study.journal", read_only=True))
+        new = [t for t in study.get_trials(deepcopy=False) if t.number >= n]
+        first = min(t.datetime_start.timestamp() for t in new if t.datetime_start is not None)
+        out[f"{key}_start_s"], out[f"{key}_wall_s"], out[f"{key}_cpu_s"] = round(first - start, 2), round(wall, 2), round(cpu, 2)
+    shutil.rmtree(bare)
     return out
 
 
@@ -225,7 +235,10 @@ def synthetic_readers(folder: Path, n: int) -> dict[str, Any]:
     from tests.bigjournal import make_run
 
     run_dir = make_run(folder / "written", n, workflow=WORKFLOW)
-    return {"n_trials": n, **readers(run_dir, n)}
+    snapshot_s = time.perf_counter()  # what `hpwf run` leaves when it ends: the replay snapshot
+    save_journal_snapshot(optuna.load_study(study_name="big", storage=journal_storage(run_dir / "study.journal")),
+                          run_dir / "study.journal")
+    return {"n_trials": n, "snapshot_save_s": round(time.perf_counter() - snapshot_s, 2), **readers(run_dir, n)}
 
 
 def run(quick: bool = False, trials: int | None = None, agents: int = 8) -> dict[str, Any]:

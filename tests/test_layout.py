@@ -62,6 +62,12 @@ LIBRARY_PRIVATES = {
                                          "(the fast read of a large study)",
     "hpwf.rundir._journal_read:_distributions": "as hpwf.rundir._journal_read:_params",
     "hpwf.rundir._journal_read:_values": "as hpwf.rundir._journal_read:_params",
+    **{f"hpwf.engine.pruning:{name}": "optuna MedianPruner/PercentilePruner's settings (no public accessor): "
+                                      "the incremental pruner answers exactly as the one it wraps"
+       for name in ("_percentile", "_n_min_trials", "_n_startup_trials", "_n_warmup_steps", "_interval_steps")},
+    **{f"hpwf.rundir._snapshot:{name}": "optuna JournalStorage's replay state (Optuna's own snapshot-restore path, "
+                                        "which only its Redis backend exposes)"
+       for name in ("_backend", "_thread_lock", "_log_number_offset", "_sync_with_backend", "_replay_result")},
 }
 
 

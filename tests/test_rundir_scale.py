@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpwf
-from hpwf.rundir._run import RunRecord, load_study
+from hpwf.rundir._run import RunRecord, journal_storage, load_study
 from hpwf.rundir._trialdir import durable_results, read_result, trial_folder, trial_folders
 from tests.bigjournal import make_run
 
@@ -239,3 +239,71 @@ def test_the_journal_read_gives_the_trials_optuna_gives(tmp_path: Path) -> None:
                (b.number, b.state, b.values, b.params, b.distributions, b.user_attrs, b.system_attrs, b_iv,
                 b.datetime_start, b.datetime_complete), a.number
     assert [t.number for t in read.best_trials] == [t.number for t in expected.best_trials]
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_the_one_pass_scan_of_a_live_journal_equals_the_general_path_and_optuna(direction: str, tmp_path: Path) -> None:
+    """One study as a run writes it (hpwf's run id on every trial, a study attribute, running,
+    pruned, failed and complete trials, ties, a record being written): the one-pass scan answers,
+    and answers as the general path and Optuna do."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from hpwf.rundir import _journal_scan
+
+    path = tmp_path / "s.journal"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name="s", storage=storage, direction=direction)
+    study.set_user_attr("hpwf:anything", 1)
+    for i in range(40):
+        trial = study.ask()
+        trial.set_user_attr("hpwf:run", "r1")
+        x = trial.suggest_float("x", -1, 1)
+        trial.report(x, 0)
+        if i % 7 == 3:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif i % 9 == 4:
+            study.tell(trial, state=TrialState.FAIL)
+        elif i % 11 != 5:  # 5, 16, 27 stay RUNNING
+            study.tell(trial, float(i % 6) if i % 2 else x)
+    with path.open("ab") as f:
+        f.write(b'{"op_code":6,"worker_id":"w","trial_id":5,"state":1,"val')  # being written: not read
+    data = bytearray(b"\n" + path.read_bytes())
+    end = data.rfind(b"\n") + 1
+    quick = _journal_scan._one_study_plain(data, end, "s")
+    assert quick is not None  # the common kind of journal takes the one pass
+    assert _journal_scan.scan(path, "s") == quick
+    general = pytest.MonkeyPatch()
+    general.setattr(_journal_scan, "_one_study_plain", lambda *args: None)
+    try:
+        assert _journal_scan.scan(path, "s") == quick
+    finally:
+        general.undo()
+    trials = study.get_trials(deepcopy=False)
+    assert quick["running"] == [t.number for t in trials if t.state == TrialState.RUNNING] == [5, 16, 27]
+    assert quick["counts"]["pruned"] == sum(t.state == TrialState.PRUNED for t in trials)
+    assert quick["counts"]["fail"] == sum(t.state == TrialState.FAIL for t in trials)
+    best = study.best_trial
+    assert quick["best"] == (best.number, best.value, best.params)
+    assert _journal_scan._one_study_plain(data, end, "other") is None
+
+
+def test_resume_of_a_100000_trial_run_places_new_trials_and_leaves_a_snapshot(tmp_path: Path) -> None:
+    """A resume of 100,000 finished trials (no snapshot yet: Optuna's full replay) runs its new
+    trials and leaves a snapshot of the whole journal, from which the next open starts."""
+    from hpwf.rundir._snapshot import _valid_snapshot
+
+    run_dir = make_run(tmp_path / "big", 100_000, workflow=NOOP)
+    proc = cli("resume", str(run_dir), "--n-trials", "100002", "--workers", "1", "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    journal = run_dir / "study.journal"
+    snapshot = _valid_snapshot(journal)
+    assert snapshot is not None and snapshot[1] == journal.stat().st_size  # it covers the whole journal
+    storage = journal_storage(journal, read_only=True)
+    assert 1 not in storage._backend._log_number_offset  # opened from the snapshot
+    trials = storage.get_all_trials(0, deepcopy=False)
+    new = trials[100_000:]
+    assert len(trials) == 100_002 and all(t.state == TrialState.COMPLETE for t in new)
+    assert all(t.user_attrs["hpwf:run"] == "big" and set(t.params) == {"x", "y"} and len(t.intermediate_values) == 3
+               for t in new)
+    info = json.loads(cli("status", str(run_dir), "--json").stdout)
+    assert (info["complete"], info["n_trials"]) == (100_002, 100_002)

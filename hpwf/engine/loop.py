@@ -24,6 +24,7 @@ from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
 from hpwf.engine.outcomes import Outcomes
+from hpwf.engine.pruning import incremental
 from hpwf.engine.placement import choose_from_hosts, may_ask
 from hpwf.engine.receive import lose, receive
 from hpwf.engine.schedulers import Scheduler
@@ -58,6 +59,7 @@ class Coordinator(Transitions):
         progress: Progress | None = None, sample_ahead: bool = True, scheduler: Scheduler | None = None,
     ) -> None:
         self.study, self.backend, self.setup, self.run_dir, self.budget = study, backend, setup, run_dir, budget
+        study.pruner = incremental(study.pruner)  # Optuna's median pruner's answers, in time flat in the study
         self.run_id, self.seed = run_id, seed
         self.trial_timeout, self.heartbeat, self.own_store = trial_timeout, heartbeat, own_store
         self.progress = progress or Progress(enabled=False)

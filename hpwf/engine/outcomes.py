@@ -33,6 +33,7 @@ class Outcomes:
         self.note = note
         self.counts = Counts()
         self.single = len(study.directions) == 1
+        self._maximize = self.single and study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         self.on_requeue: Callable[[], None] = lambda: None  # the scheduler hears of every trial queued again
 
     def tell(self, trial: optuna.Trial, done: Done) -> FrozenTrial:
@@ -107,8 +108,7 @@ class Outcomes:
         if not self.single or frozen.value is None:
             return
         best = self.counts.best_value
-        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        if best is None or (frozen.value > best if maximize else frozen.value < best):
+        if best is None or (frozen.value > best if self._maximize else frozen.value < best):
             self.counts.best_value, self.counts.best_number = frozen.value, frozen.number
             self.counts.best_params = dict(frozen.params)
 

@@ -24,7 +24,9 @@ from hpwf.engine.session import Budget, Session
 from hpwf.engine.stops import StopKind
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
-from hpwf.rundir import DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, make_folder, open_storage, read_summary
+from hpwf.rundir import (
+    DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, journal_path, make_folder, open_storage, read_summary,
+    save_journal_snapshot)
 from hpwf.wire import Setup
 from hpwf.workflow import Search, Workflow
 
@@ -197,7 +199,9 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool,
         if caught:
             coordinator.caught_signal = caught[-1]
         try:
-            return PhaseResult(folder, study, coordinator.run(session))
+            result = PhaseResult(folder, study, coordinator.run(session))
+            save_journal_snapshot(study, journal_path(search.storage, folder))  # a resume replays less
+            return result
         except OSError as exc:  # a full disk or quota: the store keeps what was told before
             where = exc.filename or search.storage or folder / DEFAULT_JOURNAL
             raise RunError(f"cannot write {where}: {exc.strerror or exc}; finished trials are kept, "

@@ -55,6 +55,9 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
         data[0] = 10
         size = cast(io.BufferedReader, f).readinto(memoryview(data)[1:]) + 1
     end = data.rfind(b"\n", 0, size) + 1  # a last record without its newline is being written
+    quick = _one_study_plain(data, end, study_name)
+    if quick is not None:
+        return quick
     markers = {m for m in _MARKERS if data.find(m, 0, end) >= 0}
     if b"\n{\"op_code\":1," in markers or b'"pbt:member"' in markers:
         return None  # a deleted study (ids shift), or PBT
@@ -137,6 +140,52 @@ def scan(path: Path, study_name: str) -> dict[str, Any] | None:
             "n_trials": len(state),
             "best": None if best is None else (best[0], best[1], {**made.get(by_number[best[0]], {}),
                                                                   **_params(data, end, by_number[best[0]])})}
+
+
+# One pass for the common journal: one study, trials created plain (op 4) and ended (op 6) in
+# Optuna's compact shape. hpwf's run id (a user attribute of every trial) is passed over in the
+# pattern; another study, a deleted one, a trial created whole or ended in another shape, a pause
+# mark or PBT's lineage send the scan to the general path above.
+_PLAIN = re.compile(
+    rb'\n\{"op_code":(?:4,"worker_id":"[^"\n]*","study_id":\d+,"datetime_start":"[^"\n]*"(\})(?=\n)'
+    rb'|6,"worker_id":"[^"\n]*","trial_id":(\d+),"state":(\d),"values":(null|\[[^\]\n]*\])'
+    rb'|(?!8,"worker_id":"[^"\n]*","trial_id":\d+,"user_attr":\{"hpwf:run":"[^"\n]*"\}\}\n)([0-4689][^\n]*))')
+
+
+def _one_study_plain(data: bytearray, end: int, study_name: str) -> dict[str, Any] | None:
+    """`scan`'s answer from one regular-expression pass, or ``None`` where the journal is not the
+    common kind (then the general path reads it)."""
+    found = _PLAIN.findall(data, 0, end)
+    if not found:
+        return None
+    created, tids, codes, values, others = zip(*found)  # columns, at C speed
+    study = None
+    for other in filter(None, others):
+        if other[:2] == b"0,":
+            record = json.loads(b'{"op_code":' + other)
+            if study is not None and record["study_name"] != study["study_name"]:
+                return None  # a second study
+            study = study or record
+        elif other[:2] in (b"1,", b"4,", b"6,") or b'"hpwf:paused"' in other or b'"pbt:member"' in other:
+            return None
+    if study is None or study["study_name"] != study_name or len(study["directions"]) != 1:
+        return None
+    n_created = len(created) - created.count(b"")  # trial id = number: one study
+    last = dict(zip(tids, zip(codes, values)))  # the latest record of a trial wins, as in the general path
+    last.pop(b"", None)
+    if any(int(tid) >= n_created for tid in last):
+        return None
+    counts = dict.fromkeys(("complete", "pruned", "fail", "running", "paused", "waiting"), 0)
+    for code, n in Counter(code for code, _ in last.values()).items():
+        counts[_STATES.get(int(code), "fail")] += n
+    counts["running"] += n_created - len(last)  # created, never ended
+    ended = {int(tid) for tid, (code, _) in last.items() if code != b"0"}
+    done = [(float(text[1:].split(b",", 1)[0].rstrip(b"]")), int(tid)) for tid, (code, text) in last.items()
+            if code == b"1" and text not in (b"null", b"[]")]
+    pick = None if not done else min(done) if study["directions"][0] == 1 else max(done, key=lambda d: (d[0], -d[1]))
+    return {"counts": counts, "running": [number for number in range(n_created) if number not in ended], "paused": [],
+            "resumed": [], "n_trials": n_created,
+            "best": None if pick is None else (pick[1], pick[0], _params(data, end, pick[1]))}
 
 
 def _params(data: bytearray, end: int, trial_id: int) -> dict[str, Any]:

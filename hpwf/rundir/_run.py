@@ -98,15 +98,17 @@ def journal_storage(path: Path, read_only: bool = False) -> optuna.storages.Jour
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    from hpwf.rundir._snapshot import open_journal
+
     if read_only:
         if not is_file(path):
             raise ConfigError(f"{path}: no such journal")
-        return optuna.storages.JournalStorage(JournalFileBackend(store_path(path), lock_obj=_no_lock()))
+        return open_journal(path, JournalFileBackend(store_path(path), lock_obj=_no_lock()))
     make_folder(path.parent)
     lock = JournalFileOpenLock(store_path(path))  # (through the held run directory: `_safe_open`)
     if is_file(path):
         cut_torn_tail(path, lock)
-    return optuna.storages.JournalStorage(JournalFileBackend(store_path(path), lock_obj=lock))
+    return open_journal(path, JournalFileBackend(store_path(path), lock_obj=lock))
 
 
 class ReadOnlyJournal(RuntimeError):
@@ -253,9 +255,9 @@ def scan_study(run_dir: Path) -> dict[str, Any] | None:
 
     record = RunRecord.load(run_dir)
     path = journal_path(record.storage, run_dir)
-    if path is None or not is_file(path) or b'"pbt:member"' in read_file(path):
-        return None  # (PBT's best is among its final segments: Optuna's study says which)
-    found = scan(path, record.study_name)
+    if path is None or not is_file(path):
+        return None
+    found = scan(path, record.study_name)  # (``None`` for PBT: its best is among its final segments)
     if found is None:
         return None
     for number in found["running"]:
