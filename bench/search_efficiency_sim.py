@@ -109,6 +109,7 @@ def summarize(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]
             "random_reached": sum(b["hit_s"] is not None for b in base[:n]),
             "time_ratio": [round(x, 3) for x in interval(ratios)],
             "time_ratio_median": round(sorted(ratios)[n // 2], 3),
+            "hit_full_trials": [round(x, 3) for x in interval([(r["hit_s"] or budget) / bench.full_s for r in rs[:n]])],
             "final_regret": [round(x, 4) for x in interval(finals)],
             "trials_asked_mean": round(trials / n),
             "sampler_s_per_trial": sum(r["sampler_s"] for r in rs[:n]) / max(1, trials),
@@ -184,6 +185,11 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
     seeds = 2 if quick else max_seeds
     bench = BENCHMARKS["mfh6_good"]()
     deadline = None if wall_s is None else time.time() + wall_s
+    if part == "sampler":
+        cost = sampler_cost()
+        return {"benchmark": "search_efficiency_sim", "line": f"sampler: {cost}", "sampler": cost, "ratio": cost["fraction"]}
+    if part == "synetune":
+        return _syne_tune(bench, workers, seeds, budget_l, deadline or time.time() + cpu_budget_s)
     share = {"all": 0.8, "mfh6": 1.0, "pbt": 0.0}[part]
     runs = campaign("mfh6_good", workers, names if share else [], seeds, 0 if quick else cpu_budget_s * share,
                     budget_l, deadline)
@@ -203,6 +209,46 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
         "comparison": f"virtual time to regret <= {bench.epsilon} on {bench.name}, asha-resume / random search, "
                       f"{max(workers)} workers", "table": table, "pbt": pbt, "image": str(image) if image else None,
     }
+
+
+def sampler_cost(trials: int = 10_000, asks: int = 20, seed: int = 0) -> dict[str, Any]:
+    """The CPU time of hpwf's default sampler (TPE, constant liar) for one trial of MF-Hartmann 6
+    (ask and its six values) in a study already holding ``trials`` finished trials, against the
+    virtual length of a whole trial."""
+    import optuna
+
+    bench = BENCHMARKS["mfh6_good"]()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(sampler=Search(sampler="tpe").make_sampler(seed))
+    dists = {n: optuna.distributions.FloatDistribution(lo, hi) for n, (lo, hi, _) in bench.space.items()}
+    rng = __import__("random").Random(seed)
+    for _ in range(trials):
+        params = {n: rng.random() for n in dists}
+        value = bench.value(params, bench.steps - 1, None, rng)[0]
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+    t0 = time.process_time()
+    for _ in range(asks):
+        trial = study.ask()
+        for n, d in dists.items():
+            trial.suggest_float(n, d.low, d.high)
+        study.tell(trial, 0.0)
+    per = (time.process_time() - t0) / asks
+    return {"trials": trials, "sampler_cpu_s_per_trial": per, "full_trial_virtual_s": bench.full_s,
+            "fraction": per / bench.full_s}
+
+
+def _syne_tune(bench: Benchmark, workers: list[int], seeds: int, budget_l: dict[int, float],
+               deadline: float) -> dict[str, Any]:
+    """The same benchmark, workers and seeds under Syne Tune's simulator (needs syne-tune)."""
+    from bench import _synetune_sim
+
+    runs = _synetune_sim.campaign(bench, workers, seeds, budget_l, deadline)
+    table = summarize(bench, runs, budget_l)
+    draw(bench, runs, budget_l, HERE / "search_efficiency_sim_synetune.png")
+    lines = [f"syne-tune {k}: seeds {v['seeds']}, reached {v['reached']}, hit (full trials) {v['hit_full_trials']}, "
+             f"final regret {v['final_regret']}" for k, v in table.items()]
+    return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table, "ratio": None,
+            "comparison": "Syne Tune's simulator on the same benchmark", "budget_full_trials": budget_l}
 
 
 if __name__ == "__main__":  # a campaign part with a wall budget: python -m bench.search_efficiency_sim mfh6 40
