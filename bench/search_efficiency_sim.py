@@ -15,6 +15,7 @@ mean trial's virtual length.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -75,20 +76,38 @@ def _spent(start: float, cpu_budget_s: float, deadline: float | None) -> bool:
     return time.process_time() - start > cpu_budget_s or (deadline is not None and time.time() > deadline)
 
 
+CUT = {512: ("tpe", "tpe+asha_stop"), 64: ("tpe+asha_stop",)}  # TPE's asks over thousands of trials: cut for time
+
+
 def campaign(bench_name: str, workers: list[int], names: list[str], max_seeds: int, cpu_budget_s: float,
-             budget_l: dict[int, float], deadline: float | None = None) -> dict[tuple[int, str], list[dict[str, Any]]]:
+             budget_l: dict[int, float], deadline: float | None = None,
+             dump: Path | None = None) -> dict[tuple[int, str], list[dict[str, Any]]]:
+    """Seeds round-robin over the cells (the most workers first) until the budget is spent; each
+    run is appended to ``dump`` (JSON lines) as it ends, so a cut campaign keeps what it ran."""
     bench = BENCHMARKS[bench_name]()
     ms = methods(bench)
-    runs: dict[tuple[int, str], list[dict[str, Any]]] = {(w, m): [] for w in workers for m in names}
+    cells = [(w, m) for w in sorted(workers, key=lambda w: (w == 8, -w)) for m in names if m not in CUT.get(w, ())]
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {cell: [] for cell in cells}
     start = time.process_time()
     for seed in range(max_seeds):
-        for w in workers:
-            for m in names:
-                if seed >= 2 and _spent(start, cpu_budget_s, deadline):
-                    return runs
-                if m == "tpe" and w == max(workers):
-                    continue  # TPE without pruning at the most workers: cut for time (its asks cost most)
-                runs[(w, m)].append(one_run(bench, ms[m], w, seed, budget_l[w] * bench.full_s))
+        for w, m in cells:
+            if seed >= 1 and _spent(start, cpu_budget_s, deadline):
+                return runs
+            row = one_run(bench, ms[m], w, seed, budget_l[w] * bench.full_s)
+            runs[(w, m)].append(row)
+            if dump is not None:
+                with dump.open("a") as f:
+                    f.write(json.dumps({"workers": w, "method": m, "seed": seed, **row}) + "\n")
+    return runs
+
+
+def load_dump(dump: Path) -> dict[tuple[int, str], list[dict[str, Any]]]:
+    """The runs a campaign appended to ``dump``, by cell, in seed order (complete seeds only per cell)."""
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for line in dump.read_text().splitlines():
+        row = json.loads(line)
+        row["incumbent"] = [tuple(x) for x in row["incumbent"]]
+        runs.setdefault((row.pop("workers"), row.pop("method")), []).append(row)
     return runs
 
 
@@ -191,8 +210,9 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
     if part == "synetune":
         return _syne_tune(bench, workers, seeds, budget_l, deadline or time.time() + cpu_budget_s)
     share = {"all": 0.8, "mfh6": 1.0, "pbt": 0.0}[part]
+    dump = None if quick else HERE / "search_efficiency_sim_runs.jsonl"
     runs = campaign("mfh6_good", workers, names if share else [], seeds, 0 if quick else cpu_budget_s * share,
-                    budget_l, deadline)
+                    budget_l, deadline, dump)
     table = summarize(bench, runs, budget_l)
     image = None if quick or not table else draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png")
     pbt = {} if part == "mfh6" else pbt_campaign([8] if quick else [8, 64], 2 if quick else max_seeds,
@@ -202,12 +222,16 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
              f"final regret {v['final_regret'][0]:.3f} [{v['final_regret'][1]:.3f}, {v['final_regret'][2]:.3f}], "
              f"sampler {v['sampler_s_per_trial'] * 1e3:.2f} ms/trial vs trial {v['mean_trial_virtual_s']:.0f} s"
              for k, v in table.items()]
+    cost = sampler_cost(trials=300 if quick else 10_000, asks=3 if quick else 20) if part == "all" else None
+    if cost:
+        lines.append(f"sampler at {cost['trials']} trials: {cost['sampler_cpu_s_per_trial'] * 1e3:.1f} ms CPU per trial, "
+                     f"{cost['fraction']:.2e} of a whole trial's {cost['full_trial_virtual_s']:.0f} virtual s")
     head = table.get(f"{max(workers)}:asha-resume", {})
     return {
         "benchmark": "search_efficiency_sim", "line": "\n".join(["search_efficiency_sim:"] + lines + [f"pbt: {pbt}"]),
         "ratio": head.get("time_ratio", [None])[0], "epsilon": bench.epsilon, "budget_full_trials": budget_l,
         "comparison": f"virtual time to regret <= {bench.epsilon} on {bench.name}, asha-resume / random search, "
-                      f"{max(workers)} workers", "table": table, "pbt": pbt, "image": str(image) if image else None,
+                      f"{max(workers)} workers", "table": table, "pbt": pbt, "sampler": cost, "image": str(image) if image else None,
     }
 
 
@@ -219,7 +243,7 @@ def sampler_cost(trials: int = 10_000, asks: int = 20, seed: int = 0) -> dict[st
 
     bench = BENCHMARKS["mfh6_good"]()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(sampler=Search(sampler="tpe").make_sampler(seed))
+    study = optuna.create_study(sampler=Search(sampler="tpe", n_trials=trials).make_sampler(seed))
     dists = {n: optuna.distributions.FloatDistribution(lo, hi) for n, (lo, hi, _) in bench.space.items()}
     rng = __import__("random").Random(seed)
     for _ in range(trials):
