@@ -211,7 +211,7 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
         return _syne_tune(bench, workers, seeds, budget_l, deadline or time.time() + cpu_budget_s)
     share = {"all": 0.8, "mfh6": 1.0, "pbt": 0.0}[part]
     dump = None if quick else HERE / "search_efficiency_sim_runs.jsonl"
-    runs = campaign("mfh6_good", workers, names if share else [], seeds, 0 if quick else cpu_budget_s * share,
+    runs = campaign("mfh6_good", workers, names if share else [], seeds, math.inf if quick else cpu_budget_s * share,
                     budget_l, deadline, dump)
     table = summarize(bench, runs, budget_l)
     image = None if quick or not table else draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png")
