@@ -204,6 +204,12 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
     seeds = 2 if quick else max_seeds
     bench = BENCHMARKS["mfh6_good"]()
     deadline = None if wall_s is None else time.time() + wall_s
+    if part == "render":  # the figures of the runs a (maybe cut) campaign appended to its dump
+        runs = load_dump(HERE / "search_efficiency_sim_runs.jsonl")
+        table = summarize(bench, runs, budget_l)
+        draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png")
+        return {"benchmark": "search_efficiency_sim", "line": json.dumps(table, indent=1), "table": table,
+                "ratio": table.get(f"{max(workers)}:asha-resume", {}).get("time_ratio", [None])[0]}
     if part == "sampler":
         cost = sampler_cost()
         return {"benchmark": "search_efficiency_sim", "line": f"sampler: {cost}", "sampler": cost, "ratio": cost["fraction"]}
