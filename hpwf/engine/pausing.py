@@ -12,7 +12,7 @@ A paused trial stays RUNNING in the study, its intermediate values kept, with th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -66,9 +66,10 @@ def promote(c: Coordinator, always: bool = False) -> None:
         _wake(c, record)
 
 
-def _back(c: Coordinator) -> list[TrialRecord]:
-    """Paused trials whose ranks have all come back (a group's other ranks end after its leader)."""
-    return [r for r in c.session.ledger.in_state(S.PAUSED) if not any(a.ticket == r.ticket for a in r.agents)]
+def _back(c: Coordinator) -> Iterator[TrialRecord]:
+    """Paused trials whose ranks have all come back (a group's other ranks end after its leader);
+    lazily: a scheduler with nothing to promote does not look."""
+    return (r for r in c.session.ledger.in_state(S.PAUSED) if not any(a.ticket == r.ticket for a in r.agents))
 
 
 def _wake(c: Coordinator, record: TrialRecord) -> None:
@@ -92,7 +93,7 @@ def drain(c: Coordinator) -> None:
         return
     if ledger.count(S.ASKED, S.WAITING, S.PLACED, S.RUNNING, S.DONE) or c.can_ask():
         return
-    paused = _back(c)
+    paused = list(_back(c))
     if len(paused) < ledger.count(S.PAUSED):
         return  # a paused group's ranks are still coming back
     wake, prune = c.scheduler.drain(paused)

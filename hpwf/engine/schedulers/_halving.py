@@ -103,6 +103,11 @@ class _Rungs:
             return False
         return bisect.bisect_left(self._sorted[k], self._key(values[number], number)) < n
 
+    def last_in_top(self, k: int) -> int | None:
+        """The trial at the last place of rung ``k``'s top quota (the one a new record may let in)."""
+        n = len(self.values[k]) // self.eta
+        return self._sorted[k][n - 1][1] if n > 0 else None
+
 
 class SuccessiveHalving:
     """``scheduler="asha-resume"`` (one bracket) and ``"hyperband-resume"`` (several).
@@ -124,6 +129,12 @@ class SuccessiveHalving:
                          for b in range(brackets)]
         self._at: dict[int, int] = {}  # trial number -> the rung it last reached
         self.changes = 0  # counts what may change a promotion (a value recorded at a rung)
+        # Paused trials, and those of them that entered their rung's top quota since `promotable`
+        # last looked: a paused trial enters it only as the last of the quota (the quota grew, or
+        # a value above it was replaced), so `promotable` costs nothing while none did (issue 25:
+        # a scan of every paused trial at each change made 512-worker searches quadratic).
+        self._paused: set[int] = set()
+        self._due: set[int] | None = set()  # None: look at every paused trial (after `recover`)
 
     def _bracket(self, number: int) -> _Rungs:
         return self.brackets[number % len(self.brackets)]
@@ -143,16 +154,38 @@ class SuccessiveHalving:
         rungs.record(k, record.number, value)
         self._at[record.number] = k
         self.changes += 1
+        entered = rungs.last_in_top(k)
+        if entered is not None and entered in self._paused and self._at.get(entered) == k and self._due is not None:
+            self._due.add(entered)
         return Decision.CONTINUE if rungs.in_top(k, record.number) else Decision.PAUSE
 
     def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
-        pass
+        self._paused.add(record.number)
+        if self._due is not None and self._promotes(record.number):  # it entered the quota on its way to pause
+            self._due.add(record.number)
 
     def requeued(self) -> None:
         pass
 
     def promotable(self, paused: Iterable[TrialRecord]) -> list[TrialRecord]:
-        return [r for r in paused if self._promotes(r.number)]
+        if self._due is not None and not self._due:
+            return []
+        due, out = self._due, []
+        for r in paused:
+            if due is None:
+                self._paused.add(r.number)
+            if (due is None or r.number in due) and self._promotes(r.number):
+                out.append(r)
+        self._forget(out)
+        # a due trial still in its quota, not back yet (a group's ranks), stays due
+        self._due = set() if due is None else {n for n in due if n in self._paused and self._promotes(n)}
+        return out
+
+    def _forget(self, records: Iterable[TrialRecord]) -> None:
+        for r in records:
+            self._paused.discard(r.number)
+            if self._due is not None:
+                self._due.discard(r.number)
 
     def _promotes(self, number: int, quota: int | None = None) -> bool:
         k = self._at.get(number)
@@ -161,6 +194,7 @@ class SuccessiveHalving:
     def drain(self, paused: list[TrialRecord]) -> tuple[list[TrialRecord], list[TrialRecord]]:
         """No new trial will come: (promote, prune). Each rung promotes its best max(1, n // eta)."""
         promote = [r for r in paused if self._promotes(r.number, max(1, len(self._rung_values(r.number)) // self.eta))]
+        self._forget(promote or paused)
         if promote:
             return promote, []
         return [], list(paused)
@@ -179,6 +213,7 @@ class SuccessiveHalving:
                     rungs.record(k, frozen.number, value)
                     self._at[frozen.number] = k
         self.changes += 1
+        self._due = None  # the adopted paused trials: the next look is at all of them
 
 
 def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> int:

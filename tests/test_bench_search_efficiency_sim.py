@@ -1,0 +1,59 @@
+"""The virtual-time runner of the real engine (`hpwf.sim.run_search`) and the `--quick` form of
+`python -m bench search_efficiency_sim` (a smoke test: behaviour, not figures)."""
+
+from __future__ import annotations
+
+from optuna.trial import TrialState
+
+from bench import search_efficiency_sim
+from hpwf.sim import hartmann, pbt_toy, run_search
+from hpwf.workflow import Search
+
+
+def test_the_runner_finishes_its_trial_budget_exactly_and_the_incumbent_only_improves() -> None:
+    bench = hartmann(3)
+    out = run_search(bench, Search(sampler="tpe", pruner="asha", pruner_options={"min_resource": 1}, n_trials=40,
+                                   seed=3), workers=8)
+    assert out.trials_done == 40
+    states = [t.state for t in out.study.trials]  # type: ignore[union-attr]
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 40
+    assert TrialState.PRUNED in states  # the pruner stopped some
+    values = [v for _, v in out.incumbent()]
+    assert values == sorted(values, reverse=True) and len(values) > 1
+    times = [t for t, _, _ in out.curve]
+    assert times == sorted(times) and out.virtual_s >= bench.full_s  # virtual time: at least one whole trial
+
+
+def test_asha_resume_pauses_trials_and_resumes_promoted_ones_from_their_checkpoint() -> None:
+    bench = hartmann(3)
+    search = Search(sampler="random", pruner="none", scheduler="asha-resume", n_trials=30, seed=1,
+                    scheduler_options={"min_resource": 1, "reduction_factor": 3, "max_resource": bench.steps})
+    out = run_search(bench, search, workers=4)
+    assert out.trials_done == 30 and out.paused > 0 and out.resumed > 0
+    full = [t for t in out.study.trials if t.state == TrialState.COMPLETE]  # type: ignore[union-attr]
+    assert full and all(max(t.intermediate_values) == bench.steps - 1 for t in full)
+    resumed = [t for t in full if 1 in t.intermediate_values and 3 in t.intermediate_values]
+    assert resumed  # through the rungs at steps 1 and 3
+
+
+def test_the_same_seed_replays_the_same_search() -> None:
+    bench = hartmann(6)
+    search = Search(sampler="tpe", pruner="none", n_trials=20, seed=5)
+    a, b = run_search(bench, search, workers=4), run_search(bench, search, workers=4)
+    assert a.curve == b.curve
+
+
+def test_pbt_runs_its_generations_from_checkpoints() -> None:
+    bench = pbt_toy(steps=40)
+    search = Search(sampler="random", pruner="none", scheduler="pbt", population=4, interval=10, n_trials=16, seed=2)
+    out = run_search(bench, search, workers=4)
+    assert out.trials_done == 16 and out.resumed == 12  # every segment after the first continues a checkpoint
+    assert max(s for _, _, s in out.curve) == bench.steps - 1
+
+
+def test_quick_form_reports_every_cell_and_pbt() -> None:
+    result = search_efficiency_sim.run(quick=True)
+    assert {"8:random", "8:asha-resume", "64:random", "64:asha-resume"} <= set(result["table"])
+    for row in result["table"].values():
+        assert row["seeds"] == 2 and row["final_regret"][0] >= 0
+    assert result["pbt"]["8"]["seeds"] == 2
