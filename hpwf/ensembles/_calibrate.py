@@ -27,7 +27,7 @@ import numpy as np
 from hpwf.ensembles import _scores as scores
 from hpwf.ensembles._classify import calibrated_classifier
 from hpwf.ensembles._conformal import Conformal, LEVELS, calibrated_metrics
-from hpwf.ensembles._intervals import OutOfBag, cqr, jackknife_plus, mondrian, sigma_bins
+from hpwf.ensembles._intervals import OutOfBag, cqr, default_bins, jackknife_plus, mondrian, sigma_bins
 from hpwf.errors import ConfigError
 from hpwf.workflow import CALIBRATE_OPTIONS as OPTIONS, CLASSIFICATION, REGRESSION, SELECT_OPTIONS, methods, options
 
@@ -131,7 +131,7 @@ def regression_entries(name: str, y: np.ndarray, test: Sequence[Mapping[str, np.
             if "group" in cal[0] and groups is not None:
                 cb, tb = cal[0]["group"], groups
             else:
-                bins = int(opts["bins"] or max(1, min(10, len(cal_y) // 100)))
+                bins = int(opts["bins"] or default_bins(len(cal_y)))
                 cb, tb = sigma_bins(cal_sigma, sigma, bins)
             bounds = {k: mondrian(cal_y, cal_mean, cal_sigma, mean, sigma, lv, opts["beta"], cb, tb)
                       for k, lv in every.items()}

@@ -34,6 +34,23 @@ def _rank(n: int, level: float) -> int:
     return math.ceil((n + 1) * level - 1e-9)
 
 
+POINTS_PER_BIN = 100  # a bin's coverage then varies by sqrt(0.9 * 0.1 / 102) = 0.03 at 90 %, as a 100-point test decile's
+
+
+def default_bins(n_cal: int, per_bin: int = POINTS_PER_BIN, most: int = 10) -> int:
+    """Mondrian's default number of sigma bins: one per ``per_bin`` calibration points, 1 to ``most``.
+
+    A bin of m calibration points covers ceil((m + 1) level) / (m + 1) on average (0.961 at 95 %
+    with m = 50, 0.950 with m = 100) and its coverage varies by sqrt(level (1 - level) / (m + 2))
+    from one calibration draw to the next; smaller bins adapt more but add that noise.
+
+    Example:
+        >>> default_bins(88), default_bins(500), default_bins(5000)
+        (1, 5, 10)
+    """
+    return max(1, min(most, n_cal // per_bin))
+
+
 def sigma_bins(cal_sigma: ArrayLike, test_sigma: ArrayLike, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Bin labels of calibration and test points by the calibration sigmas' quantiles."""
     cal = np.asarray(cal_sigma, dtype=float)
