@@ -1,7 +1,7 @@
 """(7) UQ, the whole pipeline over seeds: search, torch members, selection, calibration and scoring,
 each figure a mean over seeds with its standard error.
 
-For every seed and data set (sine, diabetes, breast-cancer texture, digits) this runs
+For every seed and data set (sine and diabetes; breast-cancer texture and digits on request) this runs
 bench/_uq_workflow.py at its reduced sizes (UQ_BENCH_SMALL=1) through the command line, as a
 user would, exactly as ``bench uq`` does for one seed at full size:
 
@@ -16,12 +16,21 @@ user would, exactly as ``bench uq`` does for one seed at full size:
 
 The seed (UQ_BENCH_SEED) draws the data split (and the sine's points), the search's sampler
 and the members. ``--quick``: one seed at the smoke sizes.
+
+Seeds run one after another, every data set for a seed before the next seed, so a run cut
+short still has whole seeds. Environment: UQ_PIPELINE_SETS (comma-separated, default
+"sine,diabetes"; breast_cancer_texture and digits are available), UQ_PIPELINE_SEEDS (default
+10), UQ_PIPELINE_MINUTES (start no new seed after this many minutes; the figures say how many
+seeds ran), UQ_PIPELINE_ROWS (a JSON-lines file that keeps every finished (set, seed) row:
+a second run with the same file skips them and adds its own).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +40,10 @@ from bench._common import PY, ROOT, rnd, scratch, timed
 from bench.uq import _true_nll
 
 WORKFLOW = ROOT / "bench" / "_uq_workflow.py"
-SEEDS = 10
-DATASETS = ("sine", "diabetes", "breast_cancer_texture", "digits")
+SEEDS = int(os.environ.get("UQ_PIPELINE_SEEDS", "10"))
+DATASETS = tuple(os.environ.get("UQ_PIPELINE_SETS", "sine,diabetes").split(","))
+MINUTES = float(os.environ.get("UQ_PIPELINE_MINUTES", "inf"))
+ROWS = os.environ.get("UQ_PIPELINE_ROWS")
 INTERVALS = ("picp_68", "picp_90", "picp_95", "width_90", "winkler_90", "worst_sigma_decile_90", "worst_slab_90")
 SCORES = ("nll", "mixture_nll", "crps", "rmse", "accuracy", "ece")
 CLASSIFY = ("accuracy", "ece", "ece_before", "nll", "nll_before", "temperature", "set_coverage_90", "set_size_90",
@@ -82,7 +93,7 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, list[float]]:
 def _aims(res: dict[str, dict[str, list[float]]]) -> dict[str, bool]:
     aims: dict[str, bool] = {}
     levels = {"68": 0.6827, "90": 0.9, "95": 0.95}
-    for name in (d for d in DATASETS if d != "digits"):
+    for name in (d for d in res if d != "digits"):
         f = res[name]
         for method in ("greedy+conformal", "greedy+mondrian", "bootstrap+jackknife+ab"):
             aims[f"{name}: {method} marginal coverage within 1.5 points at 68/90/95"] = all(
@@ -101,21 +112,36 @@ def _aims(res: dict[str, dict[str, list[float]]]) -> dict[str, bool]:
     return aims
 
 
+def _kept() -> dict[tuple[str, int], dict[str, float]]:
+    """The rows a previous run with the same UQ_PIPELINE_ROWS file finished."""
+    if not ROWS or not Path(ROWS).exists():
+        return {}
+    lines = [json.loads(line) for line in Path(ROWS).read_text().splitlines() if line.strip()]
+    return {(r["set"], r["seed"]): r["figures"] for r in lines}
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    seeds = range(1 if quick else SEEDS)
-    res: dict[str, dict[str, list[float]]] = {}
+    rows, started = _kept(), time.monotonic()
+    done: list[int] = []
     with scratch("uq_pipeline") as folder:
-        for name in DATASETS:
-            rows = []
-            for seed in seeds:
-                rows.append(_one(name, seed, folder, quick))
+        for seed in range(1 if quick else SEEDS):
+            if time.monotonic() - started > MINUTES * 60:
+                print(f"[uq_pipeline] {MINUTES:g} minutes spent: no seed after {seed - 1}", flush=True)
+                break
+            for name in DATASETS:
+                if (name, seed) not in rows:
+                    rows[name, seed] = _one(name, seed, folder, quick)
+                    if ROWS:
+                        with open(ROWS, "a") as f:
+                            f.write(json.dumps({"set": name, "seed": seed, "figures": rows[name, seed]}) + "\n")
                 print(f"[uq_pipeline] {name} seed {seed} done", flush=True)
-            res[name] = _summary(rows)
-    aims = _aims(res)
+            done.append(seed)
+    res = {name: _summary([rows[name, s] for s in done]) for name in DATASETS}
+    aims = _aims(res) if len(done) > 1 else {}
     sine = res["sine"]
-    line = (f"uq_pipeline ({len(seeds)} seeds): sine NLL greedy {sine['greedy.nll'][0]:.3f} / bootstrap "
+    line = (f"uq_pipeline ({len(done)} seeds): sine NLL greedy {sine['greedy.nll'][0]:.3f} / bootstrap "
             f"{sine['bootstrap.nll'][0]:.3f} / true {sine['true_nll'][0]:.3f}; aims met {sum(aims.values())}/{len(aims)}")
-    return {"benchmark": "uq_pipeline", "line": line, "results": res, "aims": aims, "seeds": len(seeds),
+    return {"benchmark": "uq_pipeline", "line": line, "results": res, "aims": aims, "seeds": len(done),
             "comparison": "the whole hpwf pipeline (TPE search of torch MLPs, greedy selection, bootstrap members, "
                           "split / Mondrian / jackknife+ab / temperature / APS / RAPS) at reduced sizes; "
                           "[mean, SE] over seeds"}
