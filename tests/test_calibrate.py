@@ -86,7 +86,7 @@ def test_every_regression_method_has_its_entry_and_conditional_figures(tmp_path:
         assert 0.86 <= m["picp_90"] <= 0.94, (name, m)
         assert {"width_90", "winkler_90", "worst_sigma_decile_90", "worst_x_bin_90", "worst_slab_90"} <= set(m)
         assert len(metrics["conditional"][name]["x_bins_90"]) == 10
-    assert metrics["ensemble+mondrian"]["bins"] == 5 and metrics["ensemble+jackknife+ab"]["normalised"] == 1.0
+    assert metrics["ensemble+mondrian"]["bins"] == 10 and metrics["ensemble+jackknife+ab"]["normalised"] == 1.0
 
 
 def test_jackknife_plus_without_out_of_bag_predictions_is_a_clear_error(tmp_path: Path) -> None:

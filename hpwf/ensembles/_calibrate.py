@@ -13,7 +13,7 @@ to ``uq_metrics.json`` beside the raw model:
   class-conditional).
 
 ``calibrate_options``: level (0.9: sets, CQR and the conditional figures), beta (0.0: the
-sigma offset of "mondrian"), bins (sigma bins of "mondrian"; default one per 100 calibration
+sigma offset of "mondrian"), bins (sigma bins of "mondrian"; default one per 50 calibration
 points, at most 10), raps_lambda (0.01), raps_k (1), jackknife ("normalised" or "absolute").
 """
 
