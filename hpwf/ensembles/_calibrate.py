@@ -165,9 +165,18 @@ def classification_entries(name: str, y: np.ndarray, probs: np.ndarray, cal_y: n
     lists: dict[str, dict[str, list[float]]] = {}
     for method in (m for m in CLASSIFICATION if m in chosen):
         entry, per_class, _ = calibrated_classifier(cal_y, cal_probs, y, probs, method, opts["level"],
-                                                    opts["raps_lambda"], int(opts["raps_k"]))
+                                                    opts["raps_lambda"], int(opts["raps_k"]), seed=_draw_seed(cal_probs, probs))
         out[f"{name}+{method}"], lists[f"{name}+{method}"] = entry, per_class
     return out, lists
+
+
+def _draw_seed(cal_probs: np.ndarray, probs: np.ndarray) -> int:
+    """The APS/RAPS randomisation's seed, from the predictions: reproducible for one run, different
+    between runs (one fixed seed for every run gave every run the same draw of U and its luck:
+    0.93 coverage at 90 % for confident models over 10 seeds of bench uq_pipeline)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(cal_probs, dtype=float).tobytes(), digest_size=8)
+    digest.update(np.ascontiguousarray(probs, dtype=float).tobytes())
+    return int.from_bytes(digest.digest(), "little")
 
 
 def _ndtri(p: float) -> float:
