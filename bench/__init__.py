@@ -6,4 +6,4 @@ figure is a ratio of things measured side by side in the same run: the machine i
 (2 cores) and shared, so absolute times mean little.
 """
 
-BENCHMARKS = ("efficiency", "agent_weight", "overhead", "horovod_overhead", "search_efficiency", "search_efficiency_nt3", "search_efficiency_sim", "ahead_quality", "store", "packing", "scale", "uq", "uq_methods", "cpu_training", "bigstudy")
+BENCHMARKS = ("efficiency", "agent_weight", "overhead", "horovod_overhead", "search_efficiency", "search_efficiency_nt3", "search_efficiency_sim", "ahead_quality", "store", "packing", "scale", "uq", "uq_methods", "uq_pipeline", "cpu_training", "bigstudy")

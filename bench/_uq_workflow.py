@@ -1,11 +1,15 @@
 """The UQ benchmark's workflow (bench/uq.py runs it): MLPs on three bundled data sets.
 
-UQ_BENCH_DATA: "sine" (heteroscedastic, known noise), "diabetes" or "digits" (scikit-learn's
-bundled copies, nothing downloaded). UQ_BENCH_MODE: "greedy" (the search, then greedy
+UQ_BENCH_DATA: "sine" (heteroscedastic, known noise), "diabetes", "breast_cancer_texture" (mean
+texture from the 27 other features) or "digits" (scikit-learn's bundled copies, nothing downloaded). UQ_BENCH_MODE: "greedy" (the search, then greedy
 selection of its trials, no retraining) or "bootstrap" (8 members of the best configuration
 on bootstrap resamples, for `hpwf ensemble --from`). Both calibrate: split conformal and
 Mondrian (regression), temperature scaling and APS/RAPS sets (digits).
-UQ_BENCH_QUICK=1: small sizes (a smoke test).
+UQ_BENCH_QUICK=1: small sizes (a smoke test). UQ_BENCH_SMALL=1: the reduced sizes of
+``bench uq_pipeline`` (8 trials, a few hundred epochs, narrower MLPs, 5 members), figures over
+many seeds. UQ_BENCH_SEED (default 0): the data split (and the sine's draw), the search's and
+the members' seeds. Bootstrap members also save their out-of-bag training rows ("oob"), so the
+bootstrap ensemble is calibrated by jackknife+-after-bootstrap too.
 
 Regression models are MLPs with a Gaussian head (mean, variance; Gaussian NLL loss) and
 dropout; every trial saves validation, calibration and test predictions, with 30 MC-dropout
@@ -24,12 +28,19 @@ import hpwf
 DATA = os.environ.get("UQ_BENCH_DATA", "sine")
 MODE = os.environ.get("UQ_BENCH_MODE", "greedy")
 QUICK = os.environ.get("UQ_BENCH_QUICK") == "1"
+SMALL = os.environ.get("UQ_BENCH_SMALL") == "1"
+SEED = int(os.environ.get("UQ_BENCH_SEED", "0"))
 CLASSIFICATION = DATA == "digits"
-EPOCHS = {"sine": 1500, "diabetes": 400, "digits": 150}[DATA] // (5 if QUICK else 1)
-PASSES = 30
+EPOCHS = ({"sine": 800, "diabetes": 200, "breast_cancer_texture": 200, "digits": 80} if SMALL else
+          {"sine": 1500, "diabetes": 400, "breast_cancer_texture": 400, "digits": 150})[DATA] // (5 if QUICK else 1)
+PASSES = 10 if SMALL else 30
+TRIALS, MEMBERS, ROUNDS = (4, 3, 3) if QUICK else (8, 5, 8) if SMALL else (16, 8, 10)
+MAX_WIDTH = 48 if SMALL else 128
+SINE_SIZES = (("train", 600), ("val", 300), ("cal", 500), ("test", 1000)) if SMALL else \
+    (("train", 1200), ("val", 400), ("cal", 1000), ("test", 1000))
 CALIBRATE = ["temperature", "aps", "raps"] if CLASSIFICATION else ["conformal", "mondrian"]
 
-search = hpwf.Search(direction="minimize", n_trials=4 if QUICK else 16, sampler="tpe", seed=0)  # validation NLL
+search = hpwf.Search(direction="minimize", n_trials=TRIALS, sampler="tpe", seed=SEED)  # validation NLL
 
 
 def noise_std(x: np.ndarray) -> np.ndarray:
@@ -40,16 +51,21 @@ def noise_std(x: np.ndarray) -> np.ndarray:
 @functools.cache
 def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """train/val/cal/test splits (x standardised on train; regression targets too)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(SEED)
     if DATA == "sine":
         sets = {}
-        for name, n in (("train", 1200), ("val", 400), ("cal", 1000), ("test", 1000)):
+        for name, n in SINE_SIZES:
             x = rng.uniform(0, 10, n)
             sets[name] = (x[:, None], np.sin(x) + rng.normal(0, noise_std(x)))
         return sets
-    from sklearn.datasets import load_diabetes, load_digits
+    from sklearn import datasets
 
-    x, y = (load_digits if CLASSIFICATION else load_diabetes)(return_X_y=True)
+    if DATA == "breast_cancer_texture":  # a real continuous target: mean texture from the non-texture features
+        bc = datasets.load_breast_cancer()
+        keep = [i for i, f in enumerate(bc.feature_names) if "texture" not in f]
+        x, y = bc.data[:, keep], bc.data[:, list(bc.feature_names).index("mean texture")]
+    else:
+        x, y = (datasets.load_digits if CLASSIFICATION else datasets.load_diabetes)(return_X_y=True)
     order = rng.permutation(len(y))
     x, y = x[order].astype(float), y[order].astype(float)
     cuts = np.cumsum([0.45, 0.15, 0.2]) * len(y)
@@ -64,7 +80,7 @@ def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def hyperparameters(trial) -> dict:
     """The model's configuration; bootstrap members replay it (member.suggest_*)."""
     return {"lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
-            "hidden": trial.suggest_int("hidden", 16, 128, log=True),
+            "hidden": trial.suggest_int("hidden", 16, MAX_WIDTH, log=True),
             "layers": trial.suggest_int("layers", 1, 3),
             "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
             "dropout": trial.suggest_float("dropout", 0.02, 0.2)}
@@ -148,13 +164,16 @@ def objective(trial: hpwf.Trial) -> float:
 
 def train_member(member: hpwf.Member) -> float:
     x, y = data()["train"]
-    in_bag, _ = member.bootstrap(len(y))
+    in_bag, out_of_bag = member.bootstrap(len(y))
     model = fit(hyperparameters(member), x[in_bag], y[in_bag], member.seed)
     save_all(member, model)
+    if not CLASSIFICATION:  # out-of-bag rows: jackknife+-after-bootstrap needs no calibration split
+        member.save_predictions("oob", index=out_of_bag, y=y[out_of_bag], **predict(model, x[out_of_bag]))
     return nll(model, "val")
 
 
 if MODE == "bootstrap":
-    ensemble = hpwf.Ensemble(members=3 if QUICK else 8, train=train_member, top_k=1, calibrate=CALIBRATE)
+    ensemble = hpwf.Ensemble(members=MEMBERS, train=train_member, top_k=1, seed=SEED,
+                             calibrate=CALIBRATE + ([] if CLASSIFICATION else ["jackknife+"]))
 else:
-    ensemble = hpwf.Ensemble(select="greedy", size=3 if QUICK else 10, calibrate=CALIBRATE)
+    ensemble = hpwf.Ensemble(select="greedy", size=ROUNDS, calibrate=CALIBRATE)

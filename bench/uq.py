@@ -12,7 +12,8 @@ For each data set, bench/_uq_workflow.py runs through the command line, as a use
    the best configuration on bootstrap resamples. Gives: bootstrap ensemble, raw and conformal.
 
 Every figure is on the same test set, one seed of the whole pipeline (39 minutes on this
-machine; bench/uq_methods.py repeats the post-training methods over 10 seeds). The old aim
+machine; bench/uq_pipeline.py repeats the whole pipeline at reduced sizes over 10 seeds, and
+bench/uq_methods.py the post-training methods). The old aim
 "PICP@90 re-split over pooled calibration + test points" is gone: re-splitting makes any model
 exchangeable, so it cannot fail; conditional coverage (worst sigma decile, worst slab) and
 the Winkler score are reported instead.

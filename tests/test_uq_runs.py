@@ -118,6 +118,42 @@ def test_greedy_ensemble_of_trials_without_retraining(tmp_path: Path) -> None:
     assert 0.86 <= metrics["ensemble+conformal"]["picp_90"] <= 0.94
 
 
+@pytest.mark.parametrize("options", [{"init": 2, "min_distinct": 3, "tolerance": 0.02}, {"bags": 3}],
+                         ids=["top-k-start-distinct-tolerance", "bagged"])
+def test_greedy_select_options_end_to_end(tmp_path: Path, options: dict[str, Any]) -> None:
+    """`Ensemble(select_options=...)` through `hpwf run`: the selection follows the options, and
+    selection.json, uq_metrics.json and the report say which were used."""
+    run_dir = tmp_path / "run"
+    proc = cli("run", TINY, "--run-dir", str(run_dir), "--workers", "2", "--quiet",
+               env={"UQ_MEMBERS": "0", "UQ_SIZE": "6", "UQ_SELECT_OPTIONS": json.dumps(options)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((run_dir / "ensemble" / "selection.json").read_text())["selection"]
+    metrics = json.loads((run_dir / "uq_metrics.json").read_text())
+    assert metrics["selection"]["weights"] == saved["weights"]
+    assert saved["options"] == {"init": 1, "tolerance": 0.0, "min_distinct": 1, "bags": 0, **options}
+    assert metrics["selection"]["options"] == saved["options"]
+    weights = {int(k): w for k, w in saved["weights"].items()}
+    single = {int(k): v for k, v in saved["single"].items()}
+    assert sum(weights.values()) == pytest.approx(1.0) and len(single) == 8
+    assert metrics["ensemble"]["members"] == len(weights)
+    assert cli("report", str(run_dir)).returncode == 0
+    page = (run_dir / "report.html").read_text()
+    if "bags" in options:
+        assert saved["bags"] == 3 and saved["rounds"] is None and len(saved["trace"]) == 1
+        assert "bagged over 3 resamples of the validation rows" in page
+        return
+    top2 = sorted(single, key=lambda k: (single[k], k))[:2]
+    assert set(top2) <= set(weights) and len(weights) >= 3  # started from the top 2; 3 distinct kept
+    trace, tol = saved["trace"], options["tolerance"]
+    assert len(trace) == 6 and trace[0] == pytest.approx(single[top2[0]], abs=1e-6)
+    best = min(trace[2:])  # a prefix of 3+ rounds has 3 distinct members: round 3 must add a new one
+    kept = saved["rounds"]
+    assert kept >= 3 and trace[kept - 1] <= best + tol + 1e-9
+    assert all(trace[r] > best + tol for r in range(2, kept - 1))  # the shortest prefix within tolerance
+    assert f"best prefix: {kept} of 6 rounds" in page
+    assert "started from the top 2, at least 3 distinct, tolerance 0.02" in page
+
+
 def test_rebuild_after_resume_and_a_new_top_k(tmp_path: Path) -> None:
     """The scenario of issue 16: resume adds better trials, the ensemble says it is stale; `hpwf
     ensemble` rebuilds it; `--top-k 3 --members 6` on a run with an ensemble is honoured."""

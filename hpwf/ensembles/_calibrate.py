@@ -13,7 +13,7 @@ to ``uq_metrics.json`` beside the raw model:
   class-conditional).
 
 ``calibrate_options``: level (0.9: sets, CQR and the conditional figures), beta (0.0: the
-sigma offset of "mondrian"), bins (sigma bins of "mondrian"; default one per 100 calibration
+sigma offset of "mondrian"), bins (sigma bins of "mondrian"; default one per 50 calibration
 points, at most 10), raps_lambda (0.01), raps_k (1), jackknife ("normalised" or "absolute").
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 from hpwf.ensembles import _scores as scores
 from hpwf.ensembles._classify import calibrated_classifier
 from hpwf.ensembles._conformal import Conformal, LEVELS, calibrated_metrics
-from hpwf.ensembles._intervals import OutOfBag, cqr, jackknife_plus, mondrian, sigma_bins
+from hpwf.ensembles._intervals import OutOfBag, cqr, default_bins, jackknife_plus, mondrian, sigma_bins
 from hpwf.errors import ConfigError
 from hpwf.workflow import CALIBRATE_OPTIONS as OPTIONS, CLASSIFICATION, REGRESSION, SELECT_OPTIONS, methods, options
 
@@ -131,7 +131,7 @@ def regression_entries(name: str, y: np.ndarray, test: Sequence[Mapping[str, np.
             if "group" in cal[0] and groups is not None:
                 cb, tb = cal[0]["group"], groups
             else:
-                bins = int(opts["bins"] or max(1, min(10, len(cal_y) // 100)))
+                bins = int(opts["bins"] or default_bins(len(cal_y)))
                 cb, tb = sigma_bins(cal_sigma, sigma, bins)
             bounds = {k: mondrian(cal_y, cal_mean, cal_sigma, mean, sigma, lv, opts["beta"], cb, tb)
                       for k, lv in every.items()}
@@ -165,9 +165,18 @@ def classification_entries(name: str, y: np.ndarray, probs: np.ndarray, cal_y: n
     lists: dict[str, dict[str, list[float]]] = {}
     for method in (m for m in CLASSIFICATION if m in chosen):
         entry, per_class, _ = calibrated_classifier(cal_y, cal_probs, y, probs, method, opts["level"],
-                                                    opts["raps_lambda"], int(opts["raps_k"]))
+                                                    opts["raps_lambda"], int(opts["raps_k"]), seed=_draw_seed(cal_probs, probs))
         out[f"{name}+{method}"], lists[f"{name}+{method}"] = entry, per_class
     return out, lists
+
+
+def _draw_seed(cal_probs: np.ndarray, probs: np.ndarray) -> int:
+    """The APS/RAPS randomisation's seed, from the predictions: reproducible for one run, different
+    between runs (one fixed seed for every run gave every run the same draw of U and its luck:
+    0.93 coverage at 90 % for confident models over 10 seeds of bench uq_pipeline)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(cal_probs, dtype=float).tobytes(), digest_size=8)
+    digest.update(np.ascontiguousarray(probs, dtype=float).tobytes())
+    return int.from_bytes(digest.digest(), "little")
 
 
 def _ndtri(p: float) -> float:

@@ -58,6 +58,7 @@ class Selection:
         single: each candidate's own validation score (greedy) or search value (topk).
         rounds: greedy: the length of the prefix of ``trace`` that was kept (the best one).
         bags: greedy: how many bootstrap resamples of the validation rows were averaged.
+        options: greedy: the options it ran with (init, tolerance, min_distinct, bags).
     """
 
     method: str
@@ -67,6 +68,7 @@ class Selection:
     single: dict[int, float] = field(default_factory=dict)
     rounds: int | None = None
     bags: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready record (trial numbers as keys, in order of weight)."""
@@ -75,7 +77,7 @@ class Selection:
                 "weights": {str(k): round(self.weights[k], 6) for k in order},
                 "trace": [round(v, 6) for v in self.trace],
                 "single": {str(k): round(v, 6) for k, v in sorted(self.single.items())},
-                "rounds": self.rounds, "bags": self.bags}
+                "rounds": self.rounds, "bags": self.bags, "options": dict(self.options)}
 
 
 def combine(candidates: Sequence[Arrays], weights: Sequence[float] | None = None) -> dict[str, np.ndarray]:
@@ -152,9 +154,9 @@ def greedy(candidates: Mapping[int, Arrays], size: int, metric: str | MetricFn =
     classification = "probs" in candidates[numbers[0]]
     fn, higher = metric_function(metric, classification)
     single = {k: fn(y, combine([candidates[k]])) for k in numbers}
+    options = dict(init=init, tolerance=tolerance, min_distinct=min_distinct)
     if bags:
-        return _bagged(candidates, numbers, y, size, metric, dict(init=init, tolerance=tolerance,
-                                                                   min_distinct=min_distinct), bags, seed, single, name)
+        return _bagged(candidates, numbers, y, size, metric, options, bags, seed, single, name)
     sign = -1.0 if higher else 1.0
     ranked = sorted(numbers, key=lambda k: (sign * single[k], k))
     sums = _Sums(classification, candidates)
@@ -179,7 +181,7 @@ def greedy(candidates: Mapping[int, Arrays], size: int, metric: str | MetricFn =
     rounds = next(r for r in allowed if sign * trace[r] <= best + tolerance) + 1
     counts = {k: chosen[:rounds].count(k) for k in numbers}
     weights = {k: c / rounds for k, c in counts.items() if c}
-    return Selection("greedy", weights, name, trace, single, rounds)
+    return Selection("greedy", weights, name, trace, single, rounds, options={**options, "bags": 0})
 
 
 def _bagged(candidates: Mapping[int, Arrays], numbers: list[int], y: np.ndarray, size: int, metric: str | MetricFn,
@@ -196,7 +198,7 @@ def _bagged(candidates: Mapping[int, Arrays], numbers: list[int], y: np.ndarray,
     weights = {k: w for k, w in total.items() if w > 0}
     fn, _ = metric_function(metric, "probs" in candidates[numbers[0]])
     score = fn(y, combine([candidates[k] for k in weights], list(weights.values())))
-    return Selection("greedy", weights, name, [score], single, bags=bags)
+    return Selection("greedy", weights, name, [score], single, bags=bags, options={**options, "bags": bags})
 
 
 class _Sums:

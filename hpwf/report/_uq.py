@@ -104,6 +104,7 @@ def _members(selection: dict[str, Any]) -> str:
     metric = f" on validation {html.escape(str(selection['metric']))}" if selection.get("metric") else ""
     if selection.get("rounds"):
         metric += f" (best prefix: {selection['rounds']} of {len(selection.get('trace') or [])} rounds)"
+    metric += html.escape(_greedy_options(selection.get("options") or {}))
     stale = f"<p><b>warning:</b> {html.escape(selection['stale'])}</p>" if selection.get("stale") else ""
     body = "".join(
         f"<tr><td>{r.get('member', '-')}</td><td>{r.get('trial', r.get('source_trial'))}</td>"
@@ -111,6 +112,20 @@ def _members(selection: dict[str, Any]) -> str:
     return (f"<h3>Ensemble: {method} selection{metric}, {len(rows)} rows</h3>{stale}"
             "<table><tr><th>member</th><th>trial (source)</th><th>weight</th><th>score</th></tr>"
             f"{body}</table>")
+
+
+def _greedy_options(options: dict[str, Any]) -> str:
+    """Greedy's options that differ from the plain run, in words ("" when none do)."""
+    words = []
+    if options.get("init", 1) > 1:
+        words.append(f"started from the top {options['init']}")
+    if options.get("min_distinct", 1) > 1:
+        words.append(f"at least {options['min_distinct']} distinct")
+    if options.get("tolerance"):
+        words.append(f"tolerance {options['tolerance']:g}")
+    if options.get("bags"):
+        words.append(f"bagged over {options['bags']} resamples of the validation rows")
+    return f"; {', '.join(words)}" if words else ""
 
 
 def _number(value: Any) -> str:

@@ -10,10 +10,11 @@ split conformal, Mondrian by predicted sigma, and jackknife+-after-bootstrap.
 Environment: UQ_MEMBERS (default 4; 0 = no retraining, the trials themselves form the
 ensemble), UQ_TRIALS (default 8), UQ_SIZE (greedy rounds, default 4), UQ_SELECT=topk (the 2
 best trials by the search's value instead of greedy), UQ_PLANT=1 (a trial's value is minus its
-number: later trials are better).
+number: later trials are better), UQ_SELECT_OPTIONS (JSON: greedy's select_options).
 """
 
 import functools
+import json
 import os
 
 import numpy as np
@@ -82,6 +83,8 @@ def train_member(member):
 members = int(os.environ.get("UQ_MEMBERS", "4"))
 selection = {"select": "topk", "top_k": 2} if os.environ.get("UQ_SELECT") == "topk" else \
     {"select": "greedy", "size": int(os.environ.get("UQ_SIZE", "4"))}
+if os.environ.get("UQ_SELECT_OPTIONS"):
+    selection["select_options"] = json.loads(os.environ["UQ_SELECT_OPTIONS"])
 calibrate = ["conformal", "mondrian", "jackknife+"] if members else "conformal"  # jackknife+: members' out-of-bag rows
 ensemble = hpwf.Ensemble(**selection, calibrate=calibrate, calibrate_options={"beta": 0.01},
                          **({"members": members, "train": train_member} if members else {}))
