@@ -29,7 +29,7 @@ from hpwf.engine.receive import lose, receive
 from hpwf.engine.schedulers import Scheduler
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.stops import stop_kind
-from hpwf.engine.summary import progress_fields, summarize
+from hpwf.engine.summary import SummaryFile, progress_fields, summarize
 from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
 from hpwf.progress import Progress
@@ -78,6 +78,7 @@ class Coordinator(Transitions):
         self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
         self.starved_since: float | None = None  # waiting trials too big for the live agents since
         self.promote_seen: tuple[Any, ...] = ()  # what `pausing.promote` last looked at
+        self.summary_file = SummaryFile()
 
     @property
     def counts(self) -> Any:

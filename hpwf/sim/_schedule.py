@@ -19,6 +19,7 @@ from hpwf.sim._config import Config
 
 Action = tuple[Any, ...]
 MAX_STEPS = 400_000
+SCRATCH = Path("/dev/shm")  # in memory where there is one: a run directory's writes cost no disk
 
 
 @dataclass
@@ -93,7 +94,7 @@ def finish(world: World) -> None:
 
 def run(config: Config, actions: list[Action], run_dir: Path | None = None) -> World:
     if run_dir is None:
-        with tempfile.TemporaryDirectory(prefix="hpwf-sim-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="hpwf-sim-", dir=SCRATCH if SCRATCH.is_dir() else None) as tmp:
             return run(config, actions, Path(tmp))
     world = World(config, run_dir)
     for action in actions:
