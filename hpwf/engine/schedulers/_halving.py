@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpwf.wire import Done
 from hpwf.rundir import BRACKET_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
-    from hpwf.engine.loop import Coordinator
 
 PAUSE = "pause"  # the Reply to a Report that tells the trial to pause
 
@@ -42,7 +42,9 @@ class Scheduler(Protocol):
 
     def on_report(self, record: TrialRecord, step: int, value: float) -> bool | str: ...
 
-    def on_paused(self, c: Coordinator, record: TrialRecord) -> None: ...
+    def on_paused(self, record: TrialRecord) -> Done | None:
+        """A trial paused: None (it stays paused), or the result that ends it now (the coordinator
+        tells it). A scheduler decides; it never moves the ledger."""
 
     def promotable(self, paused: Iterable[TrialRecord]) -> list[TrialRecord]: ...
 
@@ -136,8 +138,8 @@ class SuccessiveHalving:
         self.changes += 1
         return False if rungs.in_top(k, record.number) else PAUSE
 
-    def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
-        pass
+    def on_paused(self, record: TrialRecord) -> Done | None:
+        return None
 
     def requeued(self) -> None:
         pass
