@@ -62,6 +62,28 @@ def test_the_simulator_catches_an_abort_sent_to_an_mpi_rank(monkeypatch: pytest.
     assert any("an MPI rank, got an Abort" in v for v in world.violations), world.violations
 
 
+def test_the_simulator_catches_a_graceful_stop_that_trains_finished_work_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 9 put back (a stop fails running trials without looking at their durable result):
+    a result saved while its `Done` was on the wire is trained again, and an invariant says so;
+    the same schedule on the engine as it is keeps every invariant."""
+    from hpwf.engine.loop import Coordinator
+    from hpwf.engine.stops import Why
+
+    config = Config(seed=1, agents=2, hosts=1, n_trials=8, longest=1.0, heartbeat=2.0)
+    schedule = [("delay", 0, 0.5), ("delay", 1, 0.5), ("advance", 2.0), ("signal", "SIGTERM")]
+    assert run(config, schedule).violations == []
+    original = Coordinator._fail
+
+    def forgets_durable(self, record, reason, traceback_text=None, why=Why.FAILED):  # type: ignore[no-untyped-def]
+        if why is Why.INTERRUPTED:
+            monkeypatch.setattr(self.outcomes, "tell_durable", lambda trial: False)
+        original(self, record, reason, traceback_text, why)
+
+    monkeypatch.setattr(Coordinator, "_fail", forgets_durable)
+    violations = run(config, schedule).violations
+    assert any("saved a complete result while it ran, yet ended FAIL (trained again)" in v for v in violations), violations
+
+
 class Schedules(RuleBasedStateMachine):
     """Faults in any order, at any time; the invariants after every rule; every run must end."""
 
