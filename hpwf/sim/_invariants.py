@@ -25,15 +25,26 @@ AGREES = {TrialState.TOLD: (OT.COMPLETE, OT.PRUNED, OT.FAIL), TrialState.FAILED:
 
 class CheckedStorage(InMemoryStorage):
     """Optuna's in-memory storage that reports a finished trial told again (told twice), counts
-    the trials finished, and notes which trials changed state."""
+    the trials finished, notes which trials changed state, and fails writes on demand."""
 
     def __init__(self, world: World) -> None:
         super().__init__()
         self.world = world
         self.finished_ok = 0  # trials COMPLETE or PRUNED
         self.changed: set[int] = set()  # trial numbers whose state changed since the last check
+        self.failing_writes = 0  # a fault: the next writes of a trial's state or attrs raise OSError
+
+    def _write(self) -> None:
+        if self.failing_writes > 0:
+            self.failing_writes -= 1
+            raise OSError(28, "No space left on device (simulated)")
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._write()
+        super().set_trial_user_attr(trial_id, key, value)
 
     def set_trial_state_values(self, trial_id: int, state: OT, values: Any = None) -> bool:
+        self._write()
         before = self.get_trial(trial_id)
         if before.state.is_finished():
             self.world.violation(f"trial {before.number} told again ({before.state.name} -> {state.name})")

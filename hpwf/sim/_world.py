@@ -70,7 +70,16 @@ class World:
                              heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
                              ranks_per_trial=cfg.ranks)
         self.ending = False
-        self.c.begin(self.session)
+        try:
+            self.c.begin(self.session)
+        except OSError as exc:  # the store failed while the resume read it: that resume exits; another follows
+            self.log.append(f"t={self.clock.t:.3f} the coordinator could not start: {exc}")
+            self.session.__exit__(None, None, None)
+            if self.resumes < MAX_RESUMES:
+                self.resume()
+            else:
+                self.finished = True
+            return
         self.agents = [a for a in self.agents if not a.dead]
         for i in range(cfg.agents - len(self.agents)):
             self.new_agent(f"h{i % cfg.hosts}", i + 1 if cfg.group_mode == "mpi" else None)
@@ -198,6 +207,11 @@ class World:
         if agent is not None and self.config.group_mode == "mpi" and self.config.ranks > 1:
             agent.hangs_after_done = True
             self.log.append(f"t={self.clock.t:.3f} {agent.name} will hang after its leaders' Done")
+
+    def store_errors(self, count: int) -> None:
+        """The store's next ``count`` writes of a trial (its state, its attributes) raise OSError."""
+        self.storage.failing_writes = count
+        self.log.append(f"t={self.clock.t:.3f} the next {count} store write(s) fail")
 
     def delay_link(self, index: int, seconds: float) -> None:
         agent = self.pick(index)
