@@ -84,6 +84,15 @@ def test_the_simulator_catches_a_graceful_stop_that_trains_finished_work_again(m
     assert any("saved a complete result while it ran, yet ended FAIL (trained again)" in v for v in violations), violations
 
 
+def test_a_hung_rank_of_a_timed_out_mpi_trial_is_retired_and_the_run_ends() -> None:
+    """Found by the soak (seed 1,001,269): an MPI trial timed out, its leader's `Done` came back
+    late, its other rank hung after it (still beating). Its ranks were never reclaimed (the linger
+    clock started only from a `Done` of a live trial), no group could form, the run never ended."""
+    outcome = run_seed(1_001_269)
+    assert outcome.config.group_mode == "mpi" and ("hang_rank", 6712) in outcome.actions
+    assert outcome.violations == []
+
+
 class Schedules(RuleBasedStateMachine):
     """Faults in any order, at any time; the invariants after every rule; every run must end."""
 
