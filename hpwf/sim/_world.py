@@ -267,6 +267,7 @@ class World:
     def bound_s(self) -> float:
         """Virtual seconds within which every run must end (liveness)."""
         cfg = self.config
-        per_trial = min(cfg.longest, cfg.trial_timeout or cfg.longest) + 10 * cfg.heartbeat + 5
+        timeout = cfg.trial_timeout if cfg.group_mode != "mpi" else None  # MPI ranks go on until the trial returns
+        per_trial = min(cfg.longest, timeout or cfg.longest) + 10 * cfg.heartbeat + 5
         waves = (cfg.n_trials * (cfg.retries + 2)) / max(1, cfg.agents // 2) + 2
         return 1000.0 + (waves + 10) * per_trial * (MAX_RESUMES + 1)
