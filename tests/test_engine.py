@@ -476,3 +476,25 @@ def test_a_failure_whose_retry_was_never_queued_is_queued_on_resume(tmp_path: Pa
         assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
     again = study.ask()
     assert again.suggest_float("x", 0, 1) == x and again.user_attrs["hpwf:retry_of"] == trial.number
+
+
+def test_summary_json_is_rewritten_when_a_figure_changes_not_every_turn(session: FakeSession, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle stretch rewrites summary.json every 10 s of its clock, not every half second; a
+    finished trial is in it at the next housekeeping."""
+    import hpwf.rundir._run as run_module
+
+    written: list[dict[str, object]] = []
+    original = run_module._write_json
+    monkeypatch.setattr(run_module, "_write_json",
+                        lambda path, data: (written.append(data) if path.name == "summary.json" else None,
+                                            original(path, data)))
+    c = coordinator(session, tmp_path, n_trials=2, heartbeat=100.0)
+    agent = connect_all(session, c, 1)[0]
+    task = agent.assigns()[0]
+    before = len(written)
+    turn(c, 240)  # 60 s of its clock, the trial running: 120 housekeeping turns
+    assert 5 <= len(written) - before <= 7
+    agent.finish(task)
+    turn(c, 3)
+    assert written[-1]["complete"] == 1

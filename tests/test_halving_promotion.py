@@ -44,7 +44,7 @@ def test_promotable_names_what_a_scan_of_every_paused_trial_names(seed: int) -> 
             continue  # it ran to its end
         if sh.on_report(record, sh.brackets[0].steps[record.rung], rng.random()) == Decision.PAUSE:
             paused.add(number)
-            sh.on_paused(None, record)  # type: ignore[arg-type]
+            sh.on_paused(record)  # type: ignore[arg-type]
         else:
             running.append(number)
         expected = sorted(n for n in paused if sh._promotes(n))
@@ -59,7 +59,7 @@ def test_promotable_does_not_walk_the_paused_trials_while_none_entered_a_quota()
     records = [SimpleNamespace(number=n) for n in range(40)]
     for r in records[:10]:  # ten at rung 0, best first: the first ones pause while the rung is small
         assert sh.on_report(r, 1, r.number / 100) == Decision.PAUSE
-        sh.on_paused(None, r)  # type: ignore[arg-type]
+        sh.on_paused(r)  # type: ignore[arg-type]
     first = Watched(records[:10])
     assert [r.number for r in sh.promotable(first)] == [0, 1, 2]  # the top third of ten, once they are in it
     paused = Watched(records[3:10])

@@ -286,6 +286,25 @@ def test_dask_scheduler_on_one_node_workers_on_another(nodes: Nodes, tmp_path: P
     assert json.loads((run_dir / "summary.json").read_text())["agents_seen"] == 2
 
 
+def test_a_launched_group_under_dask_takes_all_its_agents_from_one_host(nodes: Nodes, tmp_path: Path) -> None:
+    """Defect 12 on real Dask workers: one worker on nodeB, three on nodeC, trials of two ranks.
+    While one group runs on nodeC, one agent is free on each node; a launched group's ``mpirun
+    -np 2`` runs where its first agent is, so a group of those two would put both ranks on nodeB
+    (one slot) and leave nodeC's agent reserved and idle. Every trial runs both ranks on nodeC."""
+    address = start_dask(nodes, tmp_path, {"nodeB": 1, "nodeC": 3})
+    run_dir = tmp_path / "run"
+    try:
+        proc = nodes.run("nodeA", f"python -m hpwf run {WHERE} --backend dask --scheduler {address} "
+                                  f"--run-dir {run_dir} --quiet", env={"WHERE_TRIALS": "4", "WHERE_RANKS": "2", "WHERE_SLEEP": "3"})
+    finally:
+        nodes.stop_daemons()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(complete(run_dir)) == 4
+    for folder in trial_folders(run_dir):
+        hosts = sorted(p.read_text() for p in folder.glob("host*.txt"))
+        assert hosts == ["nodeC", "nodeC"], f"{folder.name}: {hosts}"
+
+
 def test_dask_workers_that_cannot_reach_the_coordinator_stop_the_run_with_a_reason(nodes: Nodes,
                                                                                   tmp_path: Path) -> None:
     address = start_dask(nodes, tmp_path, {"nodeB": 2})

@@ -398,3 +398,23 @@ def test_after_a_time_budget_stop_paused_trials_stay_paused(session: FakeSession
     trial = c.study.trials[0]
     assert trial.state == TrialState.RUNNING and trial.intermediate_values == {1: 0.4}
     assert not any(t.user_attrs.get("hpwf:retry_of") == 0 for t in c.study.trials)
+
+
+def test_pbt_decides_a_segments_end_and_the_coordinator_moves_the_ledger() -> None:
+    """Schedulers decide, the coordinator acts: PBT's answer to a paused segment is the result to
+    tell (complete, its last value); the trial's state is the coordinator's to change."""
+    from hpwf.engine.ledger import Ledger
+
+    study = optuna.create_study()
+    scheduler = pbt(study)
+    trial = study.ask()
+    scheduler.on_asked(trial)
+    ledger = Ledger(lambda: 0.0)
+    record = ledger.add_trial(trial, 1)
+    ledger.move(record, S.PLACED)
+    ledger.move(record, S.RUNNING)
+    record.last_report = (1, 0.5)
+    ending = scheduler.on_paused(record)
+    assert isinstance(ending, Done) and ending.state == "complete" and ending.values == [0.5]
+    assert record.state == S.RUNNING and record.result is None and ledger.count(S.DONE) == 0
+    assert SuccessiveHalving(False).on_paused(record) is None  # halving: it stays paused

@@ -16,7 +16,7 @@ from hpwf.sim import Config, World, finish, run, run_seed
 from hpwf.sim._config import MAX_RESUMES
 
 CHUNK = 25
-CHUNKS = 8  # 200 seeds
+CHUNKS = 16  # 400 seeds (about 20 s of CPU)
 
 
 @pytest.mark.parametrize("first", range(0, CHUNK * CHUNKS, CHUNK))
@@ -60,6 +60,37 @@ def test_the_simulator_catches_an_abort_sent_to_an_mpi_rank(monkeypatch: pytest.
     config = Config(seed=1, agents=2, hosts=1, group_mode="mpi", n_trials=12, trial_timeout=3.0, longest=600.0)
     world = run(config, [])
     assert any("an MPI rank, got an Abort" in v for v in world.violations), world.violations
+
+
+def test_the_simulator_catches_a_graceful_stop_that_trains_finished_work_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 9 put back (a stop fails running trials without looking at their durable result):
+    a result saved while its `Done` was on the wire is trained again, and an invariant says so;
+    the same schedule on the engine as it is keeps every invariant."""
+    from hpwf.engine.loop import Coordinator
+    from hpwf.engine.stops import Why
+
+    config = Config(seed=1, agents=2, hosts=1, n_trials=8, longest=1.0, heartbeat=2.0)
+    schedule = [("delay", 0, 0.5), ("delay", 1, 0.5), ("advance", 2.0), ("signal", "SIGTERM")]
+    assert run(config, schedule).violations == []
+    original = Coordinator.fail
+
+    def forgets_durable(self, record, reason, traceback_text=None, why=Why.FAILED):  # type: ignore[no-untyped-def]
+        if why is Why.INTERRUPTED:
+            monkeypatch.setattr(self.outcomes, "tell_durable", lambda trial: False)
+        original(self, record, reason, traceback_text, why)
+
+    monkeypatch.setattr(Coordinator, "fail", forgets_durable)
+    violations = run(config, schedule).violations
+    assert any("saved a complete result while it ran, yet ended FAIL (trained again)" in v for v in violations), violations
+
+
+def test_a_hung_rank_of_a_timed_out_mpi_trial_is_retired_and_the_run_ends() -> None:
+    """Found by the soak (seed 1,001,269): an MPI trial timed out, its leader's `Done` came back
+    late, its other rank hung after it (still beating). Its ranks were never reclaimed (the linger
+    clock started only from a `Done` of a live trial), no group could form, the run never ended."""
+    outcome = run_seed(1_001_269)
+    assert outcome.config.group_mode == "mpi" and ("hang_rank", 6712) in outcome.actions
+    assert outcome.violations == []
 
 
 class Schedules(RuleBasedStateMachine):

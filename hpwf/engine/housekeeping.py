@@ -1,4 +1,4 @@
-"""The housekeeping step (every half second): health, the budget, the summary and progress.
+"""The housekeeping step (every half second): health, the budget, the summary (when it changed) and progress.
 
 Functions over the `hpwf.engine.loop.Coordinator` ``c``, through its public members only.
 """
@@ -12,7 +12,6 @@ from hpwf.engine.ledger import AgentState, TrialState
 from hpwf.engine.receive import lose, release
 from hpwf.engine.stops import StopKind, StopReason, Why
 from hpwf.engine.summary import progress_fields
-from hpwf.rundir import write_summary
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
@@ -39,7 +38,7 @@ def housekeeping(c: Coordinator, now: float) -> None:
         for frozen, reason in c.stale_watch.stale(c.study, ours, now, c.session.clock.wall()):
             c.outcomes.fail_stale(frozen, reason)
     _check_budget(c, now)
-    write_summary(c.run_dir, c.summary())
+    c.summary_file.update(c, now)
     c.progress.update(progress_fields(c))
 
 

@@ -4,8 +4,8 @@ Each turn of `Coordinator.step`: accept new agents, place trials on free agents 
 for more while a free rank could use one), tell finished results to the store, receive what the
 agents sent, and now and then do the housekeeping (health, budget, summary, progress). Agents
 come first: a freed agent gets its next trial before the result it brought is stored (the
-result is already durable in its trial folder). While trials are short (under
-`SHORT_TRIAL_S`), idle turns ask trials ahead, up to one per agent.
+result is already durable in its trial folder). While trials are short (under `SHORT_TRIAL_S`), idle
+turns ask trials ahead, up to one per agent.
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ from hpwf.engine.receive import lose, receive
 from hpwf.engine.schedulers import Scheduler
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.stops import stop_kind
-from hpwf.engine.summary import progress_fields, summarize
+from hpwf.engine.summary import SummaryFile, progress_fields, summarize
 from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
 from hpwf.progress import Progress
 from hpwf.rundir import SEED_ATTR, carried, trial_seed, write_summary
 from hpwf.wire import Assign, Setup, Stop, from_optuna, send_quietly
 
-A, S = AgentState, TrialState
-RANKS_PARAM = "ranks_per_trial"
+A, S, RANKS_PARAM = AgentState, TrialState, "ranks_per_trial"
 # SIGUSR1: Slurm's warning before the walltime limit (--signal=B:USR1@...); SIGTERM: preemption.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
@@ -60,8 +59,8 @@ class Coordinator(Transitions):
     ) -> None:
         self.study, self.backend, self.setup, self.run_dir, self.budget = study, backend, setup, run_dir, budget
         study.pruner = incremental(study.pruner)  # Optuna's median pruner's answers, in time flat in the study
-        self.run_id, self.seed = run_id, seed
-        self.trial_timeout, self.heartbeat, self.own_store = trial_timeout, heartbeat, own_store
+        self.run_id, self.seed, self.trial_timeout, self.heartbeat = run_id, seed, trial_timeout, heartbeat
+        self.own_store = own_store
         self.progress = progress or Progress(enabled=False)
         self.scheduler = scheduler  # pauses and resumes trials (hpwf.engine.schedulers._halving, .pbt)
         self.outcomes = Outcomes(study, run_dir, run_id, retries, self.progress.note)
@@ -82,6 +81,7 @@ class Coordinator(Transitions):
         self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
         self.starved_since: float | None = None  # waiting trials too big for the live agents since
         self.promote_seen: tuple[Any, ...] = ()  # what `pausing.promote` last looked at
+        self.summary_file = SummaryFile()  # summary.json, rewritten when a figure changes
 
     @property
     def counts(self) -> Any:

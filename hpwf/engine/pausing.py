@@ -1,7 +1,8 @@
 """Trials that pause and resume: the coordinator's side of a `Scheduler` (functions over it).
 
 - `answer_report`: the scheduler's answer to a Report (go on, prune, or pause).
-- `paused`: a trial's leader said "paused": RUNNING -> PAUSED, marked in the study.
+- `paused`: a trial's leader said "paused": the scheduler's decision: RUNNING -> PAUSED, marked in the
+  study (`mark_paused`), or RUNNING -> DONE with the result it names (a PBT segment).
 - `promote`: paused trials the scheduler promotes go back to WAITING with a new ticket.
 - `drain`: nothing else can run: the scheduler promotes the best paused trials or prunes them.
 - `adopt`: on resume, trials the last coordinator left paused are PAUSED again in the ledger.
@@ -37,15 +38,26 @@ def answer_report(c: Coordinator, record: TrialRecord, step: int, value: float) 
 
 
 def paused(c: Coordinator, record: TrialRecord) -> None:
-    """The leader's Done said "paused": its checkpoint is saved; its ranks come back as usual."""
+    """The leader's Done said "paused": its checkpoint is saved; its ranks come back as usual. The
+    scheduler decides: it stays paused (marked in the study), or it ends now with the result the
+    scheduler names (PBT: the segment, told complete with its last value)."""
     assert c.scheduler is not None
+    ending = c.scheduler.on_paused(record)
+    if ending is not None:
+        record.result = ending
+        c.session.ledger.move(record, S.DONE)
+        return
     c.session.ledger.move(record, S.PAUSED)
-    c.scheduler.on_paused(c, record)  # PBT ends the segment here (PAUSED -> DONE)
-    if record.state == S.PAUSED:
-        steps = record.trial.storage.get_trial(record.trial._trial_id).intermediate_values
-        step = max(steps) + 1 if steps else 0
-        record.trial.set_user_attr(PAUSED_ATTR, step)
-        record.trial.set_user_attr(RESTORE_ATTR, {"from": record.number, "step": step})
+    steps = record.trial.storage.get_trial(record.trial._trial_id).intermediate_values
+    mark_paused(record.trial, max(steps) + 1 if steps else 0)
+
+
+def mark_paused(trial: optuna.Trial, step: int | None) -> None:
+    """The study's mark of a paused trial (the step it continues from; None: woken), which a resume
+    and `hpwf status` read through `hpwf.rundir.is_paused`."""
+    trial.set_user_attr(PAUSED_ATTR, False if step is None else step)
+    if step is not None:
+        trial.set_user_attr(RESTORE_ATTR, {"from": trial.number, "step": step})
 
 
 def promote(c: Coordinator, always: bool = False) -> None:
@@ -80,7 +92,7 @@ def _wake(c: Coordinator, record: TrialRecord) -> None:
         c.session.drop(conn)
     ledger.reticket(record)
     record.result, record.agents, record.working = None, [], set()
-    record.trial.set_user_attr(PAUSED_ATTR, False)
+    mark_paused(record.trial, None)
     ledger.move(record, S.WAITING)
     ledger.to_front(record)  # it has the most training invested: it goes first
     c.progress.note(f"trial {record.number} resumes")
@@ -111,10 +123,8 @@ def adopt(c: Coordinator, frozen_trials: list[FrozenTrial]) -> None:
     c.scheduler.recover(c.study.get_trials(deepcopy=False))
     for frozen in frozen_trials:
         trial = optuna.trial.Trial(c.study, frozen._trial_id)
-        if frozen.user_attrs.get(PAUSED_ATTR) in (None, False):  # its result said PAUSED
-            step = max(frozen.intermediate_values) + 1 if frozen.intermediate_values else 0
-            trial.set_user_attr(PAUSED_ATTR, step)
-            trial.set_user_attr(RESTORE_ATTR, {"from": frozen.number, "step": step})
+        if frozen.user_attrs.get(PAUSED_ATTR) in (None, False):  # unmarked: its durable result said PAUSED
+            mark_paused(trial, max(frozen.intermediate_values) + 1 if frozen.intermediate_values else 0)
         size = c.fixed_size or int(frozen.params.get("ranks_per_trial", 1))
         record = c.session.ledger.add_trial(trial, size)
         c.session.ledger.move(record, S.PAUSED)

@@ -129,6 +129,9 @@ def _done(c: Coordinator, agent: AgentRecord | None, done: Done) -> None:
             if agent is not None and agent.ticket == done.ticket and record.size == 1:
                 record.working.discard(agent)  # it is done with it: no Abort for it
             c.fail(record, reason, done.error)
+    elif record is not None and done.state != DoneState.MEMBER and record.done_at is None:
+        record.done_at = c.session.clock.now()  # a failed (e.g. timed-out) trial's leader is back: its other
+        # ranks must follow within the linger time too (housekeeping retires a hung one)
     if agent is None or record is None or agent.ticket != done.ticket:
         if agent is not None and agent.ticket == done.ticket:
             ledger.move_agent(agent, A.IDLE)

@@ -1,4 +1,9 @@
-"""The figures a phase shows: the progress line's fields and ``summary.json``."""
+"""The figures a phase shows: the progress line's fields and ``summary.json``.
+
+``summary.json`` is rewritten when a figure other than the clocks changed, and otherwise every
+`SUMMARY_REFRESH_S` (its elapsed time): a week-long run rewrites it a few times a minute, not
+twice a second (each rewrite is a create and a rename, metadata work on a parallel filesystem).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from hpwf.engine.ledger import TrialState
 from hpwf.engine.stops import stop_kind
+from hpwf.rundir import write_summary
 
 if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
+
+SUMMARY_REFRESH_S = 10.0
+CLOCKS = ("elapsed_s", "session_wall_s", "utilisation")  # figures that move with time alone
 
 
 def progress_fields(c: Coordinator) -> dict[str, Any]:
@@ -42,3 +51,18 @@ def summarize(c: Coordinator) -> dict[str, Any]:
         "connections_refused": getattr(session.hub, "refused", 0),  # hung up on by the hub (a flood?)
         "stop_kind": kind.value if (kind := stop_kind(c.stop_reason)) else None,
     }
+
+
+class SummaryFile:
+    """Writes a phase's ``summary.json`` when it changed (or its clocks are `SUMMARY_REFRESH_S` old)."""
+
+    def __init__(self) -> None:
+        self._figures: dict[str, Any] | None = None
+        self._written_at = float("-inf")
+
+    def update(self, c: Coordinator, now: float) -> None:
+        summary = summarize(c)
+        figures = {k: v for k, v in summary.items() if k not in CLOCKS}
+        if figures != self._figures or now - self._written_at >= SUMMARY_REFRESH_S:
+            write_summary(c.run_dir, summary)
+            self._figures, self._written_at = figures, now

@@ -156,20 +156,36 @@ def read_result(run_dir: Path, number: int) -> dict[str, Any] | None:
     return data if ok else None
 
 
-_INDEX: dict[Path, tuple[tuple[tuple[str, int], ...], dict[int, dict[str, Any]]]] = {}
+class _Index:
+    """What `durable_results` read of a run's results logs: how far into each, and the records."""
+
+    def __init__(self) -> None:
+        self.read_to: dict[str, int] = {}  # log -> bytes read (up to its last complete line)
+        self.found: dict[int, dict[str, Any]] = {}
+
+
+_INDEX: dict[Path, _Index] = {}
 
 
 def durable_results(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """Every trial's last record in the run's results logs: number -> record (read again when a log grew)."""
+    """Every trial's last record in the run's results logs: number -> record. Only what the logs
+    gained since the last call is read (a failure's check costs its new lines, not the run's)."""
     root = run_dir / RESULTS_DIR
     files = sorted(root.glob("*/*.jsonl")) if root.is_dir() else []
-    stamp = tuple((str(p), p.stat().st_size) for p in files)
-    cached = _INDEX.get(run_dir)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    found: dict[int, dict[str, Any]] = {}
+    sizes = {str(p): p.stat().st_size for p in files}
+    index = _INDEX.get(run_dir)
+    if index is None or any(sizes.get(p, -1) < n for p, n in index.read_to.items()):
+        index = _INDEX[run_dir] = _Index()  # a log shrank or went: read them all again
+    found = index.found
     for path in files:
-        for line in read_file(path).splitlines():
+        start = index.read_to.get(str(path), 0)
+        if sizes[str(path)] == start:
+            continue
+        with open_file(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written is read once it is whole
+        for line in data[:end].splitlines():
             try:
                 record = json.loads(line)
                 number = int(record["number"])
@@ -177,6 +193,5 @@ def durable_results(run_dir: Path) -> dict[int, dict[str, Any]]:
                 continue  # a torn line
             if number not in found or record.get("at", 0) >= found[number].get("at", 0):
                 found[number] = record  # the latest attempt (a paused trial resumes under its number)
-
-    _INDEX[run_dir] = (stamp, found)
+        index.read_to[str(path)] = start + end
     return found

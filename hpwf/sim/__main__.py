@@ -1,4 +1,4 @@
-"""``python -m hpwf.sim --seed N [--big] [--log]``: replay one simulated schedule; exit 1 on a violation."""
+"""``python -m hpwf.sim --seed N [--big] [--store-errors]``: replay one simulated schedule; exit 1 on a violation."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpwf.sim", description=__doc__)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--big", action="store_true", help="draw from the large configurations (up to 4,096 agents)")
+    parser.add_argument("--store-errors", action="store_true", help="draw store errors among the faults")
     args = parser.parse_args(argv)
-    outcome = run_seed(args.seed, args.big)
+    outcome = run_seed(args.seed, args.big, args.store_errors)
     print(f"seed {args.seed}: {outcome.config}")
     print(f"actions: {outcome.actions}")
     print(f"{outcome.steps} steps, {outcome.virtual_s:.1f} virtual s, {len(outcome.violations)} violation(s)")

@@ -10,6 +10,9 @@ RUN_ID = "sim-run"
 
 
 MAX_RESUMES = 6
+# Events one trial length costs (agents' beats, and the coordinator's idle turns, at least one a
+# heartbeat): a day-long trial is drawn with a few agents, 4,096 agents with trials of seconds.
+MAX_BEATS = 200_000
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Config:
     longest: float = 5.0  # the longest trial, seconds
     sample_ahead: bool = True
     ranks: int = 1  # ranks per trial (an MPI group, or a group launched by its first agent)
+    turn_s: float = 0.25  # the coordinator's idle turn (its poll timeout): 0.25 s as in `Coordinator.run`, or longer
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:
@@ -36,9 +40,18 @@ class Config:
         return cls(
             seed=seed, agents=agents, hosts=rng.randint(1, min(agents, 64)), group_mode=rng.choice(["launch", "mpi"]),
             n_trials=rng.randint(1, 40 if not big else max(40, agents * 2)), retries=rng.randint(0, 2),
-            heartbeat=rng.choice([0.5, 2.0, 10.0]), trial_timeout=rng.choice([None, None, 3.0, 60.0]),
+            heartbeat=(hb := rng.choice([0.5, 2.0, 10.0])), trial_timeout=rng.choice([None, None, 3.0, 60.0]),
             time_budget=rng.choice([None, None, None, 50.0]),
-            longest=rng.choice([0.01, 1.0, 30.0, 600.0] + ([86400.0] if big else [])),
+            longest=rng.choice([s for s in [0.01, 1.0, 30.0, 600.0] + ([86400.0] if big else [])
+                                if s <= 1.0 or (agents / hb + 2 / hb + 1) * s <= MAX_BEATS]),
             sample_ahead=rng.random() < 0.7,
             ranks=min(agents, rng.choice([1, 1, 1, 2, 4, 8])),
-        )
+        ).slower_turns(rng)
+
+    def slower_turns(self, rng: random.Random) -> Config:
+        """Two runs in three take idle turns of half a heartbeat (a coordinator late by that much):
+        health deadlines are in heartbeats, and a long idle stretch costs 4x-40x fewer turns."""
+        self.turn_s = max(0.25, rng.choice([0.25, self.heartbeat / 2, self.heartbeat / 2]))
+        if self.longest > 600:  # trials of a day: a turn every 0.25 virtual s would be a million turns
+            self.turn_s = max(0.25, self.heartbeat / 2)
+        return self

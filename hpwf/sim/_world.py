@@ -13,31 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState as OT
 
-from hpwf.engine.ledger import AgentState, TrialState
 from hpwf.engine.loop import Coordinator
 from hpwf.engine.session import Budget
+from hpwf.engine.stops import StopKind, stop_kind
 from hpwf.errors import RunError
 from hpwf.sim._agents import Plan, SimAgent, plans
+from hpwf.sim._invariants import CheckedLedger, CheckedStorage, Invariants
 from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
 from hpwf.wire import Abort, Setup
 from hpwf.sim._config import Config, MAX_RESUMES, RUN_ID
-
-
-class _CheckedStorage(InMemoryStorage):
-    """Optuna's in-memory storage that reports a finished trial told again (told twice)."""
-
-    def __init__(self, world: World) -> None:
-        super().__init__()
-        self.world = world
-
-    def set_trial_state_values(self, trial_id: int, state: OT, values: Any = None) -> bool:
-        before = self.get_trial(trial_id)
-        if before.state.is_finished():
-            self.world.violation(f"trial {before.number} told again ({before.state.name} -> {state.name})")
-        return super().set_trial_state_values(trial_id, state, values)
 
 
 @dataclass
@@ -52,7 +38,8 @@ class World:
         self.rng = random.Random(self.config.seed * 7919 + 1)
         self.clock = SimClock()
         self.events = Events(self.clock)
-        self.storage = _CheckedStorage(self)
+        self.storage = CheckedStorage(self)
+        self.invariants = Invariants(self)
         self.study = optuna.create_study(storage=self.storage, sampler=optuna.samplers.RandomSampler(seed=self.config.seed))
         self.plans: dict[int, Plan] = {}
         self.agents: list[SimAgent] = []
@@ -60,6 +47,7 @@ class World:
         self.durable_live: dict[int, str] = {}  # trial number -> state its durable result had while it was live
         self.ending = False
         self.resumes = 0
+        self.backend_stops = 0
         self.steps = 0
         self._conns = 0
         self._names = 0
@@ -71,7 +59,8 @@ class World:
     # --- the coordinator --------------------------------------------------------------------
     def start_coordinator(self) -> None:
         cfg = self.config
-        self.session = SimSession(SimBackend(cfg.agents, cfg.group_mode), self.clock, self.events)
+        self.ledger = CheckedLedger(self.clock.now)
+        self.session = SimSession(SimBackend(cfg.agents, cfg.group_mode), self.clock, self.events, self.ledger)
         self.session.__enter__()
         setup = Setup(str(self.run_dir), None, None, heartbeat_s=cfg.heartbeat)
         timeout = cfg.time_budget if self.resumes == 0 else None
@@ -81,7 +70,16 @@ class World:
                              heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
                              ranks_per_trial=cfg.ranks)
         self.ending = False
-        self.c.begin(self.session)
+        try:
+            self.c.begin(self.session)
+        except OSError as exc:  # the store failed while the resume read it: that resume exits; another follows
+            self.log.append(f"t={self.clock.t:.3f} the coordinator could not start: {exc}")
+            self.session.__exit__(None, None, None)
+            if self.resumes < MAX_RESUMES:
+                self.resume()
+            else:
+                self.finished = True
+            return
         self.agents = [a for a in self.agents if not a.dead]
         for i in range(cfg.agents - len(self.agents)):
             self.new_agent(f"h{i % cfg.hosts}", i + 1 if cfg.group_mode == "mpi" else None)
@@ -109,12 +107,12 @@ class World:
             if c.finished():
                 self._end_phase()
                 return
-            c.step(0.25)
+            c.step(self.config.turn_s)
         except Exception:  # noqa: BLE001 - the first invariant: nothing escapes step
             self.violation("an exception escaped Coordinator.step:\n" + traceback.format_exc())
             self.finished = True
             return
-        self.check()
+        self.invariants.after_step(self.ledger)
 
     def _end_phase(self) -> None:
         c, session = self.c, self.session
@@ -130,11 +128,13 @@ class World:
             agent.die()
         self.agents = []
         left = c.stop_reason and c.counts.finished_ok < self.config.n_trials
-        if left and self.resumes < MAX_RESUMES:
+        if stop_kind(c.stop_reason) is StopKind.BACKEND:  # the same job again fails again: resume it once
+            self.backend_stops += 1
+        if left and self.resumes < MAX_RESUMES and self.backend_stops <= 1:
             self.resume()
         else:
             self.finished = True
-            self.check_end()
+            self.invariants.at_end(self.ledger, c.stop_reason)
 
     def resume(self) -> None:
         """``hpwf resume``: a new coordinator on the study as left, with new agents."""
@@ -208,6 +208,11 @@ class World:
             agent.hangs_after_done = True
             self.log.append(f"t={self.clock.t:.3f} {agent.name} will hang after its leaders' Done")
 
+    def store_errors(self, count: int) -> None:
+        """The store's next ``count`` writes of a trial (its state, its attributes) raise OSError."""
+        self.storage.failing_writes = count
+        self.log.append(f"t={self.clock.t:.3f} the next {count} store write(s) fail")
+
     def delay_link(self, index: int, seconds: float) -> None:
         agent = self.pick(index)
         if agent is not None:
@@ -259,42 +264,10 @@ class World:
     def violation(self, text: str) -> None:
         self.violations.append(f"t={self.clock.t:.3f} step {self.steps}: {text}")
 
-    # --- invariants ---------------------------------------------------------------------------
-    def check(self) -> None:
-        c = self.c
-        assert c is not None and self.session is not None
-        trials = self.study.get_trials(deepcopy=False)
-        finished_ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
-        if finished_ok > self.config.n_trials:
-            self.violation(f"{finished_ok} trials finished for a budget of {self.config.n_trials}")
-        expect = {TrialState.TOLD: (OT.COMPLETE, OT.PRUNED, OT.FAIL), TrialState.FAILED: (OT.FAIL,),
-                  TrialState.REQUEUED: (OT.FAIL,)}
-        for record in self.session.ledger.trials.values():
-            state = trials[record.number].state
-            if state not in expect.get(record.state, (OT.RUNNING,)):
-                self.violation(f"trial {record.number}: ledger {record.state.value}, study {state.name}")
-        for agent in self.session.ledger.agents_in(AgentState.BUSY, AgentState.RESERVED):
-            if agent.ticket is None:
-                self.violation(f"{agent.where()} is {agent.state.value} without a trial")
-
-    def check_end(self) -> None:
-        c = self.c
-        assert c is not None
-        trials = self.study.get_trials(deepcopy=False)
-        ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
-        if not c.stop_reason and ok != self.config.n_trials:
-            self.violation(f"the run ended with {ok} trials finished for a budget of {self.config.n_trials}")
-        for t in trials:
-            if t.state == OT.RUNNING:
-                self.violation(f"trial {t.number} left RUNNING in the study")
-        for number, state in self.durable_live.items():
-            if trials[number].state not in (OT.COMPLETE, OT.PRUNED):
-                self.violation(f"trial {number} saved a {state} result while it ran, yet ended {trials[number].state.name}"
-                               " (trained again)")
-
     def bound_s(self) -> float:
         """Virtual seconds within which every run must end (liveness)."""
         cfg = self.config
-        per_trial = min(cfg.longest, cfg.trial_timeout or cfg.longest) + 10 * cfg.heartbeat + 5
+        timeout = cfg.trial_timeout if cfg.group_mode != "mpi" else None  # MPI ranks go on until the trial returns
+        per_trial = min(cfg.longest, timeout or cfg.longest) + 10 * cfg.heartbeat + 5
         waves = (cfg.n_trials * (cfg.retries + 2)) / max(1, cfg.agents // 2) + 2
         return 1000.0 + (waves + 10) * per_trial * (MAX_RESUMES + 1)

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpwf.wire import Done
 from hpwf.rundir import BRACKET_ATTR
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
-    from hpwf.engine.loop import Coordinator
 
 
 
@@ -51,7 +51,9 @@ class Scheduler(Protocol):
 
     def on_report(self, record: TrialRecord, step: int, value: float) -> Decision: ...
 
-    def on_paused(self, c: Coordinator, record: TrialRecord) -> None: ...
+    def on_paused(self, record: TrialRecord) -> Done | None:
+        """A trial paused: None (it stays paused), or the result that ends it now (the coordinator
+        tells it). A scheduler decides; it never moves the ledger."""
 
     def promotable(self, paused: Iterable[TrialRecord]) -> list[TrialRecord]: ...
 
@@ -159,10 +161,11 @@ class SuccessiveHalving:
             self._due.add(entered)
         return Decision.CONTINUE if rungs.in_top(k, record.number) else Decision.PAUSE
 
-    def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
+    def on_paused(self, record: TrialRecord) -> Done | None:
         self._paused.add(record.number)
         if self._due is not None and self._promotes(record.number):  # it entered the quota on its way to pause
             self._due.add(record.number)
+        return None
 
     def requeued(self) -> None:
         pass

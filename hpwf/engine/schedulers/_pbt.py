@@ -42,12 +42,12 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from hpwf.engine.schedulers._halving import Decision
+from hpwf.wire import Done, DoneState
 from hpwf.rundir import PBT_EXPLOITED, PBT_GENERATION, PBT_MEMBER, PBT_PARENT, RESTORE_ATTR
 from hpwf.engine.schedulers._lineage import lineage
 
 if TYPE_CHECKING:
     from hpwf.engine.ledger import TrialRecord
-    from hpwf.engine.loop import Coordinator
 
 MEMBER, GENERATION, PARENT, EXPLOITED = PBT_MEMBER, PBT_GENERATION, PBT_PARENT, PBT_EXPLOITED
 FIXED = ("ranks_per_trial",)  # never explored: the group size of a member stays
@@ -131,17 +131,14 @@ class PopulationBasedTraining:
             return self.generations * self.interval if self.stop_last else None
         return (generation + 1) * self.interval
 
-    def on_paused(self, c: Coordinator, record: TrialRecord) -> None:
-        """The segment ended: tell it COMPLETE with its last value, queue the member's next one."""
-        from hpwf.engine.ledger import TrialState as S
-        from hpwf.wire import Done, DoneState
-
+    def on_paused(self, record: TrialRecord) -> Done | None:
+        """The segment ended: its result (COMPLETE with its last value; the coordinator tells it),
+        and the member's next segment queued. It never stays paused."""
         step, value = record.last_report or (-1, math.nan)
         trial = record.trial
-        record.result = Done(record.ticket, DoneState.COMPLETE, [value] if math.isfinite(value) else None)
-        c.session.ledger.move(record, S.DONE)
+        ending = Done(record.ticket, DoneState.COMPLETE, [value] if math.isfinite(value) else None)
         if not math.isfinite(value):
-            return  # nothing to continue from: the tell fails it
+            return ending  # nothing to continue from: the tell fails it
         attrs = trial.user_attrs
         member, generation = int(attrs[MEMBER]), int(attrs.get(GENERATION, 0))
         self.scores.setdefault(generation, {})[member] = _Latest(
@@ -149,6 +146,7 @@ class PopulationBasedTraining:
         if generation < self.generations - 1:  # the last generation stopped: the member is done
             self._held.append((member, generation))
         self._release()
+        return ending
 
     def why_done(self, finished: int, budget: int) -> str:
         """The stop reason when no member has a next segment before ``budget`` segments finished."""
