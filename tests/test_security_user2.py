@@ -418,6 +418,28 @@ def test_a_run_directory_swapped_while_the_run_writes_gets_none_of_its_writes(
         shutil.rmtree(parent, ignore_errors=True)
 
 
+def test_an_agents_reports_follow_the_held_run_directory_not_its_path(tmp_path: Path) -> None:
+    """An agent's arrival mark and unreachable report (written by `hpwf.wire`, which sits below the
+    layer that holds run directories) go through the run directory the agent held when it started:
+    a run directory swapped after that gets none of them."""
+    from hpwf.rundir import held_folder
+    from hpwf.wire import mark_arrival, parse_address
+    from hpwf.wire._reach import write_report
+
+    run = tmp_path / "agentrun"
+    run.mkdir(mode=0o700)
+    reports = held_folder(run / "agents")  # what each agent does with RUN_DIR/agents before it connects
+    assert str(reports).startswith("/proc/self/fd/")
+    run.rename(tmp_path / "moved")
+    run.mkdir(mode=0o777)  # (hers, in the story)
+    mark_arrival(reports, "L1", "rank-1")
+    write_report(reports, "rank-1", 1, ConnectionRefusedError("refused"), parse_address("127.0.0.1:9"))
+    assert not list(run.iterdir())
+    names = sorted(p.name for p in (tmp_path / "moved" / "agents").iterdir())
+    assert len(names) == 2 and names[0].startswith("arrived-L1-") and names[1].startswith("unreachable-")
+    assert held_folder(tmp_path / "nowhere" / "agents") == tmp_path / "nowhere" / "agents"  # not holdable: plain
+
+
 def test_files_of_a_held_run_directory_follow_its_descriptor_not_its_path(tmp_path: Path) -> None:
     """The helper every run-directory file goes through: a link planted on the way (a folder or
     the file) is refused; a run directory moved away keeps its writes; one deleted and made anew

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpwf.backends._base import Backend
+from hpwf.rundir import held_folder
 from hpwf.wire import (
     Announcing, REPORT_DIR_ENV, UNREACHABLE_EXIT, arrivals, choose, connect_or_report, job_hosts, mark_arrival)
 from hpwf.worker import run_agent
@@ -205,7 +206,7 @@ def main(argv: list[str]) -> int:
 
     world = MPI.COMM_WORLD
     _leave_stop_signals_to_the_coordinator()
-    reports = Path(os.environ[REPORT_DIR_ENV]) if os.environ.get(REPORT_DIR_ENV) else None
+    reports = held_folder(Path(os.environ[REPORT_DIR_ENV])) if os.environ.get(REPORT_DIR_ENV) else None
     launch, rank = os.environ.get(LAUNCH_ENV, ""), world.Get_rank()
     address, authkey, name = parse_address(argv[0]), bytes.fromhex(os.environ[AUTH_ENV]), f"rank-{rank}"
 

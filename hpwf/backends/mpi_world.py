@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from hpwf.backends._base import Backend
 from hpwf.backends.mpi import ARRIVAL_TAG, ARRIVAL_WAIT_S, SETTLE_S, _any_source, _leave_stop_signals_to_the_coordinator
 from hpwf.errors import ConfigError
+from hpwf.rundir import held_folder
 from hpwf.wire import Announcing, UNREACHABLE_EXIT, choose, connect_or_report
 from hpwf.worker import run_agent
 
@@ -110,7 +111,7 @@ class MPIBackend(Backend):
         _, address, authkey, reports = message
         _leave_stop_signals_to_the_coordinator()
         name = f"rank-{self.rank}"
-        conn = connect_or_report(address, authkey, name, self.rank, Path(reports) if reports else None)
+        conn = connect_or_report(address, authkey, name, self.rank, held_folder(Path(reports)) if reports else None)
         if conn is None:
             self.comm.send("unreachable", dest=0, tag=ARRIVAL_TAG)
             return UNREACHABLE_EXIT

@@ -203,3 +203,18 @@ def store_path(path: Path) -> str:
     with _lock:
         _pinned.add(found[0])
     return os.path.join(f"/proc/self/fd/{found[0]}", *found[1])
+
+
+def held_folder(folder: Path) -> Path:
+    """``folder`` (under a run directory: ``RUN_DIR/agents``) as a path through that run directory
+    held by this process (``/proc/self/fd/N/...``; `hold_run_dir` first if no run directory above
+    it is held yet), for code below this layer that writes by path (an agent's arrival mark and
+    unreachable report): a run directory swapped after it was checked cannot redirect those
+    writes. The plain path where the run directory cannot be held (not ours alone, not there)."""
+    try:
+        if _root_of(folder) is None:
+            hold_run_dir(folder.parent)
+    except (ConfigError, OSError):
+        return folder
+    return Path(store_path(folder))
+

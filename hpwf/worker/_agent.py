@@ -189,7 +189,9 @@ def serve_on(conn: Connection, address: Address, authkey: bytes, name: str, rank
 def serve_or_report(address: Address, authkey: bytes, name: str, rank: int | None = None,
                     world: Any = None, reports: Path | None = None) -> int:
     """`hpwf.worker._agent.serve`, except that an agent that cannot connect reports it and exits quietly."""
-    conn = connect_or_report(address, authkey, name, rank, reports)
+    from hpwf.rundir import held_folder
+
+    conn = connect_or_report(address, authkey, name, rank, held_folder(reports) if reports is not None else None)
     if conn is None:
         return UNREACHABLE_EXIT
     return run_agent(conn, address, authkey, name, rank, world)
