@@ -65,10 +65,10 @@ class Config:
 
     def with_scheduler(self, rng: random.Random) -> Config:
         """One run in four has a scheduler (drawn last: the other fields stay as their seed drew them).
-        Short: a few steps per trial, one rank per trial, PBT with 2-4 members of 2-3 generations."""
+        Short: a few steps per trial, PBT with 2-4 members of 2-3 generations."""
         if rng.random() >= 0.25:
             return self
-        self.scheduler, self.ranks = rng.choice(SCHEDULERS), 1
+        self.scheduler = rng.choice(SCHEDULERS)
         if self.scheduler == "pbt":
             self.population, generations = rng.choice([2, 3, 4]), rng.choice([2, 3])
             self.n_trials, self.steps = self.population * generations, generations * self.interval
