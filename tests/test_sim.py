@@ -84,6 +84,55 @@ def test_the_simulator_catches_a_graceful_stop_that_trains_finished_work_again(m
     assert any("saved a complete result while it ran, yet ended FAIL (trained again)" in v for v in violations), violations
 
 
+def test_seeds_with_a_scheduler_pause_and_resume_trials_under_faults() -> None:
+    """One seed in four draws a scheduler: its trials report steps, pause with a checkpoint and
+    resume from it (halving), or continue from their parent segment's (PBT), among the faults."""
+    import random
+
+    from hpwf.sim import draw_actions
+
+    seen: dict[str, list[int]] = {}
+    for seed in range(60):
+        config = Config.draw(seed)
+        if config.scheduler is None:
+            continue
+        rng = random.Random(seed ^ 0x5EED)
+        world = run(config, draw_actions(rng, config, rng.randint(0, 12)))
+        assert world.violations == [], world.violations
+        restores = sum(bool(t.user_attrs.get("hpwf:restore")) for t in world.study.trials)
+        saved = sum(len(steps) for steps in world.invariants.checkpoints.values())
+        totals = seen.setdefault(config.scheduler, [0, 0, 0])
+        totals[0], totals[1], totals[2] = totals[0] + 1, totals[1] + saved, totals[2] + restores
+    assert sorted(seen) == ["asha-resume", "hyperband-resume", "pbt"], seen
+    assert all(runs and saved and restores for runs, saved, restores in seen.values()), seen
+
+
+def test_the_simulator_catches_a_promotion_after_a_time_budget_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 10 put back (`promote` ignores the stop; the fix is shown by
+    tests/test_schedulers.py::test_after_a_time_budget_stop_paused_trials_stay_paused): a paused
+    trial is woken after the time budget stopped the run, and an invariant says so on seed 2,909 and
+    on a short schedule; the engine as it is keeps every invariant on both."""
+    from hpwf.engine import pausing
+
+    short = Config(seed=5, agents=4, hosts=2, n_trials=16, time_budget=2.0, longest=30.0, scheduler="asha-resume",
+                   steps=8)
+    seed_2909 = run_seed(2909)
+    assert seed_2909.config.scheduler == "asha-resume" and seed_2909.config.time_budget and seed_2909.violations == []
+    assert run(short, []).violations == []
+    original = pausing.promote
+
+    def promote_after_stop(c, always=False):  # type: ignore[no-untyped-def]
+        reason, c.stop_reason = c.stop_reason, None
+        try:
+            original(c, always)
+        finally:
+            c.stop_reason = reason
+
+    monkeypatch.setattr(pausing, "promote", promote_after_stop)
+    for violations in (run_seed(2909).violations, run(short, []).violations):
+        assert any("promoted after the run stopped (time budget reached)" in v for v in violations), violations
+
+
 def test_a_hung_rank_of_a_timed_out_mpi_trial_is_retired_and_the_run_ends() -> None:
     """Found by the soak (seed 1,001,269): an MPI trial timed out, its leader's `Done` came back
     late, its other rank hung after it (still beating). Its ranks were never reclaimed (the linger

@@ -5,6 +5,11 @@ An agent says `Hello`, beats every heartbeat, runs each `Assign` for the length 
 ``result.json`` before it sends `Done`, and dies on `Abort` (a Dask agent's child process;
 `World` restarts it). Faults are switches on the agent: frozen (with or without beats), a hung
 non-leader rank, a link delay.
+
+With a scheduler (`Config.scheduler`) a trial reports each of its ``steps`` steps and obeys the
+answer (`ending_of`, shared with `hpwf.sim._virtual`'s agents): go on, prune, or pause (the
+world keeps the checkpoint; the Done says PAUSED); an attempt whose Assign names a checkpoint
+(`restore_point`) continues from that step.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpwf.rundir import write_result
+from hpwf.rundir import RESTORE_ATTR, write_result
 from hpwf.sim._net import SimConn
-from hpwf.wire import Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Setup, Stop, Suggest, float_dist
+from hpwf.wire import PAUSE, Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
+    float_dist
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
@@ -50,6 +56,8 @@ class SimAgent:
     _waiting_for_x: bool = False
     _params: dict[str, Any] = field(default_factory=dict)
     _epoch: int = 0  # bumped at each new task: stale timers of an older one do nothing
+    _step: int = 0  # the step the running trial trains next (with a scheduler)
+    _reporting: bool = False  # a Report sent, its reply not read yet
 
     # --- life -------------------------------------------------------------------------------
     def connect(self, hub_conn: SimConn, agent_conn: SimConn) -> None:
@@ -103,13 +111,25 @@ class SimAgent:
         elif isinstance(message, Assign):
             self._start(message)
         elif isinstance(message, Reply):
-            if self._waiting_for_x and self.task is not None and message.ticket == self.task.ticket:
+            if self.task is None or message.ticket != self.task.ticket:
+                return
+            if self._waiting_for_x:
                 self._waiting_for_x = False
                 if isinstance(message.value, BaseException):
-                    self._finish(self._epoch, error=True)
+                    self._finish(self._epoch, "error")
                 else:
                     self._params["x"] = message.value
                     self._run(self._epoch)
+            elif self._reporting:
+                self._reporting = False
+                ending = ending_of(message.value)
+                if ending is None:
+                    self._step += 1
+                    self._next_step(self._epoch)
+                elif ending == DoneState.PAUSED:
+                    self._pause()
+                else:
+                    self._finish(self._epoch, "pruned" if ending == DoneState.PRUNED else "error")
         elif isinstance(message, Abort):
             self.world.aborted(self, message)
             if self.task is not None and message.ticket == self.task.ticket:
@@ -122,7 +142,7 @@ class SimAgent:
                 self.die()
 
     def _start(self, task: Assign) -> None:
-        self.task, self._epoch = task, self._epoch + 1
+        self.task, self._epoch, self._reporting = task, self._epoch + 1, False
         self.tickets.add(task.ticket)
         self._params = dict(task.params)
         if self.leader and "x" not in self._params:
@@ -138,14 +158,52 @@ class SimAgent:
     def _run(self, epoch: int) -> None:
         assert self.task is not None
         plan = self.world.plan_for(self.task.number)
-        self.world.events.after(plan.seconds, lambda: self._finish(epoch))
+        if not self.world.config.scheduler or not self.leader:
+            self.world.events.after(plan.seconds, lambda: self._finish(epoch))
+            return
+        self._step = self.world.invariants.start_step(self.task, restore_point(self.task))
+        self._next_step(epoch)
 
-    def _finish(self, epoch: int, error: bool = False) -> None:
+    def _next_step(self, epoch: int) -> None:
+        """Train step ``_step`` (its share of the plan's length), then report it; past the last, end."""
+        assert self.task is not None
+        steps = self.world.config.steps
+        if self._step >= steps:
+            self._finish(epoch)
+            return
+
+        def stepped() -> None:
+            task = self.task
+            if task is None or epoch != self._epoch or self.dead:
+                return
+            if self.frozen:
+                self.world.events.after(1.0, stepped)
+                return
+            self._reporting = True
+            x = float(self._params.get("x", 0.0))
+            self._send(Report(task.ticket, self._step, x * x + (steps - self._step) / steps))
+        self.world.events.after(self.world.plan_for(self.task.number).seconds / steps, stepped)
+
+    def _used_params(self, task: Assign) -> dict[str, Any] | None:
+        return {"x": float(self._params.get("x", 0.0))} if "x" in task.params else None
+
+    def _pause(self) -> None:
+        """Told to pause: the checkpoint (the step it continues from) is saved, then Done PAUSED."""
+        task = self.task
+        assert task is not None
+        seconds = self.world.plan_for(task.number).seconds * (self._step + 1) / self.world.config.steps
+        write_result(Path(self.world.run_dir), task.number, "PAUSED", None, dict(self._params), seconds,
+                     {"x": float_dist(-1.0, 1.0, None, False)})
+        self.world.invariants.saved(task.number, self._step + 1)
+        self.task = None
+        self._send(Done(task.ticket, DoneState.PAUSED, None, None, seconds, used=self._used_params(task)))
+
+    def _finish(self, epoch: int, ending: str | None = None) -> None:
         task = self.task
         if task is None or epoch != self._epoch or self.dead:
             return
         if self.frozen:  # it ends once it thaws
-            self.world.events.after(1.0, lambda: self._finish(epoch, error))
+            self.world.events.after(1.0, lambda: self._finish(epoch, ending))
             return
         if not self.leader:
             if self.hangs_after_done:
@@ -154,9 +212,9 @@ class SimAgent:
             self._send(Done(task.ticket, DoneState.MEMBER, None, None, 0.0))
             return
         plan = self.world.plan_for(task.number)
-        ending = "error" if error else plan.ending
+        ending = ending or plan.ending
         x = float(self._params.get("x", 0.0))
-        used = {"x": x} if "x" in task.params else None
+        used = self._used_params(task)
         if ending == "complete":
             state, values, text = "complete", [x * x], None
         elif ending == "pruned":
@@ -177,3 +235,18 @@ def plans(rng: random.Random, longest: float) -> Plan:
     seconds = math.exp(rng.uniform(math.log(0.001), math.log(longest)))
     ending = rng.choices(["complete", "pruned", "error", "nan"], [85, 5, 5, 5])[0]
     return Plan(seconds, ending)
+
+
+def ending_of(reply: Any) -> DoneState | None:
+    """How a trial ends on the coordinator's reply to its Report: None (go on), PAUSED, PRUNED or FAIL."""
+    if reply == PAUSE:
+        return DoneState.PAUSED
+    if isinstance(reply, BaseException):
+        return DoneState.FAIL
+    return DoneState.PRUNED if reply is True else None
+
+
+def restore_point(task: Assign) -> tuple[int, int] | None:
+    """(the trial whose checkpoint it continues from, the step) that an Assign names, or None."""
+    restore = (task.attrs or {}).get(RESTORE_ATTR)
+    return (int(restore["from"]), int(restore["step"])) if restore else None

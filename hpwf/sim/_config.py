@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from hpwf.workflow import Search
+
 
 RUN_ID = "sim-run"
 
 
+SCHEDULERS = ("asha-resume", "hyperband-resume", "pbt")
 MAX_RESUMES = 6
 # Events one trial length costs (agents' beats, and the coordinator's idle turns, at least one a
 # heartbeat): a day-long trial is drawn with a few agents, 4,096 agents with trials of seconds.
@@ -32,6 +35,10 @@ class Config:
     sample_ahead: bool = True
     ranks: int = 1  # ranks per trial (an MPI group, or a group launched by its first agent)
     turn_s: float = 0.25  # the coordinator's idle turn (its poll timeout): 0.25 s as in `Coordinator.run`, or longer
+    scheduler: str | None = None  # None | "asha-resume" | "hyperband-resume" | "pbt": trials report, pause, resume
+    steps: int = 1  # steps a trial reports (with a scheduler); each costs its plan's length / steps
+    population: int = 2  # PBT: members (n_trials = population x generations)
+    interval: int = 2  # PBT: steps per segment
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:
@@ -46,7 +53,7 @@ class Config:
                                 if s <= 1.0 or (agents / hb + 2 / hb + 1) * s <= MAX_BEATS]),
             sample_ahead=rng.random() < 0.7,
             ranks=min(agents, rng.choice([1, 1, 1, 2, 4, 8])),
-        ).slower_turns(rng)
+        ).slower_turns(rng).with_scheduler(rng)
 
     def slower_turns(self, rng: random.Random) -> Config:
         """Two runs in three take idle turns of half a heartbeat (a coordinator late by that much):
@@ -55,3 +62,25 @@ class Config:
         if self.longest > 600:  # trials of a day: a turn every 0.25 virtual s would be a million turns
             self.turn_s = max(0.25, self.heartbeat / 2)
         return self
+
+    def with_scheduler(self, rng: random.Random) -> Config:
+        """One run in four has a scheduler (drawn last: the other fields stay as their seed drew them).
+        Short: a few steps per trial, PBT with 2-4 members of 2-3 generations."""
+        if rng.random() >= 0.25:
+            return self
+        self.scheduler = rng.choice(SCHEDULERS)
+        if self.scheduler == "pbt":
+            self.population, generations = rng.choice([2, 3, 4]), rng.choice([2, 3])
+            self.n_trials, self.steps = self.population * generations, generations * self.interval
+        else:
+            self.steps, self.n_trials = rng.choice([4, 8]), min(self.n_trials, 16)
+        return self
+
+    def search(self) -> Search:
+        """The `Search` whose scheduler this run uses (built by `make_scheduler`, as a run builds it)."""
+        if self.scheduler == "pbt":
+            return Search(sampler="random", pruner="none", scheduler="pbt", n_trials=self.n_trials,
+                          population=self.population, interval=self.interval, seed=self.seed)
+        return Search(sampler="random", pruner="none", scheduler=self.scheduler or "none", n_trials=self.n_trials,
+                      seed=self.seed, scheduler_options={"min_resource": 1, "reduction_factor": 2,
+                                                         "max_resource": self.steps})

@@ -1,6 +1,11 @@
 """The invariants a simulated run keeps, checked after every step (`Invariants.after_step`) and at
 its end (`Invariants.at_end`).
 
+With a scheduler: an attempt never continues from a checkpoint that was not saved, nor from a step
+below the one its trial was marked paused at (`start_step`, when the agent starts it); no paused
+trial is woken once the run stopped (defect 10); at the end every RUNNING trial is paused with its
+mark and its checkpoint, and every PBT segment's parent is a COMPLETE segment.
+
 After a step only what changed is checked: the trials the ledger moved or the study changed, and
 the agents the ledger moved (a check of every trial after every step costs 4,096 x the steps of a
 run of 4,096 agents). `at_end` checks everything.
@@ -14,6 +19,8 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState as OT
 
 from hpwf.engine.ledger import AgentRecord, AgentState, Ledger, TrialRecord, TrialState
+from hpwf.rundir import PAUSED_ATTR, PBT_PARENT, is_paused
+from hpwf.wire import Assign
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
@@ -33,6 +40,7 @@ class CheckedStorage(InMemoryStorage):
         self.finished_ok = 0  # trials COMPLETE or PRUNED
         self.changed: set[int] = set()  # trial numbers whose state changed since the last check
         self.failing_writes = 0  # a fault: the next writes of a trial's state or attrs raise OSError
+        self.paused_marks: dict[int, int] = {}  # trial number -> the step the study last marked it paused at
 
     def _write(self) -> None:
         if self.failing_writes > 0:
@@ -42,6 +50,8 @@ class CheckedStorage(InMemoryStorage):
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._write()
         super().set_trial_user_attr(trial_id, key, value)
+        if key == PAUSED_ATTR and value is not False:
+            self.paused_marks[self.get_trial(trial_id).number] = int(value)
 
     def set_trial_state_values(self, trial_id: int, state: OT, values: Any = None) -> bool:
         self._write()
@@ -63,6 +73,7 @@ class CheckedLedger(Ledger):
         self.moved: dict[int, TrialRecord] = {}  # id -> record (records hash by identity: eq=False)
         self.by_number: dict[int, TrialRecord] = {}  # the latest record of each trial
         self.moved_agents: list[AgentRecord] = []
+        self.woken: list[int] = []  # trials moved PAUSED -> WAITING (promoted) since the last check
 
     def add_trial(self, trial: Any, size: int, ticket: int | None = None) -> TrialRecord:
         record = super().add_trial(trial, size, ticket)
@@ -70,6 +81,8 @@ class CheckedLedger(Ledger):
         return record
 
     def move(self, record: TrialRecord, new: TrialState) -> None:
+        if record.state is TrialState.PAUSED and new is TrialState.WAITING:
+            self.woken.append(record.number)
         super().move(record, new)
         self.moved[id(record)] = record
 
@@ -81,9 +94,29 @@ class CheckedLedger(Ledger):
 class Invariants:
     def __init__(self, world: World) -> None:
         self.world = world
+        self.checkpoints: dict[int, set[int]] = {}  # trial number -> the steps its saved checkpoints continue from
 
-    def after_step(self, ledger: CheckedLedger) -> None:
+    def saved(self, number: int, step: int) -> None:
+        """An agent saved trial ``number``'s checkpoint, to continue from ``step``."""
+        self.checkpoints.setdefault(number, set()).add(step)
+
+    def start_step(self, task: Assign, restore: tuple[int, int] | None) -> int:
+        """The step an attempt starts from (0, or the checkpoint its Assign names), checked."""
+        w, number = self.world, task.number
+        start = restore[1] if restore else 0
+        marked = w.storage.paused_marks.get(number)
+        if marked is not None and (restore is None or restore[0] != number or start < marked):
+            w.violation(f"trial {number}, paused at step {marked}, starts again from step {start} ({restore})")
+        if restore is not None and start not in self.checkpoints.get(restore[0], ()):
+            w.violation(f"trial {number} continues from step {start} of trial {restore[0]}: no such checkpoint")
+        return start
+
+    def after_step(self, ledger: CheckedLedger, stopped: str | None = None) -> None:
+        """``stopped``: the stop reason the coordinator had before this step."""
         w = self.world
+        if stopped and ledger.woken:
+            w.violation(f"paused trial(s) {ledger.woken} promoted after the run stopped ({stopped})")
+        ledger.woken.clear()
         finished_ok = w.storage.finished_ok
         if finished_ok > w.config.n_trials:
             w.violation(f"{finished_ok} trials finished for a budget of {w.config.n_trials}")
@@ -116,8 +149,13 @@ class Invariants:
         if not stop_reason and ok != w.config.n_trials:
             w.violation(f"the run ended with {ok} trials finished for a budget of {w.config.n_trials}")
         for t in trials:
-            if t.state == OT.RUNNING:
+            if t.state == OT.RUNNING and not (w.config.scheduler and is_paused(t, w.run_dir)):
                 w.violation(f"trial {t.number} left RUNNING in the study")
+            elif t.state == OT.RUNNING and t.user_attrs.get(PAUSED_ATTR) not in self.checkpoints.get(t.number, {None}):
+                w.violation(f"trial {t.number} left paused at step {t.user_attrs.get(PAUSED_ATTR)}: no such checkpoint")
+            parent = t.user_attrs.get(PBT_PARENT)
+            if parent is not None and not (0 <= parent < len(trials) and trials[parent].state == OT.COMPLETE):
+                w.violation(f"PBT segment {t.number}'s parent {parent} is not a COMPLETE segment")
         for number, state in w.durable_live.items():
             if trials[number].state not in (OT.COMPLETE, OT.PRUNED):
                 w.violation(f"trial {number} saved a {state} result while it ran, yet ended {trials[number].state.name}"

@@ -29,11 +29,10 @@ from optuna.storages import InMemoryStorage
 
 from hpwf.engine import Budget, Coordinator
 from hpwf.engine.schedulers import make_scheduler
-from hpwf.rundir import RESTORE_ATTR
-from hpwf.sim._agents import SimAgent
+from hpwf.sim._agents import SimAgent, ending_of, restore_point
 from hpwf.sim._benchmarks import Benchmark
 from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
-from hpwf.wire import PAUSE, Abort, Assign, Done, DoneState, Reply, Report, Setup, Stop, Suggest, float_dist
+from hpwf.wire import Abort, Assign, Done, DoneState, Reply, Report, Setup, Stop, Suggest, float_dist
 from hpwf.workflow import Search
 
 START = 1000.0  # the virtual clock's start (as `hpwf.sim._net.SimClock`)
@@ -118,10 +117,10 @@ class BenchAgent(SimAgent):
         self.task, self._epoch = task, self._epoch + 1
         self._params = {k: v for k, v in task.params.items() if k in bench.space}
         self._used = dict(self._params)
-        restore = (task.attrs or {}).get(RESTORE_ATTR)
+        restore = restore_point(task)
         if restore:
             self.runner.outcome.resumed += 1
-            self._step, self._state = int(restore["step"]), self.runner.checkpoints[int(restore["from"])]
+            self._step, self._state = restore[1], self.runner.checkpoints[restore[0]]
         else:
             self._step, self._state = 0, bench.initial_state
         self._started = self.world.clock.t
@@ -141,12 +140,8 @@ class BenchAgent(SimAgent):
         if self._asking is not None:
             self._params[self._asking] = float(value)
             self._ask_next()
-        elif value == PAUSE:
-            self._end(DoneState.PAUSED)
-        elif value is True:
-            self._end(DoneState.PRUNED)
-        elif isinstance(value, BaseException):
-            self._end(DoneState.FAIL)
+        elif (ending := ending_of(value)) is not None:
+            self._end(ending)
         else:
             self._step += 1
             self._train()

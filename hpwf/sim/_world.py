@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState as OT
 
 from hpwf.engine.loop import Coordinator
+from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget
 from hpwf.engine.stops import StopKind, stop_kind
 from hpwf.errors import RunError
@@ -68,7 +69,8 @@ class World:
         self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
                              seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
                              heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
-                             ranks_per_trial=cfg.ranks)
+                             ranks_per_trial=cfg.ranks,
+                             scheduler=make_scheduler(cfg.search(), self.study) if cfg.scheduler else None)
         self.ending = False
         try:
             self.c.begin(self.session)
@@ -107,12 +109,13 @@ class World:
             if c.finished():
                 self._end_phase()
                 return
+            stopped = c.stop_reason
             c.step(self.config.turn_s)
         except Exception:  # noqa: BLE001 - the first invariant: nothing escapes step
             self.violation("an exception escaped Coordinator.step:\n" + traceback.format_exc())
             self.finished = True
             return
-        self.invariants.after_step(self.ledger)
+        self.invariants.after_step(self.ledger, stopped)
 
     def _end_phase(self) -> None:
         c, session = self.c, self.session
