@@ -14,6 +14,9 @@ user would, exactly as ``bench uq`` does for one seed at full size:
    bootstrap resamples, each also saving its out-of-bag rows, calibrated by split conformal,
    Mondrian and jackknife+-after-bootstrap.
 
+After each step, crepes (split conformal, Mondrian) or MAPIE's APS calibrate the same saved
+predictions again (bench/_uq_reference.py); "side_by_side" holds hpwf's figure beside theirs.
+
 The seed (UQ_BENCH_SEED) draws the data split (and the sine's points), the search's sampler
 and the members. ``--quick``: one seed at the smoke sizes.
 
