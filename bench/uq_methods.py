@@ -245,8 +245,10 @@ def _classification(seed: int) -> dict[str, float]:
     return out
 
 
-def _mapie_aps(yc: np.ndarray, tc: np.ndarray, tt: np.ndarray, yt: np.ndarray) -> tuple[float, float]:
-    """MAPIE's split-conformal APS on the same (temperature-scaled) probabilities, its defaults."""
+def _mapie_aps(yc: np.ndarray, tc: np.ndarray, tt: np.ndarray, yt: np.ndarray,
+               randomized: bool = False) -> tuple[float, float]:
+    """MAPIE's split-conformal APS on the same (temperature-scaled) probabilities, its defaults;
+    ``randomized``: its randomised last label (include_last_label="randomized"), as hpwf's APS."""
     import warnings
 
     from mapie.classification import SplitConformalClassifier
@@ -269,8 +271,9 @@ def _mapie_aps(yc: np.ndarray, tc: np.ndarray, tt: np.ndarray, yt: np.ndarray) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mapie = SplitConformalClassifier(Saved().fit(rows, yc), confidence_level=0.9, conformity_score="aps",
-                                         prefit=True).conformalize(rows[: len(tc)], yc.astype(int))
-        _, sets = mapie.predict_set(rows[len(tc):])
+                                         prefit=True, random_state=0).conformalize(rows[: len(tc)], yc.astype(int))
+        params = {"include_last_label": "randomized"} if randomized else None
+        _, sets = mapie.predict_set(rows[len(tc):], conformity_score_params=params)
     s = sets[:, :, 0]
     return float(s[np.arange(len(yt)), yt.astype(int)].mean()), float(s.sum(1).mean())
 

@@ -14,6 +14,9 @@ user would, exactly as ``bench uq`` does for one seed at full size:
    bootstrap resamples, each also saving its out-of-bag rows, calibrated by split conformal,
    Mondrian and jackknife+-after-bootstrap.
 
+After each step, crepes (split conformal, Mondrian) or MAPIE's APS calibrate the same saved
+predictions again (bench/_uq_reference.py); "side_by_side" holds hpwf's figure beside theirs.
+
 The seed (UQ_BENCH_SEED) draws the data split (and the sine's points), the search's sampler
 and the members. ``--quick``: one seed at the smoke sizes.
 
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import PY, ROOT, rnd, scratch, timed
+from bench._uq_reference import reference
 from bench.uq import _true_nll
 
 WORKFLOW = ROOT / "bench" / "_uq_workflow.py"
@@ -63,11 +67,13 @@ def _one(name: str, seed: int, folder: Path, quick: bool) -> dict[str, float]:
     timed([PY, "-m", "hpwf", "run", str(WORKFLOW), "--run-dir", str(run_dir), *common],
           extra_env={**env, "UQ_BENCH_MODE": "greedy"}, timeout=1800)
     greedy = json.loads((run_dir / "uq_metrics.json").read_text())
+    (run_dir / "uq_metrics_greedy.json").write_text(json.dumps(greedy))  # the bootstrap run overwrites it
+    references = reference(run_dir, "greedy", greedy)  # crepes / MAPIE on the predictions greedy scored
     true_nll = _true_nll(run_dir) if name == "sine" else None
     timed([PY, "-m", "hpwf", "ensemble", str(WORKFLOW), "--from", str(run_dir), *common],
           extra_env={**env, "UQ_BENCH_MODE": "bootstrap"}, timeout=1800)
     boot = json.loads((run_dir / "uq_metrics.json").read_text())
-    out: dict[str, float] = {}
+    out: dict[str, float] = {**references, **reference(run_dir, "bootstrap", boot)}
     sources = {"best_trial": greedy.get("best_trial"), "greedy": greedy["ensemble"], "bootstrap": boot["ensemble"]}
     for model, entry in sources.items():
         out.update({f"{model}.{k}": v for k, v in _pick(entry, SCORES + INTERVALS).items()})
@@ -88,6 +94,29 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, list[float]]:
     n = len(rows)
     return {k: [rnd(float(np.mean([r[k] for r in rows]))),
                 rnd(float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(n))) if n > 1 else 0.0] for k in keys}
+
+
+def _side_by_side(rows: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Each reference figure (keyed as in the rows) beside hpwf's on the same predictions: both means
+    over seeds, the largest absolute difference of one seed; and crepes' largest gap between interval ends."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in (k for k in rows[0] if all(k in r for r in rows)):
+        model, _, figure = key.partition(".")
+        if "+mapie_aps" in model:  # MAPIE's APS (default or randomised) beside hpwf's APS
+            ours = f"{model.split('+mapie_aps')[0]}+aps.{figure}"
+        elif figure == "crepes_max_end_gap":
+            out[key] = {"library": "crepes", "max_abs_diff": rnd(max(r[key] for r in rows))}
+            continue
+        elif figure.startswith("crepes_"):
+            ours = f"{model}.{figure.removeprefix('crepes_')}"
+        else:
+            continue
+        if all(ours in r for r in rows):
+            out[key] = {"library": "mapie" if "+mapie_aps" in key else "crepes", "hpwf_figure": ours,
+                        "hpwf": rnd(float(np.mean([r[ours] for r in rows]))),
+                        "reference": rnd(float(np.mean([r[key] for r in rows]))),
+                        "max_abs_diff": rnd(max(abs(r[ours] - r[key]) for r in rows))}
+    return out
 
 
 def _aims(res: dict[str, dict[str, list[float]]]) -> dict[str, bool]:
@@ -138,12 +167,20 @@ def run(quick: bool = False) -> dict[str, Any]:
                 print(f"[uq_pipeline] {name} seed {seed} done", flush=True)
             done.append(seed)
     res = {name: _summary([rows[name, s] for s in done]) for name in DATASETS}
+    beside = {name: _side_by_side([rows[name, s] for s in done]) for name in DATASETS}
     aims = _aims(res) if len(done) > 1 else {}
     sine = res.get("sine")
     line = (f"uq_pipeline ({len(done)} seeds, {', '.join(DATASETS)})"
             + (f": sine NLL greedy {sine['greedy.nll'][0]:.3f} / bootstrap {sine['bootstrap.nll'][0]:.3f} / "
                f"true {sine['true_nll'][0]:.3f}" if sine else "") + f"; aims met {sum(aims.values())}/{len(aims)}")
+    gaps = [v["max_abs_diff"] for b in beside.values() for v in b.values() if v["library"] == "crepes"]
+    if gaps:
+        line += f"; crepes on the same predictions: {len(gaps)} figures, max |diff| {max(gaps):.3g}"
+    if "digits" in beside:
+        aps = beside["digits"]["greedy+mapie_aps.set_size_90"]
+        line += f"; digits APS@90 set size hpwf {aps['hpwf']:.3f} vs MAPIE {aps['reference']:.3f}"
     return {"benchmark": "uq_pipeline", "line": line, "results": res, "aims": aims, "seeds": len(done),
+            "side_by_side": beside,
             "comparison": "the whole hpwf pipeline (TPE search of torch MLPs, greedy selection, bootstrap members, "
                           "split / Mondrian / jackknife+ab / temperature / APS / RAPS) at reduced sizes; "
                           "[mean, SE] over seeds"}
