@@ -29,9 +29,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
+from hpwf.rundir._attrs import PAUSED_ATTR
 from hpwf.rundir._safe_open import open_file
 
-PAUSED_ATTR = "hpwf:paused"  # (hpwf.engine.schedulers._halving.PAUSED_ATTR: rundir may not import it)
 _MARKERS = (b'"pbt:member"', b'\n{"op_code":1,', b'"hpwf:paused"')  # PBT's lineage, a deleted study: Optuna
 _OP0 = re.compile(rb'\n(\{"op_code":0,[^\n]*)')
 _OP4 = re.compile(rb'\n\{"op_code":4,"worker_id":"[^"\n]*","study_id":(\d+)([^\n]*)')
