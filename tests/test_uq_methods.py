@@ -224,3 +224,45 @@ def test_temperature_scaling_agrees_with_netcal(classes: int) -> None:
         ours, theirs = tempered(probs, t), np.asarray(ref.transform(given), dtype=float)
         assert np.abs((ours if classes > 2 else ours[:, 1]) - theirs).max() < 1e-5
         assert nll(y, ours) <= nll(y, tempered(probs, ref_t)) + 1e-12
+
+
+def test_mapie_jackknife_after_bootstrap_replays_saved_member_predictions() -> None:
+    """bench/_uq_reference's replay hands MAPIE hpwf's members instead of its own bootstrap fits:
+    ``SavedBags`` yields the members' in-bag/out-of-bag rows, ``Replay`` predicts a member's saved
+    predictions. On the same bootstrap bags MAPIE fitting the models itself, MAPIE replaying their
+    saved predictions and hpwf's ``jackknife_plus`` (absolute) give the same intervals; 5 members of
+    40 rows leave some rows in every bag, which all three leave out of the ranks."""
+    from mapie.regression import JackknifeAfterBootstrapRegressor
+    from mapie.subsample import Subsample
+    from sklearn.linear_model import LinearRegression
+
+    from bench._uq_reference import mapie_jackknife_ab
+
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(40, 3)), rng.normal(size=(25, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=40)
+    bags = [(rows, np.setdiff1d(np.arange(40), rows)) for rows in rng.integers(0, 40, (5, 40))]
+    oob, test = [], []
+    for rows, out in bags:
+        model = LinearRegression().fit(x[rows], y[rows])
+        oob.append(OutOfBag(out, y[out], model.predict(x[out])))
+        test.append(model.predict(xt))
+    assert np.isin(np.arange(40), np.concatenate([o.index for o in oob]), invert=True).sum() == 4
+
+    class Bags(Subsample):  # type: ignore[misc]
+        def split(self, X: np.ndarray, *args: object, **kwargs: object) -> object:
+            return iter(bags)
+
+    levels = [0.6827, 0.9, 0.95]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MAPIE warns about the rows in every bag
+        fitted = JackknifeAfterBootstrapRegressor(LinearRegression(), confidence_level=levels,
+                                                  resampling=Bags(n_resamplings=5)).fit_conformalize(x, y)
+        _, own = fitted.predict_interval(xt)
+    replayed = mapie_jackknife_ab([o.index for o in oob], [o.y for o in oob], [o.mean for o in oob], np.array(test),
+                                  levels)
+    for j, level in enumerate(levels):
+        lo, hi = jackknife_plus(oob, np.array(test), level)
+        assert np.abs(replayed[j][0] - own[:, 0, j]).max() < 1e-12 and np.abs(replayed[j][1] - own[:, 1, j]).max() < 1e-12
+        assert np.abs(lo - replayed[j][0]).max() < 1e-12 and np.abs(hi - replayed[j][1]).max() < 1e-12
+        assert np.isfinite(lo).all() and (hi - lo).min() > 0
