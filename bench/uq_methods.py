@@ -241,14 +241,17 @@ def _classification(seed: int) -> dict[str, float]:
             key = f"{kind}{'_classwise' if by_class else ''}"
             out[f"{key}_coverage"], out[f"{key}_size"] = f["set_coverage_90"], f["set_size_90"]
             out[f"{key}_worst_class"] = f["worst_class_coverage_90"]
-    out["mapie_aps_coverage"], out["mapie_aps_size"] = _mapie_aps(yc, tc, tt, yt)
+    out["mapie_aps_coverage"], out["mapie_aps_size"] = _mapie_aps(yc, tc, tt, yt, seed=seed)
+    out["mapie_aps_randomized_coverage"], out["mapie_aps_randomized_size"] = _mapie_aps(yc, tc, tt, yt, True, seed)
     return out
 
 
 def _mapie_aps(yc: np.ndarray, tc: np.ndarray, tt: np.ndarray, yt: np.ndarray,
-               randomized: bool = False) -> tuple[float, float]:
+               randomized: bool = False, seed: int = 0) -> tuple[float, float]:
     """MAPIE's split-conformal APS on the same (temperature-scaled) probabilities, its defaults;
-    ``randomized``: its randomised last label (include_last_label="randomized"), as hpwf's APS."""
+    ``randomized``: its randomised last label (include_last_label="randomized"), as hpwf's APS.
+    MAPIE draws random numbers even with its defaults: ``seed`` is its random_state (one per
+    data seed, so the seeds do not share one draw)."""
     import warnings
 
     from mapie.classification import SplitConformalClassifier
@@ -271,7 +274,7 @@ def _mapie_aps(yc: np.ndarray, tc: np.ndarray, tt: np.ndarray, yt: np.ndarray,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mapie = SplitConformalClassifier(Saved().fit(rows, yc), confidence_level=0.9, conformity_score="aps",
-                                         prefit=True, random_state=0).conformalize(rows[: len(tc)], yc.astype(int))
+                                         prefit=True, random_state=seed).conformalize(rows[: len(tc)], yc.astype(int))
         params = {"include_last_label": "randomized"} if randomized else None
         _, sets = mapie.predict_set(rows[len(tc):], conformity_score_params=params)
     s = sets[:, :, 0]

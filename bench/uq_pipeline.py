@@ -15,7 +15,9 @@ user would, exactly as ``bench uq`` does for one seed at full size:
    Mondrian and jackknife+-after-bootstrap.
 
 After each step, crepes (split conformal, Mondrian) or MAPIE's APS calibrate the same saved
-predictions again (bench/_uq_reference.py); "side_by_side" holds hpwf's figure beside theirs.
+predictions again, and MAPIE's jackknife+-after-bootstrap replays the bootstrap members' saved
+out-of-bag and test predictions (bench/_uq_reference.py); "side_by_side" holds hpwf's figure
+beside theirs.
 
 The seed (UQ_BENCH_SEED) draws the data split (and the sine's points), the search's sampler
 and the members. ``--quick``: one seed at the smoke sizes.
@@ -109,10 +111,15 @@ def _side_by_side(rows: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
             continue
         elif figure.startswith("crepes_"):
             ours = f"{model}.{figure.removeprefix('crepes_')}"
+        elif figure == "mapie_max_end_gap":  # MAPIE's jackknife+ab on the members' saved predictions
+            out[key] = {"library": "mapie", "max_abs_diff": rnd(max(r[key] for r in rows))}
+            continue
+        elif figure.startswith("mapie_"):
+            ours = f"{model}.hpwf_{figure.removeprefix('mapie_')}"
         else:
             continue
         if all(ours in r for r in rows):
-            out[key] = {"library": "mapie" if "+mapie_aps" in key else "crepes", "hpwf_figure": ours,
+            out[key] = {"library": "mapie" if "mapie" in key else "crepes", "hpwf_figure": ours,
                         "hpwf": rnd(float(np.mean([r[ours] for r in rows]))),
                         "reference": rnd(float(np.mean([r[key] for r in rows]))),
                         "max_abs_diff": rnd(max(abs(r[ours] - r[key]) for r in rows))}

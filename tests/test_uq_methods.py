@@ -1,4 +1,4 @@
-"""Issue 23's methods on arrays, each checked against MAPIE, crepes, scoringrules or scipy on the same arrays."""
+"""Issue 23's methods on arrays, each checked against MAPIE, crepes, scoringrules, netcal or scipy on the same arrays."""
 
 from __future__ import annotations
 
@@ -196,3 +196,73 @@ def test_temperature_scaling_agrees_with_a_scipy_reference() -> None:
     ref = minimize(nll, x0=[1.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14}).x[0]
     assert t == pytest.approx(ref, rel=1e-4) and t == pytest.approx(2.0, rel=0.2)
     assert uq.expected_calibration_error(y, tempered(sharp, t)) < uq.expected_calibration_error(y, sharp)
+
+
+@pytest.mark.parametrize("classes", [3, 2])
+def test_temperature_scaling_agrees_with_netcal(classes: int) -> None:
+    """netcal's TemperatureScaling, method "mle" (scipy's BFGS on the mean cross-entropy computed in
+    torch), minimises the same objective as hpwf's bounded search over log T: it fits a weight w on
+    log p, softmax(w log p) (sigmoid(w logit p) for two classes), so T = 1 / w. BFGS stops at a
+    gradient of 1e-5, a little short of the optimum (3.8e-5 in T, 2e-10 in NLL on the binary
+    case), hence a tolerance of 1e-4 on T and the check that hpwf's NLL is no worse than netcal's."""
+    from netcal.scaling import TemperatureScaling
+
+    def nll(y: np.ndarray, q: np.ndarray) -> float:
+        return float(-np.mean(np.log(q[np.arange(len(y)), y])))
+
+    for seed, true_t in ((0, 0.5), (1, 2.0)):  # over- and under-confident
+        y, p = _classes(500, seed, classes)
+        probs = tempered(p, true_t)
+        given = probs if classes > 2 else probs[:, 1]  # netcal's binary input: the positive class's probability
+        t = fit_temperature(y, probs)
+        ref = TemperatureScaling(method="mle")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # pyro's, inside netcal
+            ref.fit(given, y)
+        ref_t = 1.0 / float(np.asarray(ref.temperature).ravel()[0])
+        assert t == pytest.approx(ref_t, rel=1e-4) and abs(np.log(t)) > 0.4  # far from T = 1: not agreeing by default
+        ours, theirs = tempered(probs, t), np.asarray(ref.transform(given), dtype=float)
+        assert np.abs((ours if classes > 2 else ours[:, 1]) - theirs).max() < 1e-5
+        assert nll(y, ours) <= nll(y, tempered(probs, ref_t)) + 1e-12
+
+
+def test_mapie_jackknife_after_bootstrap_replays_saved_member_predictions() -> None:
+    """bench/_uq_reference's replay hands MAPIE hpwf's members instead of its own bootstrap fits:
+    ``SavedBags`` yields the members' in-bag/out-of-bag rows, ``Replay`` predicts a member's saved
+    predictions. On the same bootstrap bags MAPIE fitting the models itself, MAPIE replaying their
+    saved predictions and hpwf's ``jackknife_plus`` (absolute) give the same intervals; 5 members of
+    40 rows leave some rows in every bag, which all three leave out of the ranks."""
+    from mapie.regression import JackknifeAfterBootstrapRegressor
+    from mapie.subsample import Subsample
+    from sklearn.linear_model import LinearRegression
+
+    from bench._uq_reference import mapie_jackknife_ab
+
+    rng = np.random.default_rng(0)
+    x, xt = rng.normal(size=(40, 3)), rng.normal(size=(25, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=40)
+    bags = [(rows, np.setdiff1d(np.arange(40), rows)) for rows in rng.integers(0, 40, (5, 40))]
+    oob, test = [], []
+    for rows, out in bags:
+        model = LinearRegression().fit(x[rows], y[rows])
+        oob.append(OutOfBag(out, y[out], model.predict(x[out])))
+        test.append(model.predict(xt))
+    assert np.isin(np.arange(40), np.concatenate([o.index for o in oob]), invert=True).sum() == 4
+
+    class Bags(Subsample):  # type: ignore[misc]
+        def split(self, X: np.ndarray, *args: object, **kwargs: object) -> object:
+            return iter(bags)
+
+    levels = [0.6827, 0.9, 0.95]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MAPIE warns about the rows in every bag
+        fitted = JackknifeAfterBootstrapRegressor(LinearRegression(), confidence_level=levels,
+                                                  resampling=Bags(n_resamplings=5)).fit_conformalize(x, y)
+        _, own = fitted.predict_interval(xt)
+    replayed = mapie_jackknife_ab([o.index for o in oob], [o.y for o in oob], [o.mean for o in oob], np.array(test),
+                                  levels)
+    for j, level in enumerate(levels):
+        lo, hi = jackknife_plus(oob, np.array(test), level)
+        assert np.abs(replayed[j][0] - own[:, 0, j]).max() < 1e-12 and np.abs(replayed[j][1] - own[:, 1, j]).max() < 1e-12
+        assert np.abs(lo - replayed[j][0]).max() < 1e-12 and np.abs(hi - replayed[j][1]).max() < 1e-12
+        assert np.isfinite(lo).all() and (hi - lo).min() > 0
