@@ -39,6 +39,7 @@ class Config:
     steps: int = 1  # steps a trial reports (with a scheduler); each costs its plan's length / steps
     population: int = 2  # PBT: members (n_trials = population x generations)
     interval: int = 2  # PBT: steps per segment
+    store_grace: float = 60.0  # Search(store_grace): a store outage longer than this stops the run
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:

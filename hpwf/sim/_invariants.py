@@ -20,6 +20,7 @@ from optuna.trial import TrialState as OT
 
 from hpwf.engine.ledger import AgentRecord, AgentState, Ledger, TrialRecord, TrialState
 from hpwf.rundir import PAUSED_ATTR, PBT_PARENT, is_paused
+from hpwf.sim import _store_faults as store_faults
 from hpwf.wire import Assign
 
 if TYPE_CHECKING:
@@ -40,12 +41,23 @@ class CheckedStorage(InMemoryStorage):
         self.finished_ok = 0  # trials COMPLETE or PRUNED
         self.changed: set[int] = set()  # trial numbers whose state changed since the last check
         self.failing_writes = 0  # a fault: the next writes of a trial's state or attrs raise OSError
+        self.failing_until = float("-inf")  # a fault: every write fails until then (hpwf.sim._store_faults)
+        self.failed_at = float("-inf")  # when a write last failed
         self.paused_marks: dict[int, int] = {}  # trial number -> the step the study last marked it paused at
 
     def _write(self) -> None:
+        if self.world.clock.t < self.failing_until:
+            self.failed_at = self.world.clock.t
+            raise OSError(5, "Input/output error (simulated outage)", "study.journal")
         if self.failing_writes > 0:
             self.failing_writes -= 1
+            self.failed_at = self.world.clock.t
             raise OSError(28, "No space left on device (simulated)")
+
+    def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        if self.world.clock.t < self.failing_until:
+            self._write()
+        return super().create_new_trial(study_id, template_trial)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._write()
@@ -129,6 +141,7 @@ class Invariants:
             if agent.state in (AgentState.BUSY, AgentState.RESERVED) and agent.ticket is None:
                 w.violation(f"{agent.where()} is {agent.state.value} without a trial")
         ledger.moved_agents.clear()
+        store_faults.check(w)
 
     def _agree(self, ledger: Ledger, records: list[TrialRecord]) -> None:
         """The ledger's trials (those it still holds) and the study agree on each trial's state."""

@@ -69,7 +69,7 @@ class World:
         self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
                              seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
                              heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
-                             ranks_per_trial=cfg.ranks,
+                             ranks_per_trial=cfg.ranks, store_grace=cfg.store_grace,
                              scheduler=make_scheduler(cfg.search(), self.study) if cfg.scheduler else None)
         self.ending = False
         try:
@@ -143,6 +143,7 @@ class World:
         """``hpwf resume``: a new coordinator on the study as left, with new agents."""
         self.resumes += 1
         self.lost_hosts.clear()  # a new job: its nodes are all there
+        self.clock.t = max(self.clock.t, self.storage.failing_until)  # a user resumes once the store answers
         self.log.append(f"t={self.clock.t:.3f} resume #{self.resumes}")
         self.start_coordinator()
 
