@@ -117,6 +117,7 @@ class Coordinator(Transitions):
             send_quietly(agent.conn, self.setup)
         pausing.adopt(self, self.outcomes.recover(self.own_store, self.scheduler is not None))
         self.stale_watch = health.StaleWatch(self.run_id, self.heartbeat)
+        self.store.probe = lambda: health.beat(self.study, self.run_id, self.heartbeat, session.clock.wall())
 
     def step(self, timeout: float = 0.25) -> None:
         """One turn: accept, place, tell, receive, and (every half second) housekeeping."""

@@ -54,6 +54,11 @@ class CheckedStorage(InMemoryStorage):
             self.failed_at = self.world.clock.t
             raise OSError(28, "No space left on device (simulated)")
 
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        if self.world.clock.t < self.failing_until:
+            self._write()
+        super().set_study_user_attr(study_id, key, value)
+
     def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
         if self.world.clock.t < self.failing_until:
             self._write()

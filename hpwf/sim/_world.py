@@ -77,6 +77,7 @@ class World:
         except OSError as exc:  # the store failed while the resume read it: that resume exits; another follows
             self.log.append(f"t={self.clock.t:.3f} the coordinator could not start: {exc}")
             self.session.__exit__(None, None, None)
+            self.resumes -= 1  # (uncounted: each such start used up a failing write of the store)
             if self.resumes < MAX_RESUMES:
                 self.resume()
             else:
