@@ -19,7 +19,7 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState as OT
 
 from hpwf.engine.ledger import AgentRecord, AgentState, Ledger, TrialRecord, TrialState
-from hpwf.rundir import PAUSED_ATTR, PBT_PARENT, is_paused
+from hpwf.rundir import FAIL_REASON_ATTR, PAUSED_ATTR, PBT_PARENT, RUN_ATTR, is_paused
 from hpwf.sim import _store_faults as store_faults
 from hpwf.wire import Assign
 
@@ -135,7 +135,7 @@ class Invariants:
             w.violation(f"paused trial(s) {ledger.woken} promoted after the run stopped ({stopped})")
         ledger.woken.clear()
         finished_ok = w.storage.finished_ok
-        if finished_ok > w.config.n_trials:
+        if finished_ok > w.config.n_trials and not w.config.shared:  # (shared: checked per run at the end)
             w.violation(f"{finished_ok} trials finished for a budget of {w.config.n_trials}")
         records = list(ledger.moved.values())
         records += [r for n in sorted(w.storage.changed) if (r := ledger.by_number.get(n)) is not None]
@@ -156,6 +156,8 @@ class Invariants:
             if ledger.trials.get(record.ticket) is not record:
                 continue  # told or requeued and forgotten, or an older ticket
             state = trials[record.number].state
+            if w.config.shared and state == OT.FAIL and _stale(trials[record.number]):
+                continue  # another run failed it as stale: this run learns so at its next write of it
             if state not in AGREES.get(record.state, (OT.RUNNING,)):
                 w.violation(f"trial {record.number}: ledger {record.state.value}, study {state.name}")
 
@@ -163,10 +165,11 @@ class Invariants:
         w = self.world
         self._agree(ledger, list(ledger.trials.values()))
         trials = w.study.get_trials(deepcopy=False)
-        ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
+        ours = [t for t in trials if t.user_attrs.get(RUN_ATTR) == w.config.run_id] if w.config.shared else trials
+        ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in ours)  # shared: each run its own budget (README)
         if not stop_reason and ok != w.config.n_trials:
             w.violation(f"the run ended with {ok} trials finished for a budget of {w.config.n_trials}")
-        for t in trials:
+        for t in ours:
             if t.state == OT.RUNNING and not (w.config.scheduler and is_paused(t, w.run_dir)):
                 w.violation(f"trial {t.number} left RUNNING in the study")
             elif t.state == OT.RUNNING and t.user_attrs.get(PAUSED_ATTR) not in self.checkpoints.get(t.number, {None}):
@@ -175,6 +178,13 @@ class Invariants:
             if parent is not None and not (0 <= parent < len(trials) and trials[parent].state == OT.COMPLETE):
                 w.violation(f"PBT segment {t.number}'s parent {parent} is not a COMPLETE segment")
         for number, state in w.durable_live.items():
+            if _stale(trials[number]):
+                continue  # another run saw this run's beat stale and ran it again: by design
             if trials[number].state not in (OT.COMPLETE, OT.PRUNED):
                 w.violation(f"trial {number} saved a {state} result while it ran, yet ended {trials[number].state.name}"
                             " (trained again)")
+
+
+def _stale(trial: Any) -> bool:
+    """Failed by another run sharing the study, which saw this run's heartbeat stale."""
+    return str(trial.user_attrs.get(FAIL_REASON_ATTR, "")).startswith("stale")

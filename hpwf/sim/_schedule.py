@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpwf.sim import _store_faults as store_faults
+from hpwf.sim import _shared_study as shared_study, _store_faults as store_faults
 from hpwf.sim._world import World
 from hpwf.sim._config import Config
 
@@ -33,10 +33,12 @@ class Outcome:
     violations: list[str]
     steps: int
     virtual_s: float
+    shared: bool = False  # two runs on one study
 
     def replay_line(self) -> str:
         store = " --store-errors" if any(a[0] == "store_errors" for a in self.actions) else ""
-        return f"python -m hpwf.sim --seed {self.seed}" + (" --big" if self.config.agents > 16 else "") + store
+        return f"python -m hpwf.sim --seed {self.seed}" + (" --big" if self.config.agents > 16 else "") + store + \
+            (" --shared-study" if self.shared else " --no-shared-study")
 
 
 def draw_actions(rng: random.Random, config: Config, count: int, store_errors: bool = False) -> list[Action]:
@@ -119,9 +121,14 @@ def run(config: Config, actions: list[Action], run_dir: Path | None = None) -> W
     return world
 
 
-def run_seed(seed: int, big: bool = False, store_errors: bool = False) -> Outcome:
-    """The schedule of ``seed``: its config and its faults, drawn and run."""
+def run_seed(seed: int, big: bool = False, store_errors: bool = False, shared: bool | None = None) -> Outcome:
+    """The schedule of ``seed``: its config and its faults, drawn and run; two runs on one study
+    (`hpwf.sim._shared_study`) for one seed in ten, or as ``shared`` says."""
     config = Config.draw(seed, big)
+    if shared if shared is not None else shared_study.drawn(seed):
+        two, pairs = shared_study.run_shared(seed, config)
+        return Outcome(seed, config, pairs, two.violations, sum(w.steps for w in two.worlds), two.clock.t - 1000.0,
+                       shared=True)
     rng = random.Random(seed ^ 0x5EED)
     actions = store_faults.with_outages(seed, config, draw_actions(rng, config, rng.randint(0, 12), store_errors))
     world = run(config, actions)
