@@ -60,6 +60,9 @@ class CheckedStorage(InMemoryStorage):
         super().set_study_user_attr(study_id, key, value)
 
     def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        c, w = self.world.c, self.world
+        if c is not None and c.store.failing and not w.config.shared and template_trial is None:
+            w.violation("a new trial was asked while the store fails")  # (a requeue's template is no ask)
         if self.world.clock.t < self.failing_until:
             self._write()
         return super().create_new_trial(study_id, template_trial)
