@@ -246,7 +246,7 @@ def _start(args: argparse.Namespace, name: str, workers: int | None) -> int:
             from hpwf.ensembles import summarize
 
             say(summarize(result.uq_metrics))
-        return 130 if result.summary.get("stop_kind") == "interrupted" else 0
+        return 130 if result.summary.get("stop_kind") in ("interrupted", "store failed") else 0  # resumable stops
     except RunError:
         code = 1
         raise

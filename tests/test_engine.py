@@ -338,9 +338,8 @@ def test_a_failed_tell_leaves_the_result_done_and_a_resume_tells_it(session: Fak
     real_tell = c.study.tell
     c.study.tell = lambda *args, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # type: ignore[method-assign]
     a.finish(task, value=0.75)
-    with pytest.raises(OSError):
-        turn(c, 2)
-    assert [r.state for r in session.ledger.trials.values()] == [S.DONE]  # not lost, not marked told
+    turn(c, 2)  # the store's error never escapes a step (hpwf.engine.store): the result is kept for it
+    assert c.store.failing and [r.state for r in session.ledger.trials.values()] == [S.DONE]  # not lost, not told
     assert c.study.trials[0].state == TrialState.RUNNING
     c.study.tell = real_tell  # type: ignore[method-assign]
     resumed = Coordinator(c.study, session.backend, Setup(str(tmp_path), None, None), tmp_path,

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from hpwf.sim import Config, World, finish, run, run_seed
 from hpwf.sim._config import MAX_RESUMES
+from hpwf.sim._store_faults import outage
 
 CHUNK = 25
 CHUNKS = 16  # 400 seeds (about 20 s of CPU)
@@ -184,6 +185,10 @@ class Schedules(RuleBasedStateMachine):
     @rule(name=st.sampled_from(["SIGTERM", "SIGUSR1", "SIGINT"]))
     def signal(self, name: str) -> None:
         self.w.signal(name)
+
+    @rule(seconds=st.sampled_from([0.05, 3.0, 20.0, 90.0]))  # 90 s: past the simulated store_grace of 60 s
+    def store_outage(self, seconds: float) -> None:
+        outage(self.w, seconds)
 
     @rule()
     def kill_coordinator(self) -> None:

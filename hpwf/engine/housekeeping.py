@@ -33,13 +33,20 @@ def housekeeping(c: Coordinator, now: float) -> None:
     _reclaim_lingering_ranks(c, now)
     if now - c.last_beat >= c.heartbeat:
         c.last_beat = now
-        health.beat(c.study, c.run_id, c.heartbeat, c.session.clock.wall())
-        ours = {r.number for r in ledger.trials.values()}
-        for frozen, reason in c.stale_watch.stale(c.study, ours, now, c.session.clock.wall()):
-            c.outcomes.fail_stale(frozen, reason)
+        c.store.run(c, lambda: _watch_runs(c, now))
+    if c.store.expired(now) and not c.stop_reason:
+        c.stop_reason = c.store.stop_reason(c.run_dir)
     _check_budget(c, now)
     c.summary_file.update(c, now)
     c.progress.update(progress_fields(c))
+
+
+def _watch_runs(c: Coordinator, now: float) -> None:
+    """This run's heartbeat in the study; other runs' trials whose run stopped beating run again."""
+    health.beat(c.study, c.run_id, c.heartbeat, c.session.clock.wall())
+    ours = {r.number for r in c.session.ledger.trials.values()}
+    for frozen, reason in c.stale_watch.stale(c.study, ours, now, c.session.clock.wall()):
+        c.outcomes.fail_stale(frozen, reason)
 
 
 def _reclaim_lingering_ranks(c: Coordinator, now: float) -> None:

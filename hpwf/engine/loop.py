@@ -25,11 +25,12 @@ from hpwf.engine.housekeeping import housekeeping
 from hpwf.engine.ledger import AgentState, TrialRecord, TrialState
 from hpwf.engine.outcomes import Outcomes
 from hpwf.engine.pruning import incremental
-from hpwf.engine.placement import choose_from_hosts, may_ask
+from hpwf.engine.placement import choose_from_hosts, may_ask, next_waiting
 from hpwf.engine.receive import lose, receive
 from hpwf.engine.schedulers import Scheduler
 from hpwf.engine.session import Budget, Session
 from hpwf.engine.stops import stop_kind
+from hpwf.engine.store import STORE_GRACE_S, StoreOutage
 from hpwf.engine.summary import SummaryFile, progress_fields, summarize
 from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
@@ -40,7 +41,6 @@ from hpwf.wire import Assign, Setup, Stop, from_optuna, send_quietly
 A, S, RANKS_PARAM = AgentState, TrialState, "ranks_per_trial"
 # SIGUSR1: Slurm's warning before the walltime limit (--signal=B:USR1@...); SIGTERM: preemption.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
 SHORT_TRIAL_S = 1.0  # trials shorter than this on average are asked ahead
 GATHER_S = 30.0  # groups of several ranks wait this long at most for every agent to arrive
 HOUSEKEEPING_S = 0.5
@@ -56,6 +56,7 @@ class Coordinator(Transitions):
         run_id: str, seed: int | None, ranks_per_trial: int | Sequence[int] = 1, retries: int = 0,
         trial_timeout: float | None = None, heartbeat: float = 10.0, own_store: bool = False,
         progress: Progress | None = None, sample_ahead: bool = True, scheduler: Scheduler | None = None,
+        store_grace: float = STORE_GRACE_S,
     ) -> None:
         self.study, self.backend, self.setup, self.run_dir, self.budget = study, backend, setup, run_dir, budget
         study.pruner = incremental(study.pruner)  # Optuna's median pruner's answers, in time flat in the study
@@ -67,6 +68,7 @@ class Coordinator(Transitions):
         if scheduler is not None:
             self.outcomes.on_requeue = scheduler.requeued
         self.ahead = SampleAhead(study) if sample_ahead else None
+        self.store = StoreOutage(store_grace, self.progress.note)  # the store failing (hpwf.engine.store)
         self.stop_reason: str | None = None  # a `StopReason` (its message and `StopKind`) once stopping
         self._fixed: dict[str, BaseDistribution] = {}  # sampled at ask time: only a searched group size
         self.fixed_size = ranks_per_trial if isinstance(ranks_per_trial, int) else None  # None: searched
@@ -115,32 +117,32 @@ class Coordinator(Transitions):
             send_quietly(agent.conn, self.setup)
         pausing.adopt(self, self.outcomes.recover(self.own_store, self.scheduler is not None))
         self.stale_watch = health.StaleWatch(self.run_id, self.heartbeat)
+        self.store.probe = lambda: health.beat(self.study, self.run_id, self.heartbeat, session.clock.wall())
 
     def step(self, timeout: float = 0.25) -> None:
         """One turn: accept, place, tell, receive, and (every half second) housekeeping."""
         self.session.check_started()
-        self._accept()
-        pausing.promote(self)
-        pausing.drain(self)
-        self._place()
-        self._tell()
+        self.session.accept()
+        store = self.store  # a store error never escapes a step: see hpwf.engine.store
+        store.run(self, lambda: pausing.promote(self), lambda: pausing.drain(self), self._place, self._tell)
         spare = self._wants_spare()
         ready = self.session.poll(0.0 if spare else timeout)
         for conn in ready:
-            receive(self, conn)
+            store.guard(self, lambda: receive(self, conn))
         if spare and not ready:
-            self._ask(ahead=True)
+            store.run(self, lambda: self._ask(ahead=True))
         if self.caught_signal and not self.stop_reason:
             self.interrupt(self.caught_signal)
         now = self.session.clock.now()
         if now - self._last_housekeeping >= HOUSEKEEPING_S:
             self._last_housekeeping = now
-            housekeeping(self, now)
-            pausing.promote(self, always=True)
+            store.guard(self, lambda: housekeeping(self, now))
+            store.run(self, lambda: pausing.promote(self, always=True))
 
     def finished(self) -> bool:
         ledger = self.session.ledger
-        if ledger.live() - (ledger.count(S.PAUSED) if self.stop_reason else 0):
+        kind = stop_kind(self.stop_reason)
+        if ledger.live() - (ledger.count(S.PAUSED) if self.stop_reason else 0) and not (kind and kind.leaves_trials):
             return False  # a stopped run leaves paused trials paused in the study, for a resume
         n = self.budget.n_trials
         if self.scheduler is not None and not self.scheduler.may_ask():
@@ -166,12 +168,9 @@ class Coordinator(Transitions):
         self.progress.close()
 
     # --- accept and place -----------------------------------------------------------------------
-    def _accept(self) -> None:
-        self.session.accept()
-
     def can_ask(self) -> bool:
         n = self.budget.n_trials
-        if self.scheduler is not None and not self.scheduler.may_ask():
+        if self.store.failing or (self.scheduler is not None and not self.scheduler.may_ask()):
             return False
         return not self.stop_reason and (n is None or self.counts.finished_ok + self.session.ledger.live() < n)
 
@@ -183,7 +182,7 @@ class Coordinator(Transitions):
         free = ledger.agent_count(A.IDLE)
         gathering = self._gathering()  # groups wait until every host's agents could arrive
         while free >= self.smallest and ledger.count(S.WAITING):
-            record = self._next_waiting(self._fits(free, gathering))
+            record = next_waiting(ledger.oldest(S.WAITING), self.session.clock.now(), self._fits(free, gathering))
             if record is None:
                 break
             free -= self._send(record)
@@ -220,25 +219,20 @@ class Coordinator(Transitions):
         arrived = self.session.ledger.working_agents() + self.backend.unreachable_agents
         return arrived < self.backend.slots
 
-    def _next_waiting(self, free: int) -> TrialRecord | None:
-        """The oldest waiting trial that fits; once the oldest has waited RESERVE_AFTER_S, only it."""
-        now = self.session.clock.now()
-        for record in self.session.ledger.oldest(S.WAITING):
-            if record.size <= free:
-                return record
-            if now - record.since > RESERVE_AFTER_S:
-                return None
-        return None
-
     def _ask(self, ahead: bool = False) -> TrialRecord:
         trial = self.study.ask(dict(self._fixed))
+        record = self.session.ledger.add_trial(trial, self.fixed_size or int(trial.params[RANKS_PARAM]))
+        self.store.effect(self, lambda: self._mark_asked(trial))  # kept, should the store fail now
+        if ahead or self.store.later:
+            self.session.ledger.move(record, S.WAITING)
+        if self.store.later:  # it waits for its marks, and nothing more is asked until the store answers
+            raise self.store.error or OSError("the store failed")
+        return record
+
+    def _mark_asked(self, trial: optuna.Trial) -> None:
         trial.set_user_attr(health.RUN_ATTR, self.run_id)
         if self.scheduler is not None:
             self.scheduler.on_asked(trial)
-        record = self.session.ledger.add_trial(trial, self.fixed_size or int(trial.params[RANKS_PARAM]))
-        if ahead:
-            self.session.ledger.move(record, S.WAITING)
-        return record
 
     def _wants_spare(self) -> bool:
         """Ask ahead while trials are short, up to one waiting trial per agent."""

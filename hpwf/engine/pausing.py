@@ -49,7 +49,7 @@ def paused(c: Coordinator, record: TrialRecord) -> None:
         return
     c.session.ledger.move(record, S.PAUSED)
     steps = record.trial.storage.get_trial(record.trial._trial_id).intermediate_values
-    mark_paused(record.trial, max(steps) + 1 if steps else 0)
+    c.store.effect(c, lambda: mark_paused(record.trial, max(steps) + 1 if steps else 0))  # kept if the store fails
 
 
 def mark_paused(trial: optuna.Trial, step: int | None) -> None:
@@ -92,7 +92,7 @@ def _wake(c: Coordinator, record: TrialRecord) -> None:
         c.session.drop(conn)
     ledger.reticket(record)
     record.result, record.agents, record.working = None, [], set()
-    mark_paused(record.trial, None)
+    c.store.effect(c, lambda: mark_paused(record.trial, None))
     ledger.move(record, S.WAITING)
     ledger.to_front(record)  # it has the most training invested: it goes first
     c.progress.note(f"trial {record.number} resumes")

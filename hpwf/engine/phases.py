@@ -28,6 +28,8 @@ from hpwf.rundir import (
     DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, journal_path, make_folder, open_storage, read_summary,
     save_journal_snapshot)
 from hpwf.wire import Setup
+
+RESUMABLE = {k.value for k in StopKind if k.resumable}  # no later phase after such a stop
 from hpwf.workflow import Search, Workflow
 
 
@@ -149,8 +151,8 @@ def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[l
                 if caught and results:
                     return results, True  # no later phase; the last one's state is saved
                 results.append(run_phase(phase, backend, session, progress, caught))
-                if results[-1].summary.get("stop_kind") == StopKind.INTERRUPTED.value:
-                    return results, True  # Ctrl-C, preemption, the walltime warning: no later phase
+                if results[-1].summary.get("stop_kind") in RESUMABLE:
+                    return results, True  # Ctrl-C, preemption, the walltime warning, the store: no later phase
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -192,10 +194,12 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool,
             study, backend, setup, folder, budget, run_id=phase.record.options["run_id"], seed=search.seed,
             ranks_per_trial=search.ranks_per_trial, retries=search.retries, trial_timeout=search.trial_timeout,
             heartbeat=search.heartbeat, own_store=search.storage is None, sample_ahead=search.sample_ahead,
+            store_grace=search.store_grace,
             progress=Progress(enabled=progress, notes=True, elapsed_before=budget.elapsed_before,
                               timeout=search.timeout),
             scheduler=make_scheduler(search, study),
         )
+        coordinator.store.name = str(search.storage or folder / DEFAULT_JOURNAL)
         if caught:
             coordinator.caught_signal = caught[-1]
         try:

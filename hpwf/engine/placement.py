@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Hashable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+RESERVE_AFTER_S = 30.0  # a waiting big trial that waited this long is placed before smaller ones
 
 
 def choose_agents(free: Sequence[tuple[K, str, int]], size: int, one_host: bool = False) -> list[K] | None:
@@ -90,3 +91,14 @@ def may_ask(free: int, smallest: int, waiting: int, agents: int) -> bool:
         False
     """
     return free >= smallest and waiting < agents
+
+
+def next_waiting(oldest_first: Iterable[Any], now: float, free: int) -> Any | None:
+    """The oldest waiting trial that fits in ``free`` ranks; once the oldest has waited
+    `RESERVE_AFTER_S`, only it (a big trial is not starved by smaller ones)."""
+    for record in oldest_first:
+        if record.size <= free:
+            return record
+        if now - record.since > RESERVE_AFTER_S:
+            return None
+    return None

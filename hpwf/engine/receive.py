@@ -13,6 +13,7 @@ from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.stops import Why
+from hpwf.engine.store import STORE_ERRORS
 from hpwf.rundir import fail_reason
 from hpwf.wire import (
     Done, DoneState, Heartbeat, Hello, Reply, Report, Stop, Suggest, Used, UserAttr, send_quietly, suggest, to_optuna)
@@ -48,10 +49,10 @@ def _act(c: Coordinator, conn: Any, message: Any) -> None:
         _started_running(c, message.ticket)
     elif isinstance(message, Done):
         _done(c, agent, message)
-    elif isinstance(message, (Suggest, Report, UserAttr)):
-        send_quietly(conn, Reply(message.ticket, _answer(c, message)))
+    elif isinstance(message, (Suggest, Report, UserAttr)):  # (answered once the store answers, if it fails)
+        c.store.effect(c, lambda: send_quietly(conn, Reply(message.ticket, _answer(c, message))))
     elif isinstance(message, Used):
-        _answer(c, message)  # one way: no reply
+        c.store.effect(c, lambda: _answer(c, message))  # one way: no reply
 
 
 def _hello(c: Coordinator, conn: Any, agent: AgentRecord | None, hello: Hello) -> None:
@@ -108,6 +109,8 @@ def _answer(c: Coordinator, message: Suggest | Report | UserAttr | Used) -> Any:
             return trial.should_prune()
         trial.set_user_attr(message.key, message.value)
         return None
+    except STORE_ERRORS:
+        raise  # the request waits for the store (hpwf.engine.store), its trial goes on
     except Exception as exc:  # noqa: BLE001 - the trial side raises it in the objective
         return exc
 

@@ -13,11 +13,23 @@ class StopKind(enum.Enum):
     TIME_BUDGET = "time budget"
     FAILURES = "failures"  # more than max_failures trials failed
     BACKEND = "backend failed"  # no agents can come, or too few for the trials
+    STORE = "store failed"  # the study's store failed for longer than Search(store_grace): a resume goes on
+    STORE_FULL = "store full"  # no room for the store (a full disk, a quota): a resume goes on once there is
 
     @property
     def fatal(self) -> bool:
         """The run ends with an error (exit 1) rather than a summary."""
-        return self in (StopKind.FAILURES, StopKind.BACKEND)
+        return self in (StopKind.FAILURES, StopKind.BACKEND, StopKind.STORE_FULL)
+
+    @property
+    def resumable(self) -> bool:
+        """No later phase starts; the command exits 130 and ``hpwf resume`` goes on."""
+        return self in (StopKind.INTERRUPTED, StopKind.STORE, StopKind.STORE_FULL)
+
+    @property
+    def leaves_trials(self) -> bool:
+        """The store failed: running trials stay RUNNING in it, as after SIGKILL (a resume settles them)."""
+        return self in (StopKind.STORE, StopKind.STORE_FULL)
 
 
 class StopReason(str):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hpwf.engine.ledger import AgentRecord, AgentState, TrialRecord, TrialState
 from hpwf.engine.receive import receive
 from hpwf.engine.stops import StopKind, StopReason, Why
+from hpwf.engine.store import STORE_ERRORS
 from hpwf.wire import Abort, send_quietly
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from hpwf.engine.loop import Coordinator
     from hpwf.engine.outcomes import Outcomes
     from hpwf.engine.session import Budget, Session
+    from hpwf.engine.store import StoreOutage
     from hpwf.progress import Progress
 
 A, S = AgentState, TrialState
@@ -41,6 +43,7 @@ class Transitions:
     stop_reason: str | None
     caught_signal: str | None
     attached: dict[Any, TrialRecord]
+    store: StoreOutage
 
     def _tell(self) -> None:
         """Store the results that arrived (they are durable already); a refused one fails."""
@@ -72,16 +75,27 @@ class Transitions:
         """
         if record.state in (S.TOLD, S.FAILED, S.REQUEUED):
             return
-        if record.state in (S.PLACED, S.RUNNING) and self.outcomes.tell_durable(record.trial):
-            self.session.ledger.move(record, S.DONE)  # its result is on disk (its Done was lost or late):
-            self.session.ledger.move(record, S.TOLD)  # kept, as a resume after SIGKILL keeps it
-            return
-        counts_as_failure = why.counts_as_failure
-        if why.aborts and self.backend.group_mode != "mpi":
+        store, now = self.store, self.session.clock.now()
+        kept = store.failures.pop(record.ticket, None)
+        if kept is None and why.aborts and self.backend.group_mode != "mpi":
             for conn in [a.conn for a in record.working] + [c for c, r in self.attached.items() if r is record]:
                 send_quietly(conn, Abort(record.ticket, reason))
-        requeued = self.outcomes.fail(record.trial, reason, traceback_text,  # stopping: resume runs it
-                                      counts_as_failure=counts_as_failure)
+        tried = store.ready(now) and not store.later  # (kept effects go first)
+        try:
+            if not tried:
+                raise store.error or OSError("the store failed")
+            if record.state in (S.PLACED, S.RUNNING) and self.outcomes.tell_durable(record.trial):
+                self.session.ledger.move(record, S.DONE)  # its result is on disk (its Done was lost or late):
+                self.session.ledger.move(record, S.TOLD)  # kept, as a resume after SIGKILL keeps it
+                return
+            requeued = self.outcomes.fail(record.trial, reason, traceback_text,  # stopping: resume runs it
+                                          counts_as_failure=why.counts_as_failure)
+        except STORE_ERRORS as exc:  # kept, and stored once the store answers (hpwf.engine.store)
+            store.failures[record.ticket] = kept or (record, reason, traceback_text, why)
+            if tried:
+                store.failed(exc, now)
+            return
+        counts_as_failure = why.counts_as_failure
         self.session.ledger.move(record, S.FAILED)
         if requeued:
             self.session.ledger.move(record, S.REQUEUED)
@@ -111,7 +125,7 @@ class Transitions:
         self.stop_reason = StopReason(StopKind.INTERRUPTED, f"interrupted by {name}")
         for conn in self.session.poll(0.0):  # a `Done` that arrived since the last turn is kept
             receive(cast("Coordinator", self), conn)
-        self._tell()
+        self.store.run(cast("Coordinator", self), self._tell)
         ledger = self.session.ledger
         for record in ledger.in_state(S.ASKED, S.WAITING, S.PLACED, S.RUNNING):  # paused ones stay paused
             self.fail(record, f"interrupted by {name}; it will run again on resume",

@@ -39,6 +39,9 @@ class Config:
     steps: int = 1  # steps a trial reports (with a scheduler); each costs its plan's length / steps
     population: int = 2  # PBT: members (n_trials = population x generations)
     interval: int = 2  # PBT: steps per segment
+    store_grace: float = 60.0  # Search(store_grace): a store outage longer than this stops the run
+    run_id: str = RUN_ID
+    shared: bool = False  # another run shares the study (hpwf.sim._shared_study): budgets are per run
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:

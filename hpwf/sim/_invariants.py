@@ -19,7 +19,8 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState as OT
 
 from hpwf.engine.ledger import AgentRecord, AgentState, Ledger, TrialRecord, TrialState
-from hpwf.rundir import PAUSED_ATTR, PBT_PARENT, is_paused
+from hpwf.rundir import FAIL_REASON_ATTR, PAUSED_ATTR, PBT_PARENT, RUN_ATTR, is_paused
+from hpwf.sim import _store_faults as store_faults
 from hpwf.wire import Assign
 
 if TYPE_CHECKING:
@@ -40,12 +41,31 @@ class CheckedStorage(InMemoryStorage):
         self.finished_ok = 0  # trials COMPLETE or PRUNED
         self.changed: set[int] = set()  # trial numbers whose state changed since the last check
         self.failing_writes = 0  # a fault: the next writes of a trial's state or attrs raise OSError
+        self.failing_until = float("-inf")  # a fault: every write fails until then (hpwf.sim._store_faults)
+        self.failed_at = float("-inf")  # when a write last failed
         self.paused_marks: dict[int, int] = {}  # trial number -> the step the study last marked it paused at
 
     def _write(self) -> None:
+        if self.world.clock.t < self.failing_until:
+            self.failed_at = self.world.clock.t
+            raise OSError(5, "Input/output error (simulated outage)", "study.journal")
         if self.failing_writes > 0:
             self.failing_writes -= 1
+            self.failed_at = self.world.clock.t
             raise OSError(28, "No space left on device (simulated)")
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        if self.world.clock.t < self.failing_until:
+            self._write()
+        super().set_study_user_attr(study_id, key, value)
+
+    def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        c, w = self.world.c, self.world
+        if c is not None and c.store.failing and not w.config.shared and template_trial is None:
+            w.violation("a new trial was asked while the store fails")  # (a requeue's template is no ask)
+        if self.world.clock.t < self.failing_until:
+            self._write()
+        return super().create_new_trial(study_id, template_trial)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._write()
@@ -118,7 +138,7 @@ class Invariants:
             w.violation(f"paused trial(s) {ledger.woken} promoted after the run stopped ({stopped})")
         ledger.woken.clear()
         finished_ok = w.storage.finished_ok
-        if finished_ok > w.config.n_trials:
+        if finished_ok > w.config.n_trials and not w.config.shared:  # (shared: checked per run at the end)
             w.violation(f"{finished_ok} trials finished for a budget of {w.config.n_trials}")
         records = list(ledger.moved.values())
         records += [r for n in sorted(w.storage.changed) if (r := ledger.by_number.get(n)) is not None]
@@ -129,6 +149,7 @@ class Invariants:
             if agent.state in (AgentState.BUSY, AgentState.RESERVED) and agent.ticket is None:
                 w.violation(f"{agent.where()} is {agent.state.value} without a trial")
         ledger.moved_agents.clear()
+        store_faults.check(w)
 
     def _agree(self, ledger: Ledger, records: list[TrialRecord]) -> None:
         """The ledger's trials (those it still holds) and the study agree on each trial's state."""
@@ -138,6 +159,8 @@ class Invariants:
             if ledger.trials.get(record.ticket) is not record:
                 continue  # told or requeued and forgotten, or an older ticket
             state = trials[record.number].state
+            if w.config.shared and state == OT.FAIL and _stale(trials[record.number]):
+                continue  # another run failed it as stale: this run learns so at its next write of it
             if state not in AGREES.get(record.state, (OT.RUNNING,)):
                 w.violation(f"trial {record.number}: ledger {record.state.value}, study {state.name}")
 
@@ -145,10 +168,11 @@ class Invariants:
         w = self.world
         self._agree(ledger, list(ledger.trials.values()))
         trials = w.study.get_trials(deepcopy=False)
-        ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
+        ours = [t for t in trials if t.user_attrs.get(RUN_ATTR) == w.config.run_id] if w.config.shared else trials
+        ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in ours)  # shared: each run its own budget (README)
         if not stop_reason and ok != w.config.n_trials:
             w.violation(f"the run ended with {ok} trials finished for a budget of {w.config.n_trials}")
-        for t in trials:
+        for t in ours:
             if t.state == OT.RUNNING and not (w.config.scheduler and is_paused(t, w.run_dir)):
                 w.violation(f"trial {t.number} left RUNNING in the study")
             elif t.state == OT.RUNNING and t.user_attrs.get(PAUSED_ATTR) not in self.checkpoints.get(t.number, {None}):
@@ -157,6 +181,13 @@ class Invariants:
             if parent is not None and not (0 <= parent < len(trials) and trials[parent].state == OT.COMPLETE):
                 w.violation(f"PBT segment {t.number}'s parent {parent} is not a COMPLETE segment")
         for number, state in w.durable_live.items():
+            if _stale(trials[number]):
+                continue  # another run saw this run's beat stale and ran it again: by design
             if trials[number].state not in (OT.COMPLETE, OT.PRUNED):
                 w.violation(f"trial {number} saved a {state} result while it ran, yet ended {trials[number].state.name}"
                             " (trained again)")
+
+
+def _stale(trial: Any) -> bool:
+    """Failed by another run sharing the study, which saw this run's heartbeat stale."""
+    return str(trial.user_attrs.get(FAIL_REASON_ATTR, "")).startswith("stale")

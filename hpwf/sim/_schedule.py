@@ -3,7 +3,8 @@
 A schedule is a list of actions, each a tuple: ``("advance", seconds)`` (let the run go on in
 virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, beats)``,
 ``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``, ``("hang_rank", i)``,
-``("store_errors", n)`` (the store's next n writes of a trial raise OSError). After the last action
+``("store_errors", n)`` (the store's next n writes of a trial raise OSError), ``("store_outage", seconds)``
+(every store write fails for that long: `hpwf.sim._store_faults`, drawn into one seed in five). After the last action
 the run goes on, without faults, until it ends (it must, within `World.bound_s`).
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpwf.sim import _shared_study as shared_study, _store_faults as store_faults
 from hpwf.sim._world import World
 from hpwf.sim._config import Config
 
@@ -31,15 +33,17 @@ class Outcome:
     violations: list[str]
     steps: int
     virtual_s: float
+    shared: bool = False  # two runs on one study
 
     def replay_line(self) -> str:
         store = " --store-errors" if any(a[0] == "store_errors" for a in self.actions) else ""
-        return f"python -m hpwf.sim --seed {self.seed}" + (" --big" if self.config.agents > 16 else "") + store
+        return f"python -m hpwf.sim --seed {self.seed}" + (" --big" if self.config.agents > 16 else "") + store + \
+            (" --shared-study" if self.shared else " --no-shared-study")
 
 
 def draw_actions(rng: random.Random, config: Config, count: int, store_errors: bool = False) -> list[Action]:
-    """``count`` faults for ``config``; store errors only when asked (`Coordinator.step` does not
-    survive one yet: see bench/RESULTS.md §13)."""
+    """``count`` faults for ``config``; counted store errors only when asked (store outages are
+    drawn into the default schedules by `hpwf.sim._store_faults.with_outages`)."""
     horizon = max(1.0, config.longest * 2)
     out: list[Action] = []
     for _ in range(count):
@@ -83,6 +87,8 @@ def apply(world: World, action: Action) -> None:
         world.crash_coordinator()
     elif kind == "store_errors":
         world.store_errors(action[1])
+    elif kind == "store_outage":
+        store_faults.outage(world, action[1])
     else:
         raise ValueError(f"unknown action {action!r}")
 
@@ -115,10 +121,15 @@ def run(config: Config, actions: list[Action], run_dir: Path | None = None) -> W
     return world
 
 
-def run_seed(seed: int, big: bool = False, store_errors: bool = False) -> Outcome:
-    """The schedule of ``seed``: its config and its faults, drawn and run."""
+def run_seed(seed: int, big: bool = False, store_errors: bool = False, shared: bool | None = None) -> Outcome:
+    """The schedule of ``seed``: its config and its faults, drawn and run; two runs on one study
+    (`hpwf.sim._shared_study`) for one seed in ten, or as ``shared`` says."""
     config = Config.draw(seed, big)
+    if shared if shared is not None else shared_study.drawn(seed):
+        two, pairs = shared_study.run_shared(seed, config)
+        return Outcome(seed, config, pairs, two.violations, sum(w.steps for w in two.worlds), two.clock.t - 1000.0,
+                       shared=True)
     rng = random.Random(seed ^ 0x5EED)
-    actions = draw_actions(rng, config, rng.randint(0, 12), store_errors)
+    actions = store_faults.with_outages(seed, config, draw_actions(rng, config, rng.randint(0, 12), store_errors))
     world = run(config, actions)
     return Outcome(seed, config, actions, world.violations, world.steps, world.clock.t - 1000.0)

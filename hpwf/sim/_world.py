@@ -23,8 +23,9 @@ from hpwf.errors import RunError
 from hpwf.sim._agents import Plan, SimAgent, plans
 from hpwf.sim._invariants import CheckedLedger, CheckedStorage, Invariants
 from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
+from hpwf.rundir import RUN_ATTR
 from hpwf.wire import Abort, Setup
-from hpwf.sim._config import Config, MAX_RESUMES, RUN_ID
+from hpwf.sim._config import Config, MAX_RESUMES
 
 
 @dataclass
@@ -33,15 +34,19 @@ class World:
     run_dir: Path
     violations: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    partner: World | None = None  # a run sharing the study, clock and events (hpwf.sim._shared_study)
 
     def __post_init__(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         self.rng = random.Random(self.config.seed * 7919 + 1)
-        self.clock = SimClock()
-        self.events = Events(self.clock)
-        self.storage = CheckedStorage(self)
+        p = self.partner
+        self.clock: SimClock = p.clock if p else SimClock()
+        self.events: Events = p.events if p else Events(self.clock)
+        self.storage: CheckedStorage = p.storage if p else CheckedStorage(self)
         self.invariants = Invariants(self)
-        self.study = optuna.create_study(storage=self.storage, sampler=optuna.samplers.RandomSampler(seed=self.config.seed))
+        sampler = optuna.samplers.RandomSampler(seed=self.config.seed + (1 if p else 0))
+        self.study: optuna.Study = optuna.load_study(study_name=p.study.study_name, storage=self.storage, sampler=sampler) if p \
+            else optuna.create_study(storage=self.storage, sampler=sampler)
         self.plans: dict[int, Plan] = {}
         self.agents: list[SimAgent] = []
         self.lost_hosts: set[str] = set()
@@ -66,10 +71,10 @@ class World:
         setup = Setup(str(self.run_dir), None, None, heartbeat_s=cfg.heartbeat)
         timeout = cfg.time_budget if self.resumes == 0 else None
         budget = Budget(n_trials=cfg.n_trials, timeout=timeout, max_failures=10_000)
-        self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
+        self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=cfg.run_id,
                              seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
-                             heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
-                             ranks_per_trial=cfg.ranks,
+                             heartbeat=cfg.heartbeat, own_store=not cfg.shared, sample_ahead=cfg.sample_ahead,
+                             ranks_per_trial=cfg.ranks, store_grace=cfg.store_grace,
                              scheduler=make_scheduler(cfg.search(), self.study) if cfg.scheduler else None)
         self.ending = False
         try:
@@ -77,6 +82,7 @@ class World:
         except OSError as exc:  # the store failed while the resume read it: that resume exits; another follows
             self.log.append(f"t={self.clock.t:.3f} the coordinator could not start: {exc}")
             self.session.__exit__(None, None, None)
+            self.resumes -= 1  # (uncounted: each such start used up a failing write of the store)
             if self.resumes < MAX_RESUMES:
                 self.resume()
             else:
@@ -143,6 +149,7 @@ class World:
         """``hpwf resume``: a new coordinator on the study as left, with new agents."""
         self.resumes += 1
         self.lost_hosts.clear()  # a new job: its nodes are all there
+        self.clock.t = max(self.clock.t, self.storage.failing_until)  # a user resumes once the store answers
         self.log.append(f"t={self.clock.t:.3f} resume #{self.resumes}")
         self.start_coordinator()
 
@@ -248,6 +255,8 @@ class World:
         trial = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
         if trial.state == OT.RUNNING and state in ("complete", "pruned"):
             self.durable_live[number] = state
+        if trial.user_attrs.get(RUN_ATTR, self.config.run_id) != self.config.run_id:
+            self.violation(f"{agent.name} of run {self.config.run_id} trained trial {number} of run {trial.user_attrs[RUN_ATTR]}")
 
     def aborted(self, agent: SimAgent, message: Abort) -> None:
         if self.config.group_mode == "mpi":

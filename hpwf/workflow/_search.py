@@ -72,6 +72,9 @@ class Search:
         heartbeat: seconds between heartbeats. A worker silent for 3 heartbeats is taken as
             lost; a RUNNING trial whose stored heartbeat is that old (its coordinator vanished)
             is failed and queued again, on every storage.
+        store_grace: seconds the study's store may fail (a journal on NFS answering EIO, a
+            dropped database connection) while the run waits for it, retrying with backoff and
+            asking nothing new; past it the run stops, resumable (exit 130, `hpwf resume`).
         sample_ahead: propose values for the search space seen so far when a trial is handed
             out, so a matching ``suggest_*`` costs no round trip (recorded only if used; a new
             name or distribution still asks the coordinator). ``False``: every suggest asks.
@@ -119,6 +122,7 @@ class Search:
     retries: int = 0
     trial_timeout: float | None = None
     heartbeat: float = 10.0
+    store_grace: float = 600.0
     sample_ahead: bool = True
     scheduler: str = "none"
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
@@ -162,6 +166,7 @@ class Search:
         check_number("retries", self.retries, integer=True, low=0, high=1000)
         check_number("trial_timeout", self.trial_timeout, integer=False, low=0, strict=True, high=10**9)
         check_number("heartbeat", self.heartbeat, integer=False, low=0, strict=True, high=3600)
+        check_number("store_grace", self.store_grace, integer=False, low=0, high=10**9)
         check_number("threads_per_trial", self.threads_per_trial, integer=True, low=1, high=4096)
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
