@@ -4,7 +4,8 @@ An agent says `Hello`, beats every heartbeat, runs each `Assign` for the length 
 (asking for ``x`` by round trip unless it was proposed ahead), writes the trial's durable
 ``result.json`` before it sends `Done`, and dies on `Abort` (a Dask agent's child process;
 `World` restarts it). Faults are switches on the agent: frozen (with or without beats), a hung
-non-leader rank, a link delay.
+non-leader rank, a link delay, a half-sent frame (its next `Done` stops after the length and part
+of the payload; then it is silent for good, or its process dies).
 
 With a scheduler (`Config.scheduler`) a trial reports each of its ``steps`` steps and obeys the
 answer (`ending_of`, shared with `hpwf.sim._virtual`'s agents): go on, prune, or pause (the
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from hpwf.rundir import RESTORE_ATTR, write_result
 from hpwf.sim._net import SimConn
+from hpwf.engine.health import SILENT_BEATS
 from hpwf.wire import PAUSE, Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
-    float_dist
+    encode, float_dist
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
@@ -53,6 +55,7 @@ class SimAgent:
     dead: bool = False
     stopped: bool = False
     delay: float = 0.0
+    half_frame: str | None = None  # "silent" | "die": its next Done is cut mid-frame, then that
     _waiting_for_x: bool = False
     _params: dict[str, Any] = field(default_factory=dict)
     _epoch: int = 0  # bumped at each new task: stale timers of an older one do nothing
@@ -80,9 +83,32 @@ class SimAgent:
         if self.dead or self.conn is None:
             return
         try:
-            self.conn.send(message)
+            if self.half_frame and isinstance(message, Done):
+                self._half_send(message)
+            else:
+                self.conn.send(message)
         except BrokenPipeError:
             self.dead = True
+
+    def _half_send(self, message: Done) -> None:
+        """The real frame of ``message``, cut after its length and half its payload; then silence
+        for good (a node frozen mid-write: no beat either) or death. The coordinator must read
+        on without waiting for the rest, and drop this agent within the silence limit."""
+        assert self.conn is not None
+        frame, hub_end, world = encode(message), self.conn.peer, self.world
+        self.conn.send_bytes(frame[:4 + (len(frame) - 4) // 2])
+        world.log.append(f"t={world.clock.t:.3f} {self.name} sent half a frame, then is {self.half_frame}")
+        if self.half_frame == "die":
+            self.die()
+            world.restart(self)
+        else:
+            self.dead = True  # nothing more comes from it; its connection stays open
+        session, limit = world.session, (SILENT_BEATS + 2) * world.config.heartbeat + 1.0 + world.config.turn_s
+
+        def dropped() -> None:
+            if world.session is session and not world.finished and hub_end is not None and not hub_end.closed:
+                world.violation(f"{self.name} sent half a frame {limit:g} s ago and is still connected")
+        world.events.after(limit, dropped)
 
     def _beat(self) -> None:
         if self.dead or self.stopped:

@@ -3,7 +3,8 @@
 A schedule is a list of actions, each a tuple: ``("advance", seconds)`` (let the run go on in
 virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, beats)``,
 ``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``, ``("hang_rank", i)``,
-``("store_errors", n)`` (the store's next n writes of a trial raise OSError). After the last action
+``("store_errors", n)`` (the store's next n writes of a trial raise OSError), ``("half_frame", i, then)``
+(agent i's next Done is cut mid-frame, then it is "silent" or dies: `extra_faults`). After the last action
 the run goes on, without faults, until it ends (it must, within `World.bound_s`).
 """
 
@@ -63,6 +64,17 @@ def draw_actions(rng: random.Random, config: Config, count: int, store_errors: b
     return out
 
 
+def extra_faults(seed: int, actions: list[Action]) -> list[Action]:
+    """Faults added after the first draw, from their own generator (so a seed's older faults stay
+    as they were): in one seed of four, a half-sent frame at a random point."""
+    rng = random.Random(seed ^ 0xF7A3E)
+    if rng.random() < 0.25:
+        out = list(actions)
+        out.insert(rng.randint(0, len(out)), ("half_frame", rng.randrange(1 << 16), rng.choice(["silent", "die"])))
+        return out
+    return actions
+
+
 def apply(world: World, action: Action) -> None:
     kind = action[0]
     if kind == "advance":
@@ -83,6 +95,8 @@ def apply(world: World, action: Action) -> None:
         world.crash_coordinator()
     elif kind == "store_errors":
         world.store_errors(action[1])
+    elif kind == "half_frame":
+        world.half_frame(action[1], action[2])
     else:
         raise ValueError(f"unknown action {action!r}")
 
@@ -119,6 +133,6 @@ def run_seed(seed: int, big: bool = False, store_errors: bool = False) -> Outcom
     """The schedule of ``seed``: its config and its faults, drawn and run."""
     config = Config.draw(seed, big)
     rng = random.Random(seed ^ 0x5EED)
-    actions = draw_actions(rng, config, rng.randint(0, 12), store_errors)
+    actions = extra_faults(seed, draw_actions(rng, config, rng.randint(0, 12), store_errors))
     world = run(config, actions)
     return Outcome(seed, config, actions, world.violations, world.steps, world.clock.t - 1000.0)

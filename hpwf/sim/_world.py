@@ -22,7 +22,7 @@ from hpwf.engine.stops import StopKind, stop_kind
 from hpwf.errors import RunError
 from hpwf.sim._agents import Plan, SimAgent, plans
 from hpwf.sim._invariants import CheckedLedger, CheckedStorage, Invariants
-from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
+from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession, WouldBlock
 from hpwf.wire import Abort, Setup
 from hpwf.sim._config import Config, MAX_RESUMES, RUN_ID
 
@@ -111,7 +111,7 @@ class World:
                 return
             stopped = c.stop_reason
             c.step(self.config.turn_s)
-        except Exception:  # noqa: BLE001 - the first invariant: nothing escapes step
+        except (Exception, WouldBlock):  # noqa: BLE001 - the first invariant: nothing escapes step (nor blocks)
             self.violation("an exception escaped Coordinator.step:\n" + traceback.format_exc())
             self.finished = True
             return
@@ -210,6 +210,12 @@ class World:
         if agent is not None and self.config.group_mode == "mpi" and self.config.ranks > 1:
             agent.hangs_after_done = True
             self.log.append(f"t={self.clock.t:.3f} {agent.name} will hang after its leaders' Done")
+
+    def half_frame(self, index: int, then: str) -> None:
+        """An agent's next `Done` is cut mid-frame; then it is silent for good, or dies."""
+        agent = self.pick(index)
+        if agent is not None:
+            agent.half_frame = then
 
     def store_errors(self, count: int) -> None:
         """The store's next ``count`` writes of a trial (its state, its attributes) raise OSError."""
