@@ -22,13 +22,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpwf.rundir import RESTORE_ATTR, write_result
+from hpwf.sim._ensemble import member_started
 from hpwf.sim._net import SimConn
 from hpwf.engine.health import SILENT_BEATS
+from hpwf.engine.ledger import AgentState
 from hpwf.wire import PAUSE, Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
     encode, float_dist
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
+
+
+
+LIVE = (AgentState.CONNECTING, AgentState.IDLE, AgentState.BUSY, AgentState.RESERVED)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class SimAgent:
     _epoch: int = 0  # bumped at each new task: stale timers of an older one do nothing
     _step: int = 0  # the step the running trial trains next (with a scheduler)
     _reporting: bool = False  # a Report sent, its reply not read yet
+    _task_folder: Path | None = None  # the run directory of its task's phase (a later phase's Setup may come)
 
     # --- life -------------------------------------------------------------------------------
     def connect(self, hub_conn: SimConn, agent_conn: SimConn) -> None:
@@ -105,9 +112,10 @@ class SimAgent:
             self.dead = True  # nothing more comes from it; its connection stays open
         session, limit = world.session, (SILENT_BEATS + 2) * world.config.heartbeat + 1.0 + world.config.turn_s
 
-        def dropped() -> None:
-            if world.session is session and not world.finished and hub_end is not None and not hub_end.closed:
-                world.violation(f"{self.name} sent half a frame {limit:g} s ago and is still connected")
+        def dropped() -> None:  # (a retired MPI rank stays connected, given no work, until the run ends)
+            record = session.ledger.agents.get(hub_end) if session is not None else None
+            if world.session is session and not world.finished and record is not None and record.state in LIVE:
+                world.violation(f"{self.name} sent half a frame {limit:g} s ago and is still {record.state.value}")
         world.events.after(limit, dropped)
 
     def _beat(self) -> None:
@@ -171,11 +179,22 @@ class SimAgent:
         self.task, self._epoch, self._reporting = task, self._epoch + 1, False
         self.tickets.add(task.ticket)
         self._params = dict(task.params)
-        if self.leader and "x" not in self._params:
+        self._task_folder = self.folder
+        if self.setup is not None and self.setup.entry == "ensemble":  # a member: its configuration is fixed
+            if self.leader and not member_started(self.world, task):
+                self._finish(self._epoch, "error")  # `hpwf.Member`: "carries no member attributes"
+                return
+            self._run(self._epoch)
+        elif self.leader and "x" not in self._params:
             self._waiting_for_x = True
             self._send(Suggest(task.ticket, "x", float_dist(-1.0, 1.0, None, False)))
         else:
             self._run(self._epoch)
+
+    @property
+    def folder(self) -> Path:
+        """The phase's run directory (the ensemble's: ``RUN_DIR/ensemble``)."""
+        return Path(self.setup.run_dir) if self.setup is not None else Path(self.world.run_dir)
 
     @property
     def leader(self) -> bool:
@@ -218,7 +237,7 @@ class SimAgent:
         task = self.task
         assert task is not None
         seconds = self.world.plan_for(task.number).seconds * (self._step + 1) / self.world.config.steps
-        write_result(Path(self.world.run_dir), task.number, "PAUSED", None, dict(self._params), seconds,
+        write_result(self._task_folder or self.folder, task.number, "PAUSED", None, dict(self._params), seconds,
                      {"x": float_dist(-1.0, 1.0, None, False)})
         self.world.invariants.saved(task.number, self._step + 1)
         self.task = None
@@ -239,6 +258,8 @@ class SimAgent:
             return
         plan = self.world.plan_for(task.number)
         ending = ending or plan.ending
+        if ending == "pruned" and self.setup is not None and self.setup.entry == "ensemble":
+            ending = "complete"  # members are never pruned
         x = float(self._params.get("x", 0.0))
         used = self._used_params(task)
         if ending == "complete":
@@ -249,9 +270,10 @@ class SimAgent:
             state, values = "fail", None
             text = "Traceback ...\nValueError: the objective returned a non-finite value: nan" if ending == "nan" \
                 else "Traceback ...\nRuntimeError: boom"
-        write_result(Path(self.world.run_dir), task.number, state.upper(), values, dict(self._params), plan.seconds,
-                     {"x": float_dist(-1.0, 1.0, None, False)})
-        self.world.durable(task.number, state, self)
+        write_result(self._task_folder or self.folder, task.number, state.upper(), values, dict(self._params),
+                     plan.seconds, {"x": float_dist(-1.0, 1.0, None, False)})
+        if self._task_folder == self.folder:  # (not a trial of the search that ends in the ensemble's phase)
+            self.world.durable(task.number, state, self)
         self.task = None
         self._send(Done(task.ticket, DoneState(state), values, text, plan.seconds, used=used))
 

@@ -39,6 +39,8 @@ class Config:
     steps: int = 1  # steps a trial reports (with a scheduler); each costs its plan's length / steps
     population: int = 2  # PBT: members (n_trials = population x generations)
     interval: int = 2  # PBT: steps per segment
+    ensemble: int = 0  # K: members trained after the search (`hpwf.sim._ensemble`); 0: none
+    top_k: int = 1  # the ensemble's configurations: the search's best k trials
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:
@@ -53,7 +55,7 @@ class Config:
                                 if s <= 1.0 or (agents / hb + 2 / hb + 1) * s <= MAX_BEATS]),
             sample_ahead=rng.random() < 0.7,
             ranks=min(agents, rng.choice([1, 1, 1, 2, 4, 8])),
-        ).slower_turns(rng).with_scheduler(rng)
+        ).slower_turns(rng).with_scheduler(rng).with_ensemble()
 
     def slower_turns(self, rng: random.Random) -> Config:
         """Two runs in three take idle turns of half a heartbeat (a coordinator late by that much):
@@ -74,6 +76,14 @@ class Config:
             self.n_trials, self.steps = self.population * generations, generations * self.interval
         else:
             self.steps, self.n_trials = rng.choice([4, 8]), min(self.n_trials, 16)
+        return self
+
+    def with_ensemble(self) -> Config:
+        """One run in four without a scheduler trains an ensemble of 1-6 members after its search
+        (drawn from a generator of its own: the other fields stay as their seed drew them)."""
+        rng = random.Random(self.seed ^ 0xE75E)
+        if self.scheduler is None and rng.random() < 0.25:
+            self.ensemble, self.top_k = rng.randint(1, 6), rng.choice([1, 2, 3])
         return self
 
     def search(self) -> Search:

@@ -118,8 +118,8 @@ class Invariants:
             w.violation(f"paused trial(s) {ledger.woken} promoted after the run stopped ({stopped})")
         ledger.woken.clear()
         finished_ok = w.storage.finished_ok
-        if finished_ok > w.config.n_trials:
-            w.violation(f"{finished_ok} trials finished for a budget of {w.config.n_trials}")
+        if finished_ok > w.n_trials:
+            w.violation(f"{finished_ok} trials finished for a budget of {w.n_trials}")
         records = list(ledger.moved.values())
         records += [r for n in sorted(w.storage.changed) if (r := ledger.by_number.get(n)) is not None]
         ledger.moved.clear()
@@ -135,8 +135,8 @@ class Invariants:
         w = self.world
         trials = w.study.get_trials(deepcopy=False)
         for record in records:
-            if ledger.trials.get(record.ticket) is not record:
-                continue  # told or requeued and forgotten, or an older ticket
+            if ledger.trials.get(record.ticket) is not record or record.trial.study is not w.study:
+                continue  # told or requeued and forgotten, an older ticket, or an earlier phase's
             state = trials[record.number].state
             if state not in AGREES.get(record.state, (OT.RUNNING,)):
                 w.violation(f"trial {record.number}: ledger {record.state.value}, study {state.name}")
@@ -146,8 +146,8 @@ class Invariants:
         self._agree(ledger, list(ledger.trials.values()))
         trials = w.study.get_trials(deepcopy=False)
         ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in trials)
-        if not stop_reason and ok != w.config.n_trials:
-            w.violation(f"the run ended with {ok} trials finished for a budget of {w.config.n_trials}")
+        if not stop_reason and ok != w.n_trials:
+            w.violation(f"the run ended with {ok} trials finished for a budget of {w.n_trials}")
         for t in trials:
             if t.state == OT.RUNNING and not (w.config.scheduler and is_paused(t, w.run_dir)):
                 w.violation(f"trial {t.number} left RUNNING in the study")

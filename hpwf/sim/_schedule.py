@@ -4,7 +4,9 @@ A schedule is a list of actions, each a tuple: ``("advance", seconds)`` (let the
 virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, beats)``,
 ``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``, ``("hang_rank", i)``,
 ``("store_errors", n)`` (the store's next n writes of a trial raise OSError), ``("half_frame", i, then)``
-(agent i's next Done is cut mid-frame, then it is "silent" or dies: `extra_faults`). After the last action
+(agent i's next Done is cut mid-frame, then it is "silent" or dies), ``("plan_kill", j)`` and
+``("plan_signal", j, name)`` (the coordinator killed, or a stop signal, once the ensemble's j-th
+member is queued: `hpwf.sim._ensemble`); the last three come from `extra_faults`. After the last action
 the run goes on, without faults, until it ends (it must, within `World.bound_s`).
 """
 
@@ -64,15 +66,18 @@ def draw_actions(rng: random.Random, config: Config, count: int, store_errors: b
     return out
 
 
-def extra_faults(seed: int, actions: list[Action]) -> list[Action]:
+def extra_faults(seed: int, config: Config, actions: list[Action]) -> list[Action]:
     """Faults added after the first draw, from their own generator (so a seed's older faults stay
-    as they were): in one seed of four, a half-sent frame at a random point."""
-    rng = random.Random(seed ^ 0xF7A3E)
+    as they were): in one seed of four, a half-sent frame at a random point; with an ensemble, in
+    one of two, the coordinator killed or a stop signal while its members are queued."""
+    rng, out = random.Random(seed ^ 0xF7A3E), list(actions)
     if rng.random() < 0.25:
-        out = list(actions)
         out.insert(rng.randint(0, len(out)), ("half_frame", rng.randrange(1 << 16), rng.choice(["silent", "die"])))
-        return out
-    return actions
+    if config.ensemble and rng.random() < 0.5:
+        j = rng.randint(1, config.ensemble)
+        out.insert(0, ("plan_kill", j) if rng.random() < 0.5 else
+                   ("plan_signal", j, rng.choice(["SIGTERM", "SIGUSR1", "SIGINT"])))
+    return out
 
 
 def apply(world: World, action: Action) -> None:
@@ -97,6 +102,8 @@ def apply(world: World, action: Action) -> None:
         world.store_errors(action[1])
     elif kind == "half_frame":
         world.half_frame(action[1], action[2])
+    elif kind in ("plan_kill", "plan_signal"):
+        world.plan_fault = None if world.in_ensemble else (kind, action[1], action[2] if len(action) > 2 else "")
     else:
         raise ValueError(f"unknown action {action!r}")
 
@@ -133,6 +140,6 @@ def run_seed(seed: int, big: bool = False, store_errors: bool = False) -> Outcom
     """The schedule of ``seed``: its config and its faults, drawn and run."""
     config = Config.draw(seed, big)
     rng = random.Random(seed ^ 0x5EED)
-    actions = extra_faults(seed, draw_actions(rng, config, rng.randint(0, 12), store_errors))
+    actions = extra_faults(seed, config, draw_actions(rng, config, rng.randint(0, 12), store_errors))
     world = run(config, actions)
     return Outcome(seed, config, actions, world.violations, world.steps, world.clock.t - 1000.0)

@@ -25,6 +25,7 @@ from hpwf.sim._invariants import CheckedLedger, CheckedStorage, Invariants
 from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession, WouldBlock
 from hpwf.wire import Abort, Setup
 from hpwf.sim._config import Config, MAX_RESUMES, RUN_ID
+from hpwf.sim import _ensemble
 
 
 @dataclass
@@ -33,6 +34,11 @@ class World:
     run_dir: Path
     violations: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    in_ensemble: bool = False  # the ensemble's phase began (`hpwf.sim._ensemble`)
+    search_study: Any = None
+    members_storage: Any = None
+    plan_fault: tuple[str, int, str] | None = None  # armed: fired after that many members are queued
+    caught: list[str] = field(default_factory=list)  # stop signals caught between the phases
 
     def __post_init__(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -43,6 +49,7 @@ class World:
         self.invariants = Invariants(self)
         self.study = optuna.create_study(storage=self.storage, sampler=optuna.samplers.RandomSampler(seed=self.config.seed))
         self.plans: dict[int, Plan] = {}
+        self.n_trials = self.config.n_trials  # the phase's budget (the ensemble's: its K members)
         self.agents: list[SimAgent] = []
         self.lost_hosts: set[str] = set()
         self.durable_live: dict[int, str] = {}  # trial number -> state its durable result had while it was live
@@ -66,12 +73,15 @@ class World:
         setup = Setup(str(self.run_dir), None, None, heartbeat_s=cfg.heartbeat)
         timeout = cfg.time_budget if self.resumes == 0 else None
         budget = Budget(n_trials=cfg.n_trials, timeout=timeout, max_failures=10_000)
-        self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
+        self.c = _ensemble.coordinator(self) if self.in_ensemble else Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=RUN_ID,
                              seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
                              heartbeat=cfg.heartbeat, own_store=True, sample_ahead=cfg.sample_ahead,
                              ranks_per_trial=cfg.ranks,
                              scheduler=make_scheduler(cfg.search(), self.study) if cfg.scheduler else None)
         self.ending = False
+        if self.c is None:  # the ensemble could not be planned (nothing to select from): the run ends
+            self.finished = True
+            return
         try:
             self.c.begin(self.session)
         except OSError as exc:  # the store failed while the resume read it: that resume exits; another follows
@@ -118,7 +128,7 @@ class World:
         self.invariants.after_step(self.ledger, stopped)
 
     def _end_phase(self) -> None:
-        c, session = self.c, self.session
+        c, session, cfg = self.c, self.session, self.config
         assert c is not None and session is not None
         self.ending = True
         try:
@@ -126,11 +136,13 @@ class World:
         except RunError:
             pass
         c.end()
+        if _ensemble.follows(self, stop_kind(c.stop_reason)):
+            return  # the ensemble's phase began on this session
         session.__exit__(None, None, None)
         for agent in self.agents:
             agent.die()
         self.agents = []
-        left = c.stop_reason and c.counts.finished_ok < self.config.n_trials
+        left = c.stop_reason and (c.counts.finished_ok < self.n_trials or (cfg.ensemble and not self.in_ensemble))
         if stop_kind(c.stop_reason) is StopKind.BACKEND:  # the same job again fails again: resume it once
             self.backend_stops += 1
         if left and self.resumes < MAX_RESUMES and self.backend_stops <= 1:
@@ -138,6 +150,7 @@ class World:
         else:
             self.finished = True
             self.invariants.at_end(self.ledger, c.stop_reason)
+            _ensemble.at_end(self, c.stop_reason) if self.in_ensemble else None
 
     def resume(self) -> None:
         """``hpwf resume``: a new coordinator on the study as left, with new agents."""
