@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from hpwf.rundir import FAIL_REASON_ATTR, MEMBER
 from hpwf.sim import Config, World, finish, run, run_seed
 from hpwf.sim._config import MAX_RESUMES
 
@@ -140,6 +141,82 @@ def test_a_hung_rank_of_a_timed_out_mpi_trial_is_retired_and_the_run_ends() -> N
     outcome = run_seed(1_001_269)
     assert outcome.config.group_mode == "mpi" and ("hang_rank", 6712) in outcome.actions
     assert outcome.violations == []
+
+
+def _members(world: World) -> list[int]:
+    return sorted(int(t.user_attrs[MEMBER]) for t in world.study.trials if t.state.name == "COMPLETE")
+
+
+ENSEMBLE = Config(seed=5, agents=4, hosts=2, n_trials=6, heartbeat=2.0, longest=1.0, ensemble=4, top_k=2)
+
+
+@pytest.mark.parametrize("fault", [("plan_kill", 2), ("plan_signal", 1, "SIGTERM"), ("plan_signal", 4, "SIGUSR1")])
+def test_an_ensemble_after_the_search_trains_each_member_once_despite_a_stop_while_it_is_planned(
+        fault: tuple[object, ...]) -> None:
+    """The real ensemble phase plans 4 members from the search's best 2 trials; the coordinator is
+    killed (SIGKILL) after 2 members were queued, or a stop signal comes while they are queued.
+    The resume trains exactly the 4 planned members, each once. The kill failed before the fix:
+    `EnsemblePhase.prepare` queued nothing when the study held members, and the 2 unqueued ones
+    ran as trials without member attributes."""
+    world = run(ENSEMBLE, [fault, ("advance", 30.0), ("crash", 1), ("advance", 5.0), ("kill_coordinator",)])
+    assert world.violations == []
+    assert world.in_ensemble and world.resumes >= 1 and any(fault[0] in line for line in world.log)
+    assert _members(world) == [0, 1, 2, 3]
+
+
+def test_seeds_with_an_ensemble_are_drawn_with_faults_while_it_is_planned() -> None:
+    drawn = [run_seed(seed) for seed in range(400) if Config.draw(seed).ensemble]
+    assert len(drawn) >= 40
+    assert {a[0] for o in drawn for a in o.actions} >= {"plan_kill", "plan_signal", "crash", "kill_coordinator"}
+    assert all(o.violations == [] for o in drawn[:5])
+
+
+def test_the_simulator_catches_a_run_json_saved_before_every_member_is_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 6 put back (``ensemble/run.json`` saved before `prepare` queued every member): a
+    coordinator killed while it queues them leaves a run.json that the study does not match."""
+    from hpwf.engine.phases import Phase
+
+    def save_first(self):  # type: ignore[no-untyped-def]
+        study, existing = self.open_study()
+        self.record.save(self.folder)
+        self.prepare(study, existing)
+        return study
+
+    monkeypatch.setattr(Phase, "ready", save_first)
+    world = run(ENSEMBLE, [("plan_kill", 2)])
+    assert any("ensemble/run.json (n_trials=4) and the study disagree: member(s) [2, 3]" in v for v in world.violations)
+
+
+@pytest.mark.parametrize("then", ["silent", "die"])
+def test_a_half_sent_frame_costs_its_agent_only(then: str) -> None:
+    """An agent sends the first half of its `Done`'s real wire frame, then falls silent for good
+    or dies: the coordinator reads the half frame without waiting for the rest and drops the agent
+    within the silence limit (the simulator checks both); the trial's result, saved in its folder
+    before the Done, is told from there, not trained again."""
+    config = Config(seed=3, agents=3, hosts=1, n_trials=8, retries=1, heartbeat=2.0, longest=1.0)
+    world = run(config, [("half_frame", 0, then), ("advance", 60.0)])
+    assert world.violations == []
+    assert any("a1 sent half a frame" in line for line in world.log)
+    assert [t.state.name for t in world.study.trials] == ["COMPLETE"] * 8
+
+
+def test_the_simulator_catches_a_read_that_waits_for_the_rest_of_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7 put back (the coordinator reads a readable connection until a whole message came,
+    as `Connection.recv` does): a half-sent frame blocks the step, and the simulator says so."""
+    from hpwf.sim._net import SimConn, WouldBlock
+
+    original = SimConn.take
+
+    def recv_whole(self):  # type: ignore[no-untyped-def]
+        messages = original(self)
+        if self.frames.partial and not messages:
+            raise WouldBlock("waiting for the rest of a frame")
+        return messages
+
+    monkeypatch.setattr(SimConn, "take", recv_whole)
+    world = run(Config(seed=3, agents=3, hosts=1, n_trials=8, heartbeat=2.0, longest=1.0),
+                [("half_frame", 0, "silent"), ("advance", 60.0)])
+    assert any("escaped Coordinator.step" in v and "WouldBlock" in v for v in world.violations), world.violations
 
 
 class Schedules(RuleBasedStateMachine):

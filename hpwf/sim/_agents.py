@@ -104,7 +104,7 @@ class SimAgent:
         assert self.conn is not None
         frame, hub_end, world = encode(message), self.conn.peer, self.world
         self.conn.send_bytes(frame[:4 + (len(frame) - 4) // 2])
-        world.log.append(f"t={world.clock.t:.3f} {self.name} sent half a frame, then is {self.half_frame}")
+        world.log.append(f"t={world.clock.t:.3f} {self.name} sent half a frame, then {self.half_frame}")
         if self.half_frame == "die":
             self.die()
             world.restart(self)
