@@ -219,6 +219,38 @@ def test_the_simulator_catches_a_read_that_waits_for_the_rest_of_a_frame(monkeyp
     assert any("escaped Coordinator.step" in v and "WouldBlock" in v for v in world.violations), world.violations
 
 
+def test_a_groups_other_ranks_pause_and_resume_with_their_leader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As `hpwf.Trial.report` shares the scheduler's decision with every rank, a group's other
+    ranks leave the trial when its leader pauses (or ends) it, and start again with it from the
+    checkpoint; before, they ran the whole trial out and reported as members much later."""
+    from hpwf.sim import _agents
+
+    wrote, left = [], []
+    write = _agents.write_result
+
+    def noted_write(run_dir, number, state, *args, **kwargs):  # type: ignore[no-untyped-def]
+        wrote.append((number, state, world_clock()))
+        return write(run_dir, number, state, *args, **kwargs)
+
+    def leave(self, epoch):  # type: ignore[no-untyped-def]
+        if self.task is not None:
+            left.append((self.task.number, world_clock()))
+        original_leave(self, epoch)
+
+    original_leave = _agents.SimAgent.leave
+    monkeypatch.setattr(_agents, "write_result", noted_write)
+    monkeypatch.setattr(_agents.SimAgent, "leave", leave)
+    config = Config(seed=4, agents=4, hosts=2, group_mode="mpi", ranks=2, scheduler="asha-resume", steps=4,
+                    n_trials=10, heartbeat=2.0, longest=30.0)
+    world = World(config, tmp_path)
+    world_clock = lambda: world.clock.t  # noqa: E731
+    finish(world)
+    assert world.violations == []
+    paused = [(n, t) for n, state, t in wrote if state == "PAUSED"]
+    assert paused and all(p in left for p in paused), (paused, left)
+    assert len(left) == len(wrote) and not world.followers
+
+
 class Schedules(RuleBasedStateMachine):
     """Faults in any order, at any time; the invariants after every rule; every run must end."""
 
@@ -257,6 +289,10 @@ class Schedules(RuleBasedStateMachine):
     @rule(i=st.integers(0, 63), seconds=st.sampled_from([0.0, 0.01, 0.5, 3.0, 20.0]))
     def delay(self, i: int, seconds: float) -> None:
         self.w.delay_link(i, seconds)
+
+    @rule(i=st.integers(0, 63), then=st.sampled_from(["silent", "die"]))
+    def half_frame(self, i: int, then: str) -> None:
+        self.w.half_frame(i, then)
 
     @rule(name=st.sampled_from(["SIGTERM", "SIGUSR1", "SIGINT"]))
     def signal(self, name: str) -> None:

@@ -15,18 +15,17 @@ world keeps the checkpoint; the Done says PAUSED); an attempt whose Assign names
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpwf.rundir import RESTORE_ATTR, write_result
+from hpwf.rundir import write_result
 from hpwf.sim._ensemble import member_started
 from hpwf.sim._net import SimConn
+from hpwf.sim._plans import ending_of, restore_point
 from hpwf.engine.health import SILENT_BEATS
 from hpwf.engine.ledger import AgentState
-from hpwf.wire import PAUSE, Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
+from hpwf.wire import Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
     encode, float_dist
 
 if TYPE_CHECKING:
@@ -35,14 +34,6 @@ if TYPE_CHECKING:
 
 
 LIVE = (AgentState.CONNECTING, AgentState.IDLE, AgentState.BUSY, AgentState.RESERVED)
-
-
-@dataclass
-class Plan:
-    """What one attempt of a trial does: how long it runs and how it ends."""
-
-    seconds: float
-    ending: str = "complete"  # complete | pruned | error | nan
 
 
 @dataclass
@@ -203,8 +194,11 @@ class SimAgent:
     def _run(self, epoch: int) -> None:
         assert self.task is not None
         plan = self.world.plan_for(self.task.number)
-        if not self.world.config.scheduler or not self.leader:
+        if not self.world.config.scheduler:
             self.world.events.after(plan.seconds, lambda: self._finish(epoch))
+            return
+        if not self.leader:  # it trains in step with its leader and leaves when the leader does (the
+            self.world.followers.setdefault(self.task.ticket, []).append((self, epoch))  # decision is shared)
             return
         self._step = self.world.invariants.start_step(self.task, restore_point(self.task))
         self._next_step(epoch)
@@ -241,6 +235,7 @@ class SimAgent:
                      {"x": float_dist(-1.0, 1.0, None, False)})
         self.world.invariants.saved(task.number, self._step + 1)
         self.task = None
+        self._release_group(task)
         self._send(Done(task.ticket, DoneState.PAUSED, None, None, seconds, used=self._used_params(task)))
 
     def _finish(self, epoch: int, ending: str | None = None) -> None:
@@ -275,26 +270,15 @@ class SimAgent:
         if self._task_folder == self.folder:  # (not a trial of the search that ends in the ensemble's phase)
             self.world.durable(task.number, state, self)
         self.task = None
+        self._release_group(task)
         self._send(Done(task.ticket, DoneState(state), values, text, plan.seconds, used=used))
 
+    def _release_group(self, task: Assign) -> None:
+        """The leader leaves the trial (done, pruned, failed or paused): so do its other ranks, which
+        learn it from the shared decision (`hpwf.Trial.report` broadcasts it) and report as members."""
+        for rank, epoch in self.world.followers.pop(task.ticket, []):
+            rank.leave(epoch)
 
-def plans(rng: random.Random, longest: float) -> Plan:
-    """A random attempt: lengths from milliseconds to ``longest`` (log-uniform), some failures."""
-    seconds = math.exp(rng.uniform(math.log(0.001), math.log(longest)))
-    ending = rng.choices(["complete", "pruned", "error", "nan"], [85, 5, 5, 5])[0]
-    return Plan(seconds, ending)
-
-
-def ending_of(reply: Any) -> DoneState | None:
-    """How a trial ends on the coordinator's reply to its Report: None (go on), PAUSED, PRUNED or FAIL."""
-    if reply == PAUSE:
-        return DoneState.PAUSED
-    if isinstance(reply, BaseException):
-        return DoneState.FAIL
-    return DoneState.PRUNED if reply is True else None
-
-
-def restore_point(task: Assign) -> tuple[int, int] | None:
-    """(the trial whose checkpoint it continues from, the step) that an Assign names, or None."""
-    restore = (task.attrs or {}).get(RESTORE_ATTR)
-    return (int(restore["from"]), int(restore["step"])) if restore else None
+    def leave(self, epoch: int) -> None:
+        """A non-leader rank: its leader left the trial of ``epoch``; it reports as a member (or hangs)."""
+        self._finish(epoch)

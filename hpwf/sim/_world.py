@@ -20,7 +20,8 @@ from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget
 from hpwf.engine.stops import StopKind, stop_kind
 from hpwf.errors import RunError
-from hpwf.sim._agents import Plan, SimAgent, plans
+from hpwf.sim._agents import SimAgent
+from hpwf.sim._plans import Plan, plans
 from hpwf.sim._invariants import CheckedLedger, CheckedStorage, Invariants
 from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession, WouldBlock
 from hpwf.wire import Abort, Setup
@@ -39,6 +40,7 @@ class World:
     members_storage: Any = None
     plan_fault: tuple[str, int, str] | None = None  # armed: fired after that many members are queued
     caught: list[str] = field(default_factory=list)  # stop signals caught between the phases
+    followers: dict[int, list[Any]] = field(default_factory=dict)  # ticket -> its non-leader ranks, with a scheduler
 
     def __post_init__(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
