@@ -251,6 +251,22 @@ def test_a_groups_other_ranks_pause_and_resume_with_their_leader(monkeypatch: py
     assert len(left) == len(wrote) and not world.followers
 
 
+@pytest.mark.parametrize("agents", [2, 3])
+def test_a_leader_hung_on_a_timed_out_mpi_trial_is_retired_and_its_returned_rank_freed(agents: int) -> None:
+    """A group's leader hangs in its objective (heartbeat still beating) and its trial times out:
+    the leader was never reclaimed and the rank that had come back stayed reserved, so no group
+    could form and the run never ended (both cases failed before). Now the linger clock starts at
+    the timeout: the leader is retired (never told to exit: an MPI rank), the returned rank is free.
+    With 3 ranks the run goes on without a resume; with 2, too few are left: the job stops, and
+    its resume (a new job) finishes the budget."""
+    config = Config(seed=2, agents=agents, hosts=1, group_mode="mpi", ranks=2, n_trials=6, trial_timeout=3.0,
+                    longest=1.0, heartbeat=2.0)
+    world = run(config, [("hang_leader", 0)])
+    assert world.violations == []
+    assert any("will hang in the next trial it leads" in line for line in world.log)
+    assert world.resumes == (0 if agents == 3 else 1) and world.clock.t < 1000 + 60
+
+
 class Schedules(RuleBasedStateMachine):
     """Faults in any order, at any time; the invariants after every rule; every run must end."""
 

@@ -49,6 +49,7 @@ class SimAgent:
     frozen: bool = False
     beats_when_frozen: bool = False
     hangs_after_done: bool = False  # a non-leader rank that never returns after the leader's Done
+    hangs_as_leader: bool = False  # the next trial it leads never returns (its heartbeat thread still beats)
     dead: bool = False
     stopped: bool = False
     delay: float = 0.0
@@ -251,6 +252,8 @@ class SimAgent:
             self.task = None
             self._send(Done(task.ticket, DoneState.MEMBER, None, None, 0.0))
             return
+        if self.hangs_as_leader:
+            return
         plan = self.world.plan_for(task.number)
         ending = ending or plan.ending
         if ending == "pruned" and self.setup is not None and self.setup.entry == "ensemble":
@@ -267,8 +270,7 @@ class SimAgent:
                 else "Traceback ...\nRuntimeError: boom"
         write_result(self._task_folder or self.folder, task.number, state.upper(), values, dict(self._params),
                      plan.seconds, {"x": float_dist(-1.0, 1.0, None, False)})
-        if self._task_folder == self.folder:  # (not a trial of the search that ends in the ensemble's phase)
-            self.world.durable(task.number, state, self)
+        self.world.durable(task.number, state, self._task_folder or self.folder)
         self.task = None
         self._release_group(task)
         self._send(Done(task.ticket, DoneState(state), values, text, plan.seconds, used=used))

@@ -6,7 +6,8 @@ virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, 
 ``("store_errors", n)`` (the store's next n writes of a trial raise OSError), ``("half_frame", i, then)``
 (agent i's next Done is cut mid-frame, then it is "silent" or dies), ``("plan_kill", j)`` and
 ``("plan_signal", j, name)`` (the coordinator killed, or a stop signal, once the ensemble's j-th
-member is queued: `hpwf.sim._ensemble`); the last three come from `extra_faults`. After the last action
+member is queued: `hpwf.sim._ensemble`), ``("hang_leader", i)`` (the next MPI trial agent i leads never
+returns; it beats on); the last four come from `extra_faults`. After the last action
 the run goes on, without faults, until it ends (it must, within `World.bound_s`).
 """
 
@@ -77,6 +78,8 @@ def extra_faults(seed: int, config: Config, actions: list[Action]) -> list[Actio
         j = rng.randint(1, config.ensemble)
         out.insert(0, ("plan_kill", j) if rng.random() < 0.5 else
                    ("plan_signal", j, rng.choice(["SIGTERM", "SIGUSR1", "SIGINT"])))
+    if config.group_mode == "mpi" and config.ranks > 1 and config.trial_timeout and rng.random() < 0.5:
+        out.insert(rng.randint(0, len(out)), ("hang_leader", rng.randrange(1 << 16)))
     return out
 
 
@@ -102,6 +105,11 @@ def apply(world: World, action: Action) -> None:
         world.store_errors(action[1])
     elif kind == "half_frame":
         world.half_frame(action[1], action[2])
+    elif kind == "hang_leader":  # the next MPI trial it leads never returns, its heartbeat thread beating on
+        agent = world.pick(action[1])
+        if agent is not None and world.config.group_mode == "mpi" and world.config.trial_timeout:
+            agent.hangs_as_leader = True
+            world.log.append(f"t={world.clock.t:.3f} {agent.name} will hang in the next trial it leads")
     elif kind in ("plan_kill", "plan_signal"):
         world.plan_fault = None if world.in_ensemble else (kind, action[1], action[2] if len(action) > 2 else "")
     else:

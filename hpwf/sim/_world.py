@@ -265,7 +265,9 @@ class World:
             self.plans[number] = plans(random.Random(self.config.seed * 1_000_003 + number), self.config.longest)
         return self.plans[number]
 
-    def durable(self, number: int, state: str, agent: SimAgent) -> None:
+    def durable(self, number: int, state: str, folder: Path) -> None:
+        if self.c is None or Path(self.c.run_dir) != folder:
+            return  # a trial of an earlier phase (a retired rank's) ended in a later one
         trial = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
         if trial.state == OT.RUNNING and state in ("complete", "pruned"):
             self.durable_live[number] = state
