@@ -169,6 +169,9 @@ def test_seeds_with_an_ensemble_are_drawn_with_faults_while_it_is_planned() -> N
     assert len(drawn) >= 40
     assert {a[0] for o in drawn for a in o.actions} >= {"plan_kill", "plan_signal", "crash", "kill_coordinator"}
     assert all(o.violations == [] for o in drawn[:5])
+    # found by the soak: a search with no complete trial has no ensemble to plan (`hpwf run` exits 2);
+    # its MPI ranks were told to stop as if the run went on
+    assert run_seed(1_000_203).violations == []
 
 
 def test_the_simulator_catches_a_run_json_saved_before_every_member_is_queued(monkeypatch: pytest.MonkeyPatch) -> None:

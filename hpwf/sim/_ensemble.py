@@ -107,6 +107,7 @@ def follows(world: World, stop: StopKind | None) -> bool:
         return True
     if world.c is None:  # nothing to select from: the run ends there (exit 2)
         world.c, world.storage, world.study, world.in_ensemble = search_coordinator, search_storage, world.search_study, False
+        world.ending = True
         return False
     assert world.session is not None
     world.c.begin(world.session)
