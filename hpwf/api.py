@@ -16,10 +16,11 @@ import optuna
 from optuna.trial import TrialState
 
 from hpwf.backends import Backend, make_backend
-from hpwf.engine.phases import EnsemblePhase, Phase, SearchPhase
+from hpwf.engine.phases import Phase, SearchPhase
 from hpwf.engine.setup import (
-    check_fits, check_storage, ensemble_phase, override, remove_if_unused, run_and_score, run_record, scored)
-from hpwf.ensembles import member_direction, member_search
+    check_fits, check_storage, ensemble_phase, override, remove_if_unused, resumed_ensemble_phase, run_and_score,
+    run_record, scored)
+from hpwf.ensembles import member_direction
 from hpwf.errors import ConfigError
 from hpwf.progress import say
 from hpwf.report import status
@@ -158,14 +159,7 @@ def resume(
         record.options = options
         phases.append(SearchPhase(folder, record, search, dataclasses.replace(workflow, search=search), fresh=False))
     if workflow.ensemble is not None and workflow.ensemble.retrains and (ensemble or workflow.search is None):
-        sub = folder / ENSEMBLE_DIR
-        if (sub / "run.json").exists():  # the current plan's members; a stale plan is warned about
-            sub_record = RunRecord.load(sub)
-            search = member_search(workflow, sub_record.storage, sub_record.study_name,
-                                    sub_record.options.get("n_trials"))
-            phases.append(EnsemblePhase(sub, sub_record, search, workflow, fresh=False))
-        else:
-            phases.append(ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
+        phases.append(resumed_ensemble_phase(workflow, folder, chosen, options.get("workers"), record.storage))
     with run_umask(is_shared(folder)):
         return RunResult(*run_and_score(phases, chosen, progress, scored(workflow, phases)))
 

@@ -265,6 +265,43 @@ def test_a_stop_between_the_search_and_the_ensemble_is_recoverable(tmp_path: Pat
     assert sum(t.state.name == "COMPLETE" for t in members) == 4, [(t.number, t.state) for t in members]
 
 
+_KILLED_WHILE_PLANNING = """
+import os, signal, sys
+import optuna
+import hpwf
+original, queued = optuna.Study.enqueue_trial, []
+def enqueue(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    queued.append(1)
+    if len(queued) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # the node dies with 2 of the 4 members queued
+optuna.Study.enqueue_trial = enqueue
+hpwf.run(sys.argv[1], run_dir=sys.argv[2], workers=2, progress=False)
+"""
+
+
+def test_a_coordinator_killed_while_it_queues_the_members_is_resumed_with_every_member(tmp_path: Path) -> None:
+    """Found by the simulator (`test_sim.py::test_an_ensemble_after_the_search_trains_each_member_once_...`):
+    a SIGKILL after 2 of 4 members were queued left no ``ensemble/run.json``; the resume planned
+    afresh, saw a members' study with trials in it and queued nothing, so 2 members ran as trials
+    without member attributes ("carries no member attributes") and never trained."""
+    import subprocess
+    import sys
+
+    import hpwf
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_PLANNING, str(root / "tests/workflows/toy_search_ensemble.py"),
+                           str(run_dir)], capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == -9 and not (run_dir / "ensemble" / "run.json").exists(), proc.stderr[-3000:]
+    hpwf.resume(run_dir, workers=2, progress=False)
+    members = hpwf.load_study(run_dir / "ensemble").trials
+    done = sorted(t.user_attrs["member"] for t in members if t.state.name == "COMPLETE")
+    assert done == [0, 1, 2, 3], [(t.number, t.state, t.user_attrs) for t in members]
+
+
 def test_a_proposal_never_answers_a_request_for_another_distribution(tmp_path: Path) -> None:
     """Defect 4: a value proposed ahead for x in [0, 1] answered ``suggest_float("x", 5, 10)``
     (0.60, stored with FloatDistribution(5, 10))."""

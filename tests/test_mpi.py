@@ -175,3 +175,20 @@ def test_a_trial_timeout_under_the_mpi_backend_never_ends_the_job(tmp_path: Path
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 40 and TrialState.RUNNING not in states
     assert "trial_timeout" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_a_leader_hung_on_a_timed_out_trial_is_retired_and_its_other_rank_trains_on(tmp_path: Path) -> None:
+    """Trial 0's leader hangs 60 s (heartbeat beating) past its 3 s trial_timeout under
+    ``mpirun -np 4`` (3 worker ranks, trials of 2). Before, it kept its group until it returned:
+    no other trial could run meanwhile. Now, 30 s (the linger) after the timeout it is retired,
+    never told to exit, and its other rank, which came back, trains the rest with the third: the
+    budget is met before the leader returns, and the job exits 0."""
+    run_dir = tmp_path / "run"
+    proc = mpirun(4, "run", str(ROOT / "tests" / "workflows" / "hung_leader.py"), "--backend", "mpi",
+                  "--run-dir", str(run_dir), "--quiet", env={"HUNG_S": "60"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = hpwf.load_study(run_dir)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 6 and study.trials[0].state == TrialState.FAIL
+    returned = float((trial_folder(run_dir, 0) / "leader_returned").read_text())
+    assert all(t.datetime_complete is not None and t.datetime_complete.timestamp() < returned for t in done)

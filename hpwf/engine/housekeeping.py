@@ -27,9 +27,11 @@ def housekeeping(c: Coordinator, now: float) -> None:
                                               c.session.heartbeat):
         lose(c, agent, f"silent for {silent:.0f} s (no heartbeat)")
     for record in health.overdue_trials(ledger.in_state(S.PLACED, S.RUNNING), now, c.trial_timeout):
-        ended = ("its ranks take no other trial until it returns" if c.backend.group_mode == "mpi"
-                 else "its workers were ended")
+        mpi = c.backend.group_mode == "mpi"
+        ended = "its ranks take no other trial until it returns" if mpi else "its workers were ended"
         c.fail(record, f"exceeded trial_timeout={c.trial_timeout:g} s; {ended}", why=Why.TIMED_OUT)
+        if mpi and record.done_at is None:
+            record.done_at = now  # its ranks, leader too, must come back within the linger time
     _reclaim_lingering_ranks(c, now)
     if now - c.last_beat >= c.heartbeat:
         c.last_beat = now
@@ -50,9 +52,10 @@ def _watch_runs(c: Coordinator, now: float) -> None:
 
 
 def _reclaim_lingering_ranks(c: Coordinator, now: float) -> None:
-    """Ranks of an MPI group still out `LINGER_S` after their leader's `Done` (e.g. a Horovod or
-    NCCL shutdown hang, their heartbeat thread still beating) are retired: they take no more work
-    and are never told to exit (that would end the job); the group's other ranks are free again."""
+    """Ranks of an MPI group still out `LINGER_S` after their leader's `Done`, or after their trial
+    timed out (e.g. a Horovod or NCCL shutdown hang, or a leader hung in the objective, their
+    heartbeat thread still beating) are retired: they take no more work and are never told to exit
+    (that would end the job); the group's ranks that came back are free again."""
     if c.backend.group_mode != "mpi":
         return
     ledger = c.session.ledger
@@ -64,7 +67,7 @@ def _reclaim_lingering_ranks(c: Coordinator, now: float) -> None:
             if agent.state in (A.BUSY, A.RESERVED) and agent.ticket == record.ticket:
                 ledger.move_agent(agent, A.RETIRED)
                 c.progress.note(f"{agent.where()} retired: it did not return {linger:.0f} s after "
-                                f"trial {record.number}'s leader reported")
+                                f"trial {record.number} ended (its leader reported, or it timed out)")
         record.working.clear()
         release(c, record)
 

@@ -21,15 +21,13 @@ from hpwf.backends import Backend
 from hpwf.engine.loop import Coordinator, STOP_SIGNALS
 from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget, Session
-from hpwf.engine.stops import StopKind
+from hpwf.engine.stops import RESUMABLE_KINDS, StopKind
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import Progress, say
 from hpwf.rundir import (
     DEFAULT_JOURNAL, FAIL_REASON_ATTR, RunLock, RunRecord, journal_path, make_folder, open_storage, read_summary,
     save_journal_snapshot)
 from hpwf.wire import Setup
-
-RESUMABLE = {k.value for k in StopKind if k.resumable}  # no later phase after such a stop
 from hpwf.workflow import Search, Workflow
 
 
@@ -65,6 +63,18 @@ class Phase:
 
     def prepare(self, study: optuna.Study, existing: int) -> None:
         """Before the coordinator starts: queue what must run (nothing, for a search)."""
+
+    def open_study(self) -> tuple[optuna.Study, int]:
+        """The phase's study and how many trials it held before (a simulator gives its own)."""
+        return _open_study(self)
+
+    def ready(self) -> optuna.Study:
+        """Open the study, queue what must run, and only then save ``run.json``: a resume that
+        finds ``run.json`` finds every trial of the phase queued (defect 6)."""
+        study, existing = self.open_study()
+        self.prepare(study, existing)
+        self.record.save(self.folder)  # a resume keeps its new budget (status reads it from here)
+        return study
 
     def announce(self) -> None:
         """A line when the phase begins (none, for a search: the progress bar speaks)."""
@@ -102,11 +112,19 @@ class EnsemblePhase(Phase):
         counts = f"{todo + self.kept} members ({self.kept} kept, {todo} to train)" if self.kept else f"{todo} members"
         say(f"[hpwf] ensemble: {counts} in {self.folder}")
 
+    def source_study(self) -> optuna.Study | None:
+        """The search's study the members' configurations are selected from (None: fixed ``params``)."""
+        spec, name = self.workflow.ensemble, self.record.options["source_study"]
+        return None if spec is None or spec.params is not None else optuna.load_study(
+            study_name=name, storage=open_storage(self.search.storage, self.folder))
+
     def prepare(self, study: optuna.Study, existing: int) -> None:
-        """Queue the members to train; a rebuild first retires what an older plan left queued."""
-        if not self.fresh or self.members is None or (existing and not self.rebuild):
+        """Queue the members to train; a rebuild first retires what an older plan left queued. A
+        coordinator killed while it queued them left some (and no ``run.json``): a resume queues the rest."""
+        waiting = [] if self.rebuild else [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+        if not self.fresh or self.members is None or (existing and not self.rebuild and not waiting):
             return
-        from hpwf.ensembles import plan, write_selection
+        from hpwf.ensembles import plan, same_member, write_selection
 
         members = self.members
         if self.rebuild:
@@ -114,14 +132,13 @@ class EnsemblePhase(Phase):
         if not members:  # planned now that the search has finished
             spec = self.workflow.ensemble
             assert spec is not None
-            source_name = self.record.options["source_study"]
-            source = None if spec.params is not None else optuna.load_study(
-                study_name=source_name, storage=open_storage(self.search.storage, self.folder))
-            planned = plan(spec, source, self.run_dir)
-            write_selection(self.run_dir, {**planned.as_json(), "calibrate": spec.calibrate, "source_study": source_name})
+            planned = plan(spec, self.source_study(), self.run_dir)
+            write_selection(self.run_dir, {**planned.as_json(), "calibrate": spec.calibrate,
+                                           "source_study": self.record.options["source_study"]})
             members = planned.members
         for attrs in members:
-            study.enqueue_trial({}, user_attrs=attrs)
+            if not any(same_member(queued, attrs) for queued in waiting):
+                study.enqueue_trial({}, user_attrs=attrs)
 
 
 def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[list[PhaseResult], bool]:
@@ -151,7 +168,7 @@ def run_phases(phases: list[Phase], backend: Backend, progress: bool) -> tuple[l
                 if caught and results:
                     return results, True  # no later phase; the last one's state is saved
                 results.append(run_phase(phase, backend, session, progress, caught))
-                if results[-1].summary.get("stop_kind") in RESUMABLE:
+                if results[-1].summary.get("stop_kind") in RESUMABLE_KINDS:
                     return results, True  # Ctrl-C, preemption, the walltime warning, the store: no later phase
     finally:
         for s, handler in previous.items():
@@ -176,11 +193,11 @@ def run_phase(phase: Phase, backend: Backend, session: Session, progress: bool,
     lock = RunLock(folder)
     lock.acquire()
     try:
-        study, existing = _open_study(phase)
-        phase.prepare(study, existing)
-        phase.record.save(folder)  # a resume keeps its new budget (status reads it from here)
+        study = phase.ready()
         wf = phase.workflow
-        payload = None if wf.path else _pickle(phase.objective())
+        import cloudpickle
+
+        payload = None if wf.path else cloudpickle.dumps(phase.objective())
         setup = Setup(str(folder.resolve()), str(wf.path) if wf.path else None, payload, phase.entry, search.heartbeat,
                       n_objectives=len(search.study_directions), threads=search.threads_per_trial)
         before = read_summary(folder) if not phase.fresh else {}
@@ -281,9 +298,3 @@ def _retire_old_plan(study: optuna.Study) -> None:
         trial = study.ask()
         trial.set_user_attr(FAIL_REASON_ATTR, reason)
         study.tell(trial, state=TrialState.FAIL)
-
-
-def _pickle(objective: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(objective)

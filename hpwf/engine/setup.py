@@ -32,11 +32,13 @@ def run_record(name: str, search: Search, wf: Workflow, backend: Backend, worker
 
 
 def ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
-                    source_name: str | None = None, members: list[dict[str, Any]] | None = None) -> EnsemblePhase:
+                    source_name: str | None = None, members: list[dict[str, Any]] | None = None,
+                    kind: type[EnsemblePhase] = EnsemblePhase) -> EnsemblePhase:
     """The members' sub-run in RUN_DIR/ensemble, sharing the search's storage.
 
     ``members``: the plan entries to train; default: planned once the search phase has
     finished (a selection needs its results), or now for a fixed ``params=`` configuration.
+    ``kind``: the phase's class (a simulator's subclass).
     """
     shared = storage or f"journal:{(folder / DEFAULT_JOURNAL).resolve()}"
     name = f"{source_name or wf.name}-ensemble"
@@ -44,9 +46,21 @@ def ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | 
     sub = folder / ENSEMBLE_DIR
     record = run_record(name, search, wf, backend, workers)
     record.options["direction"] = member_direction(wf, announce=True)
-    phase = EnsemblePhase(sub, record, search, wf, members=members or [])
+    phase = kind(sub, record, search, wf, members=members or [])
     phase.record.options["source_study"] = source_name or wf.name
     return phase
+
+
+def resumed_ensemble_phase(wf: Workflow, folder: Path, backend: Backend, workers: int | None, storage: str | None,
+                           kind: type[EnsemblePhase] = EnsemblePhase) -> EnsemblePhase:
+    """The ensemble's sub-run as ``hpwf resume`` finds it: the current plan's, once its
+    ``run.json`` was saved (every member queued); else planned afresh."""
+    sub = folder / ENSEMBLE_DIR
+    if not (sub / "run.json").exists():
+        return ensemble_phase(wf, folder, backend, workers, storage, kind=kind)
+    record = RunRecord.load(sub)
+    search = member_search(wf, record.storage, record.study_name, record.options.get("n_trials"))
+    return kind(sub, record, search, wf, fresh=False)
 
 
 def scored(wf: Workflow, phases: list[Phase]) -> Any:

@@ -32,6 +32,9 @@ class StopKind(enum.Enum):
         return self in (StopKind.STORE, StopKind.STORE_FULL)
 
 
+RESUMABLE_KINDS = frozenset(k.value for k in StopKind if k.resumable)  # no later phase after such a stop
+
+
 class StopReason(str):
     """The stop's message (as before, a string in ``summary.json``) and its `StopKind`."""
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from hpwf.ensembles import _uq as uq
 from hpwf.ensembles._aggregate import aggregate
-from hpwf.ensembles._members import member_direction, member_search, missing_members, plan, write_selection
+from hpwf.ensembles._members import (
+    member_direction, member_search, missing_members, plan, read_selection, same_member, write_selection)
 from hpwf.ensembles._uq import summarize
 
-__all__ = ['aggregate', 'member_direction', 'member_search', 'missing_members', 'plan', 'summarize', 'uq', 'write_selection']
+__all__ = ["aggregate", "member_direction", "member_search", "missing_members", "plan", "read_selection", "same_member", "summarize", "uq", "write_selection"]

@@ -4,7 +4,8 @@ An agent says `Hello`, beats every heartbeat, runs each `Assign` for the length 
 (asking for ``x`` by round trip unless it was proposed ahead), writes the trial's durable
 ``result.json`` before it sends `Done`, and dies on `Abort` (a Dask agent's child process;
 `World` restarts it). Faults are switches on the agent: frozen (with or without beats), a hung
-non-leader rank, a link delay.
+non-leader rank, a link delay, a half-sent frame (its next `Done` stops after the length and part
+of the payload; then it is silent for good, or its process dies).
 
 With a scheduler (`Config.scheduler`) a trial reports each of its ``steps`` steps and obeys the
 answer (`ending_of`, shared with `hpwf.sim._virtual`'s agents): go on, prune, or pause (the
@@ -14,27 +15,25 @@ world keeps the checkpoint; the Done says PAUSED); an attempt whose Assign names
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpwf.rundir import RESTORE_ATTR, write_result
+from hpwf.rundir import write_result
+from hpwf.sim._ensemble import member_started
 from hpwf.sim._net import SimConn
-from hpwf.wire import PAUSE, Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
-    float_dist
+from hpwf.sim._plans import ending_of, restore_point
+from hpwf.engine.health import SILENT_BEATS
+from hpwf.engine.ledger import AgentState
+from hpwf.wire import Abort, Assign, Done, DoneState, Heartbeat, Hello, Reply, Report, Setup, Stop, Suggest, \
+    encode, float_dist
 
 if TYPE_CHECKING:
     from hpwf.sim._world import World
 
 
-@dataclass
-class Plan:
-    """What one attempt of a trial does: how long it runs and how it ends."""
 
-    seconds: float
-    ending: str = "complete"  # complete | pruned | error | nan
+LIVE = (AgentState.CONNECTING, AgentState.IDLE, AgentState.BUSY, AgentState.RESERVED)
 
 
 @dataclass
@@ -50,14 +49,17 @@ class SimAgent:
     frozen: bool = False
     beats_when_frozen: bool = False
     hangs_after_done: bool = False  # a non-leader rank that never returns after the leader's Done
+    hangs_as_leader: bool = False  # the next trial it leads never returns (its heartbeat thread still beats)
     dead: bool = False
     stopped: bool = False
     delay: float = 0.0
+    half_frame: str | None = None  # "silent" | "die": its next Done is cut mid-frame, then that
     _waiting_for_x: bool = False
     _params: dict[str, Any] = field(default_factory=dict)
     _epoch: int = 0  # bumped at each new task: stale timers of an older one do nothing
     _step: int = 0  # the step the running trial trains next (with a scheduler)
     _reporting: bool = False  # a Report sent, its reply not read yet
+    _task_folder: Path | None = None  # the run directory of its task's phase (a later phase's Setup may come)
 
     # --- life -------------------------------------------------------------------------------
     def connect(self, hub_conn: SimConn, agent_conn: SimConn) -> None:
@@ -80,9 +82,33 @@ class SimAgent:
         if self.dead or self.conn is None:
             return
         try:
-            self.conn.send(message)
+            if self.half_frame and isinstance(message, Done):
+                self._half_send(message)
+            else:
+                self.conn.send(message)
         except BrokenPipeError:
             self.dead = True
+
+    def _half_send(self, message: Done) -> None:
+        """The real frame of ``message``, cut after its length and half its payload; then silence
+        for good (a node frozen mid-write: no beat either) or death. The coordinator must read
+        on without waiting for the rest, and drop this agent within the silence limit."""
+        assert self.conn is not None
+        frame, hub_end, world = encode(message), self.conn.peer, self.world
+        self.conn.send_bytes(frame[:4 + (len(frame) - 4) // 2])
+        world.log.append(f"t={world.clock.t:.3f} {self.name} sent half a frame, then {self.half_frame}")
+        if self.half_frame == "die":
+            self.die()
+            world.restart(self)
+        else:
+            self.dead = True  # nothing more comes from it; its connection stays open
+        session, limit = world.session, (SILENT_BEATS + 2) * world.config.heartbeat + 1.0 + world.config.turn_s
+
+        def dropped() -> None:  # (a retired MPI rank stays connected, given no work, until the run ends)
+            record = session.ledger.agents.get(hub_end) if session is not None else None
+            if world.session is session and not world.finished and record is not None and record.state in LIVE:
+                world.violation(f"{self.name} sent half a frame {limit:g} s ago and is still {record.state.value}")
+        world.events.after(limit, dropped)
 
     def _beat(self) -> None:
         if self.dead or self.stopped:
@@ -145,11 +171,22 @@ class SimAgent:
         self.task, self._epoch, self._reporting = task, self._epoch + 1, False
         self.tickets.add(task.ticket)
         self._params = dict(task.params)
-        if self.leader and "x" not in self._params:
+        self._task_folder = self.folder
+        if self.setup is not None and self.setup.entry == "ensemble":  # a member: its configuration is fixed
+            if self.leader and not member_started(self.world, task):
+                self._finish(self._epoch, "error")  # `hpwf.Member`: "carries no member attributes"
+                return
+            self._run(self._epoch)
+        elif self.leader and "x" not in self._params:
             self._waiting_for_x = True
             self._send(Suggest(task.ticket, "x", float_dist(-1.0, 1.0, None, False)))
         else:
             self._run(self._epoch)
+
+    @property
+    def folder(self) -> Path:
+        """The phase's run directory (the ensemble's: ``RUN_DIR/ensemble``)."""
+        return Path(self.setup.run_dir) if self.setup is not None else Path(self.world.run_dir)
 
     @property
     def leader(self) -> bool:
@@ -158,8 +195,11 @@ class SimAgent:
     def _run(self, epoch: int) -> None:
         assert self.task is not None
         plan = self.world.plan_for(self.task.number)
-        if not self.world.config.scheduler or not self.leader:
+        if not self.world.config.scheduler:
             self.world.events.after(plan.seconds, lambda: self._finish(epoch))
+            return
+        if not self.leader:  # it trains in step with its leader and leaves when the leader does (the
+            self.world.followers.setdefault(self.task.ticket, []).append((self, epoch))  # decision is shared)
             return
         self._step = self.world.invariants.start_step(self.task, restore_point(self.task))
         self._next_step(epoch)
@@ -192,10 +232,11 @@ class SimAgent:
         task = self.task
         assert task is not None
         seconds = self.world.plan_for(task.number).seconds * (self._step + 1) / self.world.config.steps
-        write_result(Path(self.world.run_dir), task.number, "PAUSED", None, dict(self._params), seconds,
+        write_result(self._task_folder or self.folder, task.number, "PAUSED", None, dict(self._params), seconds,
                      {"x": float_dist(-1.0, 1.0, None, False)})
         self.world.invariants.saved(task.number, self._step + 1)
         self.task = None
+        self._release_group(task)
         self._send(Done(task.ticket, DoneState.PAUSED, None, None, seconds, used=self._used_params(task)))
 
     def _finish(self, epoch: int, ending: str | None = None) -> None:
@@ -211,8 +252,12 @@ class SimAgent:
             self.task = None
             self._send(Done(task.ticket, DoneState.MEMBER, None, None, 0.0))
             return
+        if self.hangs_as_leader:
+            return
         plan = self.world.plan_for(task.number)
         ending = ending or plan.ending
+        if ending == "pruned" and self.setup is not None and self.setup.entry == "ensemble":
+            ending = "complete"  # members are never pruned
         x = float(self._params.get("x", 0.0))
         used = self._used_params(task)
         if ending == "complete":
@@ -223,30 +268,19 @@ class SimAgent:
             state, values = "fail", None
             text = "Traceback ...\nValueError: the objective returned a non-finite value: nan" if ending == "nan" \
                 else "Traceback ...\nRuntimeError: boom"
-        write_result(Path(self.world.run_dir), task.number, state.upper(), values, dict(self._params), plan.seconds,
-                     {"x": float_dist(-1.0, 1.0, None, False)})
-        self.world.durable(task.number, state, self)
+        write_result(self._task_folder or self.folder, task.number, state.upper(), values, dict(self._params),
+                     plan.seconds, {"x": float_dist(-1.0, 1.0, None, False)})
+        self.world.durable(task.number, state, self._task_folder or self.folder, self)
         self.task = None
+        self._release_group(task)
         self._send(Done(task.ticket, DoneState(state), values, text, plan.seconds, used=used))
 
+    def _release_group(self, task: Assign) -> None:
+        """The leader leaves the trial (done, pruned, failed or paused): so do its other ranks, which
+        learn it from the shared decision (`hpwf.Trial.report` broadcasts it) and report as members."""
+        for rank, epoch in self.world.followers.pop(task.ticket, []):
+            rank.leave(epoch)
 
-def plans(rng: random.Random, longest: float) -> Plan:
-    """A random attempt: lengths from milliseconds to ``longest`` (log-uniform), some failures."""
-    seconds = math.exp(rng.uniform(math.log(0.001), math.log(longest)))
-    ending = rng.choices(["complete", "pruned", "error", "nan"], [85, 5, 5, 5])[0]
-    return Plan(seconds, ending)
-
-
-def ending_of(reply: Any) -> DoneState | None:
-    """How a trial ends on the coordinator's reply to its Report: None (go on), PAUSED, PRUNED or FAIL."""
-    if reply == PAUSE:
-        return DoneState.PAUSED
-    if isinstance(reply, BaseException):
-        return DoneState.FAIL
-    return DoneState.PRUNED if reply is True else None
-
-
-def restore_point(task: Assign) -> tuple[int, int] | None:
-    """(the trial whose checkpoint it continues from, the step) that an Assign names, or None."""
-    restore = (task.attrs or {}).get(RESTORE_ATTR)
-    return (int(restore["from"]), int(restore["step"])) if restore else None
+    def leave(self, epoch: int) -> None:
+        """A non-leader rank: its leader left the trial of ``epoch``; it reports as a member (or hangs)."""
+        self._finish(epoch)

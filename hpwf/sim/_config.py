@@ -42,6 +42,8 @@ class Config:
     store_grace: float = 60.0  # Search(store_grace): a store outage longer than this stops the run
     run_id: str = RUN_ID
     shared: bool = False  # another run shares the study (hpwf.sim._shared_study): budgets are per run
+    ensemble: int = 0  # K: members trained after the search (`hpwf.sim._ensemble`); 0: none
+    top_k: int = 1  # the ensemble's configurations: the search's best k trials
 
     @classmethod
     def draw(cls, seed: int, big: bool = False) -> Config:
@@ -56,7 +58,7 @@ class Config:
                                 if s <= 1.0 or (agents / hb + 2 / hb + 1) * s <= MAX_BEATS]),
             sample_ahead=rng.random() < 0.7,
             ranks=min(agents, rng.choice([1, 1, 1, 2, 4, 8])),
-        ).slower_turns(rng).with_scheduler(rng)
+        ).slower_turns(rng).with_scheduler(rng).with_ensemble()
 
     def slower_turns(self, rng: random.Random) -> Config:
         """Two runs in three take idle turns of half a heartbeat (a coordinator late by that much):
@@ -77,6 +79,14 @@ class Config:
             self.n_trials, self.steps = self.population * generations, generations * self.interval
         else:
             self.steps, self.n_trials = rng.choice([4, 8]), min(self.n_trials, 16)
+        return self
+
+    def with_ensemble(self) -> Config:
+        """One run in four without a scheduler trains an ensemble of 1-6 members after its search
+        (drawn from a generator of its own: the other fields stay as their seed drew them)."""
+        rng = random.Random(self.seed ^ 0xE75E)
+        if self.scheduler is None and rng.random() < 0.25:
+            self.ensemble, self.top_k = rng.randint(1, 6), rng.choice([1, 2, 3])
         return self
 
     def search(self) -> Search:

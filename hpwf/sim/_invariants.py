@@ -138,8 +138,8 @@ class Invariants:
             w.violation(f"paused trial(s) {ledger.woken} promoted after the run stopped ({stopped})")
         ledger.woken.clear()
         finished_ok = w.storage.finished_ok
-        if finished_ok > w.config.n_trials and not w.config.shared:  # (shared: checked per run at the end)
-            w.violation(f"{finished_ok} trials finished for a budget of {w.config.n_trials}")
+        if finished_ok > w.n_trials and not w.config.shared:  # (shared: checked per run at the end)
+            w.violation(f"{finished_ok} trials finished for a budget of {w.n_trials}")
         records = list(ledger.moved.values())
         records += [r for n in sorted(w.storage.changed) if (r := ledger.by_number.get(n)) is not None]
         ledger.moved.clear()
@@ -156,8 +156,8 @@ class Invariants:
         w = self.world
         trials = w.study.get_trials(deepcopy=False)
         for record in records:
-            if ledger.trials.get(record.ticket) is not record:
-                continue  # told or requeued and forgotten, or an older ticket
+            if ledger.trials.get(record.ticket) is not record or record.trial.study is not w.study:
+                continue  # told or requeued and forgotten, an older ticket, or an earlier phase's
             state = trials[record.number].state
             if w.config.shared and state == OT.FAIL and _stale(trials[record.number]):
                 continue  # another run failed it as stale: this run learns so at its next write of it
@@ -170,8 +170,8 @@ class Invariants:
         trials = w.study.get_trials(deepcopy=False)
         ours = [t for t in trials if t.user_attrs.get(RUN_ATTR) == w.config.run_id] if w.config.shared else trials
         ok = sum(t.state in (OT.COMPLETE, OT.PRUNED) for t in ours)  # shared: each run its own budget (README)
-        if not stop_reason and ok != w.config.n_trials:
-            w.violation(f"the run ended with {ok} trials finished for a budget of {w.config.n_trials}")
+        if not stop_reason and ok != w.n_trials:
+            w.violation(f"the run ended with {ok} trials finished for a budget of {w.n_trials}")
         for t in ours:
             if t.state == OT.RUNNING and not (w.config.scheduler and is_paused(t, w.run_dir)):
                 w.violation(f"trial {t.number} left RUNNING in the study")

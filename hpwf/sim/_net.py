@@ -1,6 +1,8 @@
 """A simulated network and clock for the engine: in-memory connections, virtual time, events.
 
 Single-threaded and deterministic: nothing sleeps, nothing depends on object ids or wall time.
+A connection carries bytes: each message as the real wire frame (`hpwf.wire.encode`), read back
+by the real framing (`hpwf.wire.Frames`), so a peer may send half a frame (`SimConn.send_bytes`).
 A `SimSession` is a real `hpwf.engine.Session` whose hub and poller are this network: while the
 coordinator waits in ``poll``, virtual time jumps to the next event (a message arriving, an
 agent's heartbeat, a trial ending) and the event runs.
@@ -9,13 +11,13 @@ agent's heartbeat, a trial ending) and the event runs.
 from __future__ import annotations
 
 import heapq
-import pickle
 from collections import deque
 from typing import Any, Callable
 
 from hpwf.backends import Backend
 from hpwf.engine.ledger import Ledger
 from hpwf.engine.session import Session
+from hpwf.wire import Frames, encode
 
 
 class SimClock:
@@ -59,15 +61,20 @@ class Events:
         return ran
 
 
+class WouldBlock(BaseException):
+    """A read of a connection with nothing to read: a real socket would block the coordinator."""
+
+
 class SimConn:
-    """One end of a simulated connection. Messages are pickled on the way, as on the wire,
-    and arrive after the link's delay; one link keeps its order (as TCP does)."""
+    """One end of a simulated connection. Messages travel as wire frames and arrive after the
+    link's delay; one link keeps its order (as TCP does)."""
 
     def __init__(self, events: Events, number: int) -> None:
         self.events = events
         self.number = number
         self.peer: SimConn | None = None
         self.inbox: deque[bytes] = deque()
+        self.frames = Frames()
         self.closed = False
         self.delay: Callable[[], float] = lambda: 0.0
         self.on_message: Callable[[], None] | None = None  # the agent side: run when a message arrives
@@ -79,9 +86,13 @@ class SimConn:
         return self.number
 
     def send(self, message: Any) -> None:
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        """``data`` as written to the socket: whole frames, or a frame's first bytes only."""
         if self.closed or self.peer is None or self.peer.closed:
             raise BrokenPipeError("closed")
-        data, peer = pickle.dumps(message), self.peer
+        peer = self.peer
         arrival = max(self.events.clock.t + self.delay(), self._last_arrival)  # in order on one link
         self._last_arrival = arrival
 
@@ -93,12 +104,16 @@ class SimConn:
         self.events.at(arrival, arrive)
 
     def take(self) -> list[Any]:
-        """As `hpwf.wire._framed.Framed.take`: the messages that arrived; EOFError once the peer
-        closed and nothing is left."""
+        """As `hpwf.wire._framed.Framed.take`: the messages complete in what arrived (a partial
+        frame stays buffered); EOFError once the peer closed and nothing is left; `WouldBlock`
+        for a read with nothing to read (the engine must never make one)."""
         if not self.inbox:
-            raise EOFError("closed")
-        out = [pickle.loads(self.inbox.popleft()) for _ in range(len(self.inbox))]
-        return out
+            if self.peer is not None and self.peer.closed or self.closed:
+                raise EOFError("closed")
+            raise WouldBlock(f"connection {self.number}: a read with nothing to read")
+        chunk = b"".join(self.inbox)
+        self.inbox.clear()
+        return self.frames.feed(chunk)
 
     def readable(self) -> bool:
         return bool(self.inbox) or (self.peer is not None and self.peer.closed and not self.closed)

@@ -4,7 +4,11 @@ A schedule is a list of actions, each a tuple: ``("advance", seconds)`` (let the
 virtual time), ``("crash", i)``, ``("lose_node", i)``, ``("freeze", i, seconds, beats)``,
 ``("delay", i, seconds)``, ``("signal", name)``, ``("kill_coordinator",)``, ``("hang_rank", i)``,
 ``("store_errors", n)`` (the store's next n writes of a trial raise OSError), ``("store_outage", seconds)``
-(every store write fails for that long: `hpwf.sim._store_faults`, drawn into one seed in five). After the last action
+(every store write fails for that long: `hpwf.sim._store_faults`, drawn into one seed in five), ``("half_frame", i, then)``
+(agent i's next Done is cut mid-frame, then it is "silent" or dies), ``("plan_kill", j)`` and
+``("plan_signal", j, name)`` (the coordinator killed, or a stop signal, once the ensemble's j-th
+member is queued: `hpwf.sim._ensemble`), ``("hang_leader", i)`` (the next MPI trial agent i leads never
+returns; it beats on); the last four come from `extra_faults`. After the last action
 the run goes on, without faults, until it ends (it must, within `World.bound_s`).
 """
 
@@ -67,6 +71,22 @@ def draw_actions(rng: random.Random, config: Config, count: int, store_errors: b
     return out
 
 
+def extra_faults(seed: int, config: Config, actions: list[Action]) -> list[Action]:
+    """Faults added after the first draw, from their own generator (so a seed's older faults stay
+    as they were): in one seed of four, a half-sent frame at a random point; with an ensemble, in
+    one of two, the coordinator killed or a stop signal while its members are queued."""
+    rng, out = random.Random(seed ^ 0xF7A3E), list(actions)
+    if rng.random() < 0.25:
+        out.insert(rng.randint(0, len(out)), ("half_frame", rng.randrange(1 << 16), rng.choice(["silent", "die"])))
+    if config.ensemble and rng.random() < 0.5:
+        j = rng.randint(1, config.ensemble)
+        out.insert(0, ("plan_kill", j) if rng.random() < 0.5 else
+                   ("plan_signal", j, rng.choice(["SIGTERM", "SIGUSR1", "SIGINT"])))
+    if config.group_mode == "mpi" and config.ranks > 1 and config.trial_timeout and rng.random() < 0.5:
+        out.insert(rng.randint(0, len(out)), ("hang_leader", rng.randrange(1 << 16)))
+    return out
+
+
 def apply(world: World, action: Action) -> None:
     kind = action[0]
     if kind == "advance":
@@ -75,8 +95,11 @@ def apply(world: World, action: Action) -> None:
         world.crash(action[1])
     elif kind == "lose_node":
         world.lose_node(action[1])
-    elif kind == "hang_rank":
-        world.hang_rank(action[1])
+    elif kind == "hang_rank":  # a non-leader MPI rank will hang after its leader's Done (still beating)
+        agent = world.pick(action[1])
+        if agent is not None and world.config.group_mode == "mpi" and world.config.ranks > 1:
+            agent.hangs_after_done = True
+            world.log.append(f"t={world.clock.t:.3f} {agent.name} will hang after its leaders' Done")
     elif kind == "freeze":
         world.freeze(action[1], action[2], action[3])
     elif kind == "delay":
@@ -85,10 +108,20 @@ def apply(world: World, action: Action) -> None:
         world.signal(action[1])
     elif kind == "kill_coordinator":
         world.crash_coordinator()
-    elif kind == "store_errors":
-        world.store_errors(action[1])
+    elif kind == "store_errors":  # the store's next n writes of a trial raise OSError
+        world.storage.failing_writes = action[1]
+        world.log.append(f"t={world.clock.t:.3f} the next {action[1]} store write(s) fail")
     elif kind == "store_outage":
         store_faults.outage(world, action[1])
+    elif kind == "half_frame":
+        world.half_frame(action[1], action[2])
+    elif kind == "hang_leader":  # the next MPI trial it leads never returns, its heartbeat thread beating on
+        agent = world.pick(action[1])
+        if agent is not None and world.config.group_mode == "mpi" and world.config.trial_timeout:
+            agent.hangs_as_leader = True
+            world.log.append(f"t={world.clock.t:.3f} {agent.name} will hang in the next trial it leads")
+    elif kind in ("plan_kill", "plan_signal"):
+        world.plan_fault = None if world.in_ensemble else (kind, action[1], action[2] if len(action) > 2 else "")
     else:
         raise ValueError(f"unknown action {action!r}")
 
@@ -130,6 +163,6 @@ def run_seed(seed: int, big: bool = False, store_errors: bool = False, shared: b
         return Outcome(seed, config, pairs, two.violations, sum(w.steps for w in two.worlds), two.clock.t - 1000.0,
                        shared=True)
     rng = random.Random(seed ^ 0x5EED)
-    actions = store_faults.with_outages(seed, config, draw_actions(rng, config, rng.randint(0, 12), store_errors))
+    actions = store_faults.with_outages(seed, config, extra_faults(seed, config, draw_actions(rng, config, rng.randint(0, 12), store_errors)))
     world = run(config, actions)
     return Outcome(seed, config, actions, world.violations, world.steps, world.clock.t - 1000.0)

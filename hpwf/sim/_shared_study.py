@@ -39,7 +39,7 @@ def draw(seed: int, config: Config) -> tuple[list[Config], list[Action]]:
     aimed at one run: ``(run, action...)``."""
     rng = random.Random(seed ^ 0x5A5E)
     rng.random()
-    base = replace(config, scheduler=None, shared=True, time_budget=None)
+    base = replace(config, scheduler=None, shared=True, time_budget=None, ensemble=0)  # (no ensemble after it)
     other = replace(base, run_id="sim-run-b", agents=(k := rng.choice([1, 2, 4])), hosts=min(k, base.hosts),
                     ranks=min(base.ranks, k), n_trials=rng.randint(1, 20))
     hb = base.heartbeat

@@ -29,7 +29,8 @@ from optuna.storages import InMemoryStorage
 
 from hpwf.engine import Budget, Coordinator
 from hpwf.engine.schedulers import make_scheduler
-from hpwf.sim._agents import SimAgent, ending_of, restore_point
+from hpwf.sim._agents import SimAgent
+from hpwf.sim._plans import ending_of, restore_point
 from hpwf.sim._benchmarks import Benchmark
 from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
 from hpwf.wire import Abort, Assign, Done, DoneState, Reply, Report, Setup, Stop, Suggest, float_dist

@@ -20,12 +20,14 @@ from hpwf.engine.schedulers import make_scheduler
 from hpwf.engine.session import Budget
 from hpwf.engine.stops import StopKind, stop_kind
 from hpwf.errors import RunError
-from hpwf.sim._agents import Plan, SimAgent, plans
+from hpwf.sim._agents import SimAgent
+from hpwf.sim._plans import Plan, plans
 from hpwf.sim._invariants import CheckedLedger, CheckedStorage, Invariants
-from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession
+from hpwf.sim._net import Events, SimBackend, SimClock, SimConn, SimSession, WouldBlock
 from hpwf.rundir import RUN_ATTR
 from hpwf.wire import Abort, Setup
 from hpwf.sim._config import Config, MAX_RESUMES
+from hpwf.sim import _ensemble
 
 
 @dataclass
@@ -35,6 +37,12 @@ class World:
     violations: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     partner: World | None = None  # a run sharing the study, clock and events (hpwf.sim._shared_study)
+    in_ensemble: bool = False  # the ensemble's phase began (`hpwf.sim._ensemble`)
+    search_study: Any = None
+    members_storage: Any = None
+    plan_fault: tuple[str, int, str] | None = None  # armed: fired after that many members are queued
+    caught: list[str] = field(default_factory=list)  # stop signals caught between the phases
+    followers: dict[int, list[Any]] = field(default_factory=dict)  # ticket -> its non-leader ranks, with a scheduler
 
     def __post_init__(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -48,6 +56,7 @@ class World:
         self.study: optuna.Study = optuna.load_study(study_name=p.study.study_name, storage=self.storage, sampler=sampler) if p \
             else optuna.create_study(storage=self.storage, sampler=sampler)
         self.plans: dict[int, Plan] = {}
+        self.n_trials = self.config.n_trials  # the phase's budget (the ensemble's: its K members)
         self.agents: list[SimAgent] = []
         self.lost_hosts: set[str] = set()
         self.durable_live: dict[int, str] = {}  # trial number -> state its durable result had while it was live
@@ -71,12 +80,15 @@ class World:
         setup = Setup(str(self.run_dir), None, None, heartbeat_s=cfg.heartbeat)
         timeout = cfg.time_budget if self.resumes == 0 else None
         budget = Budget(n_trials=cfg.n_trials, timeout=timeout, max_failures=10_000)
-        self.c = Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=cfg.run_id,
+        self.c = _ensemble.coordinator(self) if self.in_ensemble else Coordinator(self.study, self.session.backend, setup, self.run_dir, budget, run_id=cfg.run_id,
                              seed=cfg.seed, retries=cfg.retries, trial_timeout=cfg.trial_timeout,
                              heartbeat=cfg.heartbeat, own_store=not cfg.shared, sample_ahead=cfg.sample_ahead,
                              ranks_per_trial=cfg.ranks, store_grace=cfg.store_grace,
                              scheduler=make_scheduler(cfg.search(), self.study) if cfg.scheduler else None)
         self.ending = False
+        if self.c is None:  # the ensemble could not be planned (nothing to select from): the run ends
+            self.finished = True
+            return
         try:
             self.c.begin(self.session)
         except OSError as exc:  # the store failed while the resume read it: that resume exits; another follows
@@ -117,14 +129,14 @@ class World:
                 return
             stopped = c.stop_reason
             c.step(self.config.turn_s)
-        except Exception:  # noqa: BLE001 - the first invariant: nothing escapes step
+        except (Exception, WouldBlock):  # noqa: BLE001 - the first invariant: nothing escapes step (nor blocks)
             self.violation("an exception escaped Coordinator.step:\n" + traceback.format_exc())
             self.finished = True
             return
         self.invariants.after_step(self.ledger, stopped)
 
     def _end_phase(self) -> None:
-        c, session = self.c, self.session
+        c, session, cfg = self.c, self.session, self.config
         assert c is not None and session is not None
         self.ending = True
         try:
@@ -132,11 +144,13 @@ class World:
         except RunError:
             pass
         c.end()
+        if _ensemble.follows(self, stop_kind(c.stop_reason)):
+            return  # the ensemble's phase began on this session
         session.__exit__(None, None, None)
         for agent in self.agents:
             agent.die()
         self.agents = []
-        left = c.stop_reason and c.counts.finished_ok < self.config.n_trials
+        left = c.stop_reason and (c.counts.finished_ok < self.n_trials or (cfg.ensemble and not self.in_ensemble))
         if stop_kind(c.stop_reason) is StopKind.BACKEND:  # the same job again fails again: resume it once
             self.backend_stops += 1
         if left and self.resumes < MAX_RESUMES and self.backend_stops <= 1:
@@ -144,6 +158,7 @@ class World:
         else:
             self.finished = True
             self.invariants.at_end(self.ledger, c.stop_reason)
+            _ensemble.at_end(self, c.stop_reason) if self.in_ensemble else None
 
     def resume(self) -> None:
         """``hpwf resume``: a new coordinator on the study as left, with new agents."""
@@ -211,17 +226,11 @@ class World:
             agent.on_message()
         self.events.after(seconds, thaw)
 
-    def hang_rank(self, index: int) -> None:
-        """A non-leader rank of an MPI group will hang after its leader's `Done` (still beating)."""
+    def half_frame(self, index: int, then: str) -> None:
+        """An agent's next `Done` is cut mid-frame; then it is silent for good, or dies."""
         agent = self.pick(index)
-        if agent is not None and self.config.group_mode == "mpi" and self.config.ranks > 1:
-            agent.hangs_after_done = True
-            self.log.append(f"t={self.clock.t:.3f} {agent.name} will hang after its leaders' Done")
-
-    def store_errors(self, count: int) -> None:
-        """The store's next ``count`` writes of a trial (its state, its attributes) raise OSError."""
-        self.storage.failing_writes = count
-        self.log.append(f"t={self.clock.t:.3f} the next {count} store write(s) fail")
+        if agent is not None:
+            agent.half_frame = then
 
     def delay_link(self, index: int, seconds: float) -> None:
         agent = self.pick(index)
@@ -251,12 +260,14 @@ class World:
             self.plans[number] = plans(random.Random(self.config.seed * 1_000_003 + number), self.config.longest)
         return self.plans[number]
 
-    def durable(self, number: int, state: str, agent: SimAgent) -> None:
+    def durable(self, number: int, state: str, folder: Path, agent: SimAgent) -> None:
+        if self.c is None or Path(self.c.run_dir) != folder:
+            return  # a trial of an earlier phase (a retired rank's) ended in a later one
         trial = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
         if trial.state == OT.RUNNING and state in ("complete", "pruned"):
             self.durable_live[number] = state
-        if trial.user_attrs.get(RUN_ATTR, self.config.run_id) != self.config.run_id:
-            self.violation(f"{agent.name} of run {self.config.run_id} trained trial {number} of run {trial.user_attrs[RUN_ATTR]}")
+        if trial.user_attrs.get(RUN_ATTR, self.c.run_id) != self.c.run_id:  # (the ensemble's phase: its own run id)
+            self.violation(f"{agent.name} of run {self.c.run_id} trained trial {number} of run {trial.user_attrs[RUN_ATTR]}")
 
     def aborted(self, agent: SimAgent, message: Abort) -> None:
         if self.config.group_mode == "mpi":

@@ -19,5 +19,6 @@ from hpwf.wire._reach import (
     Announcing, REPORT_DIR_ENV, UNREACHABLE_EXIT, Unreachable, arrivals, connect_or_report, fresh_report_dir,
     mark_arrival)
 from hpwf.wire._dists import float_dist
+from hpwf.wire._framed import Frames, encode
 
-__all__ = ['Abort', 'Address', 'Announcing', 'Assign', 'Dist', 'Done', 'DoneState', 'HOSTFILE_FLAGS', 'HOSTS_FLAGS', 'Heartbeat', 'Hello', 'Hub', 'INTERFACE_ENV', 'PAUSE', 'REPORT_DIR_ENV', 'Reply', 'Report', 'Setup', 'Stop', 'Suggest', 'UNREACHABLE_EXIT', 'Unreachable', 'Used', 'UserAttr', 'arrivals', 'choose', 'connect', 'connect_or_report', 'dists', 'float_dist', 'format_address', 'fresh_report_dir', 'from_optuna', 'job_hosts', 'job_slots', 'mark_arrival', 'parse_address', 'send_quietly', 'suggest', 'to_json', 'to_optuna']
+__all__ = ['Abort', 'Address', 'Announcing', 'Assign', 'Dist', 'Done', 'DoneState', 'Frames', 'HOSTFILE_FLAGS', 'HOSTS_FLAGS', 'Heartbeat', 'Hello', 'Hub', 'INTERFACE_ENV', 'PAUSE', 'REPORT_DIR_ENV', 'Reply', 'Report', 'Setup', 'Stop', 'Suggest', 'UNREACHABLE_EXIT', 'Unreachable', 'Used', 'UserAttr', 'arrivals', 'choose', 'connect', 'connect_or_report', 'dists', 'encode', 'float_dist', 'format_address', 'fresh_report_dir', 'from_optuna', 'job_hosts', 'job_slots', 'mark_arrival', 'parse_address', 'send_quietly', 'suggest', 'to_json', 'to_optuna']

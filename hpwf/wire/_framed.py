@@ -20,37 +20,24 @@ from typing import Any
 READ_CHUNK = 1 << 16
 
 
-class Framed:
-    """Wraps an accepted `Connection`: ``send``, ``fileno`` and ``close`` as before; ``take`` reads."""
+class Frames:
+    """The frames of one byte stream, as `Connection` writes them: ``feed`` what arrived, get the
+    messages complete so far; a partial frame stays buffered (never waited for)."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def fileno(self) -> int:
-        return self._conn.fileno()
-
-    def send(self, message: Any) -> None:
-        self._conn.send(message)
-
-    def close(self) -> None:
-        self._conn.close()
-
     @property
-    def closed(self) -> bool:
-        return self._conn.closed
+    def partial(self) -> int:
+        """Bytes of a frame not complete yet."""
+        return len(self._buffer)
 
-    def take(self) -> list[Any]:
-        """The messages complete after one read of what has arrived (call when readable).
+    def feed(self, chunk: bytes) -> list[Any]:
+        """The messages complete once ``chunk`` is added.
 
         Raises:
-            EOFError: the peer closed the connection (after the messages complete before it are
-                returned by earlier calls; a partial frame at the end is dropped).
             pickle.UnpicklingError (or any unpickling error): a frame that is not a message.
         """
-        chunk = os.read(self._conn.fileno(), READ_CHUNK)
-        if not chunk:
-            raise EOFError("the peer closed the connection")
         self._buffer += chunk
         messages: list[Any] = []
         while True:
@@ -77,3 +64,45 @@ class Framed:
         frame = bytes(buffer[start:start + size])
         del buffer[:start + size]
         return frame
+
+
+def encode(message: Any) -> bytes:
+    """``message`` as one frame, byte for byte as `Connection.send` writes it."""
+    payload = pickle.dumps(message)
+    size = len(payload)
+    header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!i", -1) + struct.pack("!Q", size)
+    return header + payload
+
+
+class Framed:
+    """Wraps an accepted `Connection`: ``send``, ``fileno`` and ``close`` as before; ``take`` reads."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._frames = Frames()
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def send(self, message: Any) -> None:
+        self._conn.send(message)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    def take(self) -> list[Any]:
+        """The messages complete after one read of what has arrived (call when readable).
+
+        Raises:
+            EOFError: the peer closed the connection (after the messages complete before it are
+                returned by earlier calls; a partial frame at the end is dropped).
+            pickle.UnpicklingError (or any unpickling error): a frame that is not a message.
+        """
+        chunk = os.read(self._conn.fileno(), READ_CHUNK)
+        if not chunk:
+            raise EOFError("the peer closed the connection")
+        return self._frames.feed(chunk)
