@@ -1,4 +1,4 @@
-"""The housekeeping step (every half second): health, the budget, the summary (when it changed) and progress.
+"""The housekeeping step (every half second): health, the budget, the journal's snapshot, the summary (when it changed) and progress.
 
 Functions over the `hpwf.engine.loop.Coordinator` ``c``, through its public members only.
 """
@@ -38,6 +38,7 @@ def housekeeping(c: Coordinator, now: float) -> None:
         for frozen, reason in c.stale_watch.stale(c.study, ours, now, c.session.clock.wall()):
             c.outcomes.fail_stale(frozen, reason)
     _check_budget(c, now)
+    c.snapshots.tick()
     c.summary_file.update(c, now)
     c.progress.update(progress_fields(c))
 
