@@ -138,3 +138,21 @@ def test_the_scan_gives_the_best_params_as_optuna_for_every_kind_of_distribution
     best = study.best_trial
     assert scanned["best"] == (best.number, best.value, best.params)
     assert [type(v) for v in scanned["best"][2].values()] == [type(v) for v in best.params.values()]
+
+
+def test_the_report_reads_a_journal_from_its_snapshot_where_one_covers_most_of_it(tmp_path: Path) -> None:
+    from hpwf.rundir._run import read_study
+    from hpwf.rundir._snapshot import save_snapshot
+
+    run_dir = make_run(tmp_path / "run", 300, fail_every=7)
+    journal = run_dir / "study.journal"
+    full = optuna.storages.JournalStorage(JournalFileBackend(str(journal))).get_all_trials(0, deepcopy=False)
+    assert not isinstance(read_study(run_dir)._storage, RunJournal)  # no snapshot: the journal decoded at once
+    assert save_snapshot(journal_storage(journal), journal)
+    study = read_study(run_dir)
+    assert isinstance(study._storage, RunJournal) and 1 not in study._storage._backend._log_number_offset
+    assert study.get_trials(deepcopy=False) == full
+    data = journal.read_bytes()
+    with journal.open("ab") as f:  # 600 more trials: the snapshot covers a third, and the journal is decoded at once
+        f.write(data[data.index(b"\n") + 1:] * 2)
+    assert not isinstance(read_study(run_dir)._storage, RunJournal)

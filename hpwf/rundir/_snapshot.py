@@ -176,9 +176,20 @@ class SnapshotKeeper:
         return pid
 
 
-def _valid_snapshot(path: Path) -> tuple[int, int, bytes] | None:
-    """(record number, byte offset, pickled replay) of the snapshot beside ``path`` if it still
-    describes the journal's beginning and only this user could have written it; else ``None``."""
+def snapshot_share(path: Path) -> float:
+    """The share of the journal at ``path`` (its bytes) that a valid snapshot covers; 0.0 for none
+    (the pickle itself is not read)."""
+    found = _valid_snapshot(path, pickled=False)
+    if found is None:
+        return 0.0
+    size = _owner_and_size(path)[1]
+    return found[1] / size if size else 1.0
+
+
+def _valid_snapshot(path: Path, pickled: bool = True) -> tuple[int, int, bytes] | None:
+    """(record number, byte offset, pickled replay: unless ``pickled`` is false) of the snapshot
+    beside ``path`` if it still describes the journal's beginning and only this user could have
+    written it; else ``None``."""
     import optuna
 
     try:
@@ -199,7 +210,7 @@ def _valid_snapshot(path: Path) -> tuple[int, int, bytes] | None:
         if header.get("format") != 1 or header.get("optuna") != optuna.__version__ or \
                 journal_size < offset or header.get("tail_sha256") != _tail_hash(path, offset):
             return None
-        return log_number, offset, f.read()
+        return log_number, offset, f.read() if pickled else b""
 
 
 def _owner_and_size(path: Path) -> tuple[int, int]:
