@@ -21,8 +21,10 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -131,6 +133,7 @@ class SnapshotKeeper:
 
     GROWTH = 0.1
     MIN_RECORDS = 10_000
+    CLOSE_S = 120.0
 
     def __init__(self, storage: Any) -> None:
         from hpwf.rundir._journal_store import RunJournal
@@ -152,8 +155,15 @@ class SnapshotKeeper:
             self.child = self._fork(storage)
 
     def close(self) -> None:
-        if self.child is not None:
-            self._reaped(0)
+        """Wait for the child writing a snapshot (at most `CLOSE_S`; then it is killed: a
+        snapshot half written is never renamed into place)."""
+        deadline = time.monotonic() + self.CLOSE_S
+        while self.child is not None and not self._reaped(os.WNOHANG):
+            if time.monotonic() > deadline:
+                os.kill(self.child, signal.SIGKILL)
+                self._reaped(0)
+                break
+            time.sleep(0.01)
 
     def _reaped(self, flags: int) -> bool:
         assert self.child is not None
