@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -156,3 +157,26 @@ def test_the_report_reads_a_journal_from_its_snapshot_where_one_covers_most_of_i
     with journal.open("ab") as f:  # 600 more trials: the snapshot covers a third, and the journal is decoded at once
         f.write(data[data.index(b"\n") + 1:] * 2)
     assert not isinstance(read_study(run_dir)._storage, RunJournal)
+
+
+def test_a_snapshot_child_that_hangs_is_killed_when_the_phase_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpwf.rundir import _snapshot
+
+    run_dir = make_run(tmp_path / "run", 1_500)
+    journal = run_dir / "study.journal"
+    monkeypatch.setattr(_snapshot, "save_snapshot", lambda storage, path: time.sleep(600))  # (in the child)
+    monkeypatch.setattr(SnapshotKeeper, "CLOSE_S", 1.0)
+    keeper = SnapshotKeeper(journal_storage(journal))
+    keeper.tick()
+    child = keeper.child
+    assert child is not None
+    started = time.monotonic()
+    keeper.close()
+    assert keeper.child is None and keeper.written == 0 and time.monotonic() - started < 30
+    assert _valid_snapshot(journal) is None
+    try:
+        os.kill(child, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive  # killed and reaped
