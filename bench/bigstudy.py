@@ -15,6 +15,12 @@ recorded:
   of report.html), the start of `hpwf resume` (command start to the first new trial's start
   in the study), beside Optuna's own ``load_study`` + ``get_trials`` on the same journal.
 
+Slices are printed as the run goes ("[slice]" lines). The resume is timed three ways: from the
+snapshot the run's end leaves, from the one the coordinator kept while running (as a
+coordinator killed at the end leaves it: ``resume_killed``), and with none.
+``HPWF_BIGSTUDY_STORES=journal``: the journal alone; ``HPWF_BIGSTUDY_BARE=0``: no bare Optuna loop
+beside it (Optuna's own journal ``ask`` walks every trial: about 1,000 CPU s more at 100,000).
+
 ``python -m bench bigstudy [--trials N]`` (default 100,000; ``--quick``: 2,000).
 """
 
