@@ -15,6 +15,12 @@ recorded:
   of report.html), the start of `hpwf resume` (command start to the first new trial's start
   in the study), beside Optuna's own ``load_study`` + ``get_trials`` on the same journal.
 
+Slices are printed as the run goes ("[slice]" lines). The resume is timed three ways: from the
+snapshot the run's end leaves, from the one the coordinator kept while running (as a
+coordinator killed at the end leaves it: ``resume_killed``), and with none.
+``HPWF_BIGSTUDY_STORES=journal``: the journal alone; ``HPWF_BIGSTUDY_BARE=0``: no bare Optuna loop
+beside it (Optuna's own journal ``ask`` walks every trial: about 1,000 CPU s more at 100,000).
+
 ``python -m bench bigstudy [--trials N]`` (default 100,000; ``--quick``: 2,000).
 """
 
@@ -103,6 +109,26 @@ class RssSampler(threading.Thread):
         return self.samples[max(0, bisect_right(times, when) - 1)][what]
 
 
+class SliceWatch(threading.Thread):
+    """Prints each finished ``slice`` of trials as the run goes: its trials/s, the coordinator's
+    CPU ms per trial and RSS, and the load (a long run shows its trend before it ends)."""
+
+    def __init__(self, coordinator: Coordinator, slice_size: int, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.coordinator, self.size, self.every, self.stop = coordinator, slice_size, every, threading.Event()
+
+    def run(self) -> None:
+        mark, done, cpu = time.time(), 0, time.process_time()
+        while not self.stop.wait(self.every):
+            finished = self.coordinator.counts.finished_ok
+            if finished >= done + self.size:
+                now, now_cpu = time.time(), time.process_time()
+                print(f"  [slice] {finished} trials at {time.strftime('%H:%M:%S')}: {(finished - done) / (now - mark):.1f} "
+                      f"trials/s, {1e3 * (now_cpu - cpu) / (finished - done):.2f} coordinator CPU ms/trial, RSS "
+                      f"{_rss_mb():.0f} MB, load {os.getloadavg()[0]:.1f}", flush=True)
+                mark, done, cpu = now, finished, now_cpu
+
+
 def count_entries(run_dir: Path) -> tuple[int, int]:
     """Files and directories under ``run_dir`` (the run directory itself not counted)."""
     files = dirs = 0
@@ -126,13 +152,18 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
     backend = AgentsBackend(agents)
     coordinator = Coordinator(study, backend, Setup(str(run_dir), str(WORKFLOW), None, heartbeat_s=10.0), run_dir,
                               Budget(n_trials=n, timeout=None, max_failures=0), run_id="big", seed=0)
-    sampler = RssSampler()
+    sampler, watch = RssSampler(), SliceWatch(coordinator, min(SLICE, max(n // 10, 1)))
     sampler.start()
+    watch.start()
     start, cpu = time.time(), time.process_time()
     summary = coordinator.run()
     wall, cpu = time.time() - start, time.process_time() - cpu
     backend.close()
     sampler.stop.set()
+    watch.stop.set()
+    kept = coordinator.snapshots.written  # snapshots written while the run went on
+    if store == "journal" and (run_dir / "study.journal.snapshot").exists():  # what a coordinator killed now leaves
+        shutil.copy2(run_dir / "study.journal.snapshot", folder / "running.snapshot")
     snapshot_s = time.perf_counter()
     save_journal_snapshot(study, run_dir / "study.journal" if store == "journal" else None)  # as `hpwf run` ends
     snapshot_s = time.perf_counter() - snapshot_s
@@ -157,6 +188,7 @@ def one(store: str, n: int, agents: int, folder: Path) -> dict[str, Any]:
         "rss_mb_per_10k": round((sampler.at(ends[-1]) - sampler.at(tenth)) / max(n - size, 1) * 1e4, 2),
         "files": files, "dirs": dirs, "created_per_trial": round(max(created, 0) / n, 5),
         "snapshot_save_s": round(snapshot_s, 2) if store == "journal" else None,
+        "snapshots_during_run": kept if store == "journal" else None,
     }
 
 
@@ -215,9 +247,16 @@ def readers(run_dir: Path, n: int) -> dict[str, Any]:
     wall, cpu, _ = cpu_timed([PY, "-m", "hpwf", "report", str(run_dir)], timeout=1800)
     out["report_s"], out["report_cpu_s"] = round(wall, 2), round(cpu, 2)
     out["report_html_mb"] = round((run_dir / "report.html").stat().st_size / 1e6, 2)
-    bare = run_dir.with_name(run_dir.name + "-crashed")  # the same run as a killed coordinator leaves it: no snapshot
+    bare = run_dir.with_name(run_dir.name + "-crashed")  # the same run with no snapshot (a coordinator killed early)
     shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("*.snapshot"))
-    for key, folder in (("resume", run_dir), ("resume_no_snapshot", bare)):
+    cases = [("resume", run_dir), ("resume_no_snapshot", bare)]
+    running = run_dir.parent / "running.snapshot"  # the snapshot kept during the run: a coordinator killed at its end
+    if running.exists():
+        killed = run_dir.with_name(run_dir.name + "-killed")
+        shutil.copytree(run_dir, killed, ignore=shutil.ignore_patterns("*.snapshot"))
+        shutil.copy2(running, killed / "study.journal.snapshot")
+        cases.insert(1, ("resume_killed", killed))
+    for key, folder in cases:
         start = time.time()
         wall, cpu, _ = cpu_timed([PY, "-m", "hpwf", "resume", str(folder), "--n-trials", str(n + 1), "--workers", "1",
                                   "--quiet"], timeout=1800)
@@ -225,7 +264,8 @@ def readers(run_dir: Path, n: int) -> dict[str, Any]:
         new = [t for t in study.get_trials(deepcopy=False) if t.number >= n]
         first = min(t.datetime_start.timestamp() for t in new if t.datetime_start is not None)
         out[f"{key}_start_s"], out[f"{key}_wall_s"], out[f"{key}_cpu_s"] = round(first - start, 2), round(wall, 2), round(cpu, 2)
-    shutil.rmtree(bare)
+    for _, folder in cases[1:]:
+        shutil.rmtree(folder)
     return out
 
 
@@ -246,15 +286,17 @@ def run(quick: bool = False, trials: int | None = None, agents: int = 8) -> dict
     record); the readers are then also timed on a journal of ``trials`` written straight."""
     n = trials or (2000 if quick else 100_000)
     sizes = {"memory": n, "journal": int(os.environ.get("HPWF_BIGSTUDY_JOURNAL_TRIALS", n))}
+    stores = os.environ.get("HPWF_BIGSTUDY_STORES", "journal,memory").split(",")  # e.g. ``journal`` alone
+    bare = os.environ.get("HPWF_BIGSTUDY_BARE", "1") == "1"  # 0: no bare Optuna loop (its own journal ask is O(n))
     rows = []
     written: dict[str, Any] = {}
     with scratch("bigstudy") as folder:
-        for store in ("journal", "memory"):
+        for store in stores:
             row = one(store, sizes[store], agents, folder)
-            row.update(bare_store_rss(store, sizes[store], folder))
+            row.update(bare_store_rss(store, sizes[store], folder) if bare else {})
             print(f"  {store}: {row['trials_per_s']} trials/s; slices {row['slice_trials_per_s']}; RSS "
-                  f"{row['rss_mb_at_10pct']} -> {row['rss_mb_at_end']} MB (bare Optuna {row['bare_rss_mb_at_10pct']} -> "
-                  f"{row['bare_rss_mb_at_end']}); {row['created_per_trial']} files+dirs/trial", flush=True)
+                  f"{row['rss_mb_at_10pct']} -> {row['rss_mb_at_end']} MB (bare Optuna {row.get('bare_rss_mb_at_10pct')} -> "
+                  f"{row.get('bare_rss_mb_at_end')}); {row['created_per_trial']} files+dirs/trial", flush=True)
             if store == "journal":
                 row.update(readers(folder / "run-journal", sizes[store]))
                 print(f"  readers: {json.dumps({k: v for k, v in row.items() if k.endswith(('_s', '_mb')) and k != 'wall_s'})}",
@@ -272,7 +314,7 @@ def run(quick: bool = False, trials: int | None = None, agents: int = 8) -> dict
                       "readers on the finished journal run beside Optuna's load_study + get_trials",
         "line": f"bigstudy: {sizes['memory']} trials in memory, {sizes['journal']} on the journal; last/first slice {', '.join(str(r['last_over_first']) for r in rows)} "
                 f"(journal, memory); {journal['created_per_trial']} files/trial; status {journal['status_s']} s, "
-                f"report {journal['report_s']} s ({journal['report_html_mb']} MB), resume start {journal['resume_start_s']} s; "
+                f"report {journal['report_s']} s ({journal['report_html_mb']} MB), resume start {journal['resume_start_s']} s (killed coordinator: {journal.get('resume_killed_start_s')} s); "
                 f"Optuna load {journal['optuna_load_get_trials_s']} s"
                 + (f"; at {written.get('n_trials')} written: status {written['status_s']} s, report {written['report_s']} s "
                    f"({written['report_html_mb']} MB), resume start {written['resume_start_s']} s, Optuna load "

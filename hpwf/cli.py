@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from hpwf.errors import ConfigError, RunError
 from hpwf.progress import say
@@ -17,9 +17,20 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (`importlib.metadata` is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        print(f"hpwf {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpwf", description="Hyperparameter search and ensemble workflows on HPC clusters.")
-    parser.add_argument("--version", action="version", version=f"hpwf {_version()}")
+    parser.add_argument("--version", action=_Version, help="show hpwf's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="run a workflow file's search to its budget")
@@ -147,8 +158,6 @@ def _reader_gone() -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "resume", "ensemble", "replay"):
         return _run_or_resume(args)
-    from hpwf import api
-
     if args.command == "submit":
         from hpwf.slurm import submit_command
 
@@ -158,8 +167,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return member_command(args)
     if args.command == "status":
-        info = api.status(args.run_dir, args.storage)
-        from hpwf.report import format_status
+        from hpwf.report import format_status, status  # (not through hpwf.api: status needs no engine, no Optuna)
+
+        info = status(args.run_dir, args.storage)
 
         print(json.dumps(info, indent=1, default=str) if args.json else format_status(info))
         return 0

@@ -65,6 +65,8 @@ LIBRARY_PRIVATES = {
     **{f"hpwf.engine.pruning:{name}": "optuna MedianPruner/PercentilePruner's settings (no public accessor): "
                                       "the incremental pruner answers exactly as the one it wraps"
        for name in ("_percentile", "_n_min_trials", "_n_startup_trials", "_n_warmup_steps", "_interval_steps")},
+    "hpwf.rundir._journal_store:_study_id_to_trial_ids": "optuna JournalStorage's replay: a study's trial ids in "
+                                                         "order, to look for waiting trials from a position",
     **{f"hpwf.rundir._snapshot:{name}": "optuna JournalStorage's replay state (Optuna's own snapshot-restore path, "
                                         "which only its Redis backend exposes)"
        for name in ("_backend", "_thread_lock", "_log_number_offset", "_sync_with_backend", "_replay_result")},

@@ -1,4 +1,4 @@
-"""The housekeeping step (every half second): health, the budget, the summary (when it changed) and progress.
+"""The housekeeping step (every half second): health, the budget, the journal's snapshot, the summary (when it changed) and progress.
 
 Functions over the `hpwf.engine.loop.Coordinator` ``c``, through its public members only.
 """
@@ -39,6 +39,7 @@ def housekeeping(c: Coordinator, now: float) -> None:
     if c.store.expired(now) and not c.stop_reason:
         c.stop_reason = c.store.stop_reason(c.run_dir)
     _check_budget(c, now)
+    c.snapshots.tick()
     c.summary_file.update(c, now)
     c.progress.update(progress_fields(c))
 

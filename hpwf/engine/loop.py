@@ -10,6 +10,7 @@ turns ask trials ahead, up to one per agent.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -35,7 +36,7 @@ from hpwf.engine.summary import SummaryFile, progress_fields, summarize
 from hpwf.engine.transitions import Transitions
 from hpwf.errors import RunError
 from hpwf.progress import Progress
-from hpwf.rundir import SEED_ATTR, carried, trial_seed, write_summary
+from hpwf.rundir import SEED_ATTR, SnapshotKeeper, carried, trial_seed, write_summary
 from hpwf.wire import Assign, Setup, Stop, from_optuna, send_quietly
 
 A, S, RANKS_PARAM = AgentState, TrialState, "ranks_per_trial"
@@ -83,7 +84,7 @@ class Coordinator(Transitions):
         self._last_housekeeping = self.last_beat = float("-inf")  # engine clock of the last one
         self.starved_since: float | None = None  # waiting trials too big for the live agents since
         self.promote_seen: tuple[Any, ...] = ()  # what `pausing.promote` last looked at
-        self.summary_file = SummaryFile()  # summary.json, rewritten when a figure changes
+        self.summary_file, self.snapshots = SummaryFile(), SnapshotKeeper(study._storage)  # summary.json; journal snapshot
 
     @property
     def counts(self) -> Any:
@@ -157,15 +158,14 @@ class Coordinator(Transitions):
 
     def end(self) -> None:
         """Leave the session: results in hand are told; launched groups still attached are stopped."""
-        try:
+        with contextlib.suppress(Exception):  # their results stay durable in their folders
             self._tell()
-        except Exception:  # noqa: BLE001 - their results stay durable in their folders
-            pass
         for conn in list(self.attached):
             send_quietly(conn, Stop(str(self.stop_reason or "done")))
             self.session.drop(conn)
         self.attached.clear()
         self.progress.close()
+        self.snapshots.close()  # a snapshot being written is whole before the phase's own
 
     # --- accept and place -----------------------------------------------------------------------
     def can_ask(self) -> bool:

@@ -91,12 +91,19 @@ def _importances(study: optuna.Study, complete: list[FrozenTrial], rng: random.R
     if len(names) < 2:
         return f"<h2>{title}</h2>\n" + note(f"Not drawn: needs at least 2 parameters (this study has {len(names)}).")
     sample = complete if len(complete) <= IMPORTANCE_SAMPLE else rng.sample(complete, IMPORTANCE_SAMPLE)
-    try:
-        fig = optuna.visualization.plot_param_importances(
-            _sub_study(study, sample), evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=(lambda t: t.values[0]) if len(study.directions) > 1 else None,
-            target_name="objective 0" if len(study.directions) > 1 else "Objective Value")
+    import plotly.graph_objects as go
+
+    try:  # (Optuna's plot_param_importances deep-copies the sample once per parameter for its hover text)
+        importances = optuna.importance.get_param_importances(
+            _sub_study(study, sample), evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
     except Exception as exc:  # e.g. a search space Optuna's evaluator cannot take
         return f"<h2>{title}</h2>\n" + note(f"Not drawn: Optuna cannot compute it: {type(exc).__name__}: {exc}")
+    names_by_rank = list(importances)[::-1]  # the most important on top
+    fig = go.Figure(go.Bar(x=[importances[n] for n in names_by_rank], y=names_by_rank, orientation="h",
+                           text=[f"{importances[n]:.2f}" for n in names_by_rank], textposition="outside"))
+    fig.update_layout(xaxis_title=f"importance for the {'objective 0' if len(study.directions) > 1 else 'objective value'}",
+                      yaxis_title="parameter")
     return f"<h2>{title} (PED-ANOVA on a random sample of {len(sample):,} complete trials)</h2>\n" + figure_html(fig)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hpwf.engine.schedulers import lineage as pbt_lineage, pbt_best_final
 from hpwf.rundir import check_run_store, open_run_study, read_summary, scan_study, state_counts
 from hpwf.workflow import ENSEMBLE_DIR
 
@@ -47,6 +46,8 @@ def status(run_dir: str | Path, storage: str | None = None, _root: Path | None =
         front = sorted(study.best_trials, key=lambda t: t.number)
         result["best_trials"] = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
         result["pareto_front"] = {"size": len(front), "trials": [t.number for t in front]}
+    from hpwf.engine.schedulers import lineage as pbt_lineage, pbt_best_final  # (the fast path above needs no engine)
+
     lineage = pbt_lineage(study)
     if lineage:
         result["pbt"] = lineage

@@ -188,10 +188,29 @@ def _one_study_plain(data: bytearray, end: int, study_name: str) -> dict[str, An
             "best": None if pick is None else (pick[1], pick[0], _params(data, end, pick[1]))}
 
 
-def _params(data: bytearray, end: int, trial_id: int) -> dict[str, Any]:
-    """One trial's parameters, in Optuna's external representation (its few records only)."""
+_AS_STORED = {"FloatDistribution", "UniformDistribution", "LogUniformDistribution", "DiscreteUniformDistribution"}
+_AS_INT = {"IntDistribution", "IntUniformDistribution", "IntLogUniformDistribution"}
+
+
+def _external(distribution: str, internal: Any) -> Any:
+    """Optuna's external representation of a stored parameter value, as its distribution's
+    ``to_external_repr`` gives it, without importing Optuna for the common distributions
+    (``hpwf status`` stays light); any other distribution through Optuna itself."""
+    spec = json.loads(distribution)
+    name = spec.get("name")
+    if name in _AS_STORED:
+        return internal
+    if name in _AS_INT:
+        return int(internal)
+    if name == "CategoricalDistribution":
+        return spec["attributes"]["choices"][int(internal)]
     from optuna.distributions import json_to_distribution
 
+    return json_to_distribution(distribution).to_external_repr(internal)
+
+
+def _params(data: bytearray, end: int, trial_id: int) -> dict[str, Any]:
+    """One trial's parameters, in Optuna's external representation (its few records only)."""
     params: dict[str, Any] = {}
     key = b'"trial_id":%d,"param_name"' % trial_id
     at = data.find(key, 0, end)
@@ -201,6 +220,5 @@ def _params(data: bytearray, end: int, trial_id: int) -> dict[str, Any]:
         at = data.find(key, stop, end)
         if record.get("op_code") != 5:
             continue
-        dist = json_to_distribution(record["distribution"])
-        params[record["param_name"]] = dist.to_external_repr(record["param_value_internal"])
+        params[record["param_name"]] = _external(record["distribution"], record["param_value_internal"])
     return params

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SUMMARY_FILE = "summary.json"
 DEFAULT_JOURNAL = "study.journal"
+SNAPSHOT_SHARE = 0.5  # a reader opens a journal from its snapshot when this share of it is covered
 
 
 @dataclass
@@ -230,13 +231,18 @@ def open_run_study(run_dir: Path, storage: str | None = None, root: Path | None 
 
 
 def read_study(run_dir: str | Path) -> optuna.Study:
-    """The run's study for a reader (the report): a journal is read whole at once, without its
-    lock (`hpwf.rundir._journal_read`); any other store through Optuna (`load_study`)."""
+    """The run's study for a reader (the report), without the journal's lock: from the replay
+    snapshot and the journal's tail where a snapshot covers most of it (unpickling is several
+    times faster than decoding the records), else the journal read whole at once
+    (`hpwf.rundir._journal_read`); any other store through Optuna (`load_study`)."""
     from hpwf.rundir._journal_read import read_study as read_journal
+    from hpwf.rundir._snapshot import snapshot_share
 
     run_dir = Path(run_dir)
     record = RunRecord.load(run_dir)
     path = journal_path(record.storage, run_dir)
+    if path is not None and is_file(path) and snapshot_share(path) >= SNAPSHOT_SHARE:
+        path = None  # Optuna's load, restored from the snapshot
     study = read_journal(path, record.study_name) if path is not None and is_file(path) else None
     if study is not None:
         return study

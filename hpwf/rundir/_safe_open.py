@@ -51,6 +51,14 @@ _pinned: set[int] = set()  # descriptors a /proc/self/fd path was handed out for
 _lock = threading.Lock()
 
 
+def _fresh_lock() -> None:
+    global _lock
+    _lock = threading.Lock()  # a forked child (the snapshot writer) has only the forking thread: not one holding it
+
+
+os.register_at_fork(after_in_child=_fresh_lock)
+
+
 def hold_run_dir(run_dir: Path, fresh: bool = False) -> None:
     """Open ``run_dir`` once for this process (again if ``fresh``, or if it was deleted).
 
