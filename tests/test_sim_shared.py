@@ -41,3 +41,13 @@ def test_the_simulator_catches_defect_8_put_back(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(Outcomes, "finished_elsewhere", lambda self, trial: False)
     outcome = run_seed(STALE_SEED, shared=True)
     assert any("an exception escaped Coordinator.step" in v for v in outcome.violations), outcome.violations
+
+
+@pytest.mark.parametrize("seed", [4_005_176, 4_001_948])
+def test_a_result_for_a_trial_the_other_run_failed_as_stale_records_no_parameters(seed: int) -> None:
+    """Found by the 30-minute soak: with sampling ahead, the Done of a trial that the other run had
+    failed as stale recorded its used proposals into the finished trial, and Optuna's
+    UpdateFinishedTrialError escaped `Coordinator.step`."""
+    outcome = run_seed(seed, shared=True)
+    assert outcome.shared and outcome.config.sample_ahead
+    assert outcome.violations == []

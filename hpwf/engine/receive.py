@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from optuna.exceptions import UpdateFinishedTrialError
+
 
 from hpwf.engine import pausing
 from hpwf.engine.ahead import SampleAhead
@@ -122,7 +124,10 @@ def _done(c: Coordinator, agent: AgentRecord | None, done: Done) -> None:
         c.mean_s = done.duration if c.mean_s is None else 0.8 * c.mean_s + 0.2 * done.duration
         record.result, record.done_at = done, c.session.clock.now()
         if done.used:
-            SampleAhead.record(record.trial, done.used, record.proposed)
+            try:
+                SampleAhead.record(record.trial, done.used, record.proposed)
+            except UpdateFinishedTrialError:
+                pass  # another run sharing the study failed it as stale: its tell learns so (Outcomes)
         if done.state in (DoneState.COMPLETE, DoneState.PRUNED):
             ledger.move(record, S.DONE)  # told once the agent has its next trial
         elif done.state == DoneState.PAUSED and c.scheduler is not None:
