@@ -119,15 +119,14 @@ def next_seeds(dump: Path) -> dict[tuple[int, str], int]:
     return done
 
 
-def cells_campaign(bench_name: str, cells: list[tuple[int, str]], max_seeds: int, deadline: float,
-                   dump: Path) -> None:
-    """The named cells, each from the next seed ``dump`` lacks, the cell with the fewest seeds first
-    (ties in the given order), until ``deadline`` (wall clock) or ``max_seeds`` each."""
+def cells_campaign(bench_name: str, caps: dict[tuple[int, str], int], deadline: float, dump: Path) -> None:
+    """The cells of ``caps``, each from the next seed ``dump`` lacks, the cell with the fewest seeds
+    first (ties in the given order), until ``deadline`` (wall clock) or each cell has its cap."""
     bench = BENCHMARKS[bench_name]()
     ms = methods(bench)
     done = next_seeds(dump)
     while time.time() < deadline:
-        todo = [c for c in cells if done.get(c, 0) < max_seeds]
+        todo = [c for c, cap in caps.items() if done.get(c, 0) < cap]
         if not todo:
             return
         w, m = min(todo, key=lambda c: done.get(c, 0))
@@ -353,12 +352,18 @@ def _syne_tune(bench: Benchmark, cells: list[tuple[int, str]], seeds: int, deadl
 
 
 def _cells(spec: str) -> list[tuple[int, str]]:
-    return [(int(w), m) for w, m in (c.split(":", 1) for c in spec.split(","))]
+    """"64:tpe,512:tpe" -> [(64, "tpe"), (512, "tpe")]."""
+    return [(int(w), m) for w, m in (c.split("=")[0].split(":", 1) for c in spec.split(","))]
+
+
+def _caps(spec: str, seeds: int) -> dict[tuple[int, str], int]:
+    """The seeds each cell may have: ``SEEDS``, or ``=N`` after a cell ("64:tpe+asha_stop=10")."""
+    return {cell: int(c.split("=")[1]) if "=" in c else seeds for cell, c in zip(_cells(spec), spec.split(","))}
 
 
 if __name__ == "__main__":
     # python -m bench.search_efficiency_sim mfh6|pbt|render|sampler MINUTES [CPU_S]
-    # python -m bench.search_efficiency_sim cells MINUTES 64:tpe,512:tpe [SEEDS [BENCHMARK]]
+    # python -m bench.search_efficiency_sim cells MINUTES 64:tpe,512:tpe=10 [SEEDS [BENCHMARK]]
     # python -m bench.search_efficiency_sim synetune MINUTES [64:random,64:asha_promotion [SEEDS]]
     import sys
 
@@ -366,7 +371,7 @@ if __name__ == "__main__":
     if part == "cells":
         name = sys.argv[5] if len(sys.argv) > 5 else "mfh6_good"
         dump = HERE / ("search_efficiency_sim_runs.jsonl" if name == "mfh6_good" else f"search_efficiency_sim_runs_{name}.jsonl")
-        cells_campaign(name, _cells(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 30, deadline, dump)
+        cells_campaign(name, _caps(sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 30), deadline, dump)
         sys.exit(0)
     if part == "synetune":
         from bench._synetune_sim import METHODS as ST_METHODS
