@@ -65,3 +65,21 @@ def compare_lines(name_a: str, runs_a: dict[tuple[int, str], list[dict[str, Any]
         out.append(f"{w} workers: {name_a} {cell_a} {sum(ta) / len(ta):.2f} L ({len(a)} seeds) - {name_b} {cell_b} "
                    f"{sum(tb) / len(tb):.2f} L ({len(b)} seeds) = {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] L")
     return out
+
+
+def paired_lines(runs: dict[tuple[int, str], list[dict[str, Any]]], cell_a: str, cell_b: str,
+                 budget_l: dict[int, float], full_s: float) -> list[str]:
+    """One line per worker count: time to ε of ``cell_a`` minus ``cell_b`` over the seeds both have
+    (same seed, same sampler draws), mean and 95 % interval of the per-seed differences, in L."""
+    out = []
+    for w in sorted(budget_l):
+        a, b = runs.get((w, cell_a), []), runs.get((w, cell_b), [])
+        n = min(len(a), len(b))
+        if n < 2:
+            continue
+        ta, tb = hit_times(a[:n], budget_l[w] * full_s, full_s), hit_times(b[:n], budget_l[w] * full_s, full_s)
+        mean, se = _mean_se([x - y for x, y in zip(ta, tb)])
+        wins = sum(x < y for x, y in zip(ta, tb))
+        out.append(f"{w} workers, paired over {n} seeds: {cell_a} - {cell_b} = {mean:+.2f} "
+                   f"[{mean - 1.96 * se:+.2f}, {mean + 1.96 * se:+.2f}] L; {cell_a} earlier in {wins}/{n}")
+    return out

@@ -302,7 +302,12 @@ def render(bench: Benchmark, budget_l: dict[int, float]) -> dict[str, Any]:
                      ("hyperband-resume", "hyperband_promotion"), ("random", "random")):
             lines += md.compare_lines("hpwf", runs, a, "syne-tune", st, b, budget_l, bench.full_s)
     for other in ("asha-resume-m3", "asha-resume-m9"):
-        lines += md.compare_lines("hpwf", runs, other, "hpwf", runs, "asha-resume", budget_l, bench.full_s)
+        lines += md.paired_lines(runs, other, "asha-resume", budget_l, bench.full_s)
+    for name in ("mfh6_bad", "mfh3_good", "mfh3_bad"):  # the other benchmarks' cells, where run
+        dump = HERE / f"search_efficiency_sim_runs_{name}.jsonl"
+        if dump.exists():
+            lines += ["", f"{name} (epsilon {BENCHMARKS[name]().epsilon}):"]
+            lines += md.hpwf_table(summarize(BENCHMARKS[name](), load_dump(dump), budget_l))
     return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table,
             "ratio": table.get(f"{max(budget_l)}:asha-resume", {}).get("time_ratio", [None])[0]}
 
