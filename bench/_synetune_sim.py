@@ -1,33 +1,46 @@
 """Syne Tune's simulator on the same benchmarks (issue 25): `UserBlackboxBackend` over a blackbox
 that wraps an `hpwf.sim` benchmark (the same values, the same per-step virtual costs), driven by
-Syne Tune's own `Tuner` with its ASHA (stopping; 0.16 has no promotion variant), Hyperband (ASHA
-brackets) and random search. Optional: imported only by `bench search_efficiency_sim` when asked,
-and it says so clearly when syne-tune is missing."""
+Syne Tune's own `Tuner` with its random search, ASHA (stopping and promotion) and Hyperband
+(promotion) baselines.
+
+Needs Syne Tune 0.14.x (``pip install syne-tune==0.14.2``): 0.15 and 0.16 dropped
+``HyperbandScheduler(type="promotion")``, and the aim compares asha-resume with Syne Tune's ASHA
+with promotion; the runs use the ``legacy_baselines`` of 0.14 for every method, so all cells come
+from one version. Optional: imported only by `bench search_efficiency_sim synetune`, and it says so
+clearly when the version is missing. Syne Tune's PBT is not run: its blackbox backend has no state
+to carry across an exploit (a blackbox's value is a function of the configuration and the
+fidelity), while the PBT toy's value depends on the learning-rate schedule.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import random
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from hpwf.sim import Benchmark
 
 try:
     import numpy as np
+    import syne_tune
     from syne_tune import StoppingCriterion, Tuner
     from syne_tune.backend.simulator_backend.simulator_callback import SimulatorCallback
     from syne_tune.blackbox_repository.blackbox import Blackbox
     from syne_tune.blackbox_repository.simulated_tabular_backend import UserBlackboxBackend
     from syne_tune.config_space import randint, uniform
-    from syne_tune.optimizer.baselines import ASHA, RandomSearch
+    from syne_tune.optimizer.legacy_baselines import ASHA, RandomSearch
 except ImportError as exc:  # pragma: no cover - the comparison needs it; the suite does not
-    raise ImportError(f"the Syne Tune side of bench search_efficiency_sim needs syne-tune "
-                      f"(pip install syne-tune): {exc}") from None
+    raise ImportError(f"the Syne Tune side of bench search_efficiency_sim needs syne-tune 0.14 "
+                      f"(pip install syne-tune==0.14.2; 0.15+ has no promotion ASHA): {exc}") from None
+
+METHODS = ("random", "asha_stopping", "asha_promotion", "hyperband_promotion")
 
 
 class BenchBlackbox(Blackbox):
@@ -57,18 +70,21 @@ class BenchBlackbox(Blackbox):
         return table
 
 
+def _scheduler(bench: Benchmark, method: str, space: dict[str, Any], seed: int) -> Any:
+    if method == "random":
+        return RandomSearch(space, metric="value", mode="min", random_seed=seed)
+    kind, rule = method.split("_")
+    brackets = 1 if kind == "asha" else len([r for r in (1, 3, 9, 27) if r <= bench.steps])
+    return ASHA(space, metric="value", resource_attr="epoch", mode="min", random_seed=seed, type=rule,
+                max_resource_attr="epoch", grace_period=1, reduction_factor=3, brackets=brackets)
+
+
 def run_syne_tune(bench: Benchmark, method: str, workers: int, seed: int, budget_s: float) -> list[tuple[float, float]]:
     """(virtual s, value) of every result Syne Tune's simulated run saw, in time order."""
     blackbox = BenchBlackbox(bench, seed)
     space = dict(blackbox.configuration_space, epoch=bench.steps)
-    common: dict[str, Any] = dict(config_space=space, do_minimize=True, random_seed=seed)
-    if method == "random":
-        scheduler: Any = RandomSearch(metrics=["value"], **common)
-    else:
-        brackets = 1 if method == "asha" else 4
-        scheduler = ASHA(metric="value", **common, time_attr="epoch", max_t=bench.steps, grace_period=1, reduction_factor=3,
-                         brackets=brackets)
-    backend = UserBlackboxBackend(blackbox=blackbox, elapsed_time_attr="elapsed")
+    scheduler = _scheduler(bench, method, space, seed)
+    backend = UserBlackboxBackend(blackbox=blackbox, elapsed_time_attr="elapsed", max_resource_attr="epoch")
     with tempfile.TemporaryDirectory(prefix="hpwf-st-") as tmp, open(os.devnull, "w") as quiet, \
             contextlib.redirect_stdout(quiet):
         os.environ["SYNETUNE_FOLDER"] = tmp
@@ -76,36 +92,47 @@ def run_syne_tune(bench: Benchmark, method: str, workers: int, seed: int, budget
         tuner = Tuner(trial_backend=backend, scheduler=scheduler, n_workers=workers, sleep_time=0,
                       stop_criterion=StoppingCriterion(max_wallclock_time=budget_s), callbacks=[callback],
                       results_update_interval=1e9, print_update_interval=1e9, save_tuner=False,
-                      tuner_name=f"hpwf-{method}-{workers}-{seed}", metadata={})
+                      tuner_name=f"hpwf-{method.replace('_', '-')}-{workers}-{seed}", metadata={})
         tuner.run()
         df = callback.dataframe()
     df = df.sort_values("st_tuner_time")
     return [(float(t), float(v)) for t, v in zip(df["st_tuner_time"], df["value"])]
 
 
-METHODS = ("random", "asha", "hyperband")
-
-
-def campaign(bench: Benchmark, workers: list[int], max_seeds: int, budget_l: dict[int, float],
-             deadline: float) -> dict[tuple[int, str], list[dict[str, Any]]]:
-    """Seeds round-robin over (workers, method) until ``deadline`` (wall clock; at least 2 seeds),
-    in the row format of `bench.search_efficiency_sim.one_run`."""
-    logging.disable(logging.WARNING)
-    runs: dict[tuple[int, str], list[dict[str, Any]]] = {(w, m): [] for w in workers for m in METHODS}
+def one_run(bench: Benchmark, method: str, workers: int, seed: int, budget_s: float) -> dict[str, Any]:
+    """One Syne Tune run in the row format of `bench.search_efficiency_sim.one_run`."""
     assert bench.optimum is not None and bench.epsilon is not None
-    for seed in range(max_seeds):
-        for w in workers:
-            for m in METHODS:
-                if seed >= 2 and time.time() > deadline:
-                    return runs
-                t0 = time.process_time()
-                rows = run_syne_tune(bench, m, w, seed, budget_l[w] * bench.full_s)
-                inc: list[tuple[float, float]] = []
-                for t, v in rows:
-                    if not inc or v < inc[-1][1]:
-                        inc.append((t, v))
-                hit = next((t for t, v in inc if v - bench.optimum <= bench.epsilon), None)
-                runs[(w, m)].append({"hit_s": hit, "final": inc[-1][1] - bench.optimum if inc else math.inf,
-                                     "incumbent": inc, "cpu_s": time.process_time() - t0, "sampler_s": 0.0,
-                                     "asked": len(rows), "paused": 0, "resumed": 0, "mean_trial_s": 0.0})
-    return runs
+    t0 = time.process_time()
+    rows = run_syne_tune(bench, method, workers, seed, budget_s)
+    inc: list[tuple[float, float]] = []
+    for t, v in rows:
+        if t <= budget_s and (not inc or v < inc[-1][1]):
+            inc.append((t, v))
+    hit = next((t for t, v in inc if v - bench.optimum <= bench.epsilon), None)
+    return {"hit_s": hit, "final": inc[-1][1] - bench.optimum if inc else math.inf, "incumbent": inc,
+            "cpu_s": time.process_time() - t0, "sampler_s": 0.0, "asked": len(rows), "paused": 0, "resumed": 0,
+            "mean_trial_s": 0.0, "syne_tune": syne_tune.__version__}
+
+
+def campaign(bench: Benchmark, cells: list[tuple[int, str]], max_seeds: int, budget_l: dict[int, float],
+             deadline: float, dump: Path) -> None:
+    """Seeds round-robin over ``cells`` (each from the next seed ``dump`` lacks) until ``deadline``
+    (wall clock) or ``max_seeds``; every run is appended to ``dump`` as it ends."""
+    logging.disable(logging.WARNING)
+    done: dict[tuple[int, str], int] = {}
+    if dump.exists():
+        for line in dump.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["workers"], row["method"])] = max(done.get((row["workers"], row["method"]), 0), row["seed"] + 1)
+    while True:
+        todo = [c for c in cells if done.get(c, 0) < max_seeds]
+        if not todo:
+            return
+        for w, m in sorted(todo, key=lambda c: done.get(c, 0)):
+            if time.time() > deadline:
+                return
+            seed = done.get((w, m), 0)
+            row = one_run(bench, m, w, seed, budget_l[w] * bench.full_s)
+            with dump.open("a") as f:
+                f.write(json.dumps({"workers": w, "method": m, "seed": seed, **row}) + "\n")
+            done[(w, m)] = seed + 1

@@ -40,6 +40,14 @@ def methods(bench: Benchmark) -> dict[str, Search]:
                               n_trials=big),
         "hyperband-resume": Search(sampler="random", pruner="none", scheduler="hyperband-resume",
                                    scheduler_options=full, n_trials=big),
+        # plain Optuna's multi-fidelity search: TPE with its HyperbandPruner (stops, never resumes)
+        "optuna_tpe+hyperband_stop": Search(sampler="tpe", pruner="hyperband",
+                                            pruner_options={**RUNGS, "max_resource": bench.steps}, n_trials=big),
+        # the first rung later (step 3 or 9 of 27, fidelity 7.4 or 28): asha-resume's min_resource experiment
+        "asha-resume-m3": Search(sampler="random", pruner="none", scheduler="asha-resume",
+                                 scheduler_options={**full, "min_resource": 3}, n_trials=big),
+        "asha-resume-m9": Search(sampler="random", pruner="none", scheduler="asha-resume",
+                                 scheduler_options={**full, "min_resource": 9}, n_trials=big),
     }
 
 
@@ -101,6 +109,34 @@ def campaign(bench_name: str, workers: list[int], names: list[str], max_seeds: i
     return runs
 
 
+def next_seeds(dump: Path) -> dict[tuple[int, str], int]:
+    """The next seed of each cell in ``dump`` (seeds are appended in order)."""
+    done: dict[tuple[int, str], int] = {}
+    for line in dump.read_text().splitlines() if dump.exists() else []:
+        row = json.loads(line)
+        cell = (row["workers"], row["method"])
+        done[cell] = max(done.get(cell, 0), row["seed"] + 1)
+    return done
+
+
+def cells_campaign(bench_name: str, caps: dict[tuple[int, str], int], deadline: float, dump: Path) -> None:
+    """The cells of ``caps``, each from the next seed ``dump`` lacks, the cell with the fewest seeds
+    first (ties in the given order), until ``deadline`` (wall clock) or each cell has its cap."""
+    bench = BENCHMARKS[bench_name]()
+    ms = methods(bench)
+    done = next_seeds(dump)
+    while time.time() < deadline:
+        todo = [c for c, cap in caps.items() if done.get(c, 0) < cap]
+        if not todo:
+            return
+        w, m = min(todo, key=lambda c: done.get(c, 0))
+        seed = done.get((w, m), 0)
+        row = one_run(bench, ms[m], w, seed, BUDGET_L[w] * bench.full_s)
+        with dump.open("a") as f:
+            f.write(json.dumps({"workers": w, "method": m, "seed": seed, **row}) + "\n")
+        done[(w, m)] = seed + 1
+
+
 def load_dump(dump: Path) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """The runs a campaign appended to ``dump``, by cell, in seed order (complete seeds only per cell)."""
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -139,7 +175,8 @@ def summarize(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]
 
 
 def draw(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]], budget_l: dict[int, float],
-         path: Path) -> Path | None:
+         path: Path, only: tuple[str, ...] | None = None) -> Path | None:
+    """Anytime curves of the cells in ``runs`` (of the methods in ``only``, where given)."""
     try:
         import matplotlib
 
@@ -147,13 +184,13 @@ def draw(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]], bu
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    workers = sorted({w for w, _ in runs})
+    workers = sorted({w for w, m in runs if only is None or m in only})
     fig, axes = plt.subplots(1, len(workers), figsize=(5 * len(workers), 4), squeeze=False)
     assert bench.optimum is not None
     for ax, w in zip(axes[0], workers):
         grid = [budget_l[w] * bench.full_s * i / 100 for i in range(1, 101)]
         for (ww, m), rs in runs.items():
-            if ww != w or not rs:
+            if ww != w or not rs or (only is not None and m not in only):
                 continue
             rows = [sorted(regret_at(r["incumbent"], t, bench.optimum) for r in rs) for t in grid]
             q = [[row[min(len(row) - 1, int(p * len(row)))] for row in rows] for p in (0.25, 0.5, 0.75)]
@@ -204,17 +241,16 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
     seeds = 2 if quick else max_seeds
     bench = BENCHMARKS["mfh6_good"]()
     deadline = None if wall_s is None else time.time() + wall_s
-    if part == "render":  # the figures of the runs a (maybe cut) campaign appended to its dump
-        runs = load_dump(HERE / "search_efficiency_sim_runs.jsonl")
-        table = summarize(bench, runs, budget_l)
-        draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png")
-        return {"benchmark": "search_efficiency_sim", "line": json.dumps(table, indent=1), "table": table,
-                "ratio": table.get(f"{max(workers)}:asha-resume", {}).get("time_ratio", [None])[0]}
+    if part == "render":  # the figures of the runs (maybe cut) campaigns appended to their dumps
+        return render(bench, budget_l)
     if part == "sampler":
         cost = sampler_cost()
         return {"benchmark": "search_efficiency_sim", "line": f"sampler: {cost}", "sampler": cost, "ratio": cost["fraction"]}
     if part == "synetune":
-        return _syne_tune(bench, workers, seeds, budget_l, deadline or time.time() + cpu_budget_s)
+        from bench._synetune_sim import METHODS as ST_METHODS
+
+        return _syne_tune(bench, [(w, m) for w in workers for m in ST_METHODS], seeds,
+                          deadline or time.time() + cpu_budget_s)
     share = {"all": 0.8, "mfh6": 1.0, "pbt": 0.0}[part]
     dump = None if quick else HERE / "search_efficiency_sim_runs.jsonl"
     runs = campaign("mfh6_good", workers, names if share else [], seeds, math.inf if quick else cpu_budget_s * share,
@@ -239,6 +275,41 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
         "comparison": f"virtual time to regret <= {bench.epsilon} on {bench.name}, asha-resume / random search, "
                       f"{max(workers)} workers", "table": table, "pbt": pbt, "sampler": cost, "image": str(image) if image else None,
     }
+
+
+ISSUE_CELLS = ("random", "tpe", "tpe+asha_stop", "asha-resume", "hyperband-resume", "optuna_tpe+hyperband_stop")
+
+
+def render(bench: Benchmark, budget_l: dict[int, float]) -> dict[str, Any]:
+    """Tables (markdown), comparisons and curves of every run in the dumps."""
+    from bench import _sim_render as md
+
+    runs = load_dump(HERE / "search_efficiency_sim_runs.jsonl")
+    table = summarize(bench, runs, budget_l)
+    draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png", only=ISSUE_CELLS)
+    draw(bench, runs, budget_l, HERE / "search_efficiency_sim_min_resource.png",
+         only=("random", "asha-resume", "asha-resume-m3", "asha-resume-m9"))
+    lines = md.hpwf_table(table)
+    st = load_dump(ST_DUMP) if ST_DUMP.exists() else {}
+    if st:
+        st_table = summarize(bench, st, budget_l)
+        draw(bench, st, budget_l, HERE / "search_efficiency_sim_synetune.png")
+        both = {**{(w, f"hpwf {m}"): r for (w, m), r in runs.items() if m in ("random", "asha-resume")},
+                **{(w, f"syne-tune {m}"): r for (w, m), r in st.items() if m in ("random", "asha_promotion")}}
+        draw(bench, both, budget_l, HERE / "search_efficiency_sim_vs_synetune.png")
+        lines += [""] + md.synetune_table(st_table) + [""]
+        for a, b in (("asha-resume", "asha_promotion"), ("asha-resume", "asha_stopping"),
+                     ("hyperband-resume", "hyperband_promotion"), ("random", "random")):
+            lines += md.compare_lines("hpwf", runs, a, "syne-tune", st, b, budget_l, bench.full_s)
+    for other in ("asha-resume-m3", "asha-resume-m9"):
+        lines += md.paired_lines(runs, other, "asha-resume", budget_l, bench.full_s)
+    for name in ("mfh6_bad", "mfh3_good", "mfh3_bad"):  # the other benchmarks' cells, where run
+        dump = HERE / f"search_efficiency_sim_runs_{name}.jsonl"
+        if dump.exists():
+            lines += ["", f"{name} (epsilon {BENCHMARKS[name]().epsilon}):"]
+            lines += md.hpwf_table(summarize(BENCHMARKS[name](), load_dump(dump), budget_l))
+    return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table,
+            "ratio": table.get(f"{max(budget_l)}:asha-resume", {}).get("time_ratio", [None])[0]}
 
 
 def sampler_cost(trials: int = 10_000, asks: int = 20, seed: int = 0) -> dict[str, Any]:
@@ -267,26 +338,56 @@ def sampler_cost(trials: int = 10_000, asks: int = 20, seed: int = 0) -> dict[st
             "fraction": per / bench.full_s}
 
 
-def _syne_tune(bench: Benchmark, workers: list[int], seeds: int, budget_l: dict[int, float],
-               deadline: float) -> dict[str, Any]:
-    """The same benchmark, workers and seeds under Syne Tune's simulator (needs syne-tune)."""
+ST_DUMP = HERE / "search_efficiency_sim_synetune_runs.jsonl"
+
+
+def _syne_tune(bench: Benchmark, cells: list[tuple[int, str]], seeds: int, deadline: float) -> dict[str, Any]:
+    """The same benchmark, workers and seeds under Syne Tune's simulator (needs syne-tune 0.14):
+    the cells continue from the seeds ``ST_DUMP`` holds; the figures are of every run it holds."""
     from bench import _synetune_sim
 
-    runs = _synetune_sim.campaign(bench, workers, seeds, budget_l, deadline)
-    table = summarize(bench, runs, budget_l)
-    draw(bench, runs, budget_l, HERE / "search_efficiency_sim_synetune.png")
+    _synetune_sim.campaign(bench, cells, seeds, BUDGET_L, deadline, ST_DUMP)
+    runs = load_dump(ST_DUMP)
+    table = summarize(bench, runs, BUDGET_L)
+    draw(bench, runs, BUDGET_L, HERE / "search_efficiency_sim_synetune.png")
     lines = [f"syne-tune {k}: seeds {v['seeds']}, reached {v['reached']}, hit (full trials) {v['hit_full_trials']}, "
              f"final regret {v['final_regret']}" for k, v in table.items()]
     return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table, "ratio": None,
-            "comparison": "Syne Tune's simulator on the same benchmark", "budget_full_trials": budget_l}
+            "comparison": "Syne Tune's simulator on the same benchmark", "budget_full_trials": BUDGET_L}
 
 
-if __name__ == "__main__":  # a campaign part with a wall budget: python -m bench.search_efficiency_sim mfh6 40
-    import json
+def _cells(spec: str) -> list[tuple[int, str]]:
+    """"64:tpe,512:tpe" -> [(64, "tpe"), (512, "tpe")]."""
+    return [(int(w), m) for w, m in (c.split("=")[0].split(":", 1) for c in spec.split(","))]
+
+
+def _caps(spec: str, seeds: int) -> dict[tuple[int, str], int]:
+    """The seeds each cell may have: ``SEEDS``, or ``=N`` after a cell ("64:tpe+asha_stop=10")."""
+    return {cell: int(c.split("=")[1]) if "=" in c else seeds for cell, c in zip(_cells(spec), spec.split(","))}
+
+
+if __name__ == "__main__":
+    # python -m bench.search_efficiency_sim mfh6|pbt|render|sampler MINUTES [CPU_S]
+    # python -m bench.search_efficiency_sim cells MINUTES 64:tpe,512:tpe=10 [SEEDS [BENCHMARK]]
+    # python -m bench.search_efficiency_sim synetune MINUTES [64:random,64:asha_promotion [SEEDS]]
     import sys
 
-    result = run(part=sys.argv[1], wall_s=float(sys.argv[2]) * 60, cpu_budget_s=float(sys.argv[3]) if len(sys.argv) > 3 else 1800.0)
+    part, deadline = sys.argv[1], time.time() + float(sys.argv[2]) * 60
+    if part == "cells":
+        name = sys.argv[5] if len(sys.argv) > 5 else "mfh6_good"
+        dump = HERE / ("search_efficiency_sim_runs.jsonl" if name == "mfh6_good" else f"search_efficiency_sim_runs_{name}.jsonl")
+        cells_campaign(name, _caps(sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 30), deadline, dump)
+        sys.exit(0)
+    if part == "synetune":
+        from bench._synetune_sim import METHODS as ST_METHODS
+
+        spec = sys.argv[3] if len(sys.argv) > 3 else ",".join(f"{w}:{m}" for w in (64, 512) for m in ST_METHODS)
+        result = _syne_tune(BENCHMARKS["mfh6_good"](), _cells(spec), int(sys.argv[4]) if len(sys.argv) > 4 else 30,
+                            deadline)
+    else:
+        result = run(part=part, wall_s=float(sys.argv[2]) * 60,
+                     cpu_budget_s=float(sys.argv[3]) if len(sys.argv) > 3 else 1800.0)
     print(result.pop("line"))
     with open(HERE / "results.jsonl", "a") as f:
-        f.write(json.dumps({"benchmark": "search_efficiency_sim", "part": sys.argv[1], "quick": False,
+        f.write(json.dumps({"benchmark": "search_efficiency_sim", "part": part, "quick": False,
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}, default=str) + "\n")

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 from optuna.trial import TrialState
 
 from bench import search_efficiency_sim
@@ -57,3 +61,21 @@ def test_quick_form_reports_every_cell_and_pbt() -> None:
     for row in result["table"].values():
         assert row["seeds"] == 2 and row["final_regret"][0] >= 0
     assert result["pbt"]["8"]["seeds"] == 2
+
+
+def test_a_cells_campaign_continues_each_cell_from_the_seeds_its_dump_holds(tmp_path: Path) -> None:
+    dump = tmp_path / "runs.jsonl"
+    far = time.time() + 600
+    search_efficiency_sim.cells_campaign("mfh3_good", {(8, "random"): 2}, far, dump)
+    search_efficiency_sim.cells_campaign("mfh3_good", {(8, "random"): 3, (64, "random"): 1}, far, dump)
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [(r["workers"], r["seed"]) for r in rows] == [(8, 0), (8, 1), (64, 0), (8, 2)]
+    assert search_efficiency_sim._caps("64:tpe,512:tpe+asha_stop=2", 30) == {(64, "tpe"): 30, (512, "tpe+asha_stop"): 2}
+
+
+def test_the_difference_of_two_cells_has_an_interval_around_it() -> None:
+    from bench._sim_render import difference
+
+    mean, low, high = difference([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
+    assert mean == 1.5 and low < 1.5 < high
+    assert difference([1.0, 1.0], [1.0, 1.0]) == (0.0, 0.0, 0.0)
