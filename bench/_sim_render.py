@@ -11,14 +11,18 @@ def _iv(x: list[float], digits: int = 2) -> str:
     return f"{x[0]:.{digits}f} [{x[1]:.{digits}f}, {x[2]:.{digits}f}]"
 
 
+def _common_cells(v: dict[str, Any]) -> str:
+    """A cell's row up to its trials asked: the columns both tables share."""
+    return (f"| {v['workers']} | {v['method']} | {v['seeds']} | {v['reached']}/{v['seeds']} (random {v['random_reached']}) "
+            f"| {_iv(v['hit_full_trials'])} | {_iv(v['time_ratio'])} (median {v['time_ratio_median']:.2f}) "
+            f"| {_iv(v['final_regret'], 3)} | {v['trials_asked_mean']}")
+
+
 def hpwf_table(table: dict[str, Any]) -> list[str]:
     out = ["| workers | method | seeds | reached ε | time to ε (L; budget if never) | time to ε / random (paired) "
            "| final regret | trials asked | sampler ms/trial | coordinator CPU ms/trial |", "|---|---|---|---|---|---|---|---|---|---|"]
     for v in sorted(table.values(), key=lambda v: (v["workers"], v["method"])):
-        out.append(f"| {v['workers']} | {v['method']} | {v['seeds']} | {v['reached']}/{v['seeds']} (random {v['random_reached']}) "
-                   f"| {_iv(v['hit_full_trials'])} | {_iv(v['time_ratio'])} (median {v['time_ratio_median']:.2f}) "
-                   f"| {_iv(v['final_regret'], 3)} | {v['trials_asked_mean']} | {v['sampler_s_per_trial'] * 1e3:.2f} "
-                   f"| {v['engine_cpu_s_per_trial'] * 1e3:.2f} |")
+        out.append(f"{_common_cells(v)} | {v['sampler_s_per_trial'] * 1e3:.2f} | {v['engine_cpu_s_per_trial'] * 1e3:.2f} |")
     return out
 
 
@@ -26,9 +30,7 @@ def synetune_table(table: dict[str, Any]) -> list[str]:
     out = ["| workers | Syne Tune method | seeds | reached ε | time to ε (L; budget if never) | time to ε / its random (paired) "
            "| final regret | results seen |", "|---|---|---|---|---|---|---|---|"]
     for v in sorted(table.values(), key=lambda v: (v["workers"], v["method"])):
-        out.append(f"| {v['workers']} | {v['method']} | {v['seeds']} | {v['reached']}/{v['seeds']} (random {v['random_reached']}) "
-                   f"| {_iv(v['hit_full_trials'])} | {_iv(v['time_ratio'])} (median {v['time_ratio_median']:.2f}) "
-                   f"| {_iv(v['final_regret'], 3)} | {v['trials_asked_mean']} |")
+        out.append(f"{_common_cells(v)} |")
     return out
 
 
