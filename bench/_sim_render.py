@@ -18,20 +18,20 @@ def _common_cells(v: dict[str, Any]) -> str:
             f"| {_iv(v['final_regret'], 3)} | {v['trials_asked_mean']}")
 
 
+def _table(head: str, table: dict[str, Any], extra: Any) -> list[str]:
+    rows = sorted(table.values(), key=lambda v: (v["workers"], v["method"]))
+    return [head, "|---" * head.count(" | ") + "|---|"] + [f"{_common_cells(v)}{extra(v)} |" for v in rows]
+
+
 def hpwf_table(table: dict[str, Any]) -> list[str]:
-    out = ["| workers | method | seeds | reached ε | time to ε (L; budget if never) | time to ε / random (paired) "
-           "| final regret | trials asked | sampler ms/trial | coordinator CPU ms/trial |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for v in sorted(table.values(), key=lambda v: (v["workers"], v["method"])):
-        out.append(f"{_common_cells(v)} | {v['sampler_s_per_trial'] * 1e3:.2f} | {v['engine_cpu_s_per_trial'] * 1e3:.2f} |")
-    return out
+    return _table("| workers | method | seeds | reached ε | time to ε (L; budget if never) | time to ε / random (paired) "
+                  "| final regret | trials asked | sampler ms/trial | coordinator CPU ms/trial |", table,
+                  lambda v: f" | {v['sampler_s_per_trial'] * 1e3:.2f} | {v['engine_cpu_s_per_trial'] * 1e3:.2f}")
 
 
 def synetune_table(table: dict[str, Any]) -> list[str]:
-    out = ["| workers | Syne Tune method | seeds | reached ε | time to ε (L; budget if never) | time to ε / its random (paired) "
-           "| final regret | results seen |", "|---|---|---|---|---|---|---|---|"]
-    for v in sorted(table.values(), key=lambda v: (v["workers"], v["method"])):
-        out.append(f"{_common_cells(v)} |")
-    return out
+    return _table("| workers | Syne Tune method | seeds | reached ε | time to ε (L; budget if never) "
+                  "| time to ε / its random (paired) | final regret | results seen |", table, lambda v: "")
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
