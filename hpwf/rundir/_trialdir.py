@@ -108,8 +108,19 @@ class ResultsLog:
                 os.write(self._fd, b"\n")
         os.write(self._fd, (json.dumps(record, default=str, separators=(",", ":")) + "\n").encode())
 
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
 
 _LOGS: dict[tuple[Path, int], ResultsLog] = {}
+
+
+def close_results_logs(under: Path) -> None:
+    """Close this process's results logs of the runs at or below ``under`` (done with them)."""
+    for key in [k for k in _LOGS if k[0] == under or under in k[0].parents]:
+        _LOGS.pop(key).close()
 
 
 def results_log(run_dir: Path) -> ResultsLog:

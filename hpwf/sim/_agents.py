@@ -173,7 +173,8 @@ class SimAgent:
         self._params = dict(task.params)
         self._task_folder = self.folder
         if self.setup is not None and self.setup.entry == "ensemble":  # a member: its configuration is fixed
-            if self.leader and not member_started(self.world, task):
+            hung_up = self.conn is None or self.conn.peer is None or self.conn.peer.closed
+            if self.leader and not member_started(self.world, task, hung_up):
                 self._finish(self._epoch, "error")  # `hpwf.Member`: "carries no member attributes"
                 return
             self._run(self._epoch)

@@ -160,15 +160,17 @@ def planned_queued(world: World) -> None:
                         f"member(s) {missing} of the plan of {len(plan)} not queued")
 
 
-def member_started(world: World, task: Assign) -> bool:
+def member_started(world: World, task: Assign, hung_up: bool = False) -> bool:
     """An agent starts a member: False if it carries no member attributes (it fails, as
-    `hpwf.Member` makes it); a violation if that member completed already (trained again)."""
+    `hpwf.Member` makes it); a violation if that member completed already (trained again),
+    unless the coordinator had already hung up on this agent (``hung_up``: a frozen agent reads
+    an assignment sent before it was dropped; that work is wasted and its result never told)."""
     attrs = task.attrs or {}
     if MEMBER not in attrs:
         return False
     done = [t.number for t in world.study.get_trials(deepcopy=False, states=(OT.COMPLETE,))
             if same_member(t.user_attrs, attrs)]
-    if done:
+    if done and not hung_up:
         world.violation(f"member {attrs[MEMBER]} trains again (trial {task.number}); trial {done[0]} completed it")
     return True
 

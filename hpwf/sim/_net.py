@@ -200,6 +200,11 @@ class SimSession(Session):
             self.drop(agent.conn)
         self.hub.close()
         self.events.run_due()
+        self.release()
+
+    def release(self) -> None:
+        """Close the poller (the simulated hub and connections hold no descriptor)."""
+        self._selector.close()
 
     def watch(self, conn: Any) -> None:
         self.watched[conn.number] = conn

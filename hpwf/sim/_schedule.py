@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpwf.sim import _shared_study as shared_study, _store_faults as store_faults
+from hpwf.rundir import close_results_logs
 from hpwf.sim._world import World
 from hpwf.sim._config import Config
 
@@ -144,13 +145,18 @@ def run(config: Config, actions: list[Action], run_dir: Path | None = None) -> W
         with tempfile.TemporaryDirectory(prefix="hpwf-sim-", dir=SCRATCH if SCRATCH.is_dir() else None) as tmp:
             return run(config, actions, Path(tmp))
     world = World(config, run_dir)
-    for action in actions:
-        if world.finished or world.violations:
-            break
-        world.log.append(f"t={world.clock.t:.3f} {action}")
-        apply(world, action)
-    if not world.violations:
-        finish(world)
+    try:
+        for action in actions:
+            if world.finished or world.violations:
+                break
+            world.log.append(f"t={world.clock.t:.3f} {action}")
+            apply(world, action)
+        if not world.violations:
+            finish(world)
+    finally:  # the simulated agents share this process: their results logs and pollers close with the run
+        close_results_logs(run_dir)
+        if world.session is not None:
+            world.session.release()
     return world
 
 

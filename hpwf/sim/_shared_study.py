@@ -23,6 +23,7 @@ from typing import Any
 
 from optuna.trial import TrialState as OT
 
+from hpwf.rundir import close_results_logs
 from hpwf.sim._config import Config
 from hpwf.sim._world import World
 
@@ -131,10 +132,16 @@ def run_shared(seed: int, config: Config) -> tuple[Shared, list[Action]]:
     configs, actions = draw(seed, config)
     with tempfile.TemporaryDirectory(prefix="hpwf-sim-shared-") as tmp:
         shared = Shared(configs, Path(tmp))
-        for action in actions:
-            if shared.finished or shared.violations:
-                break
-            shared.apply(action)
-        if not shared.violations:
-            shared.finish()
+        try:
+            for action in actions:
+                if shared.finished or shared.violations:
+                    break
+                shared.apply(action)
+            if not shared.violations:
+                shared.finish()
+        finally:  # this process's results logs of both runs, and their pollers
+            close_results_logs(Path(tmp))
+            for world in shared.worlds:
+                if world.session is not None:
+                    world.session.release()
     return shared, actions

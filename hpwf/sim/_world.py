@@ -181,6 +181,7 @@ class World:
             agent.die()
         self.agents = []
         self.events.run_due()
+        self.session.release()  # (the killed process's poller)
         self.resume()
 
     def signal(self, name: str = "SIGTERM") -> None:
