@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import MPIRUN, PY, ROOT, env, quiet_optuna, rnd, scratch, show, summary
+from bench.search_efficiency_sim import interval
 
 METHODS = ("random", "tpe_asha", "tpe_sha_resume", "pbt")
 
@@ -185,6 +186,7 @@ def run(quick: bool = False, seeds: list[int] | None = None, setup: Setup = MNIS
     mean = {m: sum(r[m]["epochs_to_target"] for r in rows) / len(rows) for m in METHODS}
     total = {m: sum(r[m]["epochs_total"] for r in rows) / len(rows) for m in METHODS}
     ratio = {m: rnd(mean[m] / mean["random"], 3) for m in METHODS}
+    per_seed = seed_ratios(rows)
     reached = {m: sum(r[m]["reached"] for r in rows) for m in METHODS}
     n_trials, rungs, pbt = setup.n_trials[q], setup.rungs, plans["pbt"]
     how = " ".join(["mpirun", *setup.launch[1:]][:len(setup.launch)] + ["hpwf run", *setup.backend])
@@ -201,9 +203,42 @@ def run(quick: bool = False, seeds: list[int] | None = None, setup: Setup = MNIS
         "seeds": seeds, "n_trials": n_trials,
         "mean_epochs_to_target": mean, "mean_epochs_total": total, "ratio_to_random": ratio,
         "seeds_reaching_target": reached,
+        "ratio_per_seed_interval": {m: [rnd(x, 3) for x in interval(v)] for m, v in per_seed.items()},
         "aim": "tpe_sha_resume <= 1/3 of random and < tpe_asha; pbt <= 1/2 of random",
         "rows": rows,
         "line": f"{setup.name} ({unit} to random's best, / random): "
                 + ", ".join(f"{m} {ratio[m]:.2f}x ({mean[m]:.0f}, {reached[m]}/{len(rows)} reached)" for m in METHODS)
-                + "; whole runs " + ", ".join(f"{m} {total[m]:.0f}" for m in METHODS),
+                + "; whole runs " + ", ".join(f"{m} {total[m]:.0f}" for m in METHODS)
+                + "; per-seed ratio, mean [95 %]: " + ", ".join(f"{m} {_iv(per_seed[m])}" for m in METHODS if m != "random"),
     }
+
+
+def seed_ratios(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each search's epochs to target over random's, seed by seed (a search that never reached it
+    counts its whole run: a lower bound of its ratio)."""
+    return {m: [r[m]["epochs_to_target"] / r["random"]["epochs_to_target"] for r in rows] for m in METHODS}
+
+
+def _iv(xs: list[float]) -> str:
+    mean, low, high = interval(xs)
+    return f"{mean:.2f}x [{low:.2f}, {high:.2f}]"
+
+
+def pooled(name: str, results: Path = ROOT / "bench" / "results.jsonl", since: str = "") -> dict[str, Any]:
+    """The rows of every full run of benchmark ``name`` recorded in ``results`` at or after the
+    time ``since`` (the latest row of each seed), and the per-seed ratios' means and intervals."""
+    import json
+
+    latest: dict[int, dict[str, Any]] = {}
+    for line in results.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("benchmark") == name and not rec.get("quick") and rec.get("time", "") >= since:
+            latest.update({row["seed"]: row for row in rec.get("rows", [])})
+    rows = [latest[s] for s in sorted(latest)]
+    per_seed = seed_ratios(rows) if rows else {}
+    return {"seeds": sorted(latest), "rows": rows,
+            "reached": {m: sum(r[m]["reached"] for r in rows) for m in METHODS},
+            "ratio_per_seed": {m: [rnd(x, 3) for x in interval(v)] for m, v in per_seed.items()},
+            "line": f"{name}, {len(rows)} seeds, per-seed ratio to random, mean [95 %]: "
+                    + ", ".join(f"{m} {_iv(v)} ({sum(r[m]['reached'] for r in rows)}/{len(rows)} reached)"
+                                for m, v in per_seed.items() if m != "random")}

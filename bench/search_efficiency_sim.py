@@ -210,25 +210,45 @@ def draw(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]], bu
     return path
 
 
+PBT_DUMP = HERE / "search_efficiency_sim_pbt_runs.jsonl"
+
+
 def pbt_campaign(workers: list[int], max_seeds: int, cpu_budget_s: float, quick: bool,
-                 deadline: float | None = None) -> dict[str, Any]:
-    """PBT on the toy against the best constant learning rate (by grid, its mean final value)."""
+                 deadline: float | None = None, dump: Path | None = None) -> dict[str, Any]:
+    """PBT on the toy against the best constant learning rate (by grid, its mean final value).
+    With ``dump``, each population continues from the seeds the file holds, and every run is
+    appended to it as it ends; the figures are of every run it holds."""
     bench = BENCHMARKS["pbt_toy"]()
     fixed_lr, fixed_value = best_fixed_lr(bench, grid=11 if quick else 41, repeats=4 if quick else 20)
     out: dict[str, Any] = {"best_fixed_lr": fixed_lr, "best_fixed_value": fixed_value}
+    held = pbt_runs(dump) if dump is not None else {}
     start = time.process_time()
     for w in workers:
-        finals = []
-        for seed in range(max_seeds):
+        finals = held.get(w, [])
+        for seed in range(len(finals), max_seeds):
             if seed >= 2 and _spent(start, cpu_budget_s, deadline):
                 break
             search = Search(sampler="random", pruner="none", scheduler="pbt", population=w, interval=10,
                             n_trials=w * (bench.steps // 10), seed=seed)
+            t0 = time.process_time()
             o = run_search(bench, search, w, seed=seed)
             finals.append(min(v for _, v, s in o.curve if s == bench.steps - 1))
+            if dump is not None:
+                with dump.open("a") as f:
+                    f.write(json.dumps({"workers": w, "seed": seed, "final": finals[-1],
+                                        "cpu_s": time.process_time() - t0}) + "\n")
         wins = sum(f < fixed_value for f in finals)
         out[str(w)] = {"seeds": len(finals), "wins": wins, "mean_final": interval(finals) if finals else None}
     return out
+
+
+def pbt_runs(dump: Path) -> dict[int, list[float]]:
+    """The best final value of each PBT run in ``dump``, by population, in seed order."""
+    runs: dict[int, list[float]] = {}
+    for line in dump.read_text().splitlines() if dump.exists() else []:
+        row = json.loads(line)
+        runs.setdefault(row["workers"], []).append(row["final"])
+    return runs
 
 
 def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, wall_s: float | None = None,
@@ -257,8 +277,9 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
                     budget_l, deadline, dump)
     table = summarize(bench, runs, budget_l)
     image = None if quick or not table else draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png")
-    pbt = {} if part == "mfh6" else pbt_campaign([8] if quick else [8, 64], 2 if quick else max_seeds,
-                                                 0 if quick else cpu_budget_s * (1 - share), quick, deadline)
+    pbt = {} if part == "mfh6" else pbt_campaign([8] if quick else [8, 64, 512], 2 if quick else max_seeds,
+                                                 0 if quick else cpu_budget_s * (1 - share), quick, deadline,
+                                                 None if quick else PBT_DUMP)
     lines = [f"{k}: seeds {v['seeds']}, reached eps {v['reached']}/{v['seeds']} (random {v['random_reached']}), "
              f"time/random {v['time_ratio'][0]:.2f} [{v['time_ratio'][1]:.2f}, {v['time_ratio'][2]:.2f}], "
              f"final regret {v['final_regret'][0]:.3f} [{v['final_regret'][1]:.3f}, {v['final_regret'][2]:.3f}], "
@@ -301,6 +322,9 @@ def render(bench: Benchmark, budget_l: dict[int, float]) -> dict[str, Any]:
         for a, b in (("asha-resume", "asha_promotion"), ("asha-resume", "asha_stopping"),
                      ("hyperband-resume", "hyperband_promotion"), ("random", "random")):
             lines += md.compare_lines("hpwf", runs, a, "syne-tune", st, b, budget_l, bench.full_s)
+    pbt = pbt_campaign([8, 64, 512], 0, 0.0, False, dump=PBT_DUMP)  # max_seeds 0: the dump's runs only
+    lines += ["", f"PBT on the toy; the best fixed rate {pbt['best_fixed_lr']:.5f}, accuracy {-pbt['best_fixed_value']:.1f}:"]
+    lines += md.pbt_table(pbt)
     for other in ("asha-resume-m3", "asha-resume-m9"):
         lines += md.paired_lines(runs, other, "asha-resume", budget_l, bench.full_s)
     for name in ("mfh6_bad", "mfh3_good", "mfh3_bad"):  # the other benchmarks' cells, where run
@@ -308,7 +332,7 @@ def render(bench: Benchmark, budget_l: dict[int, float]) -> dict[str, Any]:
         if dump.exists():
             lines += ["", f"{name} (epsilon {BENCHMARKS[name]().epsilon}):"]
             lines += md.hpwf_table(summarize(BENCHMARKS[name](), load_dump(dump), budget_l))
-    return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table,
+    return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table, "pbt": pbt,
             "ratio": table.get(f"{max(budget_l)}:asha-resume", {}).get("time_ratio", [None])[0]}
 
 

@@ -42,3 +42,26 @@ def test_the_nt3_searches_run_under_mpirun_in_groups_of_two(tmp_path: Path) -> N
     assert search is not None
     assert (search.ranks_per_trial, search.scheduler, search.seed, search.n_trials) == (2, "asha-resume", 3, 4)
     assert search.scheduler_options == {"min_resource": 2, "reduction_factor": 2, "max_resource": 8}
+
+
+def test_the_runs_of_several_invocations_pool_by_seed_with_an_interval(tmp_path: Path) -> None:
+    import json
+
+    from bench.search_efficiency import pooled
+
+    def row(seed: int, random: int, resume: int, reached: bool) -> dict:
+        cell = {"epochs_to_target": random, "reached": True}
+        return {"seed": seed, "random": cell, "tpe_asha": cell, "pbt": cell,
+                "tpe_sha_resume": {"epochs_to_target": resume, "reached": reached}}
+
+    results = tmp_path / "results.jsonl"
+    records = [{"benchmark": "x", "time": "2026-01-01", "rows": [row(0, 100, 10, True)]},  # before `since`
+               {"benchmark": "x", "time": "2026-02-01", "rows": [row(0, 100, 50, True), row(1, 100, 30, True)]},
+               {"benchmark": "x", "time": "2026-02-02", "quick": True, "rows": [row(2, 1, 1, True)]},
+               {"benchmark": "y", "time": "2026-02-03", "rows": [row(3, 1, 1, True)]},
+               {"benchmark": "x", "time": "2026-02-04", "rows": [row(1, 100, 40, False)]}]  # seed 1 again: latest wins
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = pooled("x", results, since="2026-02")
+    assert out["seeds"] == [0, 1] and out["reached"]["tpe_sha_resume"] == 1
+    mean, low, high = out["ratio_per_seed"]["tpe_sha_resume"]
+    assert mean == 0.45 and low < 0.45 < high

@@ -79,3 +79,15 @@ def test_the_difference_of_two_cells_has_an_interval_around_it() -> None:
     mean, low, high = difference([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
     assert mean == 1.5 and low < 1.5 < high
     assert difference([1.0, 1.0], [1.0, 1.0]) == (0.0, 0.0, 0.0)
+
+
+def test_a_pbt_campaign_continues_from_its_dump_and_counts_every_run_it_holds(tmp_path: Path) -> None:
+    dump = tmp_path / "pbt.jsonl"
+    first = search_efficiency_sim.pbt_campaign([4], 2, 1e9, True, dump=dump)
+    again = search_efficiency_sim.pbt_campaign([4], 3, 1e9, True, dump=dump)
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [(r["workers"], r["seed"]) for r in rows] == [(4, 0), (4, 1), (4, 2)]
+    assert first["4"]["seeds"] == 2 and again["4"]["seeds"] == 3
+    assert search_efficiency_sim.pbt_runs(dump)[4][:2] == [r["final"] for r in rows[:2]]
+    held = search_efficiency_sim.pbt_campaign([4], 0, 0.0, True, dump=dump)  # the dump's runs only, none new
+    assert held["4"] == again["4"] and len(dump.read_text().splitlines()) == 3
