@@ -8,11 +8,14 @@ hanging it.
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
 import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from multiprocessing import AuthenticationError
@@ -119,6 +122,56 @@ def test_two_hundred_connections_in_a_row(hub: Hub) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+STALLED_HUB = """import sys
+from hpwf.wire import Hub
+hub = Hub("127.0.0.1", unix=False)
+print(hub.address[1], hub.authkey.hex(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_stalled_hub_still_queues_an_agent_behind_three_hundred_connections() -> None:
+    """While the hub's process does not run (stopped here, descheduled on a loaded machine),
+    300 silent connections wait to be accepted, more than a listen queue of 256 holds. The
+    kernel still completes the next agent's TCP handshake at its first SYN: a full queue drops
+    SYNs, and the agent's ``connect`` then waits out the kernel's retries (1, 3, 7 s, then its
+    10 s attempt again), which under a flood of reconnecting connections (test_security_user2)
+    kept an agent out past the backend's 30 s arrival wait. Once the hub runs again, it gets in."""
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_HUB], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": root})
+    assert proc.stdout is not None and proc.stdin is not None
+    port, key = proc.stdout.readline().split()
+    address = ("127.0.0.1", int(port))
+    held: list[socket.socket] = []
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        for _ in range(300):
+            held.append(socket.socket())
+            held[-1].setblocking(False)
+            held[-1].bind(("127.0.0.2", 0))
+            held[-1].connect_ex(address)
+        held.append(socket.socket())
+        held[-1].setblocking(False)
+        held[-1].connect_ex(address)
+        _, connected, _ = select.select([], held[-1:], [], 5)  # at once, or never while the hub is stopped
+        assert connected and held[-1].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0, \
+            "the kernel dropped the SYN: the hub's listen queue is full (net.core.somaxconn " \
+            f"{Path('/proc/sys/net/core/somaxconn').read_text().strip()})"
+        os.kill(proc.pid, signal.SIGCONT)
+        connect(address, bytes.fromhex(key), timeout=AGENT_LIMIT_S).close()
+    finally:
+        for sock in held:
+            sock.close()
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_close_refuses_a_late_agent() -> None:

@@ -771,11 +771,12 @@ def test_a_flood_of_silent_handshakes_does_not_keep_the_agents_out(other_user: O
     quiet, quiet_summary, _ = one_run("quiet", flood=False)
     flooded, summary, _ = one_run("flooded", flood=True)
     print(f"without the flood {quiet:.1f} s, flooded {flooded:.1f} s, refused {summary.get('connections_refused')}")
-    # The promise is that the flood cannot keep the agents out: they get in within their connect
-    # window (120 s) and the run ends (asserted above). On a loaded machine a flooded run has twice
-    # taken 65.6 s against 8.3-8.5 s (clean-clone runs beside a soak; cause not found: the hub's
-    # accept loop falling behind the flooder is the suspect), so the bound allows one such minute.
-    assert flooded < 3 * quiet + 70, f"flooded run {flooded:.1f} s, the same run without the flood {quiet:.1f} s"
+    # Her flood holds 300 connections, 16 of them in handshakes (PER_PEER): the rest wait in the
+    # hub's listen queue. A queue of 256 stayed full, the kernel dropped the agents' SYNs and an
+    # agent could stay out past the backend's 30 s arrival wait (then the run took 65.6 s: the
+    # arrival wait, then 30 s for the job whose rank was still connecting). With a deeper queue
+    # (LISTEN_BACKLOG; tests/test_hub.py) flooded runs took 1-3 s more (10 runs, load average 13).
+    assert flooded < 3 * quiet + 10, f"flooded run {flooded:.1f} s, the same run without the flood {quiet:.1f} s"
     assert summary["complete"] + summary["pruned"] == int(n_trials) and summary["agents_seen"] == 2
     assert summary["connections_refused"] > 100, summary  # her flood reached the hub, and was hung up on
     assert quiet_summary["connections_refused"] == 0

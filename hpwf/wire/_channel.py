@@ -13,7 +13,8 @@ Contract:
       either is full, the oldest handshake whose peer has said nothing (of that address, or of
       the address holding the most) is hung up on to make room. An agent answers the hub's
       greeting at once, so it is not the oldest silent one for long. `Hub.refused` counts the
-      connections hung up on (the run's summary says so).
+      connections hung up on (the run's summary says so). The TCP listen queue (`LISTEN_BACKLOG`)
+      is deeper than a flood keeps waiting: a full one drops an agent's SYN (retried in 1, 3, 7 s).
     * Known agents first: a peer is *known* when its address is one of the hosts the backend
       placed agents on (`Hub.expect`) or when a connection from it proved the key before. Known
       peers have `KNOWN_HANDSHAKES` slots of their own, apart from everyone else's
@@ -53,6 +54,7 @@ from hpwf.wire._handshake import Address, HANDSHAKE_TIMEOUT_S, SILENT_S, _Pendin
 MAX_HANDSHAKES = 128  # handshakes in flight at once
 PER_PEER = 16  # handshakes in flight from one address
 KNOWN_HANDSHAKES = 64  # handshakes in flight from known peers (`Hub.expect`), apart from the rest
+LISTEN_BACKLOG = 4096  # connections the kernel queues for `accept` (capped by net.core.somaxconn)
 TCP_ENV = "HPWF_HUB_TCP"  # set to 1 to listen on TCP even when every agent is on this host
 
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -110,7 +112,7 @@ class Hub:
         try:
             sock.bind(path)
             os.chmod(path, 0o600)
-            sock.listen(256)
+            sock.listen(LISTEN_BACKLOG)
         except OSError:
             sock.close()
             shutil.rmtree(self.private_dir, ignore_errors=True)
@@ -284,7 +286,7 @@ def _is_loopback(host: str) -> bool:
 
 def _listen_tcp(host: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, 0), family=family, backlog=256)
+    return socket.create_server((host, 0), family=family, backlog=LISTEN_BACKLOG)
 
 
 def send_quietly(conn: Connection, message: Any) -> bool:
