@@ -18,7 +18,8 @@ Values come from `hpwf.sim`'s `pbt_toy` (its ``value`` and ``step_s``). A run st
 full-trial lengths of virtual time. A fork whose donor is already at the last step (its report
 reached the backend after PBT chose it) has nothing to train; a script would report nothing and
 Syne Tune's `Tuner` then raises "completed and no metrics got observed", so such a trial reports
-the checkpoint's value once (``late_forks``; not counted as a member's final value). Needs syne-tune 0.14.2 (not in requirements.lock);
+the checkpoint's value once (``late_forks``): its worker's lineage has reached the last step, with
+the donor's value (so the stop counts it; the best final value is unchanged). Needs syne-tune 0.14.2 (not in requirements.lock);
 ``python -m bench._synetune_pbt check`` checks the fork on one donor and one child.
 """
 
@@ -103,7 +104,7 @@ class LineageBackend(UserBlackboxBackend):
         self.toy = blackbox
         self.lineage: dict[int, list[Segment]] = {}  # a trial's segments, its own last
         self.forks: dict[int, tuple[int, int]] = {}  # forked trial -> (donor, donor's step at the fork)
-        self.finals: list[float] = []  # values reported at the last step
+        self.finals: list[float] = []  # values reported at the last step (a late fork's too)
         self.late_forks: set[int] = set()  # forked from a donor already at the last step
         self._running: int | None = None
 
@@ -139,7 +140,7 @@ class LineageBackend(UserBlackboxBackend):
 
     def _process_on_trial_result_event(self, time_event: float, event: Any) -> None:
         super()._process_on_trial_result_event(time_event, event)
-        if int(event.result["epoch"]) == self.toy.bench.steps and event.trial_id not in self.late_forks:
+        if int(event.result["epoch"]) == self.toy.bench.steps:
             self.finals.append(float(event.result["value"]))
 
 
@@ -209,6 +210,8 @@ def summary(dump: Path = DUMP) -> dict[str, Any]:
     for w, rs in sorted(rows.items()):
         acc = [-r["final"] for r in rs]
         out[str(w)] = {"seeds": len(rs), "wins": sum(r["wins"] for r in rs), "capped": sum(r["capped"] for r in rs),
+                       "late_forks": sum(r["late_forks"] for r in rs),
+                       "virtual_s_mean": round(sum(r["virtual_s"] for r in rs) / len(rs)),
                        "accuracy": [round(x, 1) for x in interval(acc)],
                        "cpu_s_per_seed": round(sum(r["cpu_s"] for r in rs) / len(rs), 1),
                        "forks_per_seed": round(sum(r["forks"] for r in rs) / len(rs)),
@@ -249,7 +252,7 @@ def check(seed: int = 0) -> list[str]:
     report = [r for _, r in backend.fetch_status_results([late])[1]]
     lines.append(f"late fork: trial {late} from trial {ids[0]} at its step {backend.forks[late][1]} reports {report}")
     assert backend.forks[late][1] == bench.steps and [(r["epoch"], r["value"]) for r in report] == [
-        (bench.steps, seen[ids[0]][-1]["value"])] and len(backend.finals) == len(ids)
+        (bench.steps, seen[ids[0]][-1]["value"])] and len(backend.finals) == len(ids) + 1
     return lines + [f"lineage of trial {ids[2]}: {backend.lineage[ids[2]]}", "fork check: ok"]
 
 
