@@ -246,15 +246,7 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
     if part == "sampler":
         cost = sampler_cost()
         return {"benchmark": "search_efficiency_sim", "line": f"sampler: {cost}", "sampler": cost, "ratio": cost["fraction"]}
-    if part == "synetune_pbt":  # Syne Tune's PBT on the PBT toy: ... synetune_pbt MINUTES 8,64,512 [SEEDS]
-        from bench import _synetune_pbt
-
-        _synetune_pbt.campaign([int(w) for w in sys.argv[3].split(",")], int(sys.argv[4]) if len(sys.argv) > 4 else 30,
-                               deadline)
-        pbt = _synetune_pbt.summary()
-        result = {"line": "\n".join(f"syne-tune pbt, population {w}: {v}" for w, v in pbt.items()), "pbt": pbt,
-                  "comparison": "Syne Tune 0.14.2's PBT (its simulator, state carried across forks) vs the best fixed lr"}
-    elif part == "synetune":
+    if part == "synetune":
         from bench._synetune_sim import METHODS as ST_METHODS
 
         return _syne_tune(bench, [(w, m) for w in workers for m in ST_METHODS], seeds,
