@@ -7,9 +7,10 @@ Needs Syne Tune 0.14.x (``pip install syne-tune==0.14.2``): 0.15 and 0.16 droppe
 ``HyperbandScheduler(type="promotion")``, and the aim compares asha-resume with Syne Tune's ASHA
 with promotion; the runs use the ``legacy_baselines`` of 0.14 for every method, so all cells come
 from one version. Optional: imported only by `bench search_efficiency_sim synetune`, and it says so
-clearly when the version is missing. Syne Tune's PBT is not run: its blackbox backend has no state
-to carry across an exploit (a blackbox's value is a function of the configuration and the
-fidelity), while the PBT toy's value depends on the learning-rate schedule.
+clearly when the version is missing. Syne Tune's PBT is in `bench._synetune_pbt`: the stock
+blackbox backend has no state to carry across an exploit (a blackbox's value is a function of the
+configuration and the fidelity) while the PBT toy's value depends on the learning-rate schedule, so
+that module's backend replays a forked trial's lineage from the donor's checkpoint.
 """
 
 from __future__ import annotations

@@ -394,6 +394,7 @@ if __name__ == "__main__":
     # python -m bench.search_efficiency_sim mfh6|pbt|render|sampler MINUTES [CPU_S]
     # python -m bench.search_efficiency_sim cells MINUTES 64:tpe,512:tpe=10 [SEEDS [BENCHMARK]]
     # python -m bench.search_efficiency_sim synetune MINUTES [64:random,64:asha_promotion [SEEDS]]
+    # python -m bench.search_efficiency_sim synetune_pbt MINUTES 8,64,512 [SEEDS]
     import sys
 
     part, deadline = sys.argv[1], time.time() + float(sys.argv[2]) * 60
@@ -402,7 +403,15 @@ if __name__ == "__main__":
         dump = HERE / ("search_efficiency_sim_runs.jsonl" if name == "mfh6_good" else f"search_efficiency_sim_runs_{name}.jsonl")
         cells_campaign(name, _caps(sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 30), deadline, dump)
         sys.exit(0)
-    if part == "synetune":
+    if part == "synetune_pbt":  # Syne Tune's PBT on the PBT toy: ... synetune_pbt MINUTES 8,64,512 [SEEDS]
+        from bench import _synetune_pbt
+
+        _synetune_pbt.campaign([int(w) for w in sys.argv[3].split(",")], int(sys.argv[4]) if len(sys.argv) > 4 else 30,
+                               deadline)
+        pbt = _synetune_pbt.summary()
+        result = {"line": "\n".join(f"syne-tune pbt, population {w}: {v}" for w, v in pbt.items()), "pbt": pbt,
+                  "comparison": "Syne Tune 0.14.2's PBT (its simulator, state carried across forks) vs the best fixed lr"}
+    elif part == "synetune":
         from bench._synetune_sim import METHODS as ST_METHODS
 
         spec = sys.argv[3] if len(sys.argv) > 3 else ",".join(f"{w}:{m}" for w in (64, 512) for m in ST_METHODS)
