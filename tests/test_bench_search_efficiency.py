@@ -50,9 +50,9 @@ def test_the_runs_of_several_invocations_pool_by_seed_with_an_interval(tmp_path:
     from bench.search_efficiency import pooled
 
     def row(seed: int, random: int, resume: int, reached: bool) -> dict:
-        cell = {"epochs_to_target": random, "reached": True}
-        return {"seed": seed, "random": cell, "tpe_asha": cell, "pbt": cell,
-                "tpe_sha_resume": {"epochs_to_target": resume, "reached": reached}}
+        cell = {"epochs_to_target": random, "reached": True, "best": 0.8}
+        return {"seed": seed, "target_accuracy": 0.8, "random": cell, "tpe_asha": cell, "pbt": cell,
+                "tpe_sha_resume": {"epochs_to_target": resume, "reached": reached, "best": 0.8 if reached else 0.7}}
 
     results = tmp_path / "results.jsonl"
     records = [{"benchmark": "x", "time": "2026-01-01", "rows": [row(0, 100, 10, True)]},  # before `since`
@@ -65,3 +65,4 @@ def test_the_runs_of_several_invocations_pool_by_seed_with_an_interval(tmp_path:
     assert out["seeds"] == [0, 1] and out["reached"]["tpe_sha_resume"] == 1
     mean, low, high = out["ratio_per_seed"]["tpe_sha_resume"]
     assert mean == 0.45 and low < 0.45 < high
+    assert out["best_minus_random"]["tpe_sha_resume"][0] == -0.05 and out["best_minus_random"]["random"][0] == 0
