@@ -87,22 +87,15 @@ def paired_lines(runs: dict[tuple[int, str], list[dict[str, Any]]], cell_a: str,
     return out
 
 
-def pbt_table(pbt: dict[str, Any], hpwf: dict[str, Any] | None = None) -> list[str]:
+def pbt_table(pbt: dict[str, Any]) -> list[str]:
     """PBT's best final member against the best fixed rate, per population (``pbt_campaign``'s
-    figures, values negated into accuracy); with ``hpwf``, hpwf's figures in a last column."""
-    head = "| population (= workers) | seeds | beats the best fixed rate | final accuracy (mean, 95 %) |"
-    if hpwf is not None:
-        head += " hpwf's PBT: beats / accuracy |"
-    lines = [head, "|---" * (head.count(" | ") + 1) + "|"]
+    figures, values negated into accuracy)."""
+    lines = ["| population (= workers) | seeds | beats the best fixed rate | final accuracy (mean, 95 %) |",
+             "|---|---|---|---|"]
     for key in sorted((k for k in pbt if k.isdigit()), key=int):
         v = pbt[key]
-        if not v["seeds"]:
-            continue
-        acc = [-x for x in v["mean_final"]]
-        row = (f"| {key} | {v['seeds']} | {v['wins']} / {v['seeds']} ({100 * v['wins'] / v['seeds']:.0f} %) "
-               f"| {acc[0]:.1f} [{acc[2]:.1f}, {acc[1]:.1f}] |")
-        if hpwf is not None and key in hpwf:
-            h = hpwf[key]
-            row += f" {h['wins']} / {h['seeds']}, {-h['mean_final'][0]:.1f} |"
-        lines.append(row)
+        if v["seeds"]:
+            acc = [-x for x in v["mean_final"]]
+            lines.append(f"| {key} | {v['seeds']} | {v['wins']} / {v['seeds']} ({100 * v['wins'] / v['seeds']:.0f} %) "
+                         f"| {acc[0]:.1f} [{acc[2]:.1f}, {acc[1]:.1f}] |")
     return lines

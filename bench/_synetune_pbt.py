@@ -176,26 +176,19 @@ def run_pbt(bench: Benchmark, workers: int, seed: int, cap_l: float = 2.0) -> di
 
 
 def campaign(workers: list[int], max_seeds: int, deadline: float, dump: Path = DUMP) -> None:
-    """Seeds round-robin over ``workers`` (each from the next seed ``dump`` lacks) until
+    """Each population from the next seed ``dump`` lacks, the fewest seeds first, until
     ``deadline`` (wall clock) or ``max_seeds``; one JSON line per run, appended as it ends."""
+    from bench.search_efficiency_sim import continue_seeds
+
     bench = BENCHMARKS["pbt_toy"]()
     fixed_lr, fixed_value = best_fixed_lr(bench)
-    done: dict[int, int] = {}
-    for line in dump.read_text().splitlines() if dump.exists() else []:
-        row = json.loads(line)
-        done[row["workers"]] = max(done.get(row["workers"], 0), row["seed"] + 1)
-    while time.time() < deadline:
-        todo = [w for w in workers if done.get(w, 0) < max_seeds]
-        if not todo:
-            return
-        w = min(todo, key=lambda x: done.get(x, 0))
-        seed = done.get(w, 0)
+
+    def one(w: int, seed: int) -> dict[str, Any]:
         row = run_pbt(bench, w, seed)
-        row = {"workers": w, "seed": seed, **row, "wins": row["final"] < fixed_value,
-               "best_fixed_lr": fixed_lr, "best_fixed_value": fixed_value}
-        with dump.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        done[w] = seed + 1
+        return {"workers": w, "seed": seed, **row, "wins": row["final"] < fixed_value,
+                "best_fixed_lr": fixed_lr, "best_fixed_value": fixed_value}
+
+    continue_seeds(dump, {w: max_seeds for w in workers}, deadline, one, key=lambda row: row["workers"])
 
 
 def summary(dump: Path = DUMP) -> dict[str, Any]:

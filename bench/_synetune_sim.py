@@ -16,7 +16,6 @@ that module's backend replays a forked trial's lineage from the donor's checkpoi
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -117,23 +116,11 @@ def one_run(bench: Benchmark, method: str, workers: int, seed: int, budget_s: fl
 
 def campaign(bench: Benchmark, cells: list[tuple[int, str]], max_seeds: int, budget_l: dict[int, float],
              deadline: float, dump: Path) -> None:
-    """Seeds round-robin over ``cells`` (each from the next seed ``dump`` lacks) until ``deadline``
+    """Each cell from the next seed ``dump`` lacks, the fewest seeds first, until ``deadline``
     (wall clock) or ``max_seeds``; every run is appended to ``dump`` as it ends."""
+    from bench.search_efficiency_sim import continue_seeds
+
     logging.disable(logging.WARNING)
-    done: dict[tuple[int, str], int] = {}
-    if dump.exists():
-        for line in dump.read_text().splitlines():
-            row = json.loads(line)
-            done[(row["workers"], row["method"])] = max(done.get((row["workers"], row["method"]), 0), row["seed"] + 1)
-    while True:
-        todo = [c for c in cells if done.get(c, 0) < max_seeds]
-        if not todo:
-            return
-        for w, m in sorted(todo, key=lambda c: done.get(c, 0)):
-            if time.time() > deadline:
-                return
-            seed = done.get((w, m), 0)
-            row = one_run(bench, m, w, seed, budget_l[w] * bench.full_s)
-            with dump.open("a") as f:
-                f.write(json.dumps({"workers": w, "method": m, "seed": seed, **row}) + "\n")
-            done[(w, m)] = seed + 1
+    continue_seeds(dump, {c: max_seeds for c in cells}, deadline, lambda cell, seed: {
+        "workers": cell[0], "method": cell[1], "seed": seed,
+        **one_run(bench, cell[1], cell[0], seed, budget_l[cell[0]] * bench.full_s)})

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hpwf.sim import BENCHMARKS, Benchmark, best_fixed_lr, run_search
 from hpwf.workflow import Search
@@ -109,32 +109,39 @@ def campaign(bench_name: str, workers: list[int], names: list[str], max_seeds: i
     return runs
 
 
-def next_seeds(dump: Path) -> dict[tuple[int, str], int]:
-    """The next seed of each cell in ``dump`` (seeds are appended in order)."""
-    done: dict[tuple[int, str], int] = {}
+def next_seeds(dump: Path, key: Callable[[dict[str, Any]], Any] = lambda row: (row["workers"], row["method"])) -> dict[Any, int]:
+    """The next seed of each cell (``key`` of a row) in ``dump`` (seeds are appended in order)."""
+    done: dict[Any, int] = {}
     for line in dump.read_text().splitlines() if dump.exists() else []:
         row = json.loads(line)
-        cell = (row["workers"], row["method"])
-        done[cell] = max(done.get(cell, 0), row["seed"] + 1)
+        done[key(row)] = max(done.get(key(row), 0), row["seed"] + 1)
     return done
 
 
-def cells_campaign(bench_name: str, caps: dict[tuple[int, str], int], deadline: float, dump: Path) -> None:
-    """The cells of ``caps``, each from the next seed ``dump`` lacks, the cell with the fewest seeds
-    first (ties in the given order), until ``deadline`` (wall clock) or each cell has its cap."""
-    bench = BENCHMARKS[bench_name]()
-    ms = methods(bench)
-    done = next_seeds(dump)
+def continue_seeds(dump: Path, caps: dict[Any, int], deadline: float, run_one: Callable[[Any, int], dict[str, Any]],
+                   key: Callable[[dict[str, Any]], Any] = lambda row: (row["workers"], row["method"])) -> None:
+    """Run the cells of ``caps``, each from the next seed ``dump`` lacks, the cell with the fewest
+    seeds first (ties in the given order), until ``deadline`` (wall clock) or each cell has its
+    cap; ``run_one(cell, seed)`` gives the row appended to ``dump`` as the run ends."""
+    done = next_seeds(dump, key)
     while time.time() < deadline:
         todo = [c for c, cap in caps.items() if done.get(c, 0) < cap]
         if not todo:
             return
-        w, m = min(todo, key=lambda c: done.get(c, 0))
-        seed = done.get((w, m), 0)
-        row = one_run(bench, ms[m], w, seed, BUDGET_L[w] * bench.full_s)
+        cell = min(todo, key=lambda c: done.get(c, 0))
+        row = run_one(cell, done.get(cell, 0))
         with dump.open("a") as f:
-            f.write(json.dumps({"workers": w, "method": m, "seed": seed, **row}) + "\n")
-        done[(w, m)] = seed + 1
+            f.write(json.dumps(row) + "\n")
+        done[cell] = done.get(cell, 0) + 1
+
+
+def cells_campaign(bench_name: str, caps: dict[tuple[int, str], int], deadline: float, dump: Path) -> None:
+    """The cells of ``caps`` by `continue_seeds` (``dump`` as JSON lines)."""
+    bench = BENCHMARKS[bench_name]()
+    ms = methods(bench)
+    continue_seeds(dump, caps, deadline, lambda cell, seed: {
+        "workers": cell[0], "method": cell[1], "seed": seed,
+        **one_run(bench, ms[cell[1]], cell[0], seed, BUDGET_L[cell[0]] * bench.full_s)})
 
 
 def load_dump(dump: Path) -> dict[tuple[int, str], list[dict[str, Any]]]:
