@@ -308,17 +308,56 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
 ISSUE_CELLS = ("random", "tpe", "tpe+asha_stop", "asha-resume", "hyperband-resume", "optuna_tpe+hyperband_stop")
 
 
+def cells_dump(name: str) -> Path:
+    """Where hpwf's runs on benchmark ``name`` are kept (JSON lines)."""
+    return HERE / ("search_efficiency_sim_runs.jsonl" if name == "mfh6_good" else f"search_efficiency_sim_runs_{name}.jsonl")
+
+
+def st_dump(name: str) -> Path:
+    """Where Syne Tune's runs on benchmark ``name`` are kept (JSON lines)."""
+    return HERE / ("search_efficiency_sim_synetune_runs.jsonl" if name == "mfh6_good"
+                   else f"search_efficiency_sim_synetune_runs_{name}.jsonl")
+
+
+def _versus_syne_tune(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]],
+                      st: dict[tuple[int, str], list[dict[str, Any]]], budget_l: dict[int, float]) -> list[str]:
+    """hpwf's method minus Syne Tune's counterpart, time to ε in L, per worker count."""
+    from bench import _sim_render as md
+
+    lines: list[str] = []
+    for a, b in (("asha-resume", "asha_promotion"), ("asha-resume", "asha_stopping"),
+                 ("hyperband-resume", "hyperband_promotion"), ("random", "random")):
+        lines += md.compare_lines("hpwf", runs, a, "syne-tune", st, b, budget_l, bench.full_s)
+    return lines
+
+
+def other_benchmark_lines(bench: Benchmark, hpwf_dump: Path, syne_tune_dump: Path,
+                          budget_l: dict[int, float]) -> list[str]:
+    """hpwf's table of a benchmark other than MF-Hartmann 6 good, and Syne Tune's beside it, where run."""
+    from bench import _sim_render as md
+
+    if not hpwf_dump.exists():
+        return []
+    runs = load_dump(hpwf_dump)
+    lines = ["", f"{bench.name} (epsilon {bench.epsilon}):"] + md.hpwf_table(summarize(bench, runs, budget_l))
+    if syne_tune_dump.exists():
+        st = load_dump(syne_tune_dump)
+        lines += ["", f"{bench.name}, Syne Tune:"] + md.synetune_table(summarize(bench, st, budget_l)) + [""]
+        lines += _versus_syne_tune(bench, runs, st, budget_l)
+    return lines
+
+
 def render(bench: Benchmark, budget_l: dict[int, float]) -> dict[str, Any]:
     """Tables (markdown), comparisons and curves of every run in the dumps."""
     from bench import _sim_render as md
 
-    runs = load_dump(HERE / "search_efficiency_sim_runs.jsonl")
+    runs = load_dump(cells_dump(bench.name))
     table = summarize(bench, runs, budget_l)
     draw(bench, runs, budget_l, HERE / "search_efficiency_sim_mfh6_good.png", only=ISSUE_CELLS)
     draw(bench, runs, budget_l, HERE / "search_efficiency_sim_min_resource.png",
          only=("random", "asha-resume", "asha-resume-m3", "asha-resume-m9"))
     lines = md.hpwf_table(table)
-    st = load_dump(ST_DUMP) if ST_DUMP.exists() else {}
+    st = load_dump(st_dump(bench.name)) if st_dump(bench.name).exists() else {}
     if st:
         st_table = summarize(bench, st, budget_l)
         draw(bench, st, budget_l, HERE / "search_efficiency_sim_synetune.png")
@@ -326,19 +365,14 @@ def render(bench: Benchmark, budget_l: dict[int, float]) -> dict[str, Any]:
                 **{(w, f"syne-tune {m}"): r for (w, m), r in st.items() if m in ("random", "asha_promotion")}}
         draw(bench, both, budget_l, HERE / "search_efficiency_sim_vs_synetune.png")
         lines += [""] + md.synetune_table(st_table) + [""]
-        for a, b in (("asha-resume", "asha_promotion"), ("asha-resume", "asha_stopping"),
-                     ("hyperband-resume", "hyperband_promotion"), ("random", "random")):
-            lines += md.compare_lines("hpwf", runs, a, "syne-tune", st, b, budget_l, bench.full_s)
+        lines += _versus_syne_tune(bench, runs, st, budget_l)
     pbt = pbt_campaign([8, 64, 512], 0, 0.0, False, dump=PBT_DUMP)  # max_seeds 0: the dump's runs only
     lines += ["", f"PBT on the toy; the best fixed rate {pbt['best_fixed_lr']:.5f}, accuracy {-pbt['best_fixed_value']:.1f}:"]
     lines += md.pbt_table(pbt)
     for other in ("asha-resume-m3", "asha-resume-m9"):
         lines += md.paired_lines(runs, other, "asha-resume", budget_l, bench.full_s)
     for name in ("mfh6_bad", "mfh3_good", "mfh3_bad"):  # the other benchmarks' cells, where run
-        dump = HERE / f"search_efficiency_sim_runs_{name}.jsonl"
-        if dump.exists():
-            lines += ["", f"{name} (epsilon {BENCHMARKS[name]().epsilon}):"]
-            lines += md.hpwf_table(summarize(BENCHMARKS[name](), load_dump(dump), budget_l))
+        lines += other_benchmark_lines(BENCHMARKS[name](), cells_dump(name), st_dump(name), budget_l)
     return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table, "pbt": pbt,
             "ratio": table.get(f"{max(budget_l)}:asha-resume", {}).get("time_ratio", [None])[0]}
 
@@ -369,18 +403,18 @@ def sampler_cost(trials: int = 10_000, asks: int = 20, seed: int = 0) -> dict[st
             "fraction": per / bench.full_s}
 
 
-ST_DUMP = HERE / "search_efficiency_sim_synetune_runs.jsonl"
 
 
 def _syne_tune(bench: Benchmark, cells: list[tuple[int, str]], seeds: int, deadline: float) -> dict[str, Any]:
     """The same benchmark, workers and seeds under Syne Tune's simulator (needs syne-tune 0.14):
-    the cells continue from the seeds ``ST_DUMP`` holds; the figures are of every run it holds."""
+    the cells continue from the seeds `st_dump` holds; the figures are of every run it holds."""
     from bench import _synetune_sim
 
-    _synetune_sim.campaign(bench, cells, seeds, BUDGET_L, deadline, ST_DUMP)
-    runs = load_dump(ST_DUMP)
+    _synetune_sim.campaign(bench, cells, seeds, BUDGET_L, deadline, st_dump(bench.name))
+    runs = load_dump(st_dump(bench.name))
     table = summarize(bench, runs, BUDGET_L)
-    draw(bench, runs, BUDGET_L, HERE / "search_efficiency_sim_synetune.png")
+    if bench.name == "mfh6_good":
+        draw(bench, runs, BUDGET_L, HERE / "search_efficiency_sim_synetune.png")
     lines = [f"syne-tune {k}: seeds {v['seeds']}, reached {v['reached']}, hit (full trials) {v['hit_full_trials']}, "
              f"final regret {v['final_regret']}" for k, v in table.items()]
     return {"benchmark": "search_efficiency_sim", "line": "\n".join(lines), "table": table, "ratio": None,
@@ -400,15 +434,15 @@ def _caps(spec: str, seeds: int) -> dict[tuple[int, str], int]:
 if __name__ == "__main__":
     # python -m bench.search_efficiency_sim mfh6|pbt|render|sampler MINUTES [CPU_S]
     # python -m bench.search_efficiency_sim cells MINUTES 64:tpe,512:tpe=10 [SEEDS [BENCHMARK]]
-    # python -m bench.search_efficiency_sim synetune MINUTES [64:random,64:asha_promotion [SEEDS]]
+    # python -m bench.search_efficiency_sim synetune MINUTES [64:random,64:asha_promotion [SEEDS [BENCHMARK]]]
     # python -m bench.search_efficiency_sim synetune_pbt MINUTES 8,64,512 [SEEDS]
     import sys
 
     part, deadline = sys.argv[1], time.time() + float(sys.argv[2]) * 60
     if part == "cells":
         name = sys.argv[5] if len(sys.argv) > 5 else "mfh6_good"
-        dump = HERE / ("search_efficiency_sim_runs.jsonl" if name == "mfh6_good" else f"search_efficiency_sim_runs_{name}.jsonl")
-        cells_campaign(name, _caps(sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 30), deadline, dump)
+        cells_campaign(name, _caps(sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 30), deadline,
+                       cells_dump(name))
         sys.exit(0)
     if part == "synetune_pbt":  # Syne Tune's PBT on the PBT toy: ... synetune_pbt MINUTES 8,64,512 [SEEDS]
         from bench import _synetune_pbt
@@ -422,8 +456,8 @@ if __name__ == "__main__":
         from bench._synetune_sim import METHODS as ST_METHODS
 
         spec = sys.argv[3] if len(sys.argv) > 3 else ",".join(f"{w}:{m}" for w in (64, 512) for m in ST_METHODS)
-        result = _syne_tune(BENCHMARKS["mfh6_good"](), _cells(spec), int(sys.argv[4]) if len(sys.argv) > 4 else 30,
-                            deadline)
+        result = _syne_tune(BENCHMARKS[sys.argv[5] if len(sys.argv) > 5 else "mfh6_good"](), _cells(spec),
+                            int(sys.argv[4]) if len(sys.argv) > 4 else 30, deadline)
     else:
         result = run(part=part, wall_s=float(sys.argv[2]) * 60,
                      cpu_budget_s=float(sys.argv[3]) if len(sys.argv) > 3 else 1800.0)

@@ -91,3 +91,24 @@ def test_a_pbt_campaign_continues_from_its_dump_and_counts_every_run_it_holds(tm
     assert search_efficiency_sim.pbt_runs(dump)[4][:2] == [r["final"] for r in rows[:2]]
     held = search_efficiency_sim.pbt_campaign([4], 0, 0.0, True, dump=dump)  # the dump's runs only, none new
     assert held["4"] == again["4"] and len(dump.read_text().splitlines()) == 3
+
+
+def test_another_benchmarks_table_has_syne_tunes_cells_and_the_differences_beside_it(tmp_path: Path) -> None:
+    hpwf_dump, st_dump = tmp_path / "hpwf.jsonl", tmp_path / "st.jsonl"
+    far = time.time() + 600
+    bench = search_efficiency_sim.BENCHMARKS["mfh3_bad"]()
+    budget = search_efficiency_sim.BUDGET_L
+    assert search_efficiency_sim.other_benchmark_lines(bench, hpwf_dump, st_dump, budget) == []
+    search_efficiency_sim.cells_campaign("mfh3_bad", {(8, "random"): 2, (8, "asha-resume"): 2}, far, hpwf_dump)
+    alone = search_efficiency_sim.other_benchmark_lines(bench, hpwf_dump, st_dump, budget)
+    assert alone[1] == "mfh3_bad (epsilon 0.2):" and not any("Syne Tune" in line for line in alone)
+    # Syne Tune's rows have hpwf's row format; hpwf's own random runs stand in for them here
+    st_dump.write_text("".join(line.replace('"asha-resume"', '"asha_promotion"') + "\n"
+                               for line in hpwf_dump.read_text().splitlines()))
+    both = search_efficiency_sim.other_benchmark_lines(bench, hpwf_dump, st_dump, budget)
+    assert "mfh3_bad, Syne Tune:" in both
+    assert any(line.startswith("| 8 | asha_promotion | 2 |") for line in both)
+    same = [line for line in both if line.startswith("8 workers: hpwf asha-resume")]
+    assert len(same) == 1 and " = +0.00 [-" in same[0]  # the same runs: a difference of 0, inside its interval
+    assert search_efficiency_sim.st_dump("mfh6_good").name == "search_efficiency_sim_synetune_runs.jsonl"
+    assert search_efficiency_sim.cells_dump("mfh3_bad").name == "search_efficiency_sim_runs_mfh3_bad.jsonl"
