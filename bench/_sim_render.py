@@ -48,6 +48,13 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return ma - mb, ma - mb - half, ma - mb + half
 
 
+def same_seeds(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs of ``a`` and of ``b`` of the seeds both have, paired in seed order."""
+    by_seed = {r["seed"]: r for r in b}
+    both = [r for r in a if r["seed"] in by_seed]
+    return both, [by_seed[r["seed"]] for r in both]
+
+
 def hit_times(runs: list[dict[str, Any]], budget_s: float, full_s: float) -> list[float]:
     """Time to ε in whole-trial lengths (the budget for a run that never reached it)."""
     return [(r["hit_s"] or budget_s) / full_s for r in runs]
@@ -75,11 +82,11 @@ def paired_lines(runs: dict[tuple[int, str], list[dict[str, Any]]], cell_a: str,
     (same seed, same sampler draws), mean and 95 % interval of the per-seed differences, in L."""
     out = []
     for w in sorted(budget_l):
-        a, b = runs.get((w, cell_a), []), runs.get((w, cell_b), [])
-        n = min(len(a), len(b))
+        a, b = same_seeds(runs.get((w, cell_a), []), runs.get((w, cell_b), []))
+        n = len(a)
         if n < 2:
             continue
-        ta, tb = hit_times(a[:n], budget_l[w] * full_s, full_s), hit_times(b[:n], budget_l[w] * full_s, full_s)
+        ta, tb = hit_times(a, budget_l[w] * full_s, full_s), hit_times(b, budget_l[w] * full_s, full_s)
         mean, se = _mean_se([x - y for x, y in zip(ta, tb)])
         wins = sum(x < y for x, y in zip(ta, tb))
         out.append(f"{w} workers, paired over {n} seeds: {cell_a} - {cell_b} = {mean:+.2f} "

@@ -15,12 +15,14 @@ mean trial's virtual length.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bench._sim_render import same_seeds
 from hpwf.sim import BENCHMARKS, Benchmark, best_fixed_lr, run_search
 from hpwf.workflow import Search
 
@@ -101,38 +103,40 @@ def campaign(bench_name: str, workers: list[int], names: list[str], max_seeds: i
         for w, m in cells:
             if seed >= 1 and _spent(start, cpu_budget_s, deadline):
                 return runs
-            row = one_run(bench, ms[m], w, seed, budget_l[w] * bench.full_s)
+            row = {"seed": seed, **one_run(bench, ms[m], w, seed, budget_l[w] * bench.full_s)}
             runs[(w, m)].append(row)
             if dump is not None:
                 with dump.open("a") as f:
-                    f.write(json.dumps({"workers": w, "method": m, "seed": seed, **row}) + "\n")
+                    f.write(json.dumps({"workers": w, "method": m, **row}) + "\n")
     return runs
 
 
-def next_seeds(dump: Path, key: Callable[[dict[str, Any]], Any] = lambda row: (row["workers"], row["method"])) -> dict[Any, int]:
-    """The next seed of each cell (``key`` of a row) in ``dump`` (seeds are appended in order)."""
-    done: dict[Any, int] = {}
+def seeds_held(dump: Path, key: Callable[[dict[str, Any]], Any] = lambda row: (row["workers"], row["method"])) -> dict[Any, set[int]]:
+    """The seeds each cell (``key`` of a row) has in ``dump``."""
+    held: dict[Any, set[int]] = {}
     for line in dump.read_text().splitlines() if dump.exists() else []:
         row = json.loads(line)
-        done[key(row)] = max(done.get(key(row), 0), row["seed"] + 1)
-    return done
+        held.setdefault(key(row), set()).add(row["seed"])
+    return held
 
 
 def continue_seeds(dump: Path, caps: dict[Any, int], deadline: float, run_one: Callable[[Any, int], dict[str, Any]],
                    key: Callable[[dict[str, Any]], Any] = lambda row: (row["workers"], row["method"])) -> None:
-    """Run the cells of ``caps``, each from the next seed ``dump`` lacks, the cell with the fewest
+    """Run the cells of ``caps``, each with the lowest seed ``dump`` lacks, the cell with the fewest
     seeds first (ties in the given order), until ``deadline`` (wall clock) or each cell has its
     cap; ``run_one(cell, seed)`` gives the row appended to ``dump`` as the run ends."""
-    done = next_seeds(dump, key)
+    held = seeds_held(dump, key)
     while time.time() < deadline:
-        todo = [c for c, cap in caps.items() if done.get(c, 0) < cap]
+        todo = [c for c, cap in caps.items() if len(held.get(c, ())) < cap]
         if not todo:
             return
-        cell = min(todo, key=lambda c: done.get(c, 0))
-        row = run_one(cell, done.get(cell, 0))
+        cell = min(todo, key=lambda c: len(held.get(c, ())))
+        have = held.setdefault(cell, set())
+        seed = next(s for s in itertools.count() if s not in have)
+        row = run_one(cell, seed)
         with dump.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        done[cell] = done.get(cell, 0) + 1
+        have.add(seed)
 
 
 def cells_campaign(bench_name: str, caps: dict[tuple[int, str], int], deadline: float, dump: Path) -> None:
@@ -145,25 +149,25 @@ def cells_campaign(bench_name: str, caps: dict[tuple[int, str], int], deadline: 
 
 
 def load_dump(dump: Path) -> dict[tuple[int, str], list[dict[str, Any]]]:
-    """The runs a campaign appended to ``dump``, by cell, in seed order (complete seeds only per cell)."""
+    """The runs a campaign appended to ``dump``, by cell, in seed order."""
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for line in dump.read_text().splitlines():
         row = json.loads(line)
         row["incumbent"] = [tuple(x) for x in row["incumbent"]]
         runs.setdefault((row.pop("workers"), row.pop("method")), []).append(row)
-    return runs
+    return {cell: sorted(rs, key=lambda r: r["seed"]) for cell, rs in runs.items()}
 
 
 def summarize(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]],
               budget_l: dict[int, float]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for (w, m), rs in runs.items():
-        base = runs.get((w, "random"), [])
-        n = min(len(rs), len(base))
+        rs, base = same_seeds(rs, runs.get((w, "random"), []))
+        n = len(rs)
         if n == 0:
             continue
         budget = budget_l[w] * bench.full_s
-        ratios = [(r["hit_s"] or budget) / (b["hit_s"] or budget) for r, b in zip(rs[:n], base[:n])]
+        ratios = [(r["hit_s"] or budget) / (b["hit_s"] or budget) for r, b in zip(rs, base)]
         finals = [r["final"] for r in rs[:n]]
         trials = sum(r["asked"] for r in rs[:n])
         table[f"{w}:{m}"] = {

@@ -112,3 +112,27 @@ def test_another_benchmarks_table_has_syne_tunes_cells_and_the_differences_besid
     assert len(same) == 1 and " = +0.00 [-" in same[0]  # the same runs: a difference of 0, inside its interval
     assert search_efficiency_sim.st_dump("mfh6_good").name == "search_efficiency_sim_synetune_runs.jsonl"
     assert search_efficiency_sim.cells_dump("mfh3_bad").name == "search_efficiency_sim_runs_mfh3_bad.jsonl"
+
+
+def test_a_gap_in_a_cells_seeds_is_filled_first_and_every_ratio_pairs_the_same_seed(tmp_path: Path) -> None:
+    dump = tmp_path / "runs.jsonl"
+    far = time.time() + 600
+    search_efficiency_sim.cells_campaign("mfh3_good", {(8, "random"): 3, (8, "asha-resume"): 3}, far, dump)
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    # two runners took seeds side by side: asha-resume's seed 1 is missing, seed 3 is there, out of order
+    kept = [r for r in rows if not (r["method"] == "asha-resume" and r["seed"] == 1)]
+    bench = search_efficiency_sim.BENCHMARKS["mfh3_good"]()
+    extra = search_efficiency_sim.one_run(bench, search_efficiency_sim.methods(bench)["asha-resume"], 8, 3,
+                                          search_efficiency_sim.BUDGET_L[8] * bench.full_s)
+    dump.write_text("".join(json.dumps(r) + "\n" for r in [{"workers": 8, "method": "asha-resume", "seed": 3, **extra}] + kept))
+    runs = search_efficiency_sim.load_dump(dump)
+    assert [r["seed"] for r in runs[(8, "asha-resume")]] == [0, 2, 3]
+    table = search_efficiency_sim.summarize(bench, runs, search_efficiency_sim.BUDGET_L)
+    assert table["8:asha-resume"]["seeds"] == 2  # seeds 0 and 2: random has no seed 3
+    budget = search_efficiency_sim.BUDGET_L[8] * bench.full_s
+    random_of = {r["seed"]: r for r in runs[(8, "random")]}
+    ratios = [(r["hit_s"] or budget) / (random_of[r["seed"]]["hit_s"] or budget) for r in runs[(8, "asha-resume")][:2]]
+    assert table["8:asha-resume"]["time_ratio"][0] == round(sum(ratios) / 2, 3)
+    search_efficiency_sim.cells_campaign("mfh3_good", {(8, "asha-resume"): 4}, far, dump)
+    again = search_efficiency_sim.load_dump(dump)
+    assert [r["seed"] for r in again[(8, "asha-resume")]] == [0, 1, 2, 3]  # the gap, not seed 4
