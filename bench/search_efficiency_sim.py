@@ -168,19 +168,19 @@ def summarize(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]
             continue
         budget = budget_l[w] * bench.full_s
         ratios = [(r["hit_s"] or budget) / (b["hit_s"] or budget) for r, b in zip(rs, base)]
-        finals = [r["final"] for r in rs[:n]]
-        trials = sum(r["asked"] for r in rs[:n])
+        finals = [r["final"] for r in rs]
+        trials = sum(r["asked"] for r in rs)
         table[f"{w}:{m}"] = {
-            "workers": w, "method": m, "seeds": n, "reached": sum(r["hit_s"] is not None for r in rs[:n]),
-            "random_reached": sum(b["hit_s"] is not None for b in base[:n]),
+            "workers": w, "method": m, "seeds": n, "reached": sum(r["hit_s"] is not None for r in rs),
+            "random_reached": sum(b["hit_s"] is not None for b in base),
             "time_ratio": [round(x, 3) for x in interval(ratios)],
             "time_ratio_median": round(sorted(ratios)[n // 2], 3),
-            "hit_full_trials": [round(x, 3) for x in interval([(r["hit_s"] or budget) / bench.full_s for r in rs[:n]])],
+            "hit_full_trials": [round(x, 3) for x in interval([(r["hit_s"] or budget) / bench.full_s for r in rs])],
             "final_regret": [round(x, 4) for x in interval(finals)],
             "trials_asked_mean": round(trials / n),
-            "sampler_s_per_trial": sum(r["sampler_s"] for r in rs[:n]) / max(1, trials),
-            "engine_cpu_s_per_trial": sum(r["cpu_s"] for r in rs[:n]) / max(1, trials),
-            "mean_trial_virtual_s": sum(r["mean_trial_s"] for r in rs[:n]) / n,
+            "sampler_s_per_trial": sum(r["sampler_s"] for r in rs) / max(1, trials),
+            "engine_cpu_s_per_trial": sum(r["cpu_s"] for r in rs) / max(1, trials),
+            "mean_trial_virtual_s": sum(r["mean_trial_s"] for r in rs) / n,
         }
     return table
 
@@ -312,15 +312,19 @@ def run(quick: bool = False, cpu_budget_s: float = 1800.0, max_seeds: int = 30, 
 ISSUE_CELLS = ("random", "tpe", "tpe+asha_stop", "asha-resume", "hyperband-resume", "optuna_tpe+hyperband_stop")
 
 
+def _dump(prefix: str, name: str) -> Path:
+    """``bench/<prefix>.jsonl`` for MF-Hartmann 6 good (the aims' benchmark), ``<prefix>_<name>.jsonl`` else."""
+    return HERE / (f"{prefix}.jsonl" if name == "mfh6_good" else f"{prefix}_{name}.jsonl")
+
+
 def cells_dump(name: str) -> Path:
     """Where hpwf's runs on benchmark ``name`` are kept (JSON lines)."""
-    return HERE / ("search_efficiency_sim_runs.jsonl" if name == "mfh6_good" else f"search_efficiency_sim_runs_{name}.jsonl")
+    return _dump("search_efficiency_sim_runs", name)
 
 
 def st_dump(name: str) -> Path:
     """Where Syne Tune's runs on benchmark ``name`` are kept (JSON lines)."""
-    return HERE / ("search_efficiency_sim_synetune_runs.jsonl" if name == "mfh6_good"
-                   else f"search_efficiency_sim_synetune_runs_{name}.jsonl")
+    return _dump("search_efficiency_sim_synetune_runs", name)
 
 
 def _versus_syne_tune(bench: Benchmark, runs: dict[tuple[int, str], list[dict[str, Any]]],
