@@ -191,3 +191,11 @@ def test_bagged_greedy_averages_weights_over_resamples() -> None:
     bagged = greedy(cands, size=4, bags=8, seed=1)
     assert sum(bagged.weights.values()) == pytest.approx(1.0)
     assert bagged.weights[3] + bagged.weights[5] > 0.9 and bagged.bags == 8
+
+
+def test_a_recorded_selections_weights_sum_to_one_as_a_reader_combines_them() -> None:
+    from hpwf.ensembles._selection import Selection
+
+    record = Selection("greedy", {4: 1 / 3, 7: 1 / 3, 9: 1 / 3}, metric="nll").as_json()
+    assert sum(record["weights"].values()) == pytest.approx(1.0)  # rounded to 6 digits they summed to 0.999999
+    assert list(record["weights"]) == ["4", "7", "9"]

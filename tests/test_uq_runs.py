@@ -111,7 +111,7 @@ def test_greedy_ensemble_of_trials_without_retraining(tmp_path: Path) -> None:
     test = [predictions.load(trial_dir(run_dir, n), "test") for n in weights]
     mix = combine(test, list(weights.values()))  # type: ignore[arg-type]
     want = uq.regression_metrics(test[0]["y"], mix["mean"], mix["var"])  # type: ignore[index]
-    assert metrics["ensemble"]["nll"] == pytest.approx(want["nll"], rel=1e-6)  # weights stored to 6 digits
+    assert metrics["ensemble"]["nll"] == pytest.approx(want["nll"], rel=1e-6)
     # Greedy's first pick is the best single trial on validation; greedy never does worse on it.
     single = {int(k): v for k, v in metrics["selection"]["single"].items()}
     assert metrics["selection"]["trace"][-1] <= min(single.values()) + 1e-9

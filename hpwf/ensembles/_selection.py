@@ -71,10 +71,11 @@ class Selection:
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        """A JSON-ready record (trial numbers as keys, in order of weight)."""
+        """A JSON-ready record (trial numbers as keys, in order of weight); the weights unrounded, as
+        they are what a reader combines the members with (three of 1/3 rounded sum to 0.999999)."""
         order = sorted(self.weights, key=lambda k: (-self.weights[k], k))
         return {"method": self.method, "metric": self.metric,
-                "weights": {str(k): round(self.weights[k], 6) for k in order},
+                "weights": {str(k): self.weights[k] for k in order},
                 "trace": [round(v, 6) for v in self.trace],
                 "single": {str(k): round(v, 6) for k, v in sorted(self.single.items())},
                 "rounds": self.rounds, "bags": self.bags, "options": dict(self.options)}
