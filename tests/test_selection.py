@@ -10,7 +10,7 @@ import pytest
 from hpwf.workflow import _predictions as predictions
 from hpwf.workflow import Ensemble, Member, MemberObjective
 from hpwf.errors import ConfigError
-from hpwf.ensembles._selection import allocate, combine, greedy, top_k
+from hpwf.ensembles._selection import Selection, allocate, combine, greedy, top_k
 from hpwf.workflow._trial import Trial
 
 
@@ -194,8 +194,6 @@ def test_bagged_greedy_averages_weights_over_resamples() -> None:
 
 
 def test_a_recorded_selections_weights_sum_to_one_as_a_reader_combines_them() -> None:
-    from hpwf.ensembles._selection import Selection
-
     record = Selection("greedy", {4: 1 / 3, 7: 1 / 3, 9: 1 / 3}, metric="nll").as_json()
     assert sum(record["weights"].values()) == pytest.approx(1.0)  # rounded to 6 digits they summed to 0.999999
     assert list(record["weights"]) == ["4", "7", "9"]
